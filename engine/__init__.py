@@ -1,0 +1,1 @@
+"""Herald's domain: pure Python, no Ray import. Every rule of the engine lives here."""

@@ -1,0 +1,5 @@
+"""The broker port: queues of message references (ids), never payloads."""
+
+from .base import Broker, BrokerUnavailable, Delivery, Envelope
+
+__all__ = ["Broker", "BrokerUnavailable", "Delivery", "Envelope"]

@@ -1,0 +1,116 @@
+"""Broker port.
+
+An :class:`Envelope` carries one or more message ids of one priority (Postgres holds the payload). Two
+adapters implement :class:`Broker`: RabbitMQ (aio-pika) for production, and a Postgres queue table
+(``FOR UPDATE SKIP LOCKED``) for the one-machine default. One contract suite runs against both.
+
+Semantics both adapters guarantee:
+
+- ``publish`` returns only when every envelope is durably stored (publisher confirms / commit); it raises
+  :class:`BrokerUnavailable` when it cannot, and then nothing may be assumed published.
+- ``get`` returns deliveries from the priority queues, high before normal before low: a high envelope
+  that is available is always returned before any normal or low one still waiting in the broker.
+- A delivery not acked is delivered again (``redelivered=True``) after ``nack(requeue=True)``, after the
+  consumer's connection is lost, or (Postgres queue) after its visibility lease runs out.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.channels import Priority
+
+ENVELOPE_VERSION = 1
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot be reached or did not confirm; the caller keeps the outbox rows and retries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    priority: Priority
+    message_ids: tuple[uuid.UUID, ...]
+    tenant: str | None = None  #: set when every id belongs to one tenant
+    traceparent: str | None = None
+    version: int = ENVELOPE_VERSION
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {"v": self.version, "priority": self.priority.value, "ids": [i.hex for i in self.message_ids]},
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, body: bytes, *, tenant: str | None = None, traceparent: str | None = None) -> Envelope:
+        doc = json.loads(body)
+        if doc.get("v") != ENVELOPE_VERSION:
+            raise ValueError(f"unsupported envelope version {doc.get('v')!r}")
+        return cls(
+            priority=Priority(doc["priority"]),
+            message_ids=tuple(uuid.UUID(hex=h) for h in doc["ids"]),
+            tenant=tenant,
+            traceparent=traceparent,
+        )
+
+
+class Delivery(ABC):
+    """One envelope handed to a consumer; settle it exactly once with ack or nack."""
+
+    envelope: Envelope
+    queue: str
+    redelivered: bool
+
+    @abstractmethod
+    async def ack(self) -> None: ...
+
+    @abstractmethod
+    async def nack(self, *, requeue: bool = True) -> None: ...
+
+
+class Broker(ABC):
+    """Queues named in :mod:`engine.channels` (``notifications.high`` ... and ``notifications.dlq.*``)."""
+
+    name: str
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open connections and declare every queue (idempotent).
+
+        Raises:
+            BrokerUnavailable: the broker cannot be reached.
+        """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close connections; unacked deliveries go back to their queues."""
+
+    @abstractmethod
+    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        """Store envelopes durably on ``queue``; returns after every one is confirmed.
+
+        Raises:
+            BrokerUnavailable: not confirmed; nothing may be assumed published.
+        """
+
+    @abstractmethod
+    async def get(self, max_envelopes: int, timeout_s: float) -> list[Delivery]:
+        """Up to ``max_envelopes`` deliveries from the priority queues, highest priority first.
+
+        Waits at most ``timeout_s`` for the first one; returns ``[]`` when nothing came.
+        """
+
+    @abstractmethod
+    async def depths(self) -> dict[str, int]:
+        """Messages ready in each queue (for ``/admin/queues`` and autoscaling)."""
+
+    async def health(self) -> bool:
+        try:
+            await self.depths()
+        except BrokerUnavailable:
+            return False
+        return True

@@ -1,0 +1,93 @@
+"""The message state machine, as data.
+
+Statuses only move forward by rank, so a late ``sent`` never overwrites ``delivered``. A transition the
+table does not allow is refused by :func:`can_transition`; storage applies the same rule in SQL.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    THROTTLED = "throttled"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    EXPIRED = "expired"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+#: Statuses a message can still leave by being sent.
+PENDING: frozenset[Status] = frozenset({Status.SCHEDULED, Status.QUEUED, Status.THROTTLED})
+
+#: Statuses from which nothing moves any more.
+TERMINAL: frozenset[Status] = frozenset(
+    {
+        Status.DELIVERED,
+        Status.BOUNCED,
+        Status.FAILED,
+        Status.SUPPRESSED,
+        Status.EXPIRED,
+        Status.DEAD,
+        Status.CANCELLED,
+    }
+)
+
+#: Allowed moves. ``sending -> queued`` is a retry (or a lease returned on shutdown);
+#: ``dead -> queued`` is a DLQ replay.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.SCHEDULED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED}),
+    Status.QUEUED: frozenset(
+        {Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.SUPPRESSED, Status.THROTTLED}
+    ),
+    Status.THROTTLED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED}),
+    Status.SENDING: frozenset(
+        {
+            Status.SENT,
+            Status.QUEUED,
+            Status.THROTTLED,
+            Status.FAILED,
+            Status.DEAD,
+            Status.EXPIRED,
+            Status.SUPPRESSED,
+            Status.DELIVERED,
+            Status.BOUNCED,
+        }
+    ),
+    Status.SENT: frozenset({Status.DELIVERED, Status.BOUNCED, Status.FAILED}),
+    Status.DEAD: frozenset({Status.QUEUED}),
+    Status.DELIVERED: frozenset(),
+    Status.BOUNCED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.SUPPRESSED: frozenset(),
+    Status.EXPIRED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+def can_transition(current: Status, new: Status) -> bool:
+    return new in TRANSITIONS[current]
+
+
+class EventType(StrEnum):
+    """Events recorded on a message (``notification_events.type``)."""
+
+    ACCEPTED = "NotificationAccepted"
+    SCHEDULED = "NotificationScheduled"
+    SENDING = "NotificationSending"
+    SENT = "NotificationSent"
+    RETRY_SCHEDULED = "NotificationRetryScheduled"
+    FAILED = "NotificationFailed"
+    DEAD_LETTERED = "NotificationDeadLettered"
+    EXPIRED = "NotificationExpired"
+    DELIVERED = "NotificationDelivered"
+    BOUNCED = "NotificationBounced"
+    OPENED = "NotificationOpened"
+    CLICKED = "NotificationClicked"
