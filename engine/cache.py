@@ -1,0 +1,45 @@
+"""Redis adapter of the idempotency fast path (:class:`engine.idempotency.IdempotencyCache`)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from engine.idempotency import IN_FLIGHT_PREFIX, StoredResponse, encode_response
+
+#: How long an in-flight marker lives if its owner dies before completing.
+IN_FLIGHT_TTL_S = 30
+
+
+class RedisIdempotencyCache:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisIdempotencyCache:
+        return cls(aioredis.from_url(url, decode_responses=True, socket_timeout=1.0, socket_connect_timeout=1.0))
+
+    @staticmethod
+    def _key(tenant: str, key: str) -> str:
+        return f"herald:idem:{tenant}:{key}"
+
+    async def claim(self, tenant: str, key: str, req_hash: str, ttl_s: int) -> tuple[bool, str | None]:
+        name = self._key(tenant, key)
+        owned = await self.client.set(name, IN_FLIGHT_PREFIX + req_hash, nx=True, ex=IN_FLIGHT_TTL_S)
+        if owned:
+            return True, None
+        value = await self.client.get(name)
+        if value is None:  # expired between SET and GET: let Postgres decide
+            return True, None
+        return False, str(value)
+
+    async def complete(self, tenant: str, key: str, response: StoredResponse, ttl_s: int) -> None:
+        await self.client.set(self._key(tenant, key), encode_response(response), ex=ttl_s)
+
+    async def release(self, tenant: str, key: str) -> None:
+        await self.client.delete(self._key(tenant, key))
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,1 @@
+"""Storage: the Postgres schema, migrations and the repository the engine writes through."""

@@ -1,0 +1,225 @@
+"""The Postgres repository: every statement the engine runs, batched where the hot path needs it.
+
+Per batch of claimed messages a sender runs two statements: the claim and :meth:`record` (status,
+attempts, events and outbox rows in one statement with data-modifying CTEs).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.channels import Channel, Priority
+from engine.ids import new_id
+from engine.idempotency import StoredResponse
+from engine.models import ClaimedMessage, NewMessage, Tenant
+from engine.outcomes import Outcome
+from engine.states import EventType, Status
+
+from . import sql
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("jsonb", "json"):
+        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    query_logger: Callable[[Any], None] | None = None,
+) -> asyncpg.Pool:
+    """A pool whose connections decode json/jsonb; ``query_logger`` sees every statement sent."""
+
+    async def init(conn: asyncpg.Connection) -> None:
+        await _init_connection(conn)
+        if query_logger is not None:
+            conn.add_query_logger(query_logger)
+
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init)
+    assert pool is not None
+    return pool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    tenant_id: uuid.UUID
+    message_id: uuid.UUID
+    queue: str
+    priority: int
+
+
+def _tenant(row: asyncpg.Record) -> Tenant:
+    return Tenant(id=row["id"], slug=row["slug"], name=row["name"], region=row["region"], config=row["config"])
+
+
+class Repository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # -- tenants -----------------------------------------------------------------------------------
+
+    async def get_tenant(self, slug: str) -> Tenant | None:
+        row = await self.pool.fetchrow(sql.GET_TENANT, slug)
+        return _tenant(row) if row else None
+
+    async def ensure_tenant(self, slug: str, *, name: str | None = None, region: str = "eu") -> Tenant:
+        """The tenant with this slug, created with default settings when it does not exist yet."""
+        row = await self.pool.fetchrow(sql.ENSURE_TENANT, new_id(), slug, name or slug, region)
+        assert row is not None
+        return _tenant(row)
+
+    # -- accept ------------------------------------------------------------------------------------
+
+    async def accept(
+        self, msg: NewMessage, response: dict[str, Any], *, status: Status, idempotency_ttl_s: int
+    ) -> tuple[bool, StoredResponse | None]:
+        """Store the message, its outbox row and its first event, with its idempotency key, at once.
+
+        Returns ``(True, None)`` when stored, or ``(False, original)`` when the key was already used
+        (the caller compares request hashes to replay or refuse).
+        """
+        event = EventType.SCHEDULED if status is Status.SCHEDULED else EventType.ACCEPTED
+        att = msg.attachments
+        created = await self.pool.fetchval(
+            sql.ACCEPT,
+            msg.tenant.id,
+            msg.idempotency_key,
+            msg.request_hash,
+            msg.id,
+            response,
+            float(idempotency_ttl_s),
+            msg.channel.value,
+            msg.template_id,
+            msg.template_version,
+            msg.locale,
+            msg.requested_locale,
+            msg.to,
+            msg.variables,
+            msg.metadata,
+            msg.priority.value,
+            msg.schedule_at,
+            msg.ttl_seconds,
+            msg.expires_at,
+            msg.callback_url,
+            msg.trace_id,
+            status.value,
+            f"notifications.{msg.priority.value}",
+            msg.priority.rank,
+            new_id(),
+            event.value,
+            {"locale": msg.locale, "template": f"{msg.template_id}:v{msg.template_version}"},
+            [new_id() for _ in att],
+            [a.s3 for a in att],
+            [a.filename for a in att],
+            [a.content_type for a in att],
+        )
+        if created:
+            return True, None
+        return False, await self.idempotent_response(msg.tenant.id, msg.idempotency_key)
+
+    async def idempotent_response(self, tenant_id: uuid.UUID, key: str) -> StoredResponse | None:
+        row = await self.pool.fetchrow(sql.GET_IDEMPOTENCY, tenant_id, key)
+        if row is None:
+            return None
+        return StoredResponse(row["request_hash"], row["status_code"], row["response"])
+
+    # -- read --------------------------------------------------------------------------------------
+
+    async def message_view(self, tenant_id: uuid.UUID, message_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(sql.MESSAGE_VIEW, tenant_id, message_id)
+        return dict(row) if row else None
+
+    # -- send path ---------------------------------------------------------------------------------
+
+    async def claim(self, ids: Sequence[uuid.UUID], lease_s: float) -> list[ClaimedMessage]:
+        """Lease the sendable messages among ``ids`` (one statement). Ids already sent, or leased by a
+        live sender, are not returned, so a redelivered envelope never sends twice."""
+        rows = await self.pool.fetch(sql.CLAIM, list(ids), lease_s)
+        return [
+            ClaimedMessage(
+                id=r["id"],
+                tenant_id=r["tenant_id"],
+                tenant_slug=r["slug"],
+                channel=Channel(r["channel"]),
+                template_id=r["template_id"],
+                template_version=r["template_version"],
+                locale=r["locale"],
+                to=r["to"],
+                variables=r["variables"],
+                metadata=r["metadata"],
+                priority=Priority(r["priority"]),
+                attempts=r["attempts"],
+                created_at=r["created_at"],
+                expires_at=r["expires_at"],
+            )
+            for r in rows
+        ]
+
+    async def record(self, outcomes: Sequence[Outcome]) -> int:
+        """Write a batch's outcomes in one statement; returns how many messages moved.
+
+        A message no longer in ``sending`` (its lease was reclaimed and someone else finished it) is
+        left alone: statuses never move backwards.
+        """
+        if not outcomes:
+            return 0
+        o = outcomes
+        moved: int = await self.pool.fetchval(
+            sql.RECORD,
+            [x.message_id for x in o],
+            [x.tenant_id for x in o],
+            [x.status.value for x in o],
+            [x.event.value for x in o],
+            [x.attempt_no for x in o],
+            [x.started_at for x in o],
+            [x.provider for x in o],
+            [x.provider_message_id for x in o],
+            [x.error_class for x in o],
+            [x.error_code for x in o],
+            [x.error_detail for x in o],
+            [x.cost_usd for x in o],
+            [x.queue for x in o],
+            [x.priority.rank for x in o],
+            [x.available_at for x in o],
+            [x.refund_attempts for x in o],
+            [x.attempted for x in o],
+            [json.dumps(x.meta) for x in o],
+            [new_id() for _ in o],
+            [new_id() for _ in o],
+        )
+        return moved
+
+    async def release(self, ids: Sequence[uuid.UUID]) -> int:
+        """Give leases back without sending (shutdown): the messages are queued again at once."""
+        result: str = await self.pool.execute(sql.RELEASE, list(ids))
+        return int(result.split()[-1])
+
+    async def reclaim_expired_leases(self, limit: int = 1000) -> int:
+        """Messages whose sender died mid-send go back to the queue (one statement)."""
+        return int(await self.pool.fetchval(sql.RECLAIM, limit))
+
+    # -- outbox ------------------------------------------------------------------------------------
+
+    async def next_outbox_due(self) -> datetime | None:
+        value: datetime | None = await self.pool.fetchval(sql.OUTBOX_NEXT_DUE)
+        return value
+
+    async def counts_by_status(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT status, count(*) AS n FROM messages GROUP BY status")
+        return {r["status"]: r["n"] for r in rows}
+
+
+async def take_outbox(conn: asyncpg.Connection, limit: int) -> list[OutboxRow]:
+    """Due outbox rows, deleted inside the caller's transaction (commit only after the broker confirmed)."""
+    rows = await conn.fetch(sql.TAKE_OUTBOX, limit)
+    return [OutboxRow(r["id"], r["tenant_id"], r["message_id"], r["queue"], r["priority"]) for r in rows]

@@ -1,0 +1,168 @@
+"""SQL statements of the repository, kept apart so each reads as one piece."""
+
+GET_TENANT = "SELECT id, slug, name, region, config FROM tenants WHERE slug = $1"
+
+ENSURE_TENANT = """
+WITH ins AS (
+    INSERT INTO tenants (id, slug, name, region) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (slug) DO NOTHING
+    RETURNING id, slug, name, region, config
+)
+SELECT * FROM ins
+UNION ALL
+SELECT id, slug, name, region, config FROM tenants WHERE slug = $2
+LIMIT 1
+"""
+
+# One round trip per accepted request: the idempotency key, the message, its outbox row, its first
+# event and its attachments. An expired key may be reused; a live one makes every other insert a no-op.
+ACCEPT = """
+WITH idem AS (
+    INSERT INTO idempotency_keys AS k
+        (tenant_id, key, request_hash, message_id, status_code, response, expires_at)
+    VALUES ($1, $2, $3, $4, 202, $5, now() + make_interval(secs => $6))
+    ON CONFLICT (tenant_id, key) DO UPDATE
+        SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
+            status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+            created_at = now(), expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at < now()
+    RETURNING message_id
+), msg AS (
+    INSERT INTO messages (id, tenant_id, channel, template_id, template_version, locale, requested_locale,
+                          "to", variables, metadata, priority, schedule_at, ttl_seconds, expires_at,
+                          idempotency_key, callback_url, trace_id, status)
+    SELECT message_id, $1, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $2, $19, $20, $21
+    FROM idem
+    RETURNING id
+), ob AS (
+    INSERT INTO outbox (tenant_id, message_id, queue, priority, available_at)
+    SELECT $1, id, $22, $23, greatest(coalesce($16, now()), now()) FROM msg
+), ev AS (
+    INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
+    SELECT $24, $1, id, $25, $26 FROM msg
+), att AS (
+    INSERT INTO attachments (id, tenant_id, message_id, storage, filename, content_type)
+    SELECT a.id, $1, msg.id, a.storage, a.filename, a.content_type
+    FROM msg, unnest($27::uuid[], $28::text[], $29::text[], $30::text[])
+         AS a(id, storage, filename, content_type)
+)
+SELECT count(*) > 0 FROM msg
+"""
+
+GET_IDEMPOTENCY = """
+SELECT request_hash, status_code, response FROM idempotency_keys
+WHERE tenant_id = $1 AND key = $2 AND expires_at >= now()
+"""
+
+MESSAGE_VIEW = """
+SELECT m.id, m.channel, m.template_id, m.template_version, m.locale, m.requested_locale, m.priority,
+       m.status, m.provider, m.provider_message_id, m.attempts, m.schedule_at, m.expires_at,
+       m.idempotency_key, m.metadata, m.created_at, m.updated_at, m.sent_at,
+       (SELECT coalesce(json_agg(a ORDER BY a.attempt_no, a.started_at), '[]'::json) FROM (
+            SELECT attempt_no, provider, provider_message_id, outcome, error_class, error_code,
+                   error_detail, cost_usd, started_at, finished_at
+            FROM attempts WHERE tenant_id = $1 AND message_id = $2) a) AS attempt_rows,
+       (SELECT coalesce(json_agg(e ORDER BY e.recorded_at, e.id), '[]'::json) FROM (
+            SELECT id, type, meta, occurred_at, recorded_at
+            FROM notification_events WHERE tenant_id = $1 AND message_id = $2) e) AS event_rows
+FROM messages m
+WHERE m.tenant_id = $1 AND m.id = $2
+"""
+
+CLAIM = """
+UPDATE messages m
+SET status = 'sending', claimed_until = now() + make_interval(secs => $2), attempts = m.attempts + 1,
+    version = m.version + 1, updated_at = now()
+FROM tenants t
+WHERE t.id = m.tenant_id
+  AND m.id = ANY($1::uuid[])
+  AND (m.status IN ('queued', 'scheduled', 'throttled')
+       OR (m.status = 'sending' AND m.claimed_until < now()))
+RETURNING m.id, m.tenant_id, t.slug, m.channel, m.template_id, m.template_version, m.locale, m."to",
+          m.variables, m.metadata, m.priority, m.attempts, m.created_at, m.expires_at
+"""
+
+RECORD = """
+WITH u AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
+                         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[],
+                         $13::text[], $14::smallint[], $15::timestamptz[], $16::int[], $17::bool[],
+                         $18::text[], $19::uuid[], $20::uuid[])
+    AS u(id, tenant_id, status, event, attempt_no, started_at, provider, provider_message_id,
+         error_class, error_code, error_detail, cost_usd, queue, priority, available_at, refund,
+         attempted, meta, attempt_id, event_id)
+), upd AS (
+    UPDATE messages m
+    SET status = u.status,
+        provider = coalesce(u.provider, m.provider),
+        provider_message_id = coalesce(u.provider_message_id, m.provider_message_id),
+        attempts = m.attempts - u.refund,
+        claimed_until = NULL,
+        version = m.version + 1,
+        updated_at = now(),
+        sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE m.sent_at END
+    FROM u
+    WHERE m.id = u.id AND m.status = 'sending'
+    RETURNING m.id
+), att AS (
+    INSERT INTO attempts (id, tenant_id, message_id, attempt_no, provider, provider_message_id, outcome,
+                          error_class, error_code, error_detail, cost_usd, started_at)
+    SELECT u.attempt_id, u.tenant_id, u.id, u.attempt_no, u.provider, u.provider_message_id, u.status,
+           u.error_class, u.error_code, u.error_detail, u.cost_usd, u.started_at
+    FROM u JOIN upd ON upd.id = u.id
+    WHERE u.attempted
+), ev AS (
+    INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
+    SELECT u.event_id, u.tenant_id, u.id, u.event, u.meta::jsonb
+    FROM u JOIN upd ON upd.id = u.id
+), ob AS (
+    INSERT INTO outbox (tenant_id, message_id, queue, priority, available_at)
+    SELECT u.tenant_id, u.id, u.queue, u.priority, coalesce(u.available_at, now())
+    FROM u JOIN upd ON upd.id = u.id
+    WHERE u.queue IS NOT NULL
+)
+SELECT count(*) FROM upd
+"""
+
+RELEASE = """
+UPDATE messages SET status = 'queued', claimed_until = NULL, attempts = greatest(attempts - 1, 0),
+                    version = version + 1, updated_at = now()
+WHERE id = ANY($1::uuid[]) AND status = 'sending'
+"""
+
+# Expired leases (a sender died mid-send) go back to queued, with an outbox row so they are published
+# again. The attempt the dead sender started counts: a message that kills senders cannot loop forever.
+RECLAIM = """
+WITH stale AS (
+    SELECT id FROM messages
+    WHERE status = 'sending' AND claimed_until < now()
+    ORDER BY claimed_until
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE messages m SET status = 'queued', claimed_until = NULL, version = m.version + 1, updated_at = now()
+    FROM stale WHERE m.id = stale.id
+    RETURNING m.id, m.tenant_id, m.priority
+), ob AS (
+    INSERT INTO outbox (tenant_id, message_id, queue, priority)
+    SELECT tenant_id, id, 'notifications.' || priority,
+           CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END
+    FROM upd
+)
+SELECT count(*) FROM upd
+"""
+
+TAKE_OUTBOX = """
+DELETE FROM outbox o
+USING (
+    SELECT id FROM outbox
+    WHERE available_at <= now()
+    ORDER BY priority, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE o.id = due.id
+RETURNING o.id, o.tenant_id, o.message_id, o.queue, o.priority
+"""
+
+OUTBOX_NEXT_DUE = "SELECT min(available_at) FROM outbox"
