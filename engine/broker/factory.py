@@ -1,0 +1,15 @@
+"""Which broker adapter backs the port: RabbitMQ when AMQP_URL is set, else the Postgres queue."""
+
+from __future__ import annotations
+
+from .base import Broker
+
+
+def make_broker(amqp_url: str | None, pg_dsn: str, *, queue_prefix: str = "", prefetch: int = 20) -> Broker:
+    if amqp_url:
+        from .rabbitmq import RabbitMQBroker
+
+        return RabbitMQBroker(amqp_url, prefetch=prefetch, queue_prefix=queue_prefix)
+    from .pgqueue import PgQueueBroker
+
+    return PgQueueBroker(dsn=pg_dsn, queue_prefix=queue_prefix)

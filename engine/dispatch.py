@@ -1,0 +1,270 @@
+"""The send pipeline for one batch of message ids: claim -> TTL -> render -> send -> record.
+
+Everything a sender actor does is here; the actor only feeds it ids from the broker. Per batch it
+costs two SQL statements (claim, record) and one driver call per (channel, provider).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from drivers.base import Address, Driver, OutboundMessage, SendResult
+from engine.channels import Channel, dlq_queue, priority_queue
+from engine.errors import DispatchError, FailureClass, ProviderDownError, RenderError
+from engine.ids import format_message_id
+from engine.metrics import MetricsBuffer
+from engine.models import ClaimedMessage
+from engine.outcomes import Outcome
+from engine.retries import Action, RetryPolicy
+from engine.states import EventType, Status
+from engine.storage.repository import Repository
+from engine.templating import RenderContext, TemplateCatalog, TemplateError
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    claimed: int
+    sent: int
+    retried: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOptions:
+    lease_s: float = 30.0
+    base_url: str = "http://127.0.0.1:8000"
+    link_secret: str = ""
+    email_from: str | None = None
+    tracking: bool = False
+
+
+class Dispatcher:
+    """Sends batches of claimed messages through each channel's provider chain (failover order)."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        catalog: TemplateCatalog,
+        drivers: Mapping[Channel, Sequence[Driver]],
+        *,
+        policy: RetryPolicy,
+        metrics: MetricsBuffer,
+        options: DispatchOptions,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.repo = repo
+        self.catalog = catalog
+        self.drivers = drivers
+        self.policy = policy
+        self.metrics = metrics
+        self.options = options
+        self.clock = clock
+
+    async def process(self, ids: Sequence[uuid.UUID]) -> BatchReport:
+        claimed = await self.repo.claim(ids, self.options.lease_s)
+        if not claimed:
+            return BatchReport(0, 0, 0, 0)
+        started = self.clock()
+        outcomes: list[Outcome] = []
+        ready: dict[Channel, list[tuple[ClaimedMessage, OutboundMessage]]] = defaultdict(list)
+        for msg in claimed:
+            if msg.expires_at is not None and msg.expires_at <= started:
+                outcomes.append(self._expired(msg, started))
+                continue
+            try:
+                ready[msg.channel].append((msg, self._outbound(msg)))
+            except (TemplateError, RenderError) as err:
+                outcomes.append(self._render_failed(msg, started, err))
+        for channel, items in ready.items():
+            outcomes.extend(await self._send_channel(channel, items, started))
+        await self.repo.record(outcomes)
+        self._count(outcomes, claimed)
+        return BatchReport(
+            claimed=len(claimed),
+            sent=sum(o.status is Status.SENT for o in outcomes),
+            retried=sum(o.status in (Status.QUEUED, Status.THROTTLED) for o in outcomes),
+            failed=sum(o.status in (Status.FAILED, Status.DEAD, Status.EXPIRED) for o in outcomes),
+        )
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    def _outbound(self, msg: ClaimedMessage) -> OutboundMessage:
+        resolved = self.catalog.resolve(
+            f"{msg.template_id}:v{msg.template_version}",
+            locale=msg.locale,
+            channel=msg.channel,
+            tenant=msg.tenant_slug,
+        )
+        public_id = format_message_id(msg.id)
+        context = RenderContext(
+            tenant=msg.tenant_slug,
+            message_id=public_id,
+            tracking=self.options.tracking,
+            base_url=self.options.base_url,
+            link_secret=self.options.link_secret,
+        )
+        content = self.catalog.render(resolved, msg.variables, msg.channel, context=context)
+        to = msg.to
+        push = to.get("push") or {}
+        metadata = msg.metadata or {}
+        return OutboundMessage(
+            message_id=public_id,
+            tenant=msg.tenant_slug,
+            channel=msg.channel,
+            to=Address(
+                email=to.get("email"),
+                phone=to.get("phone"),
+                device_token=push.get("token") or to.get("device_token"),
+                push_platform=push.get("platform"),
+                user_id=to.get("user_id"),
+                name=to.get("name"),
+            ),
+            content=content,
+            template_id=f"{msg.template_id}:v{msg.template_version}",
+            locale=msg.locale,
+            sender=self.options.email_from if msg.channel is Channel.EMAIL else None,
+            tags=tuple(metadata.get("tags") or ()),
+            category=metadata.get("category"),
+            priority=msg.priority.value,
+        )
+
+    async def _send_channel(
+        self, channel: Channel, items: list[tuple[ClaimedMessage, OutboundMessage]], started: datetime
+    ) -> list[Outcome]:
+        chain = self.drivers.get(channel, ())
+        down: ProviderDownError | None = None
+        for driver in chain:
+            try:
+                results = await driver.send_batch([out for _, out in items])
+            except ProviderDownError as err:
+                log.warning("provider %s is down (%s); failing over", driver.provider, err.code or err)
+                down = err
+                continue
+            return [self._result_outcome(msg, res, started) for (msg, _), res in zip(items, results, strict=True)]
+        error: DispatchError = down or ProviderDownError(f"no {channel.value} provider configured")
+        return [
+            self._failure_outcome(msg, error, started, provider=error.provider) for msg, _ in items
+        ]
+
+    def _result_outcome(self, msg: ClaimedMessage, result: SendResult, started: datetime) -> Outcome:
+        if result.error is None:
+            return Outcome(
+                message_id=msg.id,
+                tenant_id=msg.tenant_id,
+                status=Status.SENT,
+                event=EventType.SENT,
+                attempt_no=msg.attempts,
+                started_at=started,
+                priority=msg.priority,
+                provider=result.provider,
+                provider_message_id=result.provider_message_id,
+                cost_usd=result.cost_usd,
+                meta={"provider": result.provider, "provider_message_id": result.provider_message_id},
+            )
+        return self._failure_outcome(msg, result.error, started, provider=result.provider)
+
+    def _failure_outcome(
+        self, msg: ClaimedMessage, error: DispatchError, started: datetime, *, provider: str | None
+    ) -> Outcome:
+        decision = self.policy.decide(error, msg.attempts)
+        common = {
+            "message_id": msg.id,
+            "tenant_id": msg.tenant_id,
+            "attempt_no": msg.attempts,
+            "started_at": started,
+            "priority": msg.priority,
+            "provider": provider or error.provider,
+            "error_class": error.failure_class.value,
+            "error_code": error.code,
+            "error_detail": (error.detail or type(error).__name__)[:500],
+        }
+        meta = {"error_class": error.failure_class.value, "error_code": error.code, "provider": provider}
+        if decision.action is Action.RETRY:
+            throttled = error.failure_class is FailureClass.THROTTLED
+            return Outcome(
+                **common,  # type: ignore[arg-type]
+                status=Status.THROTTLED if throttled else Status.QUEUED,
+                event=EventType.RETRY_SCHEDULED,
+                queue=priority_queue(msg.priority),
+                available_at=started + timedelta(seconds=decision.delay_s),
+                refund_attempts=1 if decision.refund_attempt else 0,
+                meta={**meta, "retry_in_s": round(decision.delay_s, 3)},
+            )
+        if decision.action is Action.DEAD_LETTER:
+            return Outcome(
+                **common,  # type: ignore[arg-type]
+                status=Status.DEAD,
+                event=EventType.DEAD_LETTERED,
+                queue=dlq_queue(msg.channel),
+                meta={**meta, "queue": dlq_queue(msg.channel)},
+            )
+        return Outcome(
+            **common,  # type: ignore[arg-type]
+            status=Status.FAILED,
+            event=EventType.FAILED,
+            meta={**meta, "suppress": decision.suppress},
+        )
+
+    def _expired(self, msg: ClaimedMessage, now: datetime) -> Outcome:
+        return Outcome(
+            message_id=msg.id,
+            tenant_id=msg.tenant_id,
+            status=Status.EXPIRED,
+            event=EventType.EXPIRED,
+            attempt_no=msg.attempts,
+            started_at=now,
+            priority=msg.priority,
+            refund_attempts=1,
+            attempted=False,
+            meta={"expired_at": msg.expires_at.isoformat() if msg.expires_at else None},
+        )
+
+    def _render_failed(self, msg: ClaimedMessage, now: datetime, err: Exception) -> Outcome:
+        return Outcome(
+            message_id=msg.id,
+            tenant_id=msg.tenant_id,
+            status=Status.FAILED,
+            event=EventType.FAILED,
+            attempt_no=msg.attempts,
+            started_at=now,
+            priority=msg.priority,
+            error_class=FailureClass.PERMANENT.value,
+            error_code="render_error",
+            error_detail=str(err)[:500],
+            meta={"error_class": "permanent", "error_code": "render_error"},
+        )
+
+    def _count(self, outcomes: Sequence[Outcome], claimed: Sequence[ClaimedMessage]) -> None:
+        by_id = {m.id: m for m in claimed}
+        now = self.clock()
+        for o in outcomes:
+            msg = by_id[o.message_id]
+            provider = o.provider or "none"
+            if o.status is Status.SENT:
+                self.metrics.inc(
+                    "notifications_sent_total", channel=msg.channel.value, provider=provider, tenant=msg.tenant_slug
+                )
+                latency_ms = (now - msg.created_at).total_seconds() * 1000
+                self.metrics.observe(
+                    "delivery_latency_ms", latency_ms, channel=msg.channel.value, priority=msg.priority.value
+                )
+            elif o.status in (Status.FAILED, Status.DEAD):
+                self.metrics.inc("notifications_failed_total", reason=o.error_class or "unknown", provider=provider)
+                if o.status is Status.DEAD:
+                    self.metrics.inc("notifications_dead_lettered_total", channel=msg.channel.value)
+            elif o.status is Status.EXPIRED:
+                self.metrics.inc("notifications_expired_total", channel=msg.channel.value)
+            else:
+                self.metrics.inc("notifications_retried_total", reason=o.error_class or "unknown", provider=provider)
+

@@ -1,0 +1,237 @@
+"""Admission of one notification: validate, resolve and pin the template, idempotency, store.
+
+Postgres decides idempotency (one statement stores key, message, outbox row and first event). Redis,
+when configured, answers replays and in-flight duplicates before Postgres is asked; when Redis fails the
+request still goes through on Postgres alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from engine.auth import Principal
+from engine.dispatch import utcnow
+from engine.idempotency import (
+    IdempotencyCache,
+    KeyProblem,
+    StoredResponse,
+    Verdict,
+    decode_cached,
+    judge,
+    pick_key,
+    request_hash,
+)
+from engine.ids import format_message_id, new_id
+from engine.metrics import MetricsBuffer
+from engine.models import FieldError, NewMessage, NotificationRequest, Tenant, address_errors
+from engine.problems import ApiProblem, from_pydantic
+from engine.states import Status
+from engine.storage.repository import Repository
+from engine.templating import ResolvedTemplate, TemplateCatalog, TemplateError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCALE = "en"
+
+_KEY_MESSAGES = {
+    KeyProblem.MISSING: "an idempotency key is required (Idempotency-Key header or idempotency_key field)",
+    KeyProblem.MISMATCH: "the Idempotency-Key header and the idempotency_key field differ",
+    KeyProblem.TOO_LONG: "the idempotency key must be 1 to 255 characters",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+class Intake:
+    def __init__(
+        self,
+        repo: Repository,
+        catalog: TemplateCatalog,
+        *,
+        metrics: MetricsBuffer,
+        idempotency_ttl_s: int,
+        cache: IdempotencyCache | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.repo = repo
+        self.catalog = catalog
+        self.metrics = metrics
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self.cache = cache
+        self.clock = clock
+        self._tenants: dict[str, Tenant] = {}
+
+    async def tenant(self, slug: str) -> Tenant | None:
+        cached = self._tenants.get(slug)
+        if cached is None:
+            cached = await self.repo.get_tenant(slug)
+            if cached is not None:
+                self._tenants[slug] = cached
+        return cached
+
+    async def submit(self, principal: Principal, body: Any, header_key: str | None) -> Accepted:
+        """Accept one notification.
+
+        Raises:
+            ApiProblem: 401/403/409/422 with the fields at fault.
+        """
+        request = self._parse(body)
+        if request.tenant_id is not None and request.tenant_id != principal.tenant:
+            raise ApiProblem(403, "tenant_id does not match the token's tenant")
+        tenant = await self.tenant(principal.tenant)
+        if tenant is None:
+            raise ApiProblem(401, f"unknown tenant {principal.tenant!r}")
+        key, problem = pick_key(header_key, request.idempotency_key)
+        errors = [FieldError(("header", "Idempotency-Key"), _KEY_MESSAGES[problem])] if problem else []
+        errors += address_errors(request)
+        resolved, template_errors = self._resolve(request, tenant)
+        errors += template_errors
+        if errors:
+            raise ApiProblem(422, "the notification is not valid", errors=errors)
+        assert key is not None and resolved is not None
+        canonical = request.model_dump(mode="json", exclude_none=True)
+        canonical["tenant_id"] = tenant.slug
+        req_hash = request_hash(canonical)
+        replay = await self._cache_first(tenant, key, req_hash)
+        if replay is not None:
+            return replay
+        try:
+            return await self._store(request, tenant, resolved, key, req_hash)
+        except BaseException:
+            await self._cache_release(tenant, key)
+            raise
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _parse(body: Any) -> NotificationRequest:
+        if not isinstance(body, dict):
+            raise ApiProblem(422, "the body must be a JSON object", errors=[FieldError(("body",), "expected an object")])
+        try:
+            return NotificationRequest.model_validate(body)
+        except ValidationError as err:
+            raise ApiProblem(
+                422, "the notification is not valid", errors=from_pydantic(err.errors(include_url=False))
+            ) from None
+
+    def _resolve(
+        self, request: NotificationRequest, tenant: Tenant
+    ) -> tuple[ResolvedTemplate | None, list[FieldError]]:
+        try:
+            resolved = self.catalog.resolve(
+                request.template_id,
+                locale=request.locale or tenant.default_locale or DEFAULT_LOCALE,
+                channel=request.channel,
+                tenant=tenant.slug,
+                tenant_default_locale=tenant.default_locale,
+            )
+        except TemplateError as err:
+            return None, [FieldError(("body", err.field), str(err))]
+        problems = self.catalog.validate_variables(resolved, request.variables)
+        return resolved, [FieldError(("body", "variables", p.name), p.message) for p in problems]
+
+    async def _cache_first(self, tenant: Tenant, key: str, req_hash: str) -> Accepted | None:
+        if self.cache is None:
+            return None
+        try:
+            owned, value = await self.cache.claim(tenant.slug, key, req_hash, self.idempotency_ttl_s)
+        except (RedisError, OSError) as err:
+            log.warning("idempotency cache unavailable, using Postgres only: %s", err)
+            return None
+        if owned or value is None:
+            return None
+        in_flight, stored, flight_hash = decode_cached(value)
+        if in_flight is Verdict.IN_FLIGHT:
+            if flight_hash != req_hash:
+                raise _key_reused()
+            raise ApiProblem(409, "a request with this idempotency key is still being processed; retry shortly")
+        return self._judge(stored, req_hash)
+
+    async def _store(
+        self, request: NotificationRequest, tenant: Tenant, resolved: ResolvedTemplate, key: str, req_hash: str
+    ) -> Accepted:
+        now = self.clock()
+        schedule_at = request.schedule_at
+        scheduled = schedule_at is not None and schedule_at > now
+        status = Status.SCHEDULED if scheduled else Status.QUEUED
+        ttl_from = schedule_at if scheduled and schedule_at is not None else now
+        message_id = new_id()
+        response = {"message_id": format_message_id(message_id), "status": status.value,
+                    "locale": resolved.locale_used, "template": f"{resolved.id}:v{resolved.version}"}
+        message = NewMessage(
+            id=message_id,
+            tenant=tenant,
+            channel=request.channel,
+            template_id=resolved.id,
+            template_version=resolved.version,
+            locale=resolved.locale_used,
+            requested_locale=request.locale,
+            to=request.to.model_dump(mode="json", exclude_none=True),
+            variables=request.variables,
+            metadata=request.metadata.model_dump(mode="json", exclude_none=True),
+            priority=request.priority,
+            schedule_at=schedule_at if scheduled else None,
+            ttl_seconds=request.ttl_seconds,
+            expires_at=ttl_from + timedelta(seconds=request.ttl_seconds) if request.ttl_seconds else None,
+            idempotency_key=key,
+            request_hash=req_hash,
+            callback_url=str(request.callback_url) if request.callback_url else None,
+            trace_id=request.trace_id,
+            attachments=tuple(request.attachments),
+        )
+        created, stored = await self.repo.accept(
+            message, response, status=status, idempotency_ttl_s=self.idempotency_ttl_s
+        )
+        if created:
+            stored = StoredResponse(req_hash, 202, response)
+            self.metrics.inc("notifications_enqueued_total", channel=request.channel.value, tenant=tenant.slug)
+            result = Accepted(202, response)
+        else:
+            result = self._judge(stored, req_hash)
+        await self._cache_complete(tenant, key, stored)
+        return result
+
+    @staticmethod
+    def _judge(stored: StoredResponse | None, req_hash: str) -> Accepted:
+        verdict = judge(stored, req_hash)
+        if verdict is Verdict.CONFLICT:
+            raise _key_reused()
+        if stored is None:  # the key expired between the insert and the read: ask the client to retry
+            raise ApiProblem(409, "the idempotency key changed state; retry the request")
+        return Accepted(stored.status_code, stored.body, replayed=True)
+
+    async def _cache_complete(self, tenant: Tenant, key: str, stored: StoredResponse | None) -> None:
+        if self.cache is None or stored is None:
+            return
+        try:
+            await self.cache.complete(tenant.slug, key, stored, self.idempotency_ttl_s)
+        except (RedisError, OSError) as err:
+            log.warning("idempotency cache write failed: %s", err)
+
+    async def _cache_release(self, tenant: Tenant, key: str) -> None:
+        if self.cache is None:
+            return
+        try:
+            await self.cache.release(tenant.slug, key)
+        except (RedisError, OSError) as err:
+            log.warning("idempotency cache release failed: %s", err)
+
+
+def _key_reused() -> ApiProblem:
+    return ApiProblem(
+        422,
+        "this idempotency key was already used with a different request",
+        errors=[FieldError(("header", "Idempotency-Key"), "already used with a different request body")],
+    )

@@ -1,0 +1,135 @@
+"""The outbox relay: publishes due outbox rows to the broker, and returns dead senders' leases.
+
+Rows are deleted in the same transaction that waits for the broker's confirms, so a row is gone only
+once its envelope is durably queued: nothing accepted is lost when the broker is down, and a crash
+between confirm and commit only publishes twice (the sender's claim makes that harmless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from engine.broker import Broker, BrokerUnavailable, Envelope
+from engine.channels import PRIORITY_ORDER, Priority
+from engine.storage.repository import OutboxRow, Repository, take_outbox
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "herald_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOptions:
+    batch: int = 1000
+    envelope_max_ids: int = 100
+    poll_s: float = 0.5
+    reclaim_every_s: float = 2.0
+    broker_retry_s: float = 1.0
+
+
+def build_envelopes(rows: Sequence[OutboxRow], max_ids: int) -> dict[str, list[Envelope]]:
+    """Group rows by queue (and tenant, so headers can name it) into envelopes of at most ``max_ids``."""
+    grouped: dict[tuple[str, int, uuid.UUID], list[uuid.UUID]] = defaultdict(list)
+    for row in rows:
+        grouped[(row.queue, row.priority, row.tenant_id)].append(row.message_id)
+    out: dict[str, list[Envelope]] = defaultdict(list)
+    for (queue, rank, tenant_id), ids in grouped.items():
+        priority = PRIORITY_ORDER[rank] if 0 <= rank < len(PRIORITY_ORDER) else Priority.NORMAL
+        for start in range(0, len(ids), max_ids):
+            out[queue].append(Envelope(priority, tuple(ids[start : start + max_ids]), tenant=tenant_id.hex))
+    return out
+
+
+class Relay:
+    def __init__(self, repo: Repository, broker: Broker, options: RelayOptions, *, listen_dsn: str) -> None:
+        self.repo = repo
+        self.listen_dsn = listen_dsn
+        self.broker = broker
+        self.options = options
+        self.published = 0
+        self.healthy = False
+        self._wake = asyncio.Event()
+
+    async def run_once(self) -> int:
+        """Publish one batch of due rows; returns how many were published.
+
+        Raises:
+            BrokerUnavailable: nothing of this batch was published; its rows stay in the outbox.
+        """
+        async with self.repo.pool.acquire() as conn, conn.transaction():
+            rows = await take_outbox(conn, self.options.batch)
+            if not rows:
+                return 0
+            for queue, envelopes in build_envelopes(rows, self.options.envelope_max_ids).items():
+                await self.broker.publish(queue, envelopes)
+        self.published += len(rows)
+        return len(rows)
+
+    async def drain(self) -> int:
+        total = 0
+        while True:
+            n = await self.run_once()
+            total += n
+            if n < self.options.batch:
+                return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = await self._listen()
+        last_reclaim = 0.0
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    await self.drain()
+                    self.healthy = True
+                except BrokerUnavailable as err:
+                    self.healthy = False
+                    log.warning("broker unavailable, outbox rows kept: %s", err)
+                    await _wait(stop, self.options.broker_retry_s)
+                    continue
+                except (OSError, asyncpg.PostgresError) as err:
+                    log.warning("relay pass failed, retrying: %s", err)
+                    await _wait(stop, self.options.broker_retry_s)
+                    continue
+                if time.monotonic() - last_reclaim >= self.options.reclaim_every_s:
+                    last_reclaim = time.monotonic()
+                    reclaimed = await self.repo.reclaim_expired_leases()
+                    if reclaimed:
+                        log.warning("returned %d expired send leases to the queue", reclaimed)
+                        continue
+                await _wait_any(stop, self._wake, self.options.poll_s)
+        finally:
+            if listener is not None:
+                await listener.close()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        try:
+            conn = await asyncpg.connect(self.listen_dsn)
+        except (OSError, asyncpg.PostgresError) as err:
+            log.warning("LISTEN unavailable, polling only: %s", err)
+            return None
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        return conn
+
+
+async def _wait(stop: asyncio.Event, timeout_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout_s)
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, timeout_s: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,96 @@
+"""Building the engine's parts from settings: the one place that knows which adapter backs which port.
+
+Actors and deployments receive a :class:`RuntimeConfig` (picklable) and open their own
+:class:`Components` in their own process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from drivers import create_driver
+from drivers.base import Driver
+from engine.broker import Broker
+from engine.broker.factory import make_broker
+from engine.cache import RedisIdempotencyCache
+from engine.channels import Channel
+from engine.settings import Settings
+from engine.storage.repository import Repository, create_pool
+from engine.templating import TemplateCatalog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    settings: Settings
+    database_url: str  #: resolved: DATABASE_URL, or the embedded server's socket DSN
+    secret: str
+    env: Mapping[str, str] = field(default_factory=dict)  #: provider settings (HERALD_*, AWS_*)
+
+    @classmethod
+    def capture(cls, settings: Settings, database_url: str) -> RuntimeConfig:
+        provider_env = {k: v for k, v in os.environ.items() if k.startswith(("HERALD_", "AWS_"))}
+        return cls(settings, database_url, settings.secret(), provider_env)
+
+    def backends(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "database": "postgres (DATABASE_URL)" if s.database_url else f"embedded postgres ({s.data_dir / 'pg'})",
+            "broker": "rabbitmq (AMQP_URL)" if s.amqp_url else "postgres queue table",
+            "idempotency cache": "redis (REDIS_URL)" if s.redis_url else "none (postgres only)",
+            "compute": f"ray cluster ({s.ray_address})" if s.ray_address else "local ray",
+            "email": ",".join(s.email_providers),
+            "sms": ",".join(s.sms_providers),
+        }
+
+
+def provider_chains(settings: Settings, env: Mapping[str, str]) -> dict[Channel, list[Driver]]:
+    """Each channel's drivers in failover order.
+
+    Raises:
+        ConfigurationError: a listed provider is unknown or misses its settings (at start-up).
+    """
+    merged = {**env, "HERALD_DATA_DIR": str(settings.data_dir)}
+    chains: dict[Channel, list[Driver]] = {
+        Channel.EMAIL: [create_driver(Channel.EMAIL, p, merged) for p in settings.email_providers],
+        Channel.SMS: [create_driver(Channel.SMS, p, merged) for p in settings.sms_providers],
+    }
+    return chains
+
+
+@dataclass(slots=True)
+class Components:
+    pool: asyncpg.Pool
+    repo: Repository
+    catalog: TemplateCatalog
+    cache: RedisIdempotencyCache | None = None
+    broker: Broker | None = None
+
+    async def aclose(self) -> None:
+        if self.broker is not None:
+            await self.broker.close()
+        if self.cache is not None:
+            await self.cache.aclose()
+        await self.pool.close()
+
+
+async def open_components(
+    config: RuntimeConfig, *, broker: bool = False, cache: bool = False, pool_size: int = 5
+) -> Components:
+    s = config.settings
+    pool = await create_pool(config.database_url, min_size=1, max_size=pool_size)
+    parts = Components(pool=pool, repo=Repository(pool), catalog=TemplateCatalog(s.templates_root))
+    if cache and s.redis_url:
+        parts.cache = RedisIdempotencyCache.from_url(s.redis_url)
+    if broker:
+        parts.broker = make_broker(
+            s.amqp_url, config.database_url, queue_prefix=s.queue_prefix, prefetch=s.sender_prefetch
+        )
+        await parts.broker.connect()
+    return parts

@@ -1,0 +1,94 @@
+"""The consume loop of one sender: broker deliveries -> dispatcher batches -> acks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import asyncpg
+
+from engine.broker import Broker, BrokerUnavailable
+from engine.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+class SenderLoop:
+    def __init__(
+        self,
+        broker: Broker,
+        dispatcher: Dispatcher,
+        *,
+        max_envelopes: int = 20,
+        wait_s: float = 0.5,
+        on_batch: Callable[[], None] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.dispatcher = dispatcher
+        self.max_envelopes = max_envelopes
+        self.wait_s = wait_s
+        self.on_batch = on_batch
+        self._stopping = asyncio.Event()
+        self._done = asyncio.Event()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self.batches = 0
+        self.sent = 0
+
+    def stats(self) -> dict[str, int | bool]:
+        return {"batches": self.batches, "sent": self.sent, "paused": not self._resumed.is_set()}
+
+    async def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                await self._resumed.wait()
+                try:
+                    deliveries = await self.broker.get(self.max_envelopes, self.wait_s)
+                except BrokerUnavailable as err:
+                    log.warning("broker unavailable, retrying: %s", err)
+                    await asyncio.sleep(1.0)
+                    continue
+                if self._stopping.is_set():
+                    for d in deliveries:
+                        await d.nack(requeue=True)
+                    break
+                if deliveries:
+                    await self._handle(deliveries)
+        finally:
+            self._done.set()
+
+    async def _handle(self, deliveries: list) -> None:  # type: ignore[type-arg]
+        # What is ready now goes together, so one OTP is sent alone at once and a burst in batches.
+        ids = list(dict.fromkeys(i for d in deliveries for i in d.envelope.message_ids))
+        try:
+            report = await self.dispatcher.process(ids)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            log.error("batch of %d failed before recording (%s); returning it to the queue", len(ids), err)
+            for d in deliveries:
+                await d.nack(requeue=True)
+            await asyncio.sleep(1.0)
+            return
+        for d in deliveries:
+            await d.ack()
+        self.batches += 1
+        self.sent += report.sent
+        if self.on_batch is not None:
+            self.on_batch()
+
+    def pause(self) -> None:
+        """Stop taking new batches (drain mode); the batch in hand finishes."""
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    async def stop(self, grace_s: float) -> None:
+        self._stopping.set()
+        self._resumed.set()
+        try:
+            await asyncio.wait_for(self._done.wait(), grace_s)
+        except TimeoutError:
+            log.warning("sender stopped with a batch in hand; its leases expire and it is sent again")
+
+

@@ -1,0 +1,246 @@
+"""The engine's path of a message against the real PostgreSQL: intake -> outbox -> relay -> broker ->
+dispatcher -> record, with a scripted driver. No Ray: the actors only wrap these objects."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from drivers.fake import FakeDriver
+from engine.auth import Principal
+from engine.broker.pgqueue import PgQueueBroker
+from engine.channels import Channel
+from engine.dispatch import Dispatcher, DispatchOptions
+from engine.errors import BadRecipientError, ProviderDownError, RetryableError, ThrottledError
+from engine.ids import parse_message_id
+from engine.intake import Intake
+from engine.metrics import MetricsBuffer
+from engine.problems import ApiProblem
+from engine.relay import Relay, RelayOptions
+from engine.retries import RetryPolicy
+from engine.storage.repository import Repository, create_pool
+from engine.templating import TemplateCatalog
+
+pytestmark = pytest.mark.integration
+
+
+def otp(email: str = "ada@example.com", **extra: Any) -> dict[str, Any]:
+    return {
+        "channel": "email",
+        "template_id": "otp_login:v3",
+        "locale": "en-GB",
+        "to": {"email": email},
+        "variables": {"code": "384921"},
+        **extra,
+    }
+
+
+class Pipeline:
+    def __init__(self, repo: Repository, catalog: TemplateCatalog, database_url: str, *chain: FakeDriver) -> None:
+        self.repo = repo
+        self.metrics = MetricsBuffer()
+        self.intake = Intake(repo, catalog, metrics=self.metrics, idempotency_ttl_s=3600)
+        self.broker = PgQueueBroker(repo.pool, queue_prefix=f"p{uuid.uuid4().hex[:8]}.", lease_s=30)
+        self.relay = Relay(repo, self.broker, RelayOptions(batch=500), listen_dsn=database_url)
+        self.drivers = list(chain) or [FakeDriver()]
+        self.dispatcher = Dispatcher(
+            repo,
+            catalog,
+            {Channel.EMAIL: self.drivers},
+            policy=RetryPolicy(delays_s=(0.05, 0.05, 0.05), jitter=0.0),
+            metrics=self.metrics,
+            options=DispatchOptions(lease_s=30),
+        )
+
+    async def submit(self, principal: Principal, body: dict[str, Any], key: str | None = None) -> str:
+        accepted = await self.intake.submit(principal, body, key or uuid.uuid4().hex)
+        return str(accepted.body["message_id"])
+
+    async def pump(self, rounds: int = 1) -> int:
+        """Relay due outbox rows, then send whatever the broker hands out; returns messages sent."""
+        sent = 0
+        for _ in range(rounds):
+            await self.relay.drain()
+            deliveries = await self.broker.get(100, 0.2)
+            ids = [i for d in deliveries for i in d.envelope.message_ids]
+            if ids:
+                sent += (await self.dispatcher.process(ids)).sent
+            for d in deliveries:
+                await d.ack()
+        return sent
+
+    async def status(self, tenant_id: uuid.UUID, public_id: str) -> dict[str, Any]:
+        mid = parse_message_id(public_id)
+        assert mid is not None
+        row = await self.repo.message_view(tenant_id, mid)
+        assert row is not None
+        return row
+
+
+@pytest.fixture
+async def pipe(repo: Repository, catalog: TemplateCatalog, database_url: str) -> AsyncIterator[Pipeline]:
+    p = Pipeline(repo, catalog, database_url)
+    await p.broker.connect()
+    yield p
+    await p.broker.close()
+
+
+async def test_accepted_message_is_sent_with_events_and_attempt(pipe: Pipeline, principal, tenant) -> None:
+    public_id = await pipe.submit(principal, otp())
+    assert (await pipe.status(tenant.id, public_id))["status"] == "queued"
+    assert await pipe.pump() == 1
+    row = await pipe.status(tenant.id, public_id)
+    assert row["status"] == "sent" and row["provider"] == "fake"
+    assert [e["type"] for e in row["event_rows"]] == ["NotificationAccepted", "NotificationSent"]
+    assert [(a["attempt_no"], a["outcome"]) for a in row["attempt_rows"]] == [(1, "sent")]
+    sent = pipe.drivers[0].sent[0]
+    assert sent.to.email == "ada@example.com" and "384921" in (sent.content.text or "")
+    assert sent.locale == "en-GB" and sent.template_id == "otp_login:v3"
+
+
+async def test_batch_of_100_costs_two_statements(pipe: Pipeline, principal, catalog, database_url) -> None:
+    ids = [parse_message_id(await pipe.submit(principal, otp(f"u{i}@example.com"))) for i in range(200)]
+    statements: list[str] = []
+    counted = await create_pool(
+        database_url, min_size=1, max_size=1, query_logger=lambda record: statements.append(record.query)
+    )
+    try:
+        dispatcher = Dispatcher(
+            Repository(counted),
+            catalog,
+            {Channel.EMAIL: [FakeDriver()]},
+            policy=RetryPolicy(),
+            metrics=MetricsBuffer(),
+            options=DispatchOptions(),
+        )
+        warm = await dispatcher.process([i for i in ids[:100] if i is not None])  # type introspection, once
+        statements.clear()
+        report = await dispatcher.process([i for i in ids[100:] if i is not None])
+    finally:
+        await counted.close()
+    assert warm.sent == report.sent == 100
+    assert len(statements) == 2, statements  # claim + record (status, attempts, events, outbox)
+
+
+async def test_concurrent_duplicates_make_one_message(pipe: Pipeline, principal, tenant, repo) -> None:
+    results = await asyncio.gather(
+        *(pipe.intake.submit(principal, otp(), "same-key") for _ in range(20)), return_exceptions=True
+    )
+    accepted = [r for r in results if not isinstance(r, BaseException)]
+    assert all(not isinstance(r, BaseException) or (isinstance(r, ApiProblem) and r.status == 409) for r in results)
+    assert len({a.body["message_id"] for a in accepted}) == 1
+    assert sum(not a.replayed for a in accepted) == 1
+    count = await repo.pool.fetchval(
+        "SELECT count(*) FROM messages WHERE tenant_id = $1 AND idempotency_key = 'same-key'", tenant.id
+    )
+    assert count == 1
+    assert await pipe.pump() == 1
+
+
+async def test_same_key_different_body_is_refused(pipe: Pipeline, principal) -> None:
+    await pipe.intake.submit(principal, otp(), "k-1")
+    replay = await pipe.intake.submit(principal, otp(trace_id="other-trace"), "k-1")
+    assert replay.replayed and replay.status_code == 202
+    with pytest.raises(ApiProblem) as err:
+        await pipe.intake.submit(principal, otp("someone-else@example.com"), "k-1")
+    assert err.value.status == 422 and err.value.errors[0].loc == ("header", "Idempotency-Key")
+
+
+async def test_retries_then_dead_letter(repo, catalog, database_url, principal, tenant) -> None:
+    flaky = FakeDriver()
+    flaky.fail_next(RetryableError("503 from provider", code="503"), times=10)
+    pipe = Pipeline(repo, catalog, database_url, flaky)
+    await pipe.broker.connect()
+    public_id = await pipe.submit(principal, otp())
+    for _ in range(12):
+        await pipe.pump()
+        if (await pipe.status(tenant.id, public_id))["status"] == "dead":
+            break
+        await asyncio.sleep(0.06)
+    row = await pipe.status(tenant.id, public_id)
+    assert row["status"] == "dead"
+    types = [e["type"] for e in row["event_rows"]]
+    assert types.count("NotificationRetryScheduled") == 3 and types[-1] == "NotificationDeadLettered"
+    assert [a["outcome"] for a in row["attempt_rows"]] == ["queued", "queued", "queued", "dead"]
+    await pipe.relay.drain()
+    depths = await pipe.broker.depths()
+    assert any(q.endswith("notifications.dlq.email") and n >= 1 for q, n in depths.items())
+    await pipe.broker.close()
+
+
+async def test_provider_down_fails_over_to_next(repo, catalog, database_url, principal, tenant) -> None:
+    down, backup = FakeDriver("primary"), FakeDriver("backup")
+    down.down = ProviderDownError("account paused", code="AccountSendingPausedException")
+    pipe = Pipeline(repo, catalog, database_url, down, backup)
+    await pipe.broker.connect()
+    public_id = await pipe.submit(principal, otp())
+    await pipe.pump()
+    row = await pipe.status(tenant.id, public_id)
+    assert row["status"] == "sent" and row["provider"] == "backup"
+    await pipe.broker.close()
+
+
+async def test_throttled_waits_retry_after(repo, catalog, database_url, principal, tenant) -> None:
+    throttled = FakeDriver()
+    throttled.fail_next(ThrottledError("429", retry_after_s=30))
+    pipe = Pipeline(repo, catalog, database_url, throttled)
+    await pipe.broker.connect()
+    public_id = await pipe.submit(principal, otp())
+    await pipe.pump()
+    row = await pipe.status(tenant.id, public_id)
+    assert row["status"] == "throttled"
+    mid = parse_message_id(public_id)
+    due = await repo.pool.fetchval("SELECT available_at FROM outbox WHERE message_id = $1", mid)
+    assert due - datetime.now(UTC) > timedelta(seconds=25)
+    await pipe.broker.close()
+
+
+async def test_bad_recipient_fails_without_retry(repo, catalog, database_url, principal, tenant) -> None:
+    driver = FakeDriver()
+    driver.fail_for("bounce@example.com", BadRecipientError("mailbox does not exist", code="550"))
+    pipe = Pipeline(repo, catalog, database_url, driver)
+    await pipe.broker.connect()
+    public_id = await pipe.submit(principal, otp("bounce@example.com"))
+    await pipe.pump()
+    row = await pipe.status(tenant.id, public_id)
+    assert row["status"] == "failed"
+    assert row["attempt_rows"][0]["error_class"] == "bad_recipient"
+    await pipe.broker.close()
+
+
+async def test_ttl_expired_is_not_sent(pipe: Pipeline, principal, tenant) -> None:
+    public_id = await pipe.submit(principal, otp(ttl_seconds=1))
+    await asyncio.sleep(1.1)
+    await pipe.pump()
+    row = await pipe.status(tenant.id, public_id)
+    assert row["status"] == "expired" and not pipe.drivers[0].sent
+
+
+async def test_scheduled_waits_until_due(pipe: Pipeline, principal, tenant) -> None:
+    due = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    public_id = await pipe.submit(principal, otp(schedule_at=due))
+    assert (await pipe.status(tenant.id, public_id))["status"] == "scheduled"
+    assert await pipe.pump() == 0
+    await asyncio.sleep(1.6)
+    assert await pipe.pump() == 1
+
+
+async def test_expired_lease_is_reclaimed_and_late_writes_do_not_go_backwards(pipe, principal, tenant, repo) -> None:
+    public_id = await pipe.submit(principal, otp())
+    mid = parse_message_id(public_id)
+    assert mid is not None
+    await pipe.relay.drain()
+    claimed = await repo.claim([mid], lease_s=0.05)  # a sender that dies after claiming
+    assert len(claimed) == 1
+    assert await repo.claim([mid], lease_s=30) == []  # leased: a redelivery cannot take it
+    await asyncio.sleep(0.1)
+    assert await repo.reclaim_expired_leases() == 1
+    assert (await pipe.status(tenant.id, public_id))["status"] == "queued"
+    assert await pipe.pump(rounds=2) == 1
+    assert (await pipe.status(tenant.id, public_id))["status"] == "sent"
+    assert (await pipe.dispatcher.process([mid])).claimed == 0  # a redelivered envelope sends nothing twice
