@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     email_from: str = Field("Herald <no-reply@herald.local>", alias="HERALD_EMAIL_FROM")
 
     object_store_mb: int = Field(256, ge=75, alias="HERALD_RAY_OBJECT_STORE_MB")
-    direct_ingress: bool = Field(True, alias="HERALD_DIRECT_INGRESS")
+    direct_ingress: bool = Field(False, alias="HERALD_DIRECT_INGRESS")
 
     @field_validator("retry_delays_s", "email_providers", "sms_providers", mode="before")
     @classmethod

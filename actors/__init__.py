@@ -1,0 +1,6 @@
+"""Ray actors: thin shells that run engine objects in their own processes."""
+
+NAMESPACE = "herald"
+METRICS_ACTOR = "herald-metrics"
+RELAY_ACTOR = "herald-relay"
+SENDER_ACTOR_PREFIX = "herald-sender-"

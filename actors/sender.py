@@ -1,0 +1,65 @@
+"""Sender actors: a pool that drains the priority queues through the engine's dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import ray
+
+from actors import METRICS_ACTOR, NAMESPACE
+from engine.dispatch import Dispatcher, DispatchOptions
+from engine.metrics import MetricsBuffer
+from engine.retries import RetryPolicy
+from engine.runtime import RuntimeConfig, open_components, provider_chains
+from engine.sender_loop import SenderLoop
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0.1, max_restarts=-1)
+class SenderActor:
+    async def __init__(self, config: RuntimeConfig, index: int) -> None:
+        s = config.settings
+        self.index = index
+        self.parts = await open_components(config, broker=True, pool_size=3)
+        self.drivers = provider_chains(s, config.env)
+        self.metrics = MetricsBuffer()
+        dispatcher = Dispatcher(
+            self.parts.repo,
+            self.parts.catalog,
+            self.drivers,
+            policy=RetryPolicy(delays_s=s.retry_delays_s),
+            metrics=self.metrics,
+            options=DispatchOptions(
+                lease_s=s.send_lease_s, base_url=s.base_url, link_secret=config.secret, email_from=s.email_from
+            ),
+        )
+        assert self.parts.broker is not None
+        self.loop = SenderLoop(self.parts.broker, dispatcher, max_envelopes=s.sender_prefetch, on_batch=self._flush)
+        self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
+        self.task = asyncio.get_running_loop().create_task(self.loop.run())
+
+    def _flush(self) -> None:
+        delta = self.metrics.drain()
+        if delta:
+            self.metrics_actor.apply.remote(delta)
+
+    async def health(self) -> dict[str, object]:
+        return {"index": self.index, "pid": os.getpid(), "running": not self.task.done(), **self.loop.stats()}
+
+    async def pause(self) -> None:
+        self.loop.pause()
+
+    async def resume(self) -> None:
+        self.loop.resume()
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Finish the batch in hand, return unacked envelopes to the broker, close."""
+        await self.loop.stop(grace_s)
+        self._flush()
+        for chain in self.drivers.values():
+            for driver in chain:
+                await driver.aclose()
+        await self.parts.aclose()

@@ -1,0 +1,156 @@
+"""Benchmarks of the hot path against a baseline measured in the same run.
+
+    python -m loadtests.bench [--n 3000] [--database-url postgresql://...]
+
+Prints, for the same PostgreSQL:
+- intake: Herald's full admission (validate, resolve template, idempotency, one-statement insert)
+  beside a bare asyncpg INSERT of the same message row (the floor any design pays);
+- dispatch: Herald's sender pipeline (claim, render, send to an in-process driver, record) in batches
+  of 100 beside the same pipeline one message at a time (what per-message hops cost).
+Without --database-url (or DATABASE_URL) it uses the embedded PostgreSQL in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from drivers.fake import FakeDriver
+from engine.auth import Principal
+from engine.channels import Channel
+from engine.dispatch import Dispatcher, DispatchOptions
+from engine.ids import new_id, parse_message_id
+from engine.intake import Intake
+from engine.metrics import MetricsBuffer
+from engine.retries import RetryPolicy
+from engine.storage.dsn import with_database
+from engine.storage.migrate import migrate_url
+from engine.storage.repository import Repository, create_pool
+from engine.templating import TemplateCatalog
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+def body(i: int) -> dict[str, object]:
+    return {
+        "channel": "email",
+        "template_id": "otp_login:v3",
+        "locale": "en-GB",
+        "to": {"email": f"user{i}@example.com"},
+        "variables": {"code": f"{i % 1000000:06d}"},
+    }
+
+
+async def gather_limited(n: int, concurrency: int, make) -> float:  # type: ignore[no-untyped-def]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await make(i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return time.perf_counter() - start
+
+
+async def run(dsn: str, n: int) -> dict[str, float]:
+    pool = await create_pool(dsn, min_size=4, max_size=8)
+    repo = Repository(pool)
+    tenant = await repo.ensure_tenant(f"bench_{uuid.uuid4().hex[:8]}")
+    principal = Principal(tenant.slug, frozenset({"send"}))
+    catalog = TemplateCatalog(TEMPLATES)
+    intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600)
+
+    async def bare_insert(i: int) -> None:
+        await pool.execute(
+            """INSERT INTO messages (id, tenant_id, channel, template_id, template_version, locale, "to",
+                                     variables, priority, status)
+               VALUES ($1, $2, 'email', 'otp_login', 3, 'en-GB', $3, $4, 'normal', 'queued')""",
+            new_id(), tenant.id, {"email": f"user{i}@example.com"}, {"code": "123456"},
+        )
+
+    ids: list[uuid.UUID] = []
+
+    async def admit(i: int) -> None:
+        accepted = await intake.submit(principal, body(i), uuid.uuid4().hex)
+        mid = parse_message_id(str(accepted.body["message_id"]))
+        assert mid is not None
+        ids.append(mid)
+
+    baseline_s = await gather_limited(n, 32, bare_insert)
+    intake_s = await gather_limited(n, 32, admit)
+
+    def dispatcher() -> Dispatcher:
+        return Dispatcher(repo, catalog, {Channel.EMAIL: [FakeDriver()]}, policy=RetryPolicy(),
+                          metrics=MetricsBuffer(), options=DispatchOptions())
+
+    half = len(ids) // 2
+    batched, single = ids[:half], ids[half:]
+    d = dispatcher()
+    start = time.perf_counter()
+    for k in range(0, len(batched), 100):
+        await d.process(batched[k : k + 100])
+    batched_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for mid in single:
+        await d.process([mid])
+    single_s = time.perf_counter() - start
+    await pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)
+    await pool.close()
+    return {
+        "intake_msgs_per_s": n / intake_s,
+        "baseline_bare_insert_per_s": n / baseline_s,
+        "dispatch_batched_msgs_per_s": len(batched) / batched_s,
+        "dispatch_one_by_one_msgs_per_s": len(single) / single_s,
+    }
+
+
+async def prepare(dsn: str) -> str:
+    import asyncpg
+
+    name = f"herald_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = with_database(dsn, name)
+    await migrate_url(url)
+    return url
+
+
+async def drop(dsn: str, url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[-1].split("?")[0]}" WITH (FORCE)')
+    await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    args = parser.parse_args()
+    admin = args.database_url
+    if not admin:
+        from engine.storage.embedded import embedded_database_url
+
+        admin = embedded_database_url(Path(tempfile.mkdtemp(prefix="herald-bench-")))
+    url = asyncio.run(prepare(admin))
+    try:
+        figures = asyncio.run(run(url, args.n))
+    finally:
+        asyncio.run(drop(admin, url))
+    print(json.dumps({k: round(v) for k, v in figures.items()}, indent=2))
+    print(f"intake / bare insert: {figures['intake_msgs_per_s'] / figures['baseline_bare_insert_per_s']:.2f}x")
+    print(f"dispatch batched / one by one: "
+          f"{figures['dispatch_batched_msgs_per_s'] / figures['dispatch_one_by_one_msgs_per_s']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Ray Serve deployments (HTTP API, admin, metrics) and the ``herald`` command."""

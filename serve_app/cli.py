@@ -1,0 +1,246 @@
+"""The ``herald`` command: up, demo, token, send, migrate, fakes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from engine.errors import ConfigurationError
+from engine.settings import Settings, load_settings
+
+log = logging.getLogger("herald")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from engine.storage.migrate import migrate_url
+    from serve_app.stack import resolve_database_url
+
+    applied = asyncio.run(migrate_url(resolve_database_url(settings)))
+    print(f"applied {len(applied)} migration(s): {', '.join(f'{m.version:04d}_{m.name}' for m in applied) or 'none'}")
+    return 0
+
+
+async def _ensure_tenant(settings: Settings, slug: str) -> None:
+    from engine.storage.migrate import migrate
+    from engine.storage.repository import Repository, create_pool
+    from serve_app.stack import resolve_database_url
+
+    pool = await create_pool(resolve_database_url(settings), min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        await Repository(pool).ensure_tenant(slug)
+    finally:
+        await pool.close()
+
+
+def make_token(settings: Settings, tenant: str, *, admin: bool = False) -> str:
+    from engine.auth import issue_token
+
+    asyncio.run(_ensure_tenant(settings, tenant))
+    scopes = ("send", "read", "templates") + (("admin",) if admin else ())
+    return issue_token(settings.secret(), tenant, scopes=scopes)
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    print(make_token(settings, args.tenant, admin=args.admin))
+    return 0
+
+
+def _payload(args: argparse.Namespace) -> dict[str, Any]:
+    variables: dict[str, Any] = {}
+    for item in args.var or []:
+        name, _, value = item.partition("=")
+        variables[name] = value
+    address_field = {"email": "email", "sms": "phone", "whatsapp": "phone", "inapp": "user_id"}.get(
+        args.channel, "device_token"
+    )
+    body: dict[str, Any] = {
+        "channel": args.channel,
+        "template_id": args.template,
+        "to": {address_field: args.to},
+        "variables": variables,
+        "priority": args.priority,
+    }
+    if args.locale:
+        body["locale"] = args.locale
+    return body
+
+
+def send_and_wait(settings: Settings, token: str, body: dict[str, Any], key: str, *, wait_s: float) -> dict[str, Any]:
+    import httpx
+
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+    with httpx.Client(base_url=base, timeout=10) as client:
+        created = client.post("/api/notifications", json=body, headers=headers)
+        print(f"POST /api/notifications -> {created.status_code} {created.text}")
+        if created.status_code != 202 or wait_s <= 0:
+            return created.json()
+        message_id = created.json()["message_id"]
+        deadline = time.monotonic() + wait_s
+        view: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            view = client.get(f"/api/notifications/{message_id}", headers=headers).json()
+            if view.get("status") not in ("queued", "scheduled", "sending", "throttled"):
+                break
+            time.sleep(0.2)
+        return view
+
+
+def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    import uuid
+
+    token = make_token(settings, args.tenant)
+    view = send_and_wait(settings, token, _payload(args), args.idempotency_key or uuid.uuid4().hex, wait_s=args.wait)
+    print(json.dumps(view, indent=2))
+    return 0 if view.get("status") not in ("failed", "dead", "expired") else 1
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        stop.wait(1.0)
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from serve_app.stack import Stack
+
+    fakes = _start_fakes() if args.fake_providers else None
+    stack = Stack(settings)
+    try:
+        stack.start()
+        # Installed after ray.init, which replaces the process's signal handlers.
+        print(f"Herald is up at {settings.base_url}  (Ctrl-C to stop)")
+        print("  get a token:  herald token --tenant t_001")
+        _wait_for_signal()
+        log.info("stopping: finishing in-flight work")
+    finally:
+        stack.stop()
+        if fakes is not None:
+            fakes.stop()
+    return 0
+
+
+def _start_fakes() -> Any:
+    from drivers.fakes import run_fakes
+
+    return run_fakes()
+
+
+def cmd_fakes(_: Settings, __: argparse.Namespace) -> int:
+    fakes = _start_fakes()
+    try:
+        _wait_for_signal()
+    finally:
+        fakes.stop()
+    return 0
+
+
+def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
+    from drivers.email.console import console_path
+    from serve_app.stack import Stack
+
+    stack = Stack(settings)
+    try:
+        stack.start()
+        token = make_token(settings, "t_001")
+        body = {
+            "channel": "email",
+            "template_id": "otp_login:v3",
+            "locale": "en-GB",
+            "to": {"email": "ada@example.com"},
+            "variables": {"code": "384921", "ttl": 5},
+            "priority": "high",
+            "metadata": {"category": "auth", "tags": ["otp", "login"]},
+        }
+        import uuid
+
+        view = send_and_wait(settings, token, body, f"demo-{uuid.uuid4().hex[:12]}", wait_s=30)
+        _show_demo(view, console_path({"HERALD_DATA_DIR": str(settings.data_dir)}))
+        return 0 if view.get("status") == "sent" else 1
+    finally:
+        stack.stop()
+
+
+def _show_demo(view: dict[str, Any], console_file: Any) -> None:
+    message_id = view.get("message_id")
+    record = None
+    if console_file.exists():
+        for line in console_file.read_text().splitlines():
+            doc = json.loads(line)
+            if doc.get("message_id") == message_id:
+                record = doc
+    print("\n=== what the console email provider sent", f"({console_file}) ===")
+    if record:
+        print(f"To: {record['to']}\nFrom: {record['from']}\nSubject: {record['subject']}\n\n{record['text']}")
+    print("\n=== final status (GET /api/notifications/{id}) ===")
+    print(json.dumps({k: view.get(k) for k in ("message_id", "status", "provider", "locale", "template_id")}, indent=2))
+    for event in view.get("events", []):
+        print(f"  {event['at']}  {event['type']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="herald", description="Herald notification dispatch engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start Herald in the foreground (Ctrl-C stops it cleanly)")
+    up.add_argument("--fake-providers", action="store_true", help="point every provider at local emulators")
+    sub.add_parser("demo", help="start Herald, send one notification, show it, stop")
+    token = sub.add_parser("token", help="print a bearer token for a tenant (created if new)")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--admin", action="store_true", help="include the admin scope")
+    send = sub.add_parser("send", help="send one notification through the running API")
+    send.add_argument("--tenant", default="t_001")
+    send.add_argument("--channel", default="email", choices=["email", "sms", "push", "whatsapp", "inapp"])
+    send.add_argument("--template", default="otp_login")
+    send.add_argument("--to", required=True, help="address: email, E.164 phone, device token or user id")
+    send.add_argument("--var", action="append", help="template variable NAME=VALUE (repeatable)")
+    send.add_argument("--locale")
+    send.add_argument("--priority", default="normal", choices=["high", "normal", "low"])
+    send.add_argument("--idempotency-key")
+    send.add_argument("--wait", type=float, default=15.0, help="seconds to wait for a final status (0: don't)")
+    sub.add_parser("migrate", help="apply pending database migrations")
+    sub.add_parser("fakes", help="run the provider emulators in the foreground")
+    return parser
+
+
+COMMANDS = {
+    "up": cmd_up,
+    "demo": cmd_demo,
+    "token": cmd_token,
+    "send": cmd_send,
+    "migrate": cmd_migrate,
+    "fakes": cmd_fakes,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as err:
+        print(f"herald: {err}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except ConfigurationError as err:
+        print(f"herald: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

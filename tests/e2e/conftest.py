@@ -1,0 +1,125 @@
+"""One Herald (local Ray, actors, Serve app) for the whole test session, on the real services.
+
+With AMQP_URL set, Herald reaches RabbitMQ through a TCP proxy the tests can cut, to play a broker
+outage; without it Herald runs on the Postgres queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from engine.settings import Settings, load_settings
+from tests.support.tcpproxy import TcpProxy
+
+SECRET = "e2e-secret-0123456789-0123456789-abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Herald:
+    settings: Settings
+    stack: Any
+    proxy: TcpProxy | None
+    console_file: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def token(self, tenant: str, *, admin: bool = False) -> str:
+        from serve_app.cli import make_token
+
+        return make_token(self.settings, tenant, admin=admin)
+
+    def client(self, tenant: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.token(tenant)}"} if tenant else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def console_records(self) -> list[dict[str, Any]]:
+        if not self.console_file.exists():
+            return []
+        return [json.loads(line) for line in self.console_file.read_text().splitlines() if line.strip()]
+
+    def wait_status(
+        self, client: httpx.Client, message_id: str, done: Callable[[str], bool], timeout_s: float = 30
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        view: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            view = client.get(f"/api/notifications/{message_id}").json()
+            if done(view.get("status", "")):
+                return view
+            time.sleep(0.1)
+        raise AssertionError(f"{message_id} stuck at {view.get('status')}: {view}")
+
+    def sql(self, query: str, *args: Any) -> Any:
+        import asyncpg
+
+        async def run() -> Any:
+            conn = await asyncpg.connect(self.stack.database_url)
+            try:
+                return await conn.fetch(query, *args)
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+
+def _via_proxy(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+
+@pytest.fixture(scope="session")
+def herald(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herald]:
+    from serve_app.stack import Stack
+
+    data_dir = tmp_path_factory.mktemp("herald-data")
+    env = {
+        "DATABASE_URL": database_url,
+        "HERALD_DATA_DIR": str(data_dir),
+        "HERALD_HTTP_PORT": str(free_port()),
+        "HERALD_JWT_SECRET": SECRET,
+        "HERALD_QUEUE_PREFIX": f"test-{uuid.uuid4().hex[:8]}.",
+        "HERALD_SEND_LEASE_SECONDS": "3",
+        "HERALD_RELAY_POLL_SECONDS": "0.2",
+        "HERALD_SENDERS": "2",
+        "HERALD_LOG_LEVEL": "WARNING",
+    }
+    proxy = None
+    amqp = os.environ.get("AMQP_URL")
+    if amqp:
+        target = urlsplit(amqp)
+        proxy = TcpProxy()
+        env["AMQP_URL"] = _via_proxy(amqp, proxy.start(target.hostname or "127.0.0.1", target.port or 5672))
+    if os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    settings = load_settings(env)
+    stack = Stack(settings)
+    stack.start()
+    try:
+        yield Herald(settings, stack, proxy, data_dir / "console.jsonl")
+    finally:
+        stack.stop()
+        if proxy is not None:
+            proxy.stop()
