@@ -38,6 +38,4 @@ def dlq_queue(channel: Channel) -> str:
     return f"notifications.dlq.{channel.value}"
 
 
-ALL_QUEUES: tuple[str, ...] = tuple(priority_queue(p) for p in PRIORITY_ORDER) + tuple(
-    dlq_queue(c) for c in Channel
-)
+ALL_QUEUES: tuple[str, ...] = tuple(priority_queue(p) for p in PRIORITY_ORDER) + tuple(dlq_queue(c) for c in Channel)

@@ -153,9 +153,7 @@ class Dispatcher:
                 continue
             return [self._result_outcome(msg, res, started) for (msg, _), res in zip(items, results, strict=True)]
         error: DispatchError = down or ProviderDownError(f"no {channel.value} provider configured")
-        return [
-            self._failure_outcome(msg, error, started, provider=error.provider) for msg, _ in items
-        ]
+        return [self._failure_outcome(msg, error, started, provider=error.provider) for msg, _ in items]
 
     def _result_outcome(self, msg: ClaimedMessage, result: SendResult, started: datetime) -> Outcome:
         if result.error is None:
@@ -267,4 +265,3 @@ class Dispatcher:
                 self.metrics.inc("notifications_expired_total", channel=msg.channel.value)
             else:
                 self.metrics.inc("notifications_retried_total", reason=o.error_class or "unknown", provider=provider)
-

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from engine.auth import Principal
+from engine.channels import Channel
 from engine.dispatch import utcnow
 from engine.idempotency import (
     IdempotencyCache,
@@ -63,6 +64,7 @@ class Intake:
         metrics: MetricsBuffer,
         idempotency_ttl_s: int,
         cache: IdempotencyCache | None = None,
+        channels: frozenset[Channel] = frozenset(Channel),
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.repo = repo
@@ -70,6 +72,7 @@ class Intake:
         self.metrics = metrics
         self.idempotency_ttl_s = idempotency_ttl_s
         self.cache = cache
+        self.channels = channels  #: channels with at least one configured provider
         self.clock = clock
         self._tenants: dict[str, Tenant] = {}
 
@@ -95,6 +98,8 @@ class Intake:
             raise ApiProblem(401, f"unknown tenant {principal.tenant!r}")
         key, problem = pick_key(header_key, request.idempotency_key)
         errors = [FieldError(("header", "Idempotency-Key"), _KEY_MESSAGES[problem])] if problem else []
+        if request.channel not in self.channels:
+            errors.append(FieldError(("body", "channel"), f"no {request.channel.value} provider is configured"))
         errors += address_errors(request)
         resolved, template_errors = self._resolve(request, tenant)
         errors += template_errors
@@ -118,7 +123,9 @@ class Intake:
     @staticmethod
     def _parse(body: Any) -> NotificationRequest:
         if not isinstance(body, dict):
-            raise ApiProblem(422, "the body must be a JSON object", errors=[FieldError(("body",), "expected an object")])
+            raise ApiProblem(
+                422, "the body must be a JSON object", errors=[FieldError(("body",), "expected an object")]
+            )
         try:
             return NotificationRequest.model_validate(body)
         except ValidationError as err:
@@ -168,8 +175,12 @@ class Intake:
         status = Status.SCHEDULED if scheduled else Status.QUEUED
         ttl_from = schedule_at if scheduled and schedule_at is not None else now
         message_id = new_id()
-        response = {"message_id": format_message_id(message_id), "status": status.value,
-                    "locale": resolved.locale_used, "template": f"{resolved.id}:v{resolved.version}"}
+        response = {
+            "message_id": format_message_id(message_id),
+            "status": status.value,
+            "locale": resolved.locale_used,
+            "template": f"{resolved.id}:v{resolved.version}",
+        }
         message = NewMessage(
             id=message_id,
             tenant=tenant,

@@ -83,7 +83,9 @@ class MetricsAggregator:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._counters = {n: Counter(n, n.replace("_", " "), lbl, registry=self.registry) for n, lbl in COUNTERS.items()}
+        self._counters = {
+            n: Counter(n, n.replace("_", " "), lbl, registry=self.registry) for n, lbl in COUNTERS.items()
+        }
         self._histograms = {
             n: Histogram(n, n.replace("_", " "), lbl, buckets=LATENCY_BUCKETS_MS, registry=self.registry)
             for n, lbl in HISTOGRAMS.items()

@@ -45,8 +45,7 @@ class RuntimeConfig:
             "broker": "rabbitmq (AMQP_URL)" if s.amqp_url else "postgres queue table",
             "idempotency cache": "redis (REDIS_URL)" if s.redis_url else "none (postgres only)",
             "compute": f"ray cluster ({s.ray_address})" if s.ray_address else "local ray",
-            "email": ",".join(s.email_providers),
-            "sms": ",".join(s.sms_providers),
+            **{f"{c.value} providers": ",".join(s.providers(c)) or "none" for c in Channel},
         }
 
 
@@ -57,11 +56,7 @@ def provider_chains(settings: Settings, env: Mapping[str, str]) -> dict[Channel,
         ConfigurationError: a listed provider is unknown or misses its settings (at start-up).
     """
     merged = {**env, "HERALD_DATA_DIR": str(settings.data_dir)}
-    chains: dict[Channel, list[Driver]] = {
-        Channel.EMAIL: [create_driver(Channel.EMAIL, p, merged) for p in settings.email_providers],
-        Channel.SMS: [create_driver(Channel.SMS, p, merged) for p in settings.sms_providers],
-    }
-    return chains
+    return {channel: [create_driver(channel, p, merged) for p in settings.providers(channel)] for channel in Channel}
 
 
 @dataclass(slots=True)
@@ -90,7 +85,11 @@ async def open_components(
         parts.cache = RedisIdempotencyCache.from_url(s.redis_url)
     if broker:
         parts.broker = make_broker(
-            s.amqp_url, config.database_url, queue_prefix=s.queue_prefix, prefetch=s.sender_prefetch
+            s.amqp_url,
+            config.database_url,
+            queue_prefix=s.queue_prefix,
+            prefetch=s.sender_prefetch,
+            lease_s=s.send_lease_s,
         )
         await parts.broker.connect()
     return parts

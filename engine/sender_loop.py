@@ -90,5 +90,3 @@ class SenderLoop:
             await asyncio.wait_for(self._done.wait(), grace_s)
         except TimeoutError:
             log.warning("sender stopped with a batch in hand; its leases expire and it is sent again")
-
-

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.channels import Channel
 from engine.errors import ConfigurationError
 
 
@@ -51,12 +52,23 @@ class Settings(BaseSettings):
 
     email_providers: tuple[str, ...] = Field(("console",), alias="HERALD_EMAIL_PROVIDERS")
     sms_providers: tuple[str, ...] = Field(("console",), alias="HERALD_SMS_PROVIDERS")
+    push_providers: tuple[str, ...] = Field((), alias="HERALD_PUSH_PROVIDERS")
+    whatsapp_providers: tuple[str, ...] = Field((), alias="HERALD_WHATSAPP_PROVIDERS")
+    inapp_providers: tuple[str, ...] = Field((), alias="HERALD_INAPP_PROVIDERS")
     email_from: str = Field("Herald <no-reply@herald.local>", alias="HERALD_EMAIL_FROM")
 
     object_store_mb: int = Field(256, ge=75, alias="HERALD_RAY_OBJECT_STORE_MB")
     direct_ingress: bool = Field(False, alias="HERALD_DIRECT_INGRESS")
 
-    @field_validator("retry_delays_s", "email_providers", "sms_providers", mode="before")
+    @field_validator(
+        "retry_delays_s",
+        "email_providers",
+        "sms_providers",
+        "push_providers",
+        "whatsapp_providers",
+        "inapp_providers",
+        mode="before",
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -67,6 +79,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    def providers(self, channel: Channel) -> tuple[str, ...]:
+        """The channel's providers in failover order."""
+        chosen: tuple[str, ...] = getattr(self, f"{channel.value}_providers")
+        return chosen
 
     @property
     def embedded_database(self) -> bool:
@@ -117,4 +134,3 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             alias = Settings.model_fields[field].alias if field in Settings.model_fields else field
             problems.append(f"{alias}={source.get(alias or '', '')!r}: {e['msg']}")
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
-

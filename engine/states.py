@@ -44,9 +44,7 @@ TERMINAL: frozenset[Status] = frozenset(
 #: ``dead -> queued`` is a DLQ replay.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.SCHEDULED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED}),
-    Status.QUEUED: frozenset(
-        {Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.SUPPRESSED, Status.THROTTLED}
-    ),
+    Status.QUEUED: frozenset({Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.SUPPRESSED, Status.THROTTLED}),
     Status.THROTTLED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED}),
     Status.SENDING: frozenset(
         {

@@ -72,7 +72,10 @@ async def run(dsn: str, n: int) -> dict[str, float]:
             """INSERT INTO messages (id, tenant_id, channel, template_id, template_version, locale, "to",
                                      variables, priority, status)
                VALUES ($1, $2, 'email', 'otp_login', 3, 'en-GB', $3, $4, 'normal', 'queued')""",
-            new_id(), tenant.id, {"email": f"user{i}@example.com"}, {"code": "123456"},
+            new_id(),
+            tenant.id,
+            {"email": f"user{i}@example.com"},
+            {"code": "123456"},
         )
 
     ids: list[uuid.UUID] = []
@@ -87,8 +90,14 @@ async def run(dsn: str, n: int) -> dict[str, float]:
     intake_s = await gather_limited(n, 32, admit)
 
     def dispatcher() -> Dispatcher:
-        return Dispatcher(repo, catalog, {Channel.EMAIL: [FakeDriver()]}, policy=RetryPolicy(),
-                          metrics=MetricsBuffer(), options=DispatchOptions())
+        return Dispatcher(
+            repo,
+            catalog,
+            {Channel.EMAIL: [FakeDriver()]},
+            policy=RetryPolicy(),
+            metrics=MetricsBuffer(),
+            options=DispatchOptions(),
+        )
 
     half = len(ids) // 2
     batched, single = ids[:half], ids[half:]
@@ -148,8 +157,10 @@ def main() -> None:
         asyncio.run(drop(admin, url))
     print(json.dumps({k: round(v) for k, v in figures.items()}, indent=2))
     print(f"intake / bare insert: {figures['intake_msgs_per_s'] / figures['baseline_bare_insert_per_s']:.2f}x")
-    print(f"dispatch batched / one by one: "
-          f"{figures['dispatch_batched_msgs_per_s'] / figures['dispatch_one_by_one_msgs_per_s']:.1f}x")
+    print(
+        f"dispatch batched / one by one: "
+        f"{figures['dispatch_batched_msgs_per_s'] / figures['dispatch_one_by_one_msgs_per_s']:.1f}x"
+    )
 
 
 if __name__ == "__main__":

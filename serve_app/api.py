@@ -3,7 +3,6 @@
 No `from __future__ import annotations` here: FastAPI reads the route signatures at runtime.
 """
 
-
 import asyncio
 import contextlib
 import json
@@ -17,6 +16,7 @@ from ray import serve
 
 from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
 from engine.auth import AuthError, Principal, verify_token
+from engine.channels import Channel
 from engine.ids import parse_message_id
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
@@ -47,6 +47,7 @@ class HeraldApi:
             metrics=self.metrics,
             idempotency_ttl_s=config.settings.idempotency_ttl_s,
             cache=self.parts.cache,
+            channels=frozenset(c for c in Channel if config.settings.providers(c)),
         )
         self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())

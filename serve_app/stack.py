@@ -86,7 +86,9 @@ class Stack:
         ]
         ray.get([self.relay.health.remote(), *(a.health.remote() for a in self.senders)], timeout=timeout_s)
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
-        serve.run(HeraldApi.bind(config), name=APP_NAME, route_prefix="/", blocking=False)
+        quiet = s.log_level.upper() not in ("DEBUG", "INFO")
+        api = HeraldApi.options(logging_config={"log_level": s.log_level.upper(), "enable_access_log": not quiet})
+        serve.run(api.bind(config), name=APP_NAME, route_prefix="/", blocking=False)
         self._wait_healthy(timeout_s)
         log.info("herald is up at %s", s.base_url)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +18,17 @@ from tests.support.services import missing, reachable
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def pg_server_url() -> str:
     """An admin DSN: DATABASE_URL's server, or the embedded PostgreSQL."""
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
     from engine.storage.embedded import embedded_database_url
 
-    return embedded_database_url(Path(tmp_path_factory.mktemp("embedded-pg")))
+    # Not under pytest's tmp dir: pytest resets its root to 0700 when it makes new temp dirs, and the
+    # embedded server runs as its own user, which then loses access to its data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="herald-test-pg-"))
+    return embedded_database_url(data_dir)
 
 
 async def _create_database(admin_url: str, name: str) -> None:
@@ -43,15 +47,20 @@ async def _drop_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
+def fresh_database(server_url: str) -> Iterator[str]:
+    """Create a migrated database, yield its DSN, drop it afterwards."""
+    name = f"herald_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_create_database(server_url, name))
+    url = with_database(server_url, name)
+    asyncio.run(migrate_url(url))
+    yield url
+    asyncio.run(_drop_database(server_url, name))
+
+
 @pytest.fixture(scope="session")
 def database_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, migrated database for this test session, dropped at the end."""
-    name = f"herald_test_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_create_database(pg_server_url, name))
-    url = with_database(pg_server_url, name)
-    asyncio.run(migrate_url(url))
-    yield url
-    asyncio.run(_drop_database(pg_server_url, name))
+    yield from fresh_database(pg_server_url)
 
 
 @pytest.fixture(scope="session")

@@ -177,5 +177,3 @@ class PgQueueBroker(Broker):
             if name in counts:
                 counts[name] = r["n"]
         return counts
-
-

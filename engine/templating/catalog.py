@@ -77,9 +77,11 @@ class TemplateCatalog:
         cached = self._versions.get(template_id)
         if cached is None:
             folder = self.root / "_manifests" / template_id
-            found = sorted(
-                int(p.stem[1:]) for p in folder.glob("v*.yaml") if p.stem[1:].isdigit()
-            ) if folder.is_dir() else []
+            found = (
+                sorted(int(p.stem[1:]) for p in folder.glob("v*.yaml") if p.stem[1:].isdigit())
+                if folder.is_dir()
+                else []
+            )
             cached = self._versions[template_id] = tuple(found)
         return cached
 

@@ -91,8 +91,18 @@ def _via_proxy(url: str, port: int) -> str:
 
 
 @pytest.fixture(scope="session")
-def herald(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herald]:
+def stack_database_url(pg_server_url: str) -> Iterator[str]:
+    """The stack's own database: its relay must not take other tests' outbox rows (nor they its)."""
+    from tests.conftest import fresh_database
+
+    yield from fresh_database(pg_server_url)
+
+
+@pytest.fixture(scope="session")
+def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Herald]:
     from serve_app.stack import Stack
+
+    database_url = stack_database_url
 
     data_dir = tmp_path_factory.mktemp("herald-data")
     env = {

@@ -43,8 +43,8 @@ def wait_all_terminal(herald: Herald, ids: list[str], timeout_s: float = 90) -> 
     statuses: dict[str, str] = {}
     while time.monotonic() < deadline:
         rows = herald.sql(
-            "SELECT 'msg_' || replace(id::text, '-', '') AS mid, status FROM messages WHERE 'msg_' || replace(id::text, '-', '') = ANY($1)",
-            ids,
+            "SELECT 'msg_' || replace(id::text, '-', '') AS mid, status FROM messages WHERE id = ANY($1::uuid[])",
+            [mid.removeprefix("msg_") for mid in ids],
         )
         statuses = {r["mid"]: r["status"] for r in rows}
         if len(statuses) == len(ids) and all(s not in ("queued", "sending", "scheduled") for s in statuses.values()):

@@ -62,7 +62,9 @@ class Pipeline:
         return str(accepted.body["message_id"])
 
     async def pump(self, rounds: int = 1) -> int:
-        """Relay due outbox rows, then send whatever the broker hands out; returns messages sent."""
+        """Relay due outbox rows, then send whatever the broker hands out; returns messages sent.
+
+        The relay takes every due row of the database, other tests' too: assert on statuses."""
         sent = 0
         for _ in range(rounds):
             await self.relay.drain()
@@ -93,7 +95,7 @@ async def pipe(repo: Repository, catalog: TemplateCatalog, database_url: str) ->
 async def test_accepted_message_is_sent_with_events_and_attempt(pipe: Pipeline, principal, tenant) -> None:
     public_id = await pipe.submit(principal, otp())
     assert (await pipe.status(tenant.id, public_id))["status"] == "queued"
-    assert await pipe.pump() == 1
+    await pipe.pump()
     row = await pipe.status(tenant.id, public_id)
     assert row["status"] == "sent" and row["provider"] == "fake"
     assert [e["type"] for e in row["event_rows"]] == ["NotificationAccepted", "NotificationSent"]
@@ -139,7 +141,8 @@ async def test_concurrent_duplicates_make_one_message(pipe: Pipeline, principal,
         "SELECT count(*) FROM messages WHERE tenant_id = $1 AND idempotency_key = 'same-key'", tenant.id
     )
     assert count == 1
-    assert await pipe.pump() == 1
+    await pipe.pump()
+    assert len(pipe.drivers[0].sent) == 1
 
 
 async def test_same_key_different_body_is_refused(pipe: Pipeline, principal) -> None:
@@ -225,9 +228,11 @@ async def test_scheduled_waits_until_due(pipe: Pipeline, principal, tenant) -> N
     due = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
     public_id = await pipe.submit(principal, otp(schedule_at=due))
     assert (await pipe.status(tenant.id, public_id))["status"] == "scheduled"
-    assert await pipe.pump() == 0
+    await pipe.pump()
+    assert (await pipe.status(tenant.id, public_id))["status"] == "scheduled"
     await asyncio.sleep(1.6)
-    assert await pipe.pump() == 1
+    await pipe.pump()
+    assert (await pipe.status(tenant.id, public_id))["status"] == "sent"
 
 
 async def test_expired_lease_is_reclaimed_and_late_writes_do_not_go_backwards(pipe, principal, tenant, repo) -> None:
@@ -241,6 +246,6 @@ async def test_expired_lease_is_reclaimed_and_late_writes_do_not_go_backwards(pi
     await asyncio.sleep(0.1)
     assert await repo.reclaim_expired_leases() == 1
     assert (await pipe.status(tenant.id, public_id))["status"] == "queued"
-    assert await pipe.pump(rounds=2) == 1
+    await pipe.pump(rounds=2)
     assert (await pipe.status(tenant.id, public_id))["status"] == "sent"
     assert (await pipe.dispatcher.process([mid])).claimed == 0  # a redelivered envelope sends nothing twice
