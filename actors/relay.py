@@ -7,6 +7,7 @@ import logging
 
 import ray
 
+from engine import redaction
 from engine.relay import Relay, RelayOptions
 from engine.runtime import RuntimeConfig, open_components
 
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 class RelayActor:
     async def __init__(self, config: RuntimeConfig) -> None:
         s = config.settings
+        redaction.install()
         self.parts = await open_components(config, broker=True, pool_size=3)
         assert self.parts.broker is not None
         self.relay = Relay(

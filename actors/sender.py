@@ -9,6 +9,7 @@ import os
 import ray
 
 from actors import METRICS_ACTOR, NAMESPACE
+from engine import redaction
 from engine.dispatch import Dispatcher, DispatchOptions
 from engine.metrics import MetricsBuffer
 from engine.retries import RetryPolicy
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 class SenderActor:
     async def __init__(self, config: RuntimeConfig, index: int) -> None:
         s = config.settings
+        redaction.install()
         self.index = index
         self.parts = await open_components(config, broker=True, pool_size=3)
         self.drivers = provider_chains(s, config.env)

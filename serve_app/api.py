@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+from engine import redaction
 from engine.auth import AuthError, Principal, verify_token
 from engine.channels import Channel
 from engine.ids import parse_message_id
@@ -39,6 +40,7 @@ HEALTH_TIMEOUT_S = 3.0
 class HeraldApi:
     async def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
+        redaction.install()
         self.parts = await open_components(config, cache=True, pool_size=10)
         self.metrics = MetricsBuffer()
         self.intake = Intake(

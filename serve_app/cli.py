@@ -19,7 +19,10 @@ log = logging.getLogger("herald")
 
 
 def _setup_logging(level: str) -> None:
+    from engine import redaction
+
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    redaction.install()
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
