@@ -26,7 +26,7 @@ class SenderActor:
         redaction.install()
         self.index = index
         self.parts = await open_components(config, broker=True, pool_size=3)
-        self.drivers = provider_chains(s, config.env)
+        self.drivers = provider_chains(s, config.env, database_url=config.database_url)
         self.metrics = MetricsBuffer()
         dispatcher = Dispatcher(
             self.parts.repo,

@@ -20,6 +20,7 @@ from engine.broker.factory import make_broker
 from engine.cache import RedisIdempotencyCache
 from engine.channels import Channel
 from engine.settings import Settings
+from engine.storage.inbox import STORE_SPEC as INBOX_STORE_SPEC
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
 
@@ -49,13 +50,17 @@ class RuntimeConfig:
         }
 
 
-def provider_chains(settings: Settings, env: Mapping[str, str]) -> dict[Channel, list[Driver]]:
+def provider_chains(
+    settings: Settings, env: Mapping[str, str], *, database_url: str | None = None
+) -> dict[Channel, list[Driver]]:
     """Each channel's drivers in failover order.
 
     Raises:
         ConfigurationError: a listed provider is unknown or misses its settings (at start-up).
     """
-    merged = {**env, "HERALD_DATA_DIR": str(settings.data_dir)}
+    merged = {"HERALD_INAPP_STORE": INBOX_STORE_SPEC, **env, "HERALD_DATA_DIR": str(settings.data_dir)}
+    if database_url:
+        merged["DATABASE_URL"] = database_url
     return {channel: [create_driver(channel, p, merged) for p in settings.providers(channel)] for channel in Channel}
 
 

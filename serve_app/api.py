@@ -23,6 +23,7 @@ from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.problems import ApiProblem
 from engine.runtime import RuntimeConfig, open_components
+from engine.storage.inbox import list_inbox
 from engine.views import message_view
 from serve_app.http import create_app
 
@@ -96,6 +97,16 @@ class HeraldApi:
         if row is None:
             raise ApiProblem(404, f"no notification {message_id!r}")
         return message_view(row)
+
+    @app.get("/api/inbox/{user_id}", tags=["inbox"])
+    async def inbox(self, user_id: str, request: Request, limit: int = 50) -> dict[str, Any]:
+        """The recipient's in-app messages, newest first (expired ones hidden)."""
+        principal = self._principal(request, "read")
+        tenant = await self.intake.tenant(principal.tenant)
+        if tenant is None:
+            raise ApiProblem(401, f"unknown tenant {principal.tenant!r}")
+        items = await list_inbox(self.parts.pool, tenant.id, user_id, limit=max(1, min(limit, 200)))
+        return {"user_id": user_id, "items": items}
 
     # -- admin -------------------------------------------------------------------------------------
 

@@ -37,6 +37,12 @@ def _ray_environment(settings: Settings) -> None:
         os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 
+async def _close_all(chains: dict[Any, list[Any]]) -> None:
+    for chain in chains.values():
+        for driver in chain:
+            await driver.aclose()
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -59,8 +65,9 @@ class Stack:
         from serve_app.api import HeraldApi
 
         s = self.settings
-        provider_chains(s, os.environ)  # fail now, naming the variable, rather than at the first send
         self.database_url = resolve_database_url(s)
+        # Fail now, naming the variable, rather than at the first send.
+        asyncio.run(_close_all(provider_chains(s, os.environ, database_url=self.database_url)))
         applied = asyncio.run(migrate_url(self.database_url))
         config = RuntimeConfig.capture(s, self.database_url)
         for part, backend in config.backends().items():

@@ -1,0 +1,69 @@
+"""Every channel through the API to its provider and back to ``sent``."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.e2e.conftest import Herald
+from tests.e2e.test_api import new_tenant, post
+
+pytestmark = [pytest.mark.ray, pytest.mark.integration]
+
+
+def test_inapp_message_is_readable_by_its_recipient(herald: Herald) -> None:
+    tenant = new_tenant()
+    user = f"user-{uuid.uuid4().hex[:6]}"
+    body = {
+        "channel": "inapp",
+        "template_id": "security_alert",
+        "to": {"user_id": user},
+        "variables": {"device": "Firefox on Linux", "location": "Leeds"},
+    }
+    with herald.client(tenant) as api:
+        r = post(api, body)
+        assert r.status_code == 202, r.text
+        message_id = r.json()["message_id"]
+        view = herald.wait_status(api, message_id, lambda s: s == "sent")
+        assert view["provider"] == "store"
+        again = post(api, {**body, "variables": {"device": "Safari on iPhone"}})  # a second, newer one
+        herald.wait_status(api, again.json()["message_id"], lambda s: s == "sent")
+        inbox = api.get(f"/api/inbox/{user}").json()["items"]
+        assert [i["message_id"] for i in inbox] == [again.json()["message_id"], message_id]
+        assert "Firefox on Linux" in inbox[1]["body"] and "Leeds" in inbox[1]["body"]
+        assert api.get("/api/inbox/someone-else").json()["items"] == []
+    with herald.client(new_tenant()) as other:
+        assert other.get(f"/api/inbox/{user}").json()["items"] == []
+
+
+def test_inapp_needs_a_user_id(herald: Herald) -> None:
+    with herald.client(new_tenant()) as api:
+        r = post(
+            api,
+            {
+                "channel": "inapp",
+                "template_id": "security_alert",
+                "to": {"email": "a@example.com"},
+                "variables": {"device": "x"},
+            },
+        )
+    assert r.status_code == 422 and ["body", "to", "user_id"] in [e["loc"] for e in r.json()["errors"]]
+
+
+def test_sms_through_console(herald: Herald) -> None:
+    with herald.client(new_tenant()) as api:
+        r = post(
+            api,
+            {
+                "channel": "sms",
+                "template_id": "otp_login:v2",
+                "to": {"phone": "+447700900123"},
+                "variables": {"code": "246810"},
+                "priority": "high",
+            },
+        )
+        assert r.status_code == 202, r.text
+        view = herald.wait_status(api, r.json()["message_id"], lambda s: s == "sent")
+    record = next(x for x in herald.console_records() if x["message_id"] == view["message_id"])
+    assert record["channel"] == "sms" and record["to"] == "+447700900123" and "246810" in record["text"]
