@@ -1,98 +1,119 @@
-"""The template catalog: which version and locale a message uses, and rendering it.
+"""The template catalog: which version and locale a message uses, its variables, and rendering it.
 
-Shipped layout: ``<root>/<locale>/<template_id>/v<N>/<part>`` with a locale-independent manifest at
-``<root>/_manifests/<template_id>/v<N>.yaml`` and partials at ``<root>/<locale>/_partials/``.
-Compiled templates are cached per (tenant, id, version, locale, part): once warm, a render does no I/O.
+Resolution: a tenant that has any version of an id resolves that id among its own versions only;
+otherwise the shipped templates serve it. No version means the newest published one. The locale is
+the first of exact -> language -> tenant default -> manifest default that has the channel's parts.
+
+Compiled templates are cached per (owner, id, version, locale, part), ``owner`` being the tenant whose
+template it is (None for shipped ones, which all tenants share). Published versions never change, so
+once warm a render reads nothing from disk.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-from jinja2 import Template
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Template, meta, nodes
 
 from drivers.base import Content
 from engine.channels import Channel
+from engine.errors import RenderError
 
+from .budget import Budget, RenderLimits, RenderState, rendering
+from .context import RenderContext
 from .errors import ChannelNotSupported, UnknownLocale, UnknownTemplate, UnknownVersion
+from .failures import RENDER_FAILURES, render_failure, stream
+from .links import sign_unsubscribe, unsubscribe_url
+from .loader import PartialLoader
+from .locales import locale_chain
 from .manifest import Manifest
 from .refs import TemplateRef
-from .render import RENDER_FAILURES, RenderContext, fail, html_to_text, make_environment
+from .sandbox import HeraldSandbox, make_environment
+from .sources import FilesystemSource, TemplateSource, TenantSources
+from .text import html_to_text
+from .variables import VariableCheck, VariableProblem
 
-#: The parts each channel needs (first tuple: all required; second: at least one of).
-CHANNEL_PARTS: dict[Channel, tuple[tuple[str, ...], tuple[str, ...]]] = {
+#: Parts each channel needs: (all of, at least one of).
+REQUIRED_PARTS: dict[Channel, tuple[tuple[str, ...], tuple[str, ...]]] = {
     Channel.EMAIL: (("subject.txt",), ("body.html", "body.txt")),
     Channel.SMS: ((), ("sms.txt",)),
     Channel.WHATSAPP: ((), ("sms.txt",)),
     Channel.PUSH: ((), ("push_body.txt",)),
     Channel.INAPP: ((), ("inapp.md",)),
 }
+#: Parts each channel renders when present.
+CHANNEL_PARTS: dict[Channel, tuple[str, ...]] = {
+    Channel.EMAIL: ("subject.txt", "body.html", "body.txt"),
+    Channel.SMS: ("sms.txt",),
+    Channel.WHATSAPP: ("sms.txt",),
+    Channel.PUSH: ("push_title.txt", "push_body.txt"),
+    Channel.INAPP: ("inapp.md",),
+}
+#: Names the renderer provides besides the declared variables.
+PROVIDED_NAMES = frozenset({"link", "tracked_link", "range", "dict", "unsubscribe_url", "message_id"})
+_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
 class ResolvedTemplate:
+    """What a message renders with, pinned at admission. ``owner`` is the tenant whose template this is
+    (None: shipped)."""
+
     id: str
     version: int
     locale_used: str
     manifest: Manifest
-    tenant: str | None = None
+    owner: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}:v{self.version}"
 
 
 @dataclass(frozen=True, slots=True)
-class VariableProblem:
-    name: str
-    message: str
+class CompiledPart:
+    """One compiled part and the names it (and its partials) reference."""
+
+    template: Template
+    names: frozenset[str]
 
 
-def locale_chain(locale: str, *more: str | None) -> list[str]:
-    """``en-GB`` -> ``en`` -> each further fallback (and its language), without repeats."""
-    chain: list[str] = []
-    for candidate in (locale, *more):
-        if not candidate:
-            continue
-        for option in (candidate, candidate.split("-")[0]):
-            if option not in chain:
-                chain.append(option)
-    return chain
+@dataclass(frozen=True, slots=True)
+class RenderedParts:
+    """Rendered part texts (``{"subject.txt": ..., "body.html": ...}``) and what the render collected."""
+
+    texts: Mapping[str, str]
+    state: RenderState
 
 
 class TemplateCatalog:
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self._manifests: dict[tuple[str, int], Manifest] = {}
-        self._versions: dict[str, tuple[int, ...]] = {}
-        self._compiled: dict[tuple[str | None, str, int, str, str], Template | None] = {}
-        self._envs: dict[tuple[str, bool], ImmutableSandboxedEnvironment] = {}
-        self._lock = threading.Lock()
+    """Resolves, validates and renders templates from the shipped source and tenants' sources.
 
-    # -- resolution --------------------------------------------------------------------------------
+    ``root`` is the shipped templates directory (or any :class:`TemplateSource`); ``tenants`` maps a
+    tenant slug to its own source. ``limits`` bound every render unless a call passes others.
+    """
 
-    def versions(self, template_id: str) -> tuple[int, ...]:
-        cached = self._versions.get(template_id)
-        if cached is None:
-            folder = self.root / "_manifests" / template_id
-            found = (
-                sorted(int(p.stem[1:]) for p in folder.glob("v*.yaml") if p.stem[1:].isdigit())
-                if folder.is_dir()
-                else []
-            )
-            cached = self._versions[template_id] = tuple(found)
-        return cached
+    def __init__(
+        self,
+        root: Path | str | TemplateSource,
+        *,
+        tenants: TenantSources | None = None,
+        limits: RenderLimits | None = None,
+        max_cached: int = 20_000,
+    ) -> None:
+        self.shipped: TemplateSource = FilesystemSource(Path(root)) if isinstance(root, Path | str) else root
+        self.tenants = tenants
+        self.limits = limits or RenderLimits()
+        self._max_cached = max_cached
+        self._compiled: dict[tuple[str | None, str, int, str, str], CompiledPart | None] = {}
+        self._envs: dict[tuple[str | None, str, str, bool], HeraldSandbox] = {}
+        self._lock = threading.RLock()
 
-    def manifest(self, template_id: str, version: int) -> Manifest:
-        key = (template_id, version)
-        cached = self._manifests.get(key)
-        if cached is None:
-            path = self.root / "_manifests" / template_id / f"v{version}.yaml"
-            doc = yaml.safe_load(path.read_text()) or {}
-            cached = self._manifests[key] = Manifest.from_dict(template_id, version, doc)
-        return cached
+    # -- resolution ----------------------------------------------------------------------------------
 
     def resolve(
         self,
@@ -106,139 +127,237 @@ class TemplateCatalog:
         """Pin the version and locale a message will render with.
 
         Raises:
-            UnknownTemplate / UnknownVersion (field ``template_id``), ChannelNotSupported (``channel``),
-            UnknownLocale (``locale``).
+            InvalidTemplateRef, UnknownTemplate, UnknownVersion, InvalidManifest: field ``template_id``.
+            ChannelNotSupported: field ``channel``.
+            InvalidLocale, UnknownLocale: field ``locale``.
         """
-        try:
-            parsed = TemplateRef.parse(ref)
-        except ValueError as err:
-            raise UnknownTemplate(str(err)) from None
-        versions = self.versions(parsed.id)
+        parsed = TemplateRef.parse(ref)
+        owner, source = self._owner_of(parsed.id, tenant)
+        versions = source.versions(parsed.id)
         if not versions:
-            raise UnknownTemplate(f"no template {parsed.id!r}")
+            raise UnknownTemplate(f"there is no template {parsed.id!r}")
         version = parsed.version or versions[-1]
         if version not in versions:
-            raise UnknownVersion(f"template {parsed.id!r} has no version {version} (has {_vs(versions)})")
-        manifest = self.manifest(parsed.id, version)
-        if channel not in manifest.channels:
-            served = ", ".join(c.value for c in manifest.channels)
-            raise ChannelNotSupported(f"{parsed} does not serve {channel.value} (serves {served})")
+            have = ", ".join(f"v{v}" for v in versions)
+            raise UnknownVersion(f"template {parsed.id!r} has no version v{version} (it has {have})")
+        manifest = source.manifest(parsed.id, version)
+        channel = _channel(channel, manifest)
         for candidate in locale_chain(locale, tenant_default_locale, manifest.default_locale):
-            if self._has_parts(candidate, parsed.id, version, channel):
-                return ResolvedTemplate(parsed.id, version, candidate, manifest, tenant)
-        raise UnknownLocale(f"{parsed} has no {channel.value} content for {locale!r} or its fallbacks")
+            if _serves(source.parts(candidate, parsed.id, version), channel):
+                return ResolvedTemplate(parsed.id, version, candidate, manifest, owner)
+        raise UnknownLocale(f"{parsed.id}:v{version} has no {channel.value} content in {locale!r} nor its fallbacks")
 
-    def _has_parts(self, locale: str, template_id: str, version: int, channel: Channel) -> bool:
-        folder = self.root / locale / template_id / f"v{version}"
-        required, one_of = CHANNEL_PARTS[channel]
-        return all((folder / p).is_file() for p in required) and any((folder / p).is_file() for p in one_of)
+    def _owner_of(self, template_id: str, tenant: str | None) -> tuple[str | None, TemplateSource]:
+        if tenant and self.tenants is not None:
+            own = self.tenants.get(tenant)
+            if own is not None and own.versions(template_id):
+                return tenant, own
+        return None, self.shipped
 
-    # -- variables ---------------------------------------------------------------------------------
+    def _source(self, owner: str | None) -> TemplateSource:
+        if owner is None:
+            return self.shipped
+        own = self.tenants.get(owner) if self.tenants is not None else None
+        if own is None:
+            raise UnknownTemplate(f"tenant {owner!r} has no templates any more")
+        return own
 
-    def validate_variables(self, resolved: ResolvedTemplate, variables: dict[str, Any]) -> list[VariableProblem]:
-        problems = []
-        for spec in resolved.manifest.variables:
-            if spec.name not in variables or variables[spec.name] is None:
-                if spec.required and spec.default is None:
-                    problems.append(VariableProblem(spec.name, f"{spec.name} is required ({spec.type})"))
-                continue
-            message = _type_problem(spec.type, variables[spec.name])
-            if message:
-                problems.append(VariableProblem(spec.name, f"{spec.name} {message}"))
-        return problems
+    # -- variables -----------------------------------------------------------------------------------
 
-    # -- rendering ---------------------------------------------------------------------------------
+    def check_variables(self, resolved: ResolvedTemplate, variables: Mapping[str, Any]) -> VariableCheck:
+        """Converted values with defaults applied, and every problem (errors and warnings)."""
+        return resolved.manifest.check(variables)
+
+    def validate_variables(
+        self, resolved: ResolvedTemplate, variables: Mapping[str, Any], *, include_warnings: bool = False
+    ) -> list[VariableProblem]:
+        """Errors in the request's variables (missing required, wrong type): each one blocks a send.
+
+        Unknown names are warnings, not errors: they are left out unless ``include_warnings`` is set,
+        so a caller that answers 422 for every problem returned does the right thing.
+        """
+        problems = resolved.manifest.check(variables).problems
+        return [p for p in problems if include_warnings or p.is_error]
+
+    # -- rendering -----------------------------------------------------------------------------------
 
     def render(
         self,
         resolved: ResolvedTemplate,
-        variables: dict[str, Any],
+        variables: Mapping[str, Any],
         channel: Channel,
         *,
         context: RenderContext | None = None,
+        limits: RenderLimits | None = None,
     ) -> Content:
-        """Render every part the channel needs; nothing half-rendered is ever returned.
+        """Render every part the channel uses; nothing half-rendered is ever returned.
 
         Raises:
-            RenderError: an undefined name, a sandbox violation or a failing expression.
+            ChannelNotSupported: the version does not serve ``channel``.
+            RenderError: invalid variables, an undefined name, a sandbox violation, a limit reached.
         """
-        values = {**{v.name: v.default for v in resolved.manifest.variables if v.default is not None}, **variables}
-        ctx = context or RenderContext(tenant=resolved.tenant)
-        values.setdefault("message_id", ctx.message_id)
+        channel = _channel(channel, resolved.manifest)
+        check = resolved.manifest.check(variables)
+        if check.errors:
+            raise RenderError("; ".join(p.message for p in check.errors), code="invalid_variables")
+        rendered = self.render_parts(resolved, channel, check.values, context=context, limits=limits)
+        return content_for(channel, rendered.texts)
 
-        def part(name: str) -> str | None:
-            template = self._template(resolved, name)
-            if template is None:
-                return None
-            try:
-                return template.render(values).strip()
-            except RENDER_FAILURES as err:
-                raise fail(err, f"{resolved.id}:v{resolved.version}/{resolved.locale_used}/{name}") from None
+    def render_parts(
+        self,
+        resolved: ResolvedTemplate,
+        channel: Channel,
+        values: Mapping[str, Any],
+        *,
+        context: RenderContext | None = None,
+        limits: RenderLimits | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> RenderedParts:
+        """Render the channel's parts with already-checked ``values`` (see :meth:`check_variables`).
 
-        if channel is Channel.EMAIL:
-            html = part("body.html")
-            text = part("body.txt")
-            return Content(subject=part("subject.txt"), html=html, text=text or html_to_text(html or ""))
-        if channel in (Channel.SMS, Channel.WHATSAPP):
-            return Content(text=part("sms.txt"))
-        if channel is Channel.PUSH:
-            return Content(title=part("push_title.txt"), text=part("push_body.txt"))
-        return Content(text=part("inapp.md"))
-
-    def _template(self, resolved: ResolvedTemplate, part: str) -> Template | None:
-        key = (resolved.tenant, resolved.id, resolved.version, resolved.locale_used, part)
-        if key in self._compiled:
-            return self._compiled[key]
-        with self._lock:
-            path = self.root / resolved.locale_used / resolved.id / f"v{resolved.version}" / part
-            compiled = None
-            if path.is_file():
-                env = self._env(resolved.locale_used, html=part.endswith(".html"))
+        Raises:
+            RenderError: as :meth:`render`.
+        """
+        limits = limits or self.limits
+        ctx = context or RenderContext(tenant=resolved.owner)
+        compiled = self.compile(resolved, channel)
+        uses = frozenset().union(*(c.names for c in compiled.values()))
+        scope = {**_provided(ctx, uses), **(extra or {}), **values}
+        secrets = [str(values[n]) for n in resolved.manifest.sensitive if n in values]
+        state = RenderState(Budget(limits), ctx)
+        texts: dict[str, str] = {}
+        with rendering(state):
+            for part, item in compiled.items():
+                where = f"{resolved.ref}/{resolved.locale_used}/{part}"
                 try:
-                    compiled = env.from_string(path.read_text())
+                    texts[part] = stream(item.template, scope, limits.max_output_chars, state.budget).strip()
                 except RENDER_FAILURES as err:
-                    raise fail(err, f"{resolved.id}:v{resolved.version}/{resolved.locale_used}/{part}") from None
-            self._compiled[key] = compiled
-            return compiled
+                    raise render_failure(err, where, secrets) from None
+        return RenderedParts(texts, state)
 
-    def _env(self, locale: str, *, html: bool) -> ImmutableSandboxedEnvironment:
-        key = (locale, html)
+    def compile(self, resolved: ResolvedTemplate, channel: Channel) -> dict[str, CompiledPart]:
+        """Compile (or fetch from cache) the channel's parts: publish checks and warm-up call this.
+
+        Raises:
+            RenderError: a syntax error or a refused construct, naming the part and line.
+        """
+        found = {}
+        for part in CHANNEL_PARTS[channel]:
+            item = self._compiled_part(resolved, part)
+            if item is not None:
+                found[part] = item
+        return found
+
+    def referenced_names(self, resolved: ResolvedTemplate, channel: Channel) -> frozenset[str]:
+        """Names the channel's parts and their partials use (declared variables and provided ones)."""
+        return frozenset().union(*(c.names for c in self.compile(resolved, channel).values()))
+
+    def invalidate(self, owner: str | None) -> None:
+        """Forget compiled templates and partials of one owner (after a tenant publishes partials)."""
+        with self._lock:
+            for key in [k for k in self._compiled if k[0] == owner]:
+                del self._compiled[key]
+            for env_key in [k for k in self._envs if k[0] == owner]:
+                del self._envs[env_key]
+
+    def _compiled_part(self, resolved: ResolvedTemplate, part: str) -> CompiledPart | None:
+        key = (resolved.owner, resolved.id, resolved.version, resolved.locale_used, part)
+        hit = self._compiled.get(key, _MISSING)
+        if hit is not _MISSING:
+            return hit  # type: ignore[return-value]
+        with self._lock:
+            item = self._compile_part(resolved, part)
+            if len(self._compiled) >= self._max_cached:
+                del self._compiled[next(iter(self._compiled))]  # oldest first; published text is immutable
+            self._compiled[key] = item
+            return item
+
+    def _compile_part(self, resolved: ResolvedTemplate, part: str) -> CompiledPart | None:
+        source = self._source(resolved.owner)
+        if part not in source.parts(resolved.locale_used, resolved.id, resolved.version):
+            return None
+        text = source.read(resolved.locale_used, resolved.id, resolved.version, part)
+        env = self._env(resolved, html=part.endswith(".html"))
+        where = f"{resolved.ref}/{resolved.locale_used}/{part}"
+        try:
+            tree = env.parse(text, name=where)
+            names = _names(env, tree, set())
+            return CompiledPart(env.from_string(tree), frozenset(names))
+        except RENDER_FAILURES as err:
+            raise render_failure(err, where, []) from None
+
+    def _env(self, resolved: ResolvedTemplate, *, html: bool) -> HeraldSandbox:
+        key = (resolved.owner, resolved.locale_used, resolved.manifest.default_locale, html)
         env = self._envs.get(key)
         if env is None:
-            dirs = [self.root / loc / "_partials" for loc in locale_chain(locale)]
-            env = self._envs[key] = make_environment(dirs, html=html)
+            chain = locale_chain(resolved.locale_used, None, resolved.manifest.default_locale)
+            owners = [self._source(resolved.owner)] + ([self.shipped] if resolved.owner else [])
+            loader = PartialLoader([(src, loc) for src in owners for loc in chain])
+            env = self._envs[key] = make_environment(loader, locale=resolved.locale_used, html=html)
         return env
 
 
-def _vs(versions: tuple[int, ...]) -> str:
-    return ", ".join(f"v{v}" for v in versions)
+def _names(env: HeraldSandbox, tree: nodes.Template, seen: set[str]) -> set[str]:
+    """Undeclared names of a template and, recursively, of the partials it includes by literal name."""
+    names = set(meta.find_undeclared_variables(tree))
+    # meta leaves out names that are also globals; a variable called "link" shadows the helper.
+    names |= {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load" and n.name in env.globals}
+    for name in meta.find_referenced_templates(tree):
+        if name is None or name in seen or env.loader is None:
+            continue
+        seen.add(name)
+        try:
+            text, _, _ = env.loader.get_source(env, name)
+        except LookupError:
+            continue  # a missing partial fails the render itself, with its name
+        names |= _names(env, env.parse(text, name=name), seen)
+    return names
 
 
-def _type_problem(kind: str, value: Any) -> str | None:
-    ok = {
-        "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "url": isinstance(value, str) and value.startswith(("https://", "http://")),
-        "money": isinstance(value, int | float | str) and not isinstance(value, bool),
-        "list": isinstance(value, list),
-        "dict": isinstance(value, dict),
-        "date": _is_iso(value, date),
-        "datetime": _is_iso(value, datetime),
-    }.get(kind, True)
-    if ok:
-        return None
-    if kind == "url":
-        return "must be an http(s) URL"
-    return f"must be of type {kind}, got {type(value).__name__}"
-
-
-def _is_iso(value: Any, kind: type) -> bool:
-    if not isinstance(value, str):
-        return False
+def _channel(channel: Channel | str, manifest: Manifest) -> Channel:
     try:
-        (date.fromisoformat if kind is date else datetime.fromisoformat)(value)
+        chosen = Channel(channel)
     except ValueError:
-        return False
-    return True
+        raise ChannelNotSupported(f"{channel!r} is not a channel") from None
+    if chosen not in manifest.channels:
+        served = ", ".join(c.value for c in manifest.channels)
+        raise ChannelNotSupported(
+            f"{manifest.template_id}:v{manifest.version} does not serve {chosen.value} (it serves {served})"
+        )
+    return chosen
+
+
+def _serves(parts: frozenset[str], channel: Channel) -> bool:
+    all_of, one_of = REQUIRED_PARTS[channel]
+    return all(p in parts for p in all_of) and any(p in parts for p in one_of)
+
+
+def _provided(ctx: RenderContext, uses: frozenset[str]) -> dict[str, Any]:
+    scope: dict[str, Any] = {}
+    if ctx.message_id:
+        scope["message_id"] = ctx.message_id
+    # Signing costs an HMAC: only for templates that show the link.
+    if "unsubscribe_url" in uses and ctx.link_secret and ctx.tenant and ctx.recipient:
+        token = sign_unsubscribe(ctx.link_secret, ctx.tenant, ctx.recipient)
+        scope["unsubscribe_url"] = unsubscribe_url(ctx.base_url, token)
+    return scope
+
+
+def _one_line(text: str | None) -> str | None:
+    # A subject or push title is one line: a newline from a variable must not reach a mail header.
+    return " ".join(text.split()) if text is not None else None
+
+
+def content_for(channel: Channel, texts: Mapping[str, str]) -> Content:
+    """Assemble the driver's :class:`Content` from rendered parts (email text derived when absent)."""
+    if channel is Channel.EMAIL:
+        html = texts.get("body.html")
+        text = texts.get("body.txt")
+        if text is None and html is not None:
+            text = html_to_text(html)
+        return Content(subject=_one_line(texts.get("subject.txt")), html=html, text=text)
+    if channel is Channel.PUSH:
+        return Content(title=_one_line(texts.get("push_title.txt")), text=texts.get("push_body.txt"))
+    if channel is Channel.INAPP:
+        return Content(text=texts.get("inapp.md"))
+    return Content(text=texts.get("sms.txt"))

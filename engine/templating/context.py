@@ -1,0 +1,24 @@
+"""What a render knows beyond the variables: whose message it is and how links are made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RenderContext:
+    """Per-message facts for rendering.
+
+    ``tracking`` turns ``link()`` URLs into signed click redirects under ``base_url`` (it needs
+    ``link_secret`` and ``message_id``; without them links stay untracked and preview says so).
+    ``unsubscribe_url`` is offered to templates when ``link_secret``, ``tenant`` and ``recipient`` are
+    known. ``timezone`` (IANA name) is where ``format_datetime`` shows times.
+    """
+
+    tenant: str | None = None
+    message_id: str | None = None
+    tracking: bool = False
+    base_url: str = "http://127.0.0.1:8000"
+    link_secret: str = ""
+    recipient: str | None = None
+    timezone: str = "UTC"

@@ -1,0 +1,125 @@
+"""Signed, stateless link tokens: tracked clicks and unsubscribes, with no database write per render.
+
+A token is ``base64url(payload || tag)`` without padding, where ``tag`` is the first 16 bytes of
+HMAC-SHA256(secret, payload). The payload starts with a kind byte (``c`` click, ``u`` unsubscribe) so a
+token of one kind can never be replayed as the other, then the fields joined by the ASCII unit separator
+(which cannot occur in a tenant slug, message id, URL or address: they are checked). A token that was
+altered in any way fails verification and yields None, never an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+
+#: Path under the public base URL where click redirects are served.
+CLICK_PATH = "/l/"
+#: Path under the public base URL where one-click unsubscribes are served.
+UNSUBSCRIBE_PATH = "/u/"
+
+_TAG_BYTES = 16  # 128-bit tag: forging needs 2**128 tries, and it keeps URLs short
+_SEP = "\x1f"
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_CLICK = "c1"
+_UNSUBSCRIBE = "u1"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTarget:
+    """Where a tracked click goes and whose message it came from."""
+
+    tenant: str
+    message_id: str
+    url: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeTarget:
+    """Who asked to stop receiving messages, from which tenant."""
+
+    tenant: str
+    address: str
+
+
+def sign_link(secret: str | bytes, tenant: str, message_id: str, url: str, *, index: int = 0) -> str:
+    """A token for a tracked link (``index`` is the link's position among the message's links).
+
+    Raises:
+        ValueError: empty secret, or a field holding control characters.
+    """
+    if index < 0:
+        raise ValueError("link index must be >= 0")
+    return _sign(secret, (_CLICK, tenant, message_id, str(index), url))
+
+
+def verify_link(secret: str | bytes, token: str) -> LinkTarget | None:
+    """The link a token stands for, or None when it is malformed or was not signed with ``secret``."""
+    fields = _verify(secret, token, _CLICK, 5)
+    if fields is None or not fields[3].isdigit():
+        return None
+    return LinkTarget(tenant=fields[1], message_id=fields[2], url=fields[4], index=int(fields[3]))
+
+
+def sign_unsubscribe(secret: str | bytes, tenant: str, address: str) -> str:
+    """A token for a one-click unsubscribe of ``address`` from ``tenant``'s messages.
+
+    Raises:
+        ValueError: empty secret, or a field holding control characters.
+    """
+    return _sign(secret, (_UNSUBSCRIBE, tenant, address))
+
+
+def verify_unsubscribe(secret: str | bytes, token: str) -> UnsubscribeTarget | None:
+    """The tenant and address of an unsubscribe token, or None when it is not genuine."""
+    fields = _verify(secret, token, _UNSUBSCRIBE, 3)
+    return None if fields is None else UnsubscribeTarget(tenant=fields[1], address=fields[2])
+
+
+def click_url(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}{CLICK_PATH}{token}"
+
+
+def unsubscribe_url(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}{UNSUBSCRIBE_PATH}{token}"
+
+
+def _key(secret: str | bytes) -> bytes:
+    key = secret.encode() if isinstance(secret, str) else secret
+    if not key:
+        raise ValueError("the link secret is empty")
+    return key
+
+
+def _sign(secret: str | bytes, fields: tuple[str, ...]) -> str:
+    if not all(fields) or any(_CONTROL.search(f) for f in fields):
+        raise ValueError("link token fields must be non-empty and free of control characters")
+    payload = _SEP.join(fields).encode()
+    tag = hmac.new(_key(secret), payload, hashlib.sha256).digest()[:_TAG_BYTES]
+    return base64.urlsafe_b64encode(payload + tag).rstrip(b"=").decode("ascii")
+
+
+def _verify(secret: str | bytes, token: str, kind: str, count: int) -> list[str] | None:
+    key = _key(secret)
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    # Only the canonical spelling is accepted: base64 leaves spare bits in the last character.
+    if len(raw) <= _TAG_BYTES or base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+        return None
+    payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
+    expected = hmac.new(key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
+    if not hmac.compare_digest(tag, expected):
+        return None
+    try:
+        fields = payload.decode().split(_SEP)
+    except UnicodeDecodeError:
+        return None
+    if len(fields) != count or fields[0] != kind:
+        return None
+    return fields
