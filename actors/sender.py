@@ -35,8 +35,13 @@ class SenderActor:
             policy=RetryPolicy(delays_s=s.retry_delays_s),
             metrics=self.metrics,
             options=DispatchOptions(
-                lease_s=s.send_lease_s, base_url=s.base_url, link_secret=config.secret, email_from=s.email_from
+                lease_s=s.send_lease_s,
+                base_url=s.base_url,
+                link_secret=config.secret,
+                email_from=s.email_from,
+                tracking=s.link_tracking,
             ),
+            tenant_templates=self.parts.tenant_templates,
         )
         assert self.parts.broker is not None
         self.loop = SenderLoop(self.parts.broker, dispatcher, max_envelopes=s.sender_prefetch, on_batch=self._flush)

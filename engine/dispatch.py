@@ -24,6 +24,7 @@ from engine.retries import Action, RetryPolicy
 from engine.states import EventType, Status
 from engine.storage.repository import Repository
 from engine.templating import RenderContext, TemplateCatalog, TemplateError
+from engine.tenant_templates import TenantTemplateCache
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Dispatcher:
         policy: RetryPolicy,
         metrics: MetricsBuffer,
         options: DispatchOptions,
+        tenant_templates: TenantTemplateCache | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.repo = repo
@@ -69,12 +71,16 @@ class Dispatcher:
         self.policy = policy
         self.metrics = metrics
         self.options = options
+        self.tenant_templates = tenant_templates
         self.clock = clock
 
     async def process(self, ids: Sequence[uuid.UUID]) -> BatchReport:
         claimed = await self.repo.claim(ids, self.options.lease_s)
         if not claimed:
             return BatchReport(0, 0, 0, 0)
+        if self.tenant_templates is not None:
+            for m in {m.tenant_slug: m for m in claimed}.values():
+                await self.tenant_templates.ensure(m.tenant_slug, m.tenant_id, m.tenant_templates_version)
         started = self.clock()
         outcomes: list[Outcome] = []
         ready: dict[Channel, list[tuple[ClaimedMessage, OutboundMessage]]] = defaultdict(list)

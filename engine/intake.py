@@ -8,6 +8,7 @@ request still goes through on Postgres alone.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,10 +37,13 @@ from engine.problems import ApiProblem, from_pydantic
 from engine.states import Status
 from engine.storage.repository import Repository
 from engine.templating import ResolvedTemplate, TemplateCatalog, TemplateError
+from engine.tenant_templates import TenantTemplateCache
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LOCALE = "en"
+#: How long a process trusts its copy of a tenant row.
+TENANT_TTL_S = 2.0
 
 _KEY_MESSAGES = {
     KeyProblem.MISSING: "an idempotency key is required (Idempotency-Key header or idempotency_key field)",
@@ -65,6 +69,7 @@ class Intake:
         idempotency_ttl_s: int,
         cache: IdempotencyCache | None = None,
         channels: frozenset[Channel] = frozenset(Channel),
+        tenant_templates: TenantTemplateCache | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.repo = repo
@@ -74,15 +79,25 @@ class Intake:
         self.cache = cache
         self.channels = channels  #: channels with at least one configured provider
         self.clock = clock
-        self._tenants: dict[str, Tenant] = {}
+        self.tenant_templates = tenant_templates
+        self._tenants: dict[str, tuple[float, Tenant]] = {}
 
     async def tenant(self, slug: str) -> Tenant | None:
+        """The tenant row, cached for :data:`TENANT_TTL_S` (a publish elsewhere shows up within it)."""
+        now = time.monotonic()
         cached = self._tenants.get(slug)
-        if cached is None:
-            cached = await self.repo.get_tenant(slug)
-            if cached is not None:
-                self._tenants[slug] = cached
-        return cached
+        if cached is not None and now - cached[0] < TENANT_TTL_S:
+            return cached[1]
+        tenant = await self.repo.get_tenant(slug)
+        if tenant is not None:
+            self._tenants[slug] = (now, tenant)
+            if self.tenant_templates is not None:
+                await self.tenant_templates.ensure(tenant.slug, tenant.id, tenant.templates_version)
+        return tenant
+
+    def forget_tenant(self, slug: str) -> None:
+        """Re-read the tenant on its next request (after this process published its templates)."""
+        self._tenants.pop(slug, None)
 
     async def submit(self, principal: Principal, body: Any, header_key: str | None) -> Accepted:
         """Accept one notification.

@@ -145,6 +145,7 @@ class Tenant:
     name: str
     region: str
     config: dict[str, Any] = field(default_factory=dict)
+    templates_version: int = 0  #: bumped by every publish of the tenant's templates
 
     @property
     def default_locale(self) -> str | None:
@@ -188,6 +189,7 @@ class ClaimedMessage:
     id: uuid.UUID
     tenant_id: uuid.UUID
     tenant_slug: str
+    tenant_templates_version: int
     channel: Channel
     template_id: str
     template_version: int

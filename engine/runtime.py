@@ -23,6 +23,7 @@ from engine.settings import Settings
 from engine.storage.inbox import STORE_SPEC as INBOX_STORE_SPEC
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
+from engine.tenant_templates import TenantTemplateCache
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Components:
     pool: asyncpg.Pool
     repo: Repository
     catalog: TemplateCatalog
+    tenant_templates: TenantTemplateCache
     cache: RedisIdempotencyCache | None = None
     broker: Broker | None = None
 
@@ -85,7 +87,10 @@ async def open_components(
 ) -> Components:
     s = config.settings
     pool = await create_pool(config.database_url, min_size=1, max_size=pool_size)
-    parts = Components(pool=pool, repo=Repository(pool), catalog=TemplateCatalog(s.templates_root))
+    tenant_templates = TenantTemplateCache(pool)
+    catalog = TemplateCatalog(s.templates_root, tenants=tenant_templates)
+    tenant_templates.catalog = catalog
+    parts = Components(pool=pool, repo=Repository(pool), catalog=catalog, tenant_templates=tenant_templates)
     if cache and s.redis_url:
         parts.cache = RedisIdempotencyCache.from_url(s.redis_url)
     if broker:

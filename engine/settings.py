@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     push_providers: tuple[str, ...] = Field((), alias="HERALD_PUSH_PROVIDERS")
     whatsapp_providers: tuple[str, ...] = Field((), alias="HERALD_WHATSAPP_PROVIDERS")
     inapp_providers: tuple[str, ...] = Field(("store",), alias="HERALD_INAPP_PROVIDERS")
+    link_tracking: bool = Field(True, alias="HERALD_LINK_TRACKING")
     email_from: str = Field("Herald <no-reply@herald.local>", alias="HERALD_EMAIL_FROM")
 
     object_store_mb: int = Field(256, ge=75, alias="HERALD_RAY_OBJECT_STORE_MB")

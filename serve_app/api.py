@@ -11,7 +11,7 @@ from typing import Any
 
 import ray
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from ray import serve
 
 from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
@@ -21,9 +21,13 @@ from engine.channels import Channel
 from engine.ids import parse_message_id
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
+from engine.models import FieldError, Tenant
 from engine.problems import ApiProblem
 from engine.runtime import RuntimeConfig, open_components
 from engine.storage.inbox import list_inbox
+from engine.template_service import TemplateService
+from engine.tenant_templates import TenantTemplateStore
+from engine.tracking import Tracking
 from engine.views import message_view
 from serve_app.http import create_app
 
@@ -51,7 +55,17 @@ class HeraldApi:
             idempotency_ttl_s=config.settings.idempotency_ttl_s,
             cache=self.parts.cache,
             channels=frozenset(c for c in Channel if config.settings.providers(c)),
+            tenant_templates=self.parts.tenant_templates,
         )
+        secret, base_url = config.secret, config.settings.base_url
+        self.templates = TemplateService(
+            TenantTemplateStore(self.parts.pool),
+            self.parts.catalog,
+            self.parts.tenant_templates,
+            secret=secret,
+            base_url=base_url,
+        )
+        self.tracking = Tracking(self.parts.pool, secret=secret, base_url=base_url)
         self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
 
@@ -97,6 +111,90 @@ class HeraldApi:
         if row is None:
             raise ApiProblem(404, f"no notification {message_id!r}")
         return message_view(row)
+
+    async def _tenant(self, request: Request, scope: str) -> tuple[Principal, Tenant]:
+        principal = self._principal(request, scope)
+        tenant = await self.intake.tenant(principal.tenant)
+        if tenant is None:
+            raise ApiProblem(401, f"unknown tenant {principal.tenant!r}")
+        return principal, tenant
+
+    async def _json(self, request: Request) -> Any:
+        try:
+            return await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiProblem(400, "the body is not valid JSON") from None
+
+    # -- templates, preview, tracked links -------------------------------------------------------------
+
+    @app.put("/api/templates/{template_id}/draft", tags=["templates"])
+    async def save_draft(self, template_id: str, request: Request) -> dict[str, Any]:
+        """Create or replace the tenant's draft of a template (compiled in the sandbox first)."""
+        principal, tenant = await self._tenant(request, "templates")
+        return await self.templates.save_draft(tenant, template_id, await self._json(request), principal.tenant)
+
+    @app.get("/api/templates/{template_id}/draft", tags=["templates"])
+    async def get_draft(self, template_id: str, request: Request) -> dict[str, Any]:
+        _, tenant = await self._tenant(request, "templates")
+        return await self.templates.draft(tenant, template_id)
+
+    @app.post("/api/templates/{template_id}/publish", tags=["templates"])
+    async def publish(self, template_id: str, request: Request) -> dict[str, Any]:
+        """The draft becomes the next version; published versions never change."""
+        principal, tenant = await self._tenant(request, "templates")
+        published = await self.templates.publish(tenant, template_id, principal.tenant)
+        self.intake.forget_tenant(tenant.slug)
+        return published
+
+    @app.post("/api/templates/{template_id}/rollback", tags=["templates"])
+    async def rollback(self, template_id: str, request: Request) -> dict[str, Any]:
+        """Publish an older version again as the new latest."""
+        principal, tenant = await self._tenant(request, "templates")
+        published = await self.templates.rollback(tenant, template_id, await self._json(request), principal.tenant)
+        self.intake.forget_tenant(tenant.slug)
+        return published
+
+    @app.get("/api/templates/{template_id}", tags=["templates"])
+    async def template_versions(self, template_id: str, request: Request) -> dict[str, Any]:
+        _, tenant = await self._tenant(request, "templates")
+        return await self.templates.versions(tenant, template_id)
+
+    @app.get("/api/templates/{template_id}/versions/{version}", tags=["templates"])
+    async def template_version(self, template_id: str, version: int, request: Request) -> dict[str, Any]:
+        _, tenant = await self._tenant(request, "templates")
+        return await self.templates.version(tenant, template_id, version)
+
+    @app.post("/api/preview", tags=["templates"])
+    async def preview(self, request: Request) -> dict[str, Any]:
+        """Render any version for any locale and channel, with findings (SMS segments, missing variables)."""
+        _, tenant = await self._tenant(request, "templates")
+        return await self.templates.preview(tenant, await self._json(request))
+
+    @app.post("/api/shortlinks", status_code=201, tags=["links"])
+    async def create_shortlink(self, request: Request) -> dict[str, Any]:
+        """A tracked link of the tenant's (not tied to a message) with its own click count."""
+        _, tenant = await self._tenant(request, "send")
+        body = await self._json(request)
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")) or len(url) > 2048:
+            raise ApiProblem(422, "url must be an http(s) URL", errors=[FieldError(("body", "url"), "an http(s) URL")])
+        return (await self.tracking.create_shortlink(tenant, url)).as_dict()
+
+    @app.get("/api/shortlinks/{link_id}", tags=["links"])
+    async def get_shortlink(self, link_id: str, request: Request) -> dict[str, Any]:
+        _, tenant = await self._tenant(request, "read")
+        link = await self.tracking.shortlink(tenant, link_id)
+        if link is None:
+            raise ApiProblem(404, f"no shortlink {link_id!r}")
+        return link.as_dict()
+
+    @app.get("/l/{token}", tags=["links"], include_in_schema=True)
+    async def follow_link(self, token: str) -> Response:
+        """302 to the link's URL, recording the click; a tampered or unknown token is 404."""
+        url = await self.tracking.click(token)
+        if url is None:
+            raise ApiProblem(404, "unknown link")
+        return RedirectResponse(url, status_code=302)
 
     @app.get("/api/inbox/{user_id}", tags=["inbox"])
     async def inbox(self, user_id: str, request: Request, limit: int = 50) -> dict[str, Any]:

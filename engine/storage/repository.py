@@ -64,7 +64,14 @@ class OutboxRow:
 
 
 def _tenant(row: asyncpg.Record) -> Tenant:
-    return Tenant(id=row["id"], slug=row["slug"], name=row["name"], region=row["region"], config=row["config"])
+    return Tenant(
+        id=row["id"],
+        slug=row["slug"],
+        name=row["name"],
+        region=row["region"],
+        config=row["config"],
+        templates_version=row["templates_version"],
+    )
 
 
 class Repository:
@@ -155,6 +162,7 @@ class Repository:
                 id=r["id"],
                 tenant_id=r["tenant_id"],
                 tenant_slug=r["slug"],
+                tenant_templates_version=r["templates_version"],
                 channel=Channel(r["channel"]),
                 template_id=r["template_id"],
                 template_version=r["template_version"],

@@ -1,0 +1,179 @@
+"""The template endpoints' rules: tenant template lifecycle and preview, answering with ApiProblem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.channels import Channel
+from engine.errors import RenderError
+from engine.models import FieldError, Tenant
+from engine.problems import ApiProblem, from_pydantic
+from engine.templating import TemplateCatalog, TemplateError, TemplateRef
+from engine.templating.context import RenderContext
+from engine.templating.errors import InvalidManifest
+from engine.templating.preview import preview
+from engine.tenant_templates import TemplateConflict, TenantTemplateCache, TenantTemplateStore, validate_document
+
+
+class DraftRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: dict[str, Any]
+    texts: dict[str, dict[str, str]] = Field(min_length=1)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template_id: str = Field(max_length=110)
+    channel: Channel
+    locale: str = Field("en", max_length=35)
+    variables: dict[str, Any] | None = None
+
+
+def parse(model: type[BaseModel], body: Any) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        raise ApiProblem(422, "the request is not valid", errors=from_pydantic(err.errors(include_url=False))) from None
+
+
+def template_id_of(raw: str) -> str:
+    try:
+        ref = TemplateRef.parse(raw)
+    except ValueError as err:
+        raise ApiProblem(422, str(err), errors=[FieldError(("path", "template_id"), str(err))]) from None
+    if ref.version is not None:
+        raise ApiProblem(422, "use the template id without a version here")
+    return ref.id
+
+
+class TemplateService:
+    def __init__(
+        self,
+        store: TenantTemplateStore,
+        catalog: TemplateCatalog,
+        cache: TenantTemplateCache,
+        *,
+        secret: str,
+        base_url: str,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.cache = cache
+        self.secret = secret
+        self.base_url = base_url
+
+    async def save_draft(self, tenant: Tenant, raw_id: str, body: Any, actor: str) -> dict[str, Any]:
+        template_id = template_id_of(raw_id)
+        draft: DraftRequest = parse(DraftRequest, body)
+        try:
+            validate_document(self.catalog, tenant.slug, template_id, draft.manifest, draft.texts)
+        except TemplateError as err:
+            raise ApiProblem(422, str(err), errors=[FieldError(("body", _field(err)), str(err))]) from None
+        except RenderError as err:
+            raise ApiProblem(
+                422, f"the template does not render: {err}", errors=[FieldError(("body", "texts"), str(err))]
+            ) from None
+        saved = await self.store.save_draft(tenant.id, template_id, draft.manifest, draft.texts, actor)
+        return saved.as_dict()
+
+    async def draft(self, tenant: Tenant, raw_id: str) -> dict[str, Any]:
+        template_id = template_id_of(raw_id)
+        found = await self.store.draft(tenant.id, template_id)
+        if found is None:
+            raise ApiProblem(404, f"{template_id} has no draft")
+        return found.as_dict()
+
+    async def publish(self, tenant: Tenant, raw_id: str, actor: str) -> dict[str, Any]:
+        try:
+            published = await self.store.publish(tenant.id, template_id_of(raw_id), actor)
+        except TemplateConflict as err:
+            raise ApiProblem(409, str(err)) from None
+        return published.as_dict()
+
+    async def rollback(self, tenant: Tenant, raw_id: str, body: Any, actor: str) -> dict[str, Any]:
+        request: RollbackRequest = parse(RollbackRequest, body)
+        try:
+            published = await self.store.rollback(tenant.id, template_id_of(raw_id), request.version, actor)
+        except TemplateConflict as err:
+            raise ApiProblem(409, str(err)) from None
+        return published.as_dict()
+
+    async def versions(self, tenant: Tenant, raw_id: str) -> dict[str, Any]:
+        template_id = template_id_of(raw_id)
+        rows = await self.store.versions(tenant.id, template_id)
+        published = [r for r in rows if r.version is not None]
+        if not rows:
+            shipped = self.catalog.shipped.versions(template_id)
+            if not shipped:
+                raise ApiProblem(404, f"no template {template_id!r}")
+            return {"template_id": template_id, "owner": "shipped", "latest": shipped[-1], "versions": list(shipped)}
+        return {
+            "template_id": template_id,
+            "owner": "tenant",
+            "latest": published[-1].version if published else None,
+            "versions": [r.as_dict() for r in published],
+            "draft": next((r.as_dict() for r in rows if r.version is None), None),
+        }
+
+    async def version(self, tenant: Tenant, raw_id: str, version: int) -> dict[str, Any]:
+        found = await self.store.version(tenant.id, template_id_of(raw_id), version)
+        if found is None:
+            raise ApiProblem(404, f"no version {version} of {raw_id!r}")
+        return found.as_dict()
+
+    async def preview(self, tenant: Tenant, body: Any) -> dict[str, Any]:
+        request: PreviewRequest = parse(PreviewRequest, body)
+        await self.cache.ensure(tenant.slug, tenant.id, tenant.templates_version)
+        context = RenderContext(
+            tenant=tenant.slug, message_id="msg_preview", base_url=self.base_url, link_secret=self.secret
+        )
+        try:
+            shown = preview(
+                self.catalog,
+                request.template_id,
+                locale=request.locale,
+                channel=request.channel,
+                variables=request.variables if request.variables is not None else {},
+                tenant=tenant.slug,
+                tenant_default_locale=tenant.default_locale,
+                context=context,
+            )
+        except TemplateError as err:
+            raise ApiProblem(422, str(err), errors=[FieldError(("body", _field(err)), str(err))]) from None
+        except RenderError as err:
+            raise ApiProblem(
+                422, f"the template does not render: {err}", errors=[FieldError(("body", "variables"), str(err))]
+            ) from None
+        return {
+            "template_id": shown.template_id,
+            "version": shown.version,
+            "locale_used": shown.locale_used,
+            "channel": shown.channel.value,
+            "parts": dict(shown.parts),
+            "text_derived": shown.text_derived,
+            "variables_used": list(shown.variables_used),
+            "variables_missing": list(shown.variables_missing),
+            "problems": [{"name": p.name, "message": p.message, "warning": p.warning} for p in shown.problems],
+            "warnings": list(shown.warnings),
+            "sms": (
+                {"encoding": shown.sms.encoding, "characters": shown.sms.characters, "segments": shown.sms.segments}
+                if shown.sms
+                else None
+            ),
+        }
+
+
+def _field(err: TemplateError) -> str:
+    if isinstance(err, InvalidManifest) and err.field == "template_id":
+        return "manifest"
+    return err.field

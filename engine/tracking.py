@@ -1,0 +1,99 @@
+"""Tracked links: a tenant's shortlinks and clicks on links inside messages.
+
+Tokens are signed and stateless (made while rendering, no write per render). A click is one statement:
+a ``NotificationClicked`` event on the message the token names, or a shortlink's click count.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from engine.ids import new_id, parse_message_id
+from engine.models import Tenant
+from engine.states import EventType
+from engine.templating.links import click_url, sign_link, verify_link
+
+SHORTLINK_PREFIX = "sl_"
+
+_MESSAGE_CLICK = """
+INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
+SELECT $1, m.tenant_id, m.id, $2, $3::jsonb
+FROM messages m JOIN tenants t ON t.id = m.tenant_id
+WHERE m.id = $4 AND t.slug = $5
+"""
+
+_SHORTLINK_CLICK = """
+UPDATE shortlinks s SET clicks = s.clicks + 1
+FROM tenants t
+WHERE s.id = $1 AND t.id = s.tenant_id AND t.slug = $2
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Shortlink:
+    id: uuid.UUID
+    url: str
+    short_url: str
+    clicks: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": SHORTLINK_PREFIX + self.id.hex,
+            "url": self.url,
+            "short_url": self.short_url,
+            "clicks": self.clicks,
+        }
+
+
+class Tracking:
+    def __init__(self, pool: asyncpg.Pool, *, secret: str, base_url: str) -> None:
+        self.pool = pool
+        self.secret = secret
+        self.base_url = base_url
+
+    async def create_shortlink(self, tenant: Tenant, url: str) -> Shortlink:
+        link_id = new_id()
+        await self.pool.execute(
+            "INSERT INTO shortlinks (id, tenant_id, url) VALUES ($1, $2, $3)", link_id, tenant.id, url
+        )
+        token = sign_link(self.secret, tenant.slug, SHORTLINK_PREFIX + link_id.hex, url)
+        return Shortlink(link_id, url, click_url(self.base_url, token))
+
+    async def shortlink(self, tenant: Tenant, public_id: str) -> Shortlink | None:
+        try:
+            link_id = uuid.UUID(hex=public_id.removeprefix(SHORTLINK_PREFIX))
+        except ValueError:
+            return None
+        row = await self.pool.fetchrow(
+            "SELECT url, clicks FROM shortlinks WHERE id = $1 AND tenant_id = $2", link_id, tenant.id
+        )
+        if row is None:
+            return None
+        token = sign_link(self.secret, tenant.slug, SHORTLINK_PREFIX + link_id.hex, row["url"])
+        return Shortlink(link_id, row["url"], click_url(self.base_url, token), row["clicks"])
+
+    async def click(self, token: str) -> str | None:
+        """Record the click; the URL to redirect to, or None for a tampered or unknown token."""
+        target = verify_link(self.secret, token)
+        if target is None:
+            return None
+        if target.message_id.startswith(SHORTLINK_PREFIX):
+            try:
+                link_id = uuid.UUID(hex=target.message_id.removeprefix(SHORTLINK_PREFIX))
+            except ValueError:
+                return None
+            result = await self.pool.execute(_SHORTLINK_CLICK, link_id, target.tenant)
+        else:
+            message_id = parse_message_id(target.message_id)
+            if message_id is None:
+                return None
+            meta = json.dumps({"url": target.url, "link_index": target.index})
+            result = await self.pool.execute(
+                _MESSAGE_CLICK, new_id(), EventType.CLICKED.value, meta, message_id, target.tenant
+            )
+        return target.url if result.endswith(" 1") else None
