@@ -15,7 +15,17 @@ from .base import Driver
 
 REGISTRY: dict[tuple[Channel, str], str] = {
     (Channel.EMAIL, "console"): "drivers.email.console:ConsoleEmailDriver",
+    (Channel.EMAIL, "ses"): "drivers.email.ses:SesDriver",
+    (Channel.EMAIL, "sendgrid"): "drivers.email.sendgrid:SendgridDriver",
+    (Channel.EMAIL, "smtp"): "drivers.email.smtp:SmtpDriver",
     (Channel.SMS, "console"): "drivers.sms.console:ConsoleSmsDriver",
+    (Channel.SMS, "twilio"): "drivers.sms.twilio:TwilioSmsDriver",
+    (Channel.SMS, "sns"): "drivers.sms.sns:SnsDriver",
+    (Channel.WHATSAPP, "twilio"): "drivers.whatsapp.twilio:TwilioWhatsappDriver",
+    (Channel.WHATSAPP, "meta"): "drivers.whatsapp.meta:MetaWhatsappDriver",
+    (Channel.PUSH, "fcm"): "drivers.push.fcm:FcmDriver",
+    (Channel.PUSH, "apns"): "drivers.push.apns:ApnsDriver",
+    (Channel.INAPP, "store"): "drivers.inapp.store:InappDriver",
 }
 
 #: The pip extra that provides each provider's dependencies.

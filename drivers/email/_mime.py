@@ -1,0 +1,72 @@
+"""The MIME message shared by SES (raw) and SMTP: text + html alternative, attachments, custom headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formataddr, make_msgid
+
+from drivers.base import OutboundMessage
+from engine.errors import BadRecipientError, PermanentError
+
+#: Headers the driver writes itself; a template's custom headers may not override them.
+RESERVED_HEADERS = frozenset({"from", "to", "cc", "bcc", "subject", "content-type", "mime-version"})
+
+
+def recipient(message: OutboundMessage, provider: str) -> str:
+    """The recipient's address, or a BadRecipientError when it is missing or malformed."""
+    email = (message.to.email or "").strip()
+    local, at, domain = email.rpartition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in email):
+        raise BadRecipientError("invalid email address", provider=provider, code="invalid_address")
+    return email
+
+
+def to_header(message: OutboundMessage, email: str) -> str:
+    return formataddr((message.to.name, email)) if message.to.name else email
+
+
+def build_mime(message: OutboundMessage, sender: str, *, provider: str) -> EmailMessage:
+    """One RFC 5322 message; a missing body is a PermanentError."""
+    content = message.content
+    if not (content.text or content.html):
+        raise PermanentError("email has neither text nor html", provider=provider, code="empty_body")
+    email = recipient(message, provider)
+    mime = EmailMessage(policy=SMTP)
+    mime["From"] = sender
+    mime["To"] = to_header(message, email)
+    mime["Subject"] = content.subject or ""
+    mime["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2].rstrip(">") or None)
+    for name, value in message.headers.items():
+        if name.lower() in RESERVED_HEADERS:
+            continue
+        try:
+            mime[name] = value
+        except ValueError as err:  # a line break or a malformed name: never let it reach the wire
+            raise PermanentError(f"invalid header {name[:64]!r}", provider=provider, code="invalid_header") from err
+    if content.text:
+        mime.set_content(content.text, subtype="plain", cte="quoted-printable")
+        if content.html:
+            mime.add_alternative(content.html, subtype="html", cte="quoted-printable")
+    else:
+        mime.set_content(content.html or "", subtype="html", cte="quoted-printable")
+    for attachment in message.attachments:
+        if attachment.data is None:
+            continue  # above the inline limit: the template carries the presigned link instead
+        maintype, _, subtype = attachment.content_type.partition("/")
+        mime.add_attachment(
+            attachment.data,
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=attachment.filename,
+        )
+    return mime
+
+
+DEFAULT_FROM = "Herald <no-reply@herald.local>"
+
+
+def default_sender(env: Mapping[str, str], specific_var: str) -> str:
+    """The driver's own sender variable, else ``HERALD_EMAIL_FROM``, else the built-in default."""
+    return env.get(specific_var) or env.get("HERALD_EMAIL_FROM") or DEFAULT_FROM

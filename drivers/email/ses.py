@@ -1,0 +1,242 @@
+"""Amazon SES v2 ``SendEmail`` through aiobotocore.
+
+``Simple`` content when the message has no attachments and no custom headers, ``Raw`` MIME (built by
+:mod:`drivers.email._mime`) otherwise. The Herald message id travels as the ``EmailTags`` entry
+``herald_message_id``. botocore's own retries are off: the engine's retry policy owns retries.
+
+Settings: ``HERALD_SES_REGION`` (else ``AWS_REGION``), optional ``HERALD_SES_ENDPOINT_URL`` (moto),
+``HERALD_SES_FROM`` (else ``HERALD_EMAIL_FROM``), ``HERALD_SES_CONFIGURATION_SET``, ``HERALD_SES_TIMEOUT_S``;
+credentials ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` when given, else the
+default chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from drivers.base import Driver, OutboundMessage, SendResult
+from drivers.email._mime import build_mime, default_sender, recipient
+from engine.channels import Channel
+from engine.errors import (
+    ConfigurationError,
+    DispatchError,
+    PermanentError,
+    ProviderDownError,
+    RetryableError,
+    ThrottledError,
+)
+from engine.redaction import redact
+
+log = logging.getLogger(__name__)
+
+#: AWS error code -> failure class. The one place SES answers are classified.
+SES_ERRORS: dict[str, type[DispatchError]] = {
+    "Throttling": ThrottledError,
+    "ThrottlingException": ThrottledError,
+    "TooManyRequestsException": ThrottledError,
+    "MessageRejected": PermanentError,
+    "BadRequestException": PermanentError,
+    "NotFoundException": PermanentError,
+    "ConfigurationSetDoesNotExist": PermanentError,
+    "LimitExceededException": PermanentError,
+    "AccountSendingPausedException": ProviderDownError,
+    "SendingPausedException": ProviderDownError,
+    "ConfigurationSetSendingPausedException": ProviderDownError,
+    "AccountSuspendedException": ProviderDownError,
+    "MailFromDomainNotVerified": ProviderDownError,
+    "MailFromDomainNotVerifiedException": ProviderDownError,
+    "AccessDenied": ProviderDownError,
+    "AccessDeniedException": ProviderDownError,
+    "InvalidClientTokenId": ProviderDownError,
+    "UnrecognizedClientException": ProviderDownError,
+    "SignatureDoesNotMatch": ProviderDownError,
+    "ExpiredToken": ProviderDownError,
+    "ServiceUnavailable": RetryableError,
+    "InternalFailure": RetryableError,
+    "InternalError": RetryableError,
+    "RequestTimeout": RetryableError,
+    "PriorRequestNotComplete": RetryableError,
+}
+#: SES sends no Retry-After; pause this long when throttled.
+THROTTLE_RETRY_AFTER_S = 1.0
+#: providers.md section 8: $0.10 per 1,000 emails (+$0.12/GB of attachments).
+SES_PRICE_PER_EMAIL_USD = 0.0001
+SES_PRICE_PER_GB_USD = 0.12
+_TAG_VALUE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def classify(err: ClientError) -> DispatchError:
+    """Translate one AWS error answer."""
+    error = err.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    detail = redact(str(error.get("Message") or code))[:300]
+    kind = SES_ERRORS.get(code)
+    if kind is None:
+        kind = ProviderDownError if status in (401, 403) else RetryableError if (status or 0) >= 500 else PermanentError
+    if kind is ThrottledError and "daily" in detail.lower():
+        kind = ProviderDownError  # "Daily message quota exceeded": nothing goes until the window rolls
+    kw: dict[str, Any] = {"provider": "ses", "code": code or str(status), "status_code": status}
+    if issubclass(kind, ThrottledError):
+        return kind(detail, retry_after_s=THROTTLE_RETRY_AFTER_S, **kw)
+    return kind(detail, **kw)
+
+
+class _ParamsLogFilter(logging.Filter):
+    """botocore logs each request's params (addresses, bodies) at DEBUG: keep the operation name only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "with params" in record.msg and record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.msg, record.args = "Making request for %s (params not logged)", (args[0],)
+        return True
+
+
+def _install_params_filter() -> None:
+    logger = logging.getLogger("botocore.endpoint")
+    if not any(type(f).__name__.endswith("ParamsLogFilter") for f in logger.filters):
+        logger.addFilter(_ParamsLogFilter())
+
+
+@dataclass(frozen=True, slots=True)
+class SesSettings:
+    region: str
+    sender: str
+    endpoint_url: str | None = None
+    configuration_set: str | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SesSettings:
+        """Raises: ConfigurationError naming the variable that is missing."""
+        region = env.get("HERALD_SES_REGION") or env.get("AWS_REGION")
+        if not region:
+            raise ConfigurationError("HERALD_SES_REGION (or AWS_REGION) is not set")
+        creds = {
+            key: env[var]
+            for key, var in (
+                ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+                ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                ("aws_session_token", "AWS_SESSION_TOKEN"),
+            )
+            if env.get(var)
+        }
+        return cls(
+            region=region,
+            sender=default_sender(env, "HERALD_SES_FROM"),
+            endpoint_url=env.get("HERALD_SES_ENDPOINT_URL") or None,
+            configuration_set=env.get("HERALD_SES_CONFIGURATION_SET") or None,
+            credentials=creds,
+            timeout_s=float(env.get("HERALD_SES_TIMEOUT_S") or 10.0),
+        )
+
+
+def _text(value: str) -> dict[str, str]:
+    return {"Data": value, "Charset": "UTF-8"}
+
+
+def email_content(message: OutboundMessage, sender: str) -> tuple[dict[str, Any], int]:
+    """SES ``Content`` for one message and the size in bytes of its attachments."""
+    if message.attachments or message.headers:
+        raw = build_mime(message, sender, provider="ses").as_bytes()
+        attached = sum(len(a.data or b"") for a in message.attachments)
+        return {"Raw": {"Data": raw}}, attached
+    content = message.content
+    if not (content.text or content.html):
+        raise PermanentError("email has neither text nor html", provider="ses", code="empty_body")
+    body = {k: _text(v) for k, v in (("Text", content.text), ("Html", content.html)) if v}
+    return {"Simple": {"Subject": _text(content.subject or ""), "Body": body}}, 0
+
+
+class SesDriver(Driver):
+    """Email through Amazon SES v2. One aiobotocore client per driver, opened on first use."""
+
+    provider: ClassVar[str] = "ses"
+    channel: ClassVar[Channel] = Channel.EMAIL
+
+    def __init__(self, settings: SesSettings, *, session: AioSession | None = None) -> None:
+        self.settings = settings
+        self._session = session or get_session()
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+        _install_params_filter()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls(SesSettings.from_env(env))
+
+    async def _ses(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                config = AioConfig(
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    connect_timeout=self.settings.timeout_s,
+                    read_timeout=self.settings.timeout_s,
+                )
+                self._client = await self._stack.enter_async_context(
+                    self._session.create_client(
+                        "sesv2",
+                        region_name=self.settings.region,
+                        endpoint_url=self.settings.endpoint_url,
+                        config=config,
+                        **self.settings.credentials,
+                    )
+                )
+            return self._client
+
+    async def send_one(self, message: OutboundMessage) -> SendResult:
+        email = recipient(message, self.provider)
+        sender = message.sender or self.settings.sender
+        content, attached = email_content(message, sender)
+        params: dict[str, Any] = {
+            "FromEmailAddress": sender,
+            "Destination": {"ToAddresses": [email]},
+            "Content": content,
+            "EmailTags": [{"Name": "herald_message_id", "Value": _TAG_VALUE.sub("_", message.message_id)[:256]}],
+        }
+        if self.settings.configuration_set:
+            params["ConfigurationSetName"] = self.settings.configuration_set
+        doc = await self._send(params)
+        cost = SES_PRICE_PER_EMAIL_USD + attached / 1e9 * SES_PRICE_PER_GB_USD
+        log.debug("ses email %s accepted (%s)", message.message_id, "raw" if "Raw" in content else "simple")
+        return SendResult(
+            message.message_id, self.provider, provider_message_id=str(doc["MessageId"]), cost_usd=round(cost, 8)
+        )
+
+    async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The one boundary where AWS failures become Herald's classes."""
+        client = await self._ses()
+        try:
+            doc: dict[str, Any] = await client.send_email(**params)
+        except ClientError as err:
+            raise classify(err) from err
+        except NoCredentialsError as err:
+            raise ProviderDownError("no AWS credentials", provider=self.provider, code="credentials") from err
+        except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError) as err:
+            raise RetryableError("SES unreachable", provider=self.provider, code="connect") from err
+        except ReadTimeoutError as err:
+            raise RetryableError("SES read timeout", provider=self.provider, code="timeout") from err
+        return doc
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+        self._client = None

@@ -1,0 +1,223 @@
+"""SMTP submission through aiosmtplib, with optional DKIM signing (dkimpy).
+
+One connection per message (batches are bounded by :attr:`SmtpDriver.concurrency`). The provider message
+id is the ``Message-ID`` header the driver writes. Replies are classified by code in :data:`SMTP_CODES`:
+a refused recipient (550/551/553 at ``RCPT``) is a bad recipient, 4xx is transient, 535 (auth) and an
+unreachable server are provider-wide.
+
+Settings: ``HERALD_SMTP_HOST`` (required), ``HERALD_SMTP_PORT`` (587; 465 means implicit TLS),
+``HERALD_SMTP_USERNAME``/``HERALD_SMTP_PASSWORD``, ``HERALD_SMTP_STARTTLS`` (``true``/``false``; unset:
+upgrade when offered), ``HERALD_SMTP_FROM`` (else ``HERALD_EMAIL_FROM``), ``HERALD_SMTP_TIMEOUT_S``; DKIM with
+``HERALD_DKIM_PRIVATE_KEY_FILE`` + ``HERALD_DKIM_SELECTOR`` + ``HERALD_DKIM_DOMAIN``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import aiosmtplib
+import dkim
+import dkim.crypto
+
+from drivers.base import Driver, OutboundMessage, SendResult
+from drivers.email._mime import build_mime, default_sender, recipient
+from engine.channels import Channel
+from engine.errors import (
+    BadRecipientError,
+    ConfigurationError,
+    DispatchError,
+    PermanentError,
+    ProviderDownError,
+    RetryableError,
+)
+from engine.redaction import redact
+
+log = logging.getLogger(__name__)
+
+#: SMTP reply code -> failure class (recipient codes only count as bad recipient at ``RCPT``).
+SMTP_CODES: dict[int, type[DispatchError]] = {
+    421: RetryableError,
+    450: RetryableError,
+    451: RetryableError,
+    452: RetryableError,
+    530: ProviderDownError,  # authentication required
+    534: ProviderDownError,
+    535: ProviderDownError,  # authentication failed
+    550: BadRecipientError,
+    551: BadRecipientError,
+    553: BadRecipientError,
+}
+#: Headers signed by DKIM when present.
+DKIM_HEADERS = (
+    b"From",
+    b"To",
+    b"Subject",
+    b"Date",
+    b"Message-ID",
+    b"MIME-Version",
+    b"Content-Type",
+    b"List-Unsubscribe",
+    b"List-Unsubscribe-Post",
+)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name} must be true or false")
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    selector: str
+    domain: str
+    private_key: bytes = field(repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DkimSettings | None:
+        names = ("HERALD_DKIM_PRIVATE_KEY_FILE", "HERALD_DKIM_SELECTOR", "HERALD_DKIM_DOMAIN")
+        values = [env.get(n) or "" for n in names]
+        if not any(values):
+            return None
+        missing = [n for n, v in zip(names, values, strict=True) if not v]
+        if missing:
+            raise ConfigurationError(f"DKIM signing needs {', '.join(missing)} as well")
+        try:
+            key = Path(values[0]).expanduser().read_bytes()
+        except OSError as err:
+            raise ConfigurationError(f"HERALD_DKIM_PRIVATE_KEY_FILE cannot be read ({err.strerror})") from err
+        try:
+            dkim.crypto.parse_pem_private_key(key)
+        except dkim.crypto.UnparsableKeyError as err:
+            raise ConfigurationError("HERALD_DKIM_PRIVATE_KEY_FILE is not a PEM RSA private key") from err
+        return cls(selector=values[1], domain=values[2], private_key=key)
+
+    def sign(self, data: bytes) -> bytes:
+        header: bytes = dkim.sign(
+            data,
+            self.selector.encode(),
+            self.domain.encode(),
+            self.private_key,
+            include_headers=[h for h in DKIM_HEADERS if _has_header(data, h)],
+        )
+        return header + data
+
+
+def _has_header(data: bytes, name: bytes) -> bool:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    return head.startswith(name.lower() + b":") or b"\n" + name.lower() + b":" in head
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    host: str
+    sender: str
+    port: int = 587
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    starttls: bool | None = None
+    timeout_s: float = 30.0
+    dkim: DkimSettings | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SmtpSettings:
+        """Raises: ConfigurationError naming the variable that is missing or wrong."""
+        host = env.get("HERALD_SMTP_HOST")
+        if not host:
+            raise ConfigurationError("HERALD_SMTP_HOST is not set")
+        try:
+            port = int(env.get("HERALD_SMTP_PORT") or 587)
+        except ValueError as err:
+            raise ConfigurationError("HERALD_SMTP_PORT must be a number") from err
+        username, password = env.get("HERALD_SMTP_USERNAME") or None, env.get("HERALD_SMTP_PASSWORD") or None
+        if bool(username) != bool(password):
+            raise ConfigurationError("HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD go together")
+        return cls(
+            host=host,
+            sender=default_sender(env, "HERALD_SMTP_FROM"),
+            port=port,
+            username=username,
+            password=password,
+            starttls=_flag(env, "HERALD_SMTP_STARTTLS"),
+            timeout_s=float(env.get("HERALD_SMTP_TIMEOUT_S") or 30.0),
+            dkim=DkimSettings.from_env(env),
+        )
+
+
+def classify(code: int, text: str, *, stage: str) -> DispatchError:
+    """Translate one SMTP error reply; ``stage`` is ``RCPT`` for recipient refusals."""
+    kind = SMTP_CODES.get(code)
+    if kind is None:
+        kind = RetryableError if 400 <= code < 500 else ProviderDownError if code <= 0 else PermanentError
+    if kind is BadRecipientError and stage != "RCPT":
+        kind = PermanentError
+    return kind(redact(text)[:300], provider="smtp", code=str(code), status_code=code)
+
+
+class SmtpDriver(Driver):
+    """Email over SMTP submission."""
+
+    provider: ClassVar[str] = "smtp"
+    channel: ClassVar[Channel] = Channel.EMAIL
+    concurrency: ClassVar[int] = 8
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls(SmtpSettings.from_env(env))
+
+    async def send_one(self, message: OutboundMessage) -> SendResult:
+        email = recipient(message, self.provider)
+        sender = message.sender or self.settings.sender
+        mime = build_mime(message, sender, provider=self.provider)
+        data = mime.as_bytes()
+        if self.settings.dkim is not None:
+            data = self.settings.dkim.sign(data)
+        await self._submit(parseaddr(sender)[1], email, data)
+        log.debug("smtp email %s accepted", message.message_id)
+        return SendResult(
+            message.message_id,
+            self.provider,
+            provider_message_id=str(mime["Message-ID"]).strip("<>"),
+            cost_usd=0.0,
+        )
+
+    async def _submit(self, mail_from: str, rcpt: str, data: bytes) -> None:
+        """The one boundary where SMTP failures become Herald's classes."""
+        s = self.settings
+        kw: dict[str, Any] = {"hostname": s.host, "port": s.port, "timeout": s.timeout_s, "use_tls": s.port == 465}
+        if s.port != 465:
+            kw["start_tls"] = s.starttls
+        if s.username:
+            kw |= {"username": s.username, "password": s.password}
+        try:
+            await aiosmtplib.send(data, sender=mail_from, recipients=[rcpt], **kw)
+        except aiosmtplib.SMTPRecipientsRefused as err:
+            first = err.recipients[0]
+            raise classify(first.code, first.message, stage="RCPT") from err
+        except aiosmtplib.SMTPAuthenticationError as err:
+            raise ProviderDownError(
+                "SMTP authentication failed", provider=self.provider, code=str(err.code), status_code=err.code
+            ) from err
+        except aiosmtplib.SMTPResponseException as err:
+            raise classify(err.code, err.message, stage="DATA") from err
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError) as err:
+            raise ProviderDownError("SMTP server unreachable", provider=self.provider, code="connect") from err
+        except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as err:
+            raise RetryableError(f"SMTP {type(err).__name__}", provider=self.provider, code="transport") from err
+        except aiosmtplib.SMTPNotSupported as err:
+            raise ProviderDownError(redact(str(err))[:300], provider=self.provider, code="not_supported") from err
+        except aiosmtplib.SMTPException as err:
+            raise PermanentError(redact(str(err))[:300], provider=self.provider, code="smtp") from err

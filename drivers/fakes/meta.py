@@ -1,0 +1,202 @@
+"""Meta WhatsApp Cloud API emulator: ``POST /{version}/{phone-number-id}/messages``.
+
+Validated as Graph does, answering Graph's error envelope ``{"error": {"message", "type", "code",
+"error_data", "fbtrace_id"}}``: bearer token (``190``/401), the phone number id (``100``), JSON with
+``messaging_product: whatsapp`` (``100``), ``to`` as bare digits (``131009``; Graph itself also takes a
+leading ``+``, the emulator holds Herald to the documented form), a known ``type``
+(``131051``), text body (``131008``), templates that exist in that language (``132001``) with the right
+parameter count (``132000``), the 24 h window for free-form text when the emulator tracks windows
+(``131047``), and recipients that are not on WhatsApp (``131026``). Success is ``200`` with
+``contacts`` and ``messages[0].id`` (``wamid.…``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.fakes.twilio import Answer, Emulator, Exchange, RunningEmulator, json_answer
+
+TOKEN = "emulator-meta-system-user-token-0001"
+PHONE_NUMBER_ID = "106540352242922"
+#: Approved templates: name -> {language: body parameter count}.
+TEMPLATES: dict[str, dict[str, int]] = {"order_shipped": {"en_US": 1, "de_DE": 1}, "otp_login": {"en_US": 1}}
+_PATH = re.compile(r"^/(?P<version>v\d+\.\d+)/(?P<pnid>[^/]+)/messages$")
+_DIGITS = re.compile(r"^\d{7,15}$")
+_TYPES = frozenset(
+    {
+        "text",
+        "template",
+        "image",
+        "audio",
+        "video",
+        "document",
+        "sticker",
+        "location",
+        "contacts",
+        "interactive",
+        "reaction",
+    }
+)
+
+
+def graph_error(status: int, code: int, message: str, details: str | None = None) -> tuple[int, dict[str, Any]]:
+    error: dict[str, Any] = {
+        "message": f"(#{code}) {message}" if code not in (190,) else message,
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": "A" + secrets.token_urlsafe(16),
+    }
+    if details:
+        error["error_data"] = {"messaging_product": "whatsapp", "details": details}
+    return status, {"error": error}
+
+
+@dataclass
+class MetaState:
+    token: str = TOKEN
+    phone_number_id: str = PHONE_NUMBER_ID
+    templates: dict[str, dict[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in TEMPLATES.items()})
+    #: None: every service window is open; a set: only these recipients (digits) wrote in the last 24 h.
+    open_windows: set[str] | None = None
+    not_on_whatsapp: set[str] = field(default_factory=set)
+
+
+class MetaApi:
+    """The request handling, independent of the HTTP server that carries it."""
+
+    def __init__(self, state: MetaState | None = None) -> None:
+        self.state = state or MetaState()
+
+    def send(self, path: str, authorization: str | None, body: Any) -> tuple[int, dict[str, Any]]:
+        """Answer one ``POST /{version}/{phone-number-id}/messages`` as (status, JSON)."""
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        if not token or not secrets.compare_digest(token, self.state.token):
+            return graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+        match = _PATH.match(path)
+        if match is None or match["pnid"] != self.state.phone_number_id:
+            return graph_error(
+                400,
+                100,
+                f"Unsupported post request. Object with ID '{match['pnid'] if match else path}' does not "
+                "exist, cannot be loaded due to missing permissions, or does not support this operation",
+            )
+        if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
+            return graph_error(400, 100, "The parameter messaging_product is required.")
+        problem = self._validate(body)
+        if problem is not None:
+            return problem
+        to = str(body["to"])
+        message: dict[str, Any] = {"id": "wamid." + base64.b64encode(uuid.uuid4().bytes * 2).decode().rstrip("=")}
+        if body.get("type") == "template":
+            message["message_status"] = "accepted"
+        return 200, {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [message],
+        }
+
+    def _validate(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        to = str(body.get("to") or "")
+        if not to:
+            return graph_error(400, 131008, "Required parameter is missing", "to is required")
+        if not _DIGITS.match(to):
+            return graph_error(400, 131009, "Parameter value is not valid", "to must be a phone number in digits")
+        kind = body.get("type", "text")
+        if kind not in _TYPES:
+            return graph_error(400, 131051, "Unsupported message type")
+        if to in self.state.not_on_whatsapp:
+            return graph_error(400, 131026, "Message undeliverable")
+        if kind == "text":
+            text = body.get("text")
+            if not isinstance(text, dict) or not str(text.get("body") or "").strip():
+                return graph_error(400, 131008, "Required parameter is missing", "text.body is required")
+            if self.state.open_windows is not None and to not in self.state.open_windows:
+                return graph_error(
+                    400,
+                    131047,
+                    "Re-engagement message",
+                    "Message failed to send because more than 24 hours have passed since the customer last "
+                    "replied to this number.",
+                )
+        if kind == "template":
+            return self._validate_template(body.get("template"))
+        return None
+
+    def _validate_template(self, template: Any) -> tuple[int, dict[str, Any]] | None:
+        if not isinstance(template, dict) or not template.get("name"):
+            return graph_error(400, 131008, "Required parameter is missing", "template.name is required")
+        language = (template.get("language") or {}).get("code")
+        if not language:
+            return graph_error(400, 131008, "Required parameter is missing", "template.language.code is required")
+        counts = self.state.templates.get(str(template["name"]), {})
+        if language not in counts:
+            return graph_error(
+                404,
+                132001,
+                "Template name does not exist in the translation",
+                f"template name ({template['name']}) does not exist in {language}",
+            )
+        given = sum(len(c.get("parameters") or []) for c in template.get("components") or [] if c.get("type") == "body")
+        if given != counts[language]:
+            return graph_error(
+                400,
+                132000,
+                "Number of parameters does not match the expected number of params",
+                f"body: number of localizable_params ({given}) does not match the expected number of params "
+                f"({counts[language]})",
+            )
+        return None
+
+
+def env_for(base_url: str, *, state: MetaState | None = None) -> dict[str, str]:
+    """The settings that point the Meta driver at an emulator."""
+    s = state or MetaState()
+    return {
+        "HERALD_META_TOKEN": s.token,
+        "HERALD_META_PHONE_NUMBER_ID": s.phone_number_id,
+        "HERALD_META_BASE_URL": base_url,
+    }
+
+
+class MetaEmulator(Emulator):
+    """The WhatsApp Cloud API over HTTP."""
+
+    name = "meta"
+
+    def __init__(self, state: MetaState | None = None) -> None:
+        super().__init__()
+        self.api = MetaApi(state)
+
+    def handle(self, request: Exchange) -> Answer:
+        if request.method != "POST":
+            return json_answer(*graph_error(400, 100, "Unsupported get request."))
+        try:
+            payload = json.loads(request.body or b"null")
+        except ValueError:
+            payload = None
+        return json_answer(*self.api.send(request.path, request.headers.get("authorization"), payload))
+
+    def reset_state(self) -> None:
+        self.api.state.open_windows = None
+        self.api.state.not_on_whatsapp.clear()
+
+    def control(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Body: ``open_windows`` (digits, or null: all open), ``not_on_whatsapp`` (digits), ``templates``."""
+        state = self.api.state
+        if "open_windows" in doc:
+            state.open_windows = None if doc["open_windows"] is None else set(doc["open_windows"])
+        state.not_on_whatsapp.update(doc.get("not_on_whatsapp", []))
+        state.templates.update(doc.get("templates", {}))
+        return {"templates": sorted(state.templates)}
+
+
+def start_meta(state: MetaState | None = None) -> tuple[RunningEmulator, dict[str, str]]:
+    """Start the Meta emulator; returns it and the settings that point the driver at it."""
+    running = RunningEmulator(MetaEmulator(state))
+    return running, env_for(running.url, state=state)

@@ -1,0 +1,448 @@
+"""Twilio Messages API emulator (SMS and WhatsApp).
+
+``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` validated as Twilio does: HTTP Basic
+(``20003``/401), the account in the path (``20404``/404), ``To`` (``21604``, E.164 ``21211``), ``From`` /
+``MessagingServiceSid`` (``21603``, one of the account's senders ``21606``), a body or ``ContentSid``
+(``21602``; known Content sid ``21655``; JSON ``ContentVariables`` ``21656``), same channel on both sides
+(``21910``), body length (``21617``), opted-out recipients (``21610``) and landlines (``21614``). Success
+is ``201`` with the message resource (``sid``, ``status``, ``num_segments``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import secrets
+import threading
+import urllib.parse
+import uuid
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+from drivers.fakes.sendgrid import ServerThread
+from drivers.phone import parse_phone, sms_segments
+from engine.errors import BadRecipientError
+
+ACCOUNT_SID = "AC" + "0" * 31 + "1"
+AUTH_TOKEN = "emulator-twilio-auth-token-0001"
+SMS_FROM = "+14155550100"
+WHATSAPP_FROM = "whatsapp:+14155238886"
+MESSAGING_SERVICE_SID = "MG" + "0" * 31 + "1"
+#: A Content template the emulator knows, with its variable count.
+CONTENT_SID = "HX" + "b5b62575e6e4ff6129ad7c8efe1f983e"
+_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
+_CONTENT_SID = re.compile(r"^HX[0-9a-f]{32}$")
+_ALNUM_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+
+
+def _error(status: int, code: int, message: str) -> tuple[int, dict[str, Any]]:
+    return status, {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+
+
+@dataclass
+class TwilioState:
+    """What the emulated account has and knows."""
+
+    account_sid: str = ACCOUNT_SID
+    auth_token: str = AUTH_TOKEN
+    senders: set[str] = field(default_factory=lambda: {SMS_FROM, WHATSAPP_FROM, "HERALD"})
+    messaging_services: set[str] = field(default_factory=lambda: {MESSAGING_SERVICE_SID})
+    content: dict[str, int] = field(default_factory=lambda: {CONTENT_SID: 1})
+    opted_out: set[str] = field(default_factory=set)  #: replied STOP
+    landlines: set[str] = field(default_factory=set)
+
+
+class TwilioApi:
+    """The request handling, independent of the HTTP server that carries it."""
+
+    def __init__(self, state: TwilioState | None = None) -> None:
+        self.state = state or TwilioState()
+
+    def authorized(self, authorization: str | None) -> bool:
+        if not authorization or not authorization.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return secrets.compare_digest(user, self.state.account_sid) and secrets.compare_digest(
+            password, self.state.auth_token
+        )
+
+    def create_message(self, path: str, authorization: str | None, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Answer one ``POST …/Messages.json`` as (status, JSON)."""
+        if not self.authorized(authorization):
+            return _error(401, 20003, "Authenticate")
+        match = _PATH.match(path)
+        if match is None or match["sid"] != self.state.account_sid:
+            return _error(404, 20404, f"The requested resource {path} was not found")
+        problem = self._validate(form)
+        if problem is not None:
+            return problem
+        return 201, self._resource(form)
+
+    def _validate(self, form: dict[str, str]) -> tuple[int, dict[str, Any]] | None:  # noqa: C901 - Twilio's checks, in its order
+        to, sender, service = form.get("To", ""), form.get("From", ""), form.get("MessagingServiceSid", "")
+        if not to:
+            return _error(400, 21604, "A 'To' phone number is required.")
+        if not sender and not service:
+            return _error(400, 21603, "A 'From' phone number is required.")
+        if not (form.get("Body") or form.get("ContentSid") or form.get("MediaUrl")):
+            return _error(400, 21602, "Message body is required.")
+        if sender and sender.startswith("whatsapp:") != to.startswith("whatsapp:"):
+            return _error(400, 21910, "Invalid From and To pair. From and To should be of the same channel")
+        try:
+            number = parse_phone(to).e164
+        except BadRecipientError:
+            return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if service and service not in self.state.messaging_services:
+            return _error(400, 21705, "The Messaging Service Sid is invalid.")
+        if sender and sender not in self.state.senders and not _ALNUM_SENDER.match(sender):
+            return _error(
+                400,
+                21606,
+                f"The From phone number {sender} is not a valid, SMS-capable inbound phone number "
+                "or short code for your account.",
+            )
+        if len(form.get("Body", "")) > 1600:
+            return _error(400, 21617, "The concatenated message body exceeds the 1600 character limit.")
+        if form.get("ContentSid"):
+            problem = self._validate_content(form)
+            if problem is not None:
+                return problem
+        if number in self.state.opted_out:
+            return _error(400, 21610, "Attempt to send to unsubscribed recipient")
+        if number in self.state.landlines:
+            return _error(400, 21614, f"'To' number {to} is not a valid mobile number")
+        return None
+
+    def _validate_content(self, form: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+        sid = form["ContentSid"]
+        if not _CONTENT_SID.match(sid) or sid not in self.state.content:
+            return _error(400, 21655, "The ContentSid is Invalid.")
+        try:
+            variables = json.loads(form.get("ContentVariables") or "{}")
+        except ValueError:
+            variables = None
+        if not isinstance(variables, dict) or len(variables) < self.state.content[sid]:
+            return _error(400, 21656, "The ContentVariables Parameter is invalid.")
+        return None
+
+    def _resource(self, form: dict[str, str]) -> dict[str, Any]:
+        sid = ("MM" if form.get("MediaUrl") else "SM") + uuid.uuid4().hex
+        body = form.get("Body", "")
+        now = formatdate(usegmt=False)
+        service = form.get("MessagingServiceSid")
+        return {
+            "account_sid": self.state.account_sid,
+            "api_version": "2010-04-01",
+            "body": body,
+            "date_created": now,
+            "date_sent": None,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": form.get("From") or None,
+            "messaging_service_sid": service or None,
+            "num_media": "1" if form.get("MediaUrl") else "0",
+            "num_segments": str(max(1, sms_segments(body).segments)),
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": "accepted" if service else "queued",
+            "subresource_uris": {"media": f"/2010-04-01/Accounts/{self.state.account_sid}/Messages/{sid}/Media.json"},
+            "to": form["To"],
+            "uri": f"/2010-04-01/Accounts/{self.state.account_sid}/Messages/{sid}.json",
+        }
+
+
+def env_for(base_url: str, *, state: TwilioState | None = None) -> dict[str, str]:
+    """The settings that point the Twilio drivers at an emulator."""
+    s = state or TwilioState()
+    return {
+        "HERALD_TWILIO_ACCOUNT_SID": s.account_sid,
+        "HERALD_TWILIO_AUTH_TOKEN": s.auth_token,
+        "HERALD_TWILIO_FROM": SMS_FROM,
+        "HERALD_TWILIO_WHATSAPP_FROM": WHATSAPP_FROM,
+        "HERALD_TWILIO_BASE_URL": base_url,
+    }
+
+
+# --- Emulator scaffolding ----------------------------------------------------------------------------
+# Fault plan, recorder and control endpoints shared by the SMS/WhatsApp/push emulators, with the same
+# control vocabulary as the email emulators (drivers/fakes/sendgrid.py), whose ServerThread serves them.
+# There is no shared drivers/fakes/base.py; this section is the candidate for one.
+
+#: (status, headers, body) of one emulated answer.
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def json_answer(status: int, doc: Any, headers: dict[str, str] | None = None) -> Answer:
+    return status, {"content-type": "application/json", **(headers or {})}, json.dumps(doc).encode()
+
+
+@dataclass
+class Fault:
+    """A scripted answer for the next ``count`` requests whose path contains ``path`` (all of them while
+    ``outage``), after ``latency_ms``. ``status=0`` only adds the latency. ``body`` is sent as JSON, as-is
+    when it is a string (XML: set ``content-type``), or not at all."""
+
+    status: int = 503
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    count: int = 1
+    latency_ms: int = 0
+    outage: bool = False
+    path: str = ""
+
+    def answer(self) -> Answer:
+        if self.body is None:
+            return self.status, dict(self.headers), b""
+        if isinstance(self.body, str):
+            return self.status, dict(self.headers), self.body.encode()
+        return json_answer(self.status, self.body, self.headers)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request as an emulator sees it (header names lower-case)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    base_url: str
+    http_version: str = "1.1"
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]  #: ``authorization`` is masked
+    body: Any  #: JSON, form fields, or text
+    http_version: str = "1.1"
+
+
+class Emulator:
+    """Base of an emulator: subclasses implement :meth:`handle` (and may :meth:`reset_state`, :meth:`control`).
+
+    Control endpoints: ``POST /_fault`` (``{"status", "body", "headers", "count", "latency_ms", "outage",
+    "path"}``), ``GET /_received``, ``POST /_reset``, ``POST /_state`` (emulator-specific). An instance is
+    an ASGI app.
+    """
+
+    name = "emulator"
+
+    def __init__(self) -> None:
+        self.faults: list[Fault] = []
+        self.received: list[Received] = []
+        self._lock = threading.Lock()
+
+    def handle(self, request: Exchange) -> Answer:
+        raise NotImplementedError
+
+    def reset_state(self) -> None:
+        """Forget what the emulated provider learned (tokens, opt-outs)."""
+
+    def control(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Change the emulated provider's state (``POST /_state``)."""
+        return {}
+
+    def fail(
+        self,
+        status: int = 503,
+        body: Any = None,
+        *,
+        count: int = 1,
+        latency_ms: int = 0,
+        outage: bool = False,
+        path: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        with self._lock:
+            self.faults.append(Fault(status, body, dict(headers or {}), count, latency_ms, outage, path))
+
+    def reset(self) -> None:
+        with self._lock:
+            self.faults.clear()
+            self.received.clear()
+        self.reset_state()
+
+    def respond(self, request: Exchange) -> tuple[Answer, float]:
+        """Control endpoints, else record, then a scripted fault or the provider's answer; and the delay
+        (seconds) to wait before sending it."""
+        control = self._control(request)
+        if control is not None:
+            return control, 0.0
+        self._record(request)
+        fault = self._take_fault(request.path)
+        if fault is None:
+            return self.handle(request), 0.0
+        answer = fault.answer() if fault.status else self.handle(request)
+        return answer, fault.latency_ms / 1000
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self._lock:
+            fault = next((f for f in self.faults if f.path in path), None)
+            if fault is not None and not fault.outage:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.remove(fault)
+            return fault
+
+    def _control(self, request: Exchange) -> Answer | None:
+        path, post = request.path, request.method == "POST"
+        if path == "/_fault" and post:
+            doc = json.loads(request.body or b"{}")
+            self.fail(
+                int(doc.get("status", 503)),
+                doc.get("body"),
+                count=int(doc.get("count", 1)),
+                latency_ms=int(doc.get("latency_ms", 0)),
+                outage=bool(doc.get("outage", False)),
+                path=str(doc.get("path", "")),
+                headers=dict(doc.get("headers") or {}),
+            )
+            return json_answer(200, {"ok": True})
+        if path == "/_received":
+            with self._lock:
+                return json_answer(200, [vars(r) for r in self.received])
+        if path == "/_reset" and post:
+            self.reset()
+            return json_answer(200, {"ok": True})
+        if path == "/_state" and post:
+            return json_answer(200, self.control(json.loads(request.body or b"{}")))
+        return None
+
+    def _record(self, request: Exchange) -> None:
+        headers = {k: ("***" if k == "authorization" else v) for k, v in request.headers.items()}
+        kind = request.headers.get("content-type", "")
+        parsed: Any = request.body.decode(errors="replace")
+        if "json" in kind:
+            parsed = json.loads(request.body or b"null")
+        elif "form" in kind:
+            parsed = dict(urllib.parse.parse_qsl(parsed))
+        with self._lock:
+            self.received.append(Received(request.method, request.path, headers, parsed, request.http_version))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return  # lifespan: nothing to set up
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        host = dict(scope["headers"]).get(b"host", b"127.0.0.1").decode()
+        request = Exchange(
+            method=scope["method"],
+            path=scope["path"],
+            headers={k.decode().lower(): v.decode() for k, v in scope["headers"]},
+            body=b"".join(chunks),
+            base_url=f"{scope.get('scheme', 'http')}://{host}",
+            http_version=scope.get("http_version", "1.1"),
+        )
+        (status, headers, body), delay_s = self.respond(request)
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class RunningEmulator:
+    """An emulator served on a loopback port (the email emulators' uvicorn :class:`ServerThread`)."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self._server = ServerThread(emulator, emulator.name)
+        self.port = self._server.port
+        self.url = self._server.url
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class TwilioEmulator(Emulator):
+    """The Twilio Messages API over HTTP."""
+
+    name = "twilio"
+
+    def __init__(self, state: TwilioState | None = None) -> None:
+        super().__init__()
+        self.api = TwilioApi(state)
+
+    def handle(self, request: Exchange) -> Answer:
+        if request.method != "POST":
+            return json_answer(*_error(405, 20004, "Method not allowed"))
+        form = dict(urllib.parse.parse_qsl(request.body.decode()))
+        return json_answer(*self.api.create_message(request.path, request.headers.get("authorization"), form))
+
+    def reset_state(self) -> None:
+        self.api.state.opted_out.clear()
+        self.api.state.landlines.clear()
+
+    def control(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``{"opted_out": [...], "landlines": [...]}`` (E.164)."""
+        self.api.state.opted_out.update(doc.get("opted_out", []))
+        self.api.state.landlines.update(doc.get("landlines", []))
+        return {"opted_out": len(self.api.state.opted_out), "landlines": len(self.api.state.landlines)}
+
+
+def start_twilio(state: TwilioState | None = None) -> tuple[RunningEmulator, dict[str, str]]:
+    """Start the Twilio emulator; returns it and the settings that point the drivers at it."""
+    running = RunningEmulator(TwilioEmulator(state))
+    return running, env_for(running.url, state=state)
+
+
+@dataclass
+class MobileFakes:
+    """The SMS, WhatsApp and push emulators started together, with the settings that point drivers at them."""
+
+    servers: list[Any]
+    env: dict[str, str]
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+
+def start_mobile_fakes(directory: Path, *, moto_endpoint: str | None = None) -> MobileFakes:
+    """Start the Twilio, Meta, FCM and APNs emulators (and moto for SNS unless ``moto_endpoint`` is given).
+
+    ``directory`` receives the FCM service-account file, the APNs ``.p8`` key and the emulator's TLS CA.
+    """
+    from drivers.fakes.apns import start_apns
+    from drivers.fakes.fcm import start_fcm
+    from drivers.fakes.meta import start_meta
+
+    servers: list[Any] = []
+    env: dict[str, str] = {}
+    for start in (start_twilio, start_meta, lambda: start_fcm(directory), lambda: start_apns(directory)):
+        server, settings = start()
+        servers.append(server)
+        env.update(settings)
+    if moto_endpoint is None:
+        from moto.server import ThreadedMotoServer
+
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        servers.append(moto)
+        host, port = moto.get_host_and_port()
+        moto_endpoint = f"http://{host}:{port}"
+    env.update({"HERALD_SNS_REGION": "us-east-1", "HERALD_SNS_ENDPOINT_URL": moto_endpoint})
+    env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    return MobileFakes(servers, env)

@@ -1,0 +1,267 @@
+"""Amazon SNS direct SMS (``Publish`` with ``PhoneNumber``) through aiobotocore.
+
+Message attributes: ``AWS.SNS.SMS.SMSType`` (``Transactional`` by default, ``Promotional`` for marketing
+traffic or ``extra["sms_type"]``), ``AWS.SNS.SMS.SenderID`` (alphanumeric sender, where supported) or
+``AWS.MM.SMS.OriginationNumber`` (an E.164 sender), ``AWS.SNS.SMS.MaxPrice``. A 200 means accepted, not
+delivered. Failures are classified by the AWS error code in :data:`SNS_ERRORS`; botocore's own retries
+are off (one attempt), because the engine's retry policy owns retries.
+
+Settings: ``HERALD_SNS_REGION``, optional ``HERALD_SNS_ENDPOINT_URL`` (moto), ``HERALD_SNS_SMS_TYPE``,
+``HERALD_SNS_SENDER_ID``, ``HERALD_SNS_ORIGINATION_NUMBER``, ``HERALD_SNS_MAX_PRICE``; credentials from
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` when given, else the default chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from drivers.base import Driver, OutboundMessage
+from drivers.phone import SmsSendResult, parse_phone, scrub_numbers, sms_segments
+from engine.channels import Channel
+from engine.errors import (
+    BadRecipientError,
+    ConfigurationError,
+    DispatchError,
+    PermanentError,
+    ProviderDownError,
+    RetryableError,
+    ThrottledError,
+)
+
+log = logging.getLogger(__name__)
+
+#: AWS error code -> failure class (botocore's SNS model + the generic AWS auth/throttling codes).
+SNS_ERRORS: dict[str, type[DispatchError]] = {
+    "InvalidParameter": PermanentError,  # BadRecipient when it is about the phone number
+    "ParameterValueInvalid": PermanentError,
+    "ValidationException": PermanentError,
+    "OptedOut": BadRecipientError,
+    "EndpointDisabled": PermanentError,
+    "NotFound": PermanentError,
+    "Throttled": ThrottledError,
+    "Throttling": ThrottledError,
+    "ThrottlingException": ThrottledError,
+    "TooManyRequestsException": ThrottledError,
+    "KMSThrottling": ThrottledError,
+    "InternalError": RetryableError,
+    "InternalFailure": RetryableError,
+    "ServiceUnavailable": RetryableError,
+    "AuthorizationError": ProviderDownError,
+    "InvalidClientTokenId": ProviderDownError,
+    "UnrecognizedClientException": ProviderDownError,
+    "SignatureDoesNotMatch": ProviderDownError,
+    "AccessDenied": ProviderDownError,
+    "AccessDeniedException": ProviderDownError,
+    "ExpiredToken": ProviderDownError,
+    "InvalidSecurity": ProviderDownError,
+    "KMSDisabled": ProviderDownError,
+    "KMSInvalidState": ProviderDownError,
+    "KMSNotFound": ProviderDownError,
+    "KMSAccessDenied": ProviderDownError,
+    "KMSOptInRequired": ProviderDownError,
+    "PlatformApplicationDisabled": ProviderDownError,
+}
+
+#: Default pause when SNS throttles (it sends no Retry-After).
+THROTTLE_RETRY_AFTER_S = 5.0
+#: USD per part, before carrier fees (providers.md section 8: low confidence, overridable defaults).
+SNS_SMS_PRICE_USD: dict[str, float] = {"US": 0.00581, "GB": 0.04, "IN": 0.003, "DE": 0.09}
+SMS_TYPES = ("Transactional", "Promotional")
+_SENDER_ID = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+
+
+def classify(err: ClientError) -> DispatchError:
+    """Translate one AWS error answer."""
+    error = err.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    message = scrub_numbers(str(error.get("Message") or code))[:300]
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    kind = SNS_ERRORS.get(code)
+    if kind is None:
+        kind = ProviderDownError if status in (401, 403) else RetryableError if (status or 0) >= 500 else PermanentError
+    if code == "InvalidParameter" and "phonenumber" in message.lower().replace(" ", ""):
+        kind = BadRecipientError
+    kw: dict[str, Any] = {"provider": "sns", "code": code or str(status), "status_code": status}
+    if issubclass(kind, ThrottledError):
+        return kind(message, retry_after_s=THROTTLE_RETRY_AFTER_S, **kw)
+    return kind(message, **kw)
+
+
+class RequestParamsLogFilter(logging.Filter):
+    """botocore logs every request's params at DEBUG (``Making request for … with params: {…}``): the
+    phone number and the message text. This keeps the operation name and drops the params."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "with params" in record.msg and record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.msg, record.args = "Making request for %s (params not logged)", (args[0],)
+        return True
+
+
+def install_params_filter() -> None:
+    """Attach :class:`RequestParamsLogFilter` to botocore's endpoint logger, once."""
+    logger = logging.getLogger("botocore.endpoint")
+    if not any(isinstance(f, RequestParamsLogFilter) for f in logger.filters):
+        logger.addFilter(RequestParamsLogFilter())
+
+
+@dataclass(frozen=True, slots=True)
+class SnsSettings:
+    region: str
+    endpoint_url: str | None = None
+    sms_type: str = "Transactional"
+    sender_id: str | None = None
+    origination_number: str | None = None
+    max_price: str | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SnsSettings:
+        """Raises: ConfigurationError naming the variable that is missing or wrong."""
+        region = env.get("HERALD_SNS_REGION")
+        if not region:
+            raise ConfigurationError("HERALD_SNS_REGION is not set")
+        sms_type = env.get("HERALD_SNS_SMS_TYPE") or "Transactional"
+        if sms_type not in SMS_TYPES:
+            raise ConfigurationError(f"HERALD_SNS_SMS_TYPE must be one of {', '.join(SMS_TYPES)}")
+        creds = {
+            key: env[var]
+            for key, var in (
+                ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+                ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                ("aws_session_token", "AWS_SESSION_TOKEN"),
+            )
+            if env.get(var)
+        }
+        return cls(
+            region=region,
+            endpoint_url=env.get("HERALD_SNS_ENDPOINT_URL") or None,
+            sms_type=sms_type,
+            sender_id=env.get("HERALD_SNS_SENDER_ID") or None,
+            origination_number=env.get("HERALD_SNS_ORIGINATION_NUMBER") or None,
+            max_price=env.get("HERALD_SNS_MAX_PRICE") or None,
+            credentials=creds,
+            timeout_s=float(env.get("HERALD_SNS_TIMEOUT_S") or 10.0),
+        )
+
+
+def _attr(value: str, data_type: str = "String") -> dict[str, str]:
+    return {"DataType": data_type, "StringValue": value}
+
+
+def message_attributes(message: OutboundMessage, settings: SnsSettings) -> dict[str, dict[str, str]]:
+    """SNS's reserved SMS attributes for one message."""
+    requested = message.extra.get("sms_type")
+    if requested in SMS_TYPES:
+        sms_type = str(requested)
+    elif (message.category or "").lower() in ("marketing", "promotional", "promotion"):
+        sms_type = "Promotional"
+    else:
+        sms_type = settings.sms_type
+    attrs = {"AWS.SNS.SMS.SMSType": _attr(sms_type)}
+    sender = message.sender or settings.sender_id or settings.origination_number
+    if sender and sender.startswith("+"):
+        attrs["AWS.MM.SMS.OriginationNumber"] = _attr(sender)
+    elif sender and _SENDER_ID.match(sender):
+        attrs["AWS.SNS.SMS.SenderID"] = _attr(sender)
+    if settings.max_price:
+        attrs["AWS.SNS.SMS.MaxPrice"] = _attr(settings.max_price, "Number")
+    return attrs
+
+
+class SnsDriver(Driver):
+    """SMS through Amazon SNS. One aiobotocore client per driver, opened on first use."""
+
+    provider: ClassVar[str] = "sns"
+    channel: ClassVar[Channel] = Channel.SMS
+
+    def __init__(self, settings: SnsSettings, *, session: AioSession | None = None) -> None:
+        self.settings = settings
+        self._session = session or get_session()  # a shared session reuses its loaded service models
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+        install_params_filter()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls(SnsSettings.from_env(env))
+
+    async def _sns(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                config = AioConfig(
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    connect_timeout=self.settings.timeout_s,
+                    read_timeout=self.settings.timeout_s,
+                )
+                self._client = await self._stack.enter_async_context(
+                    self._session.create_client(
+                        "sns",
+                        region_name=self.settings.region,
+                        endpoint_url=self.settings.endpoint_url,
+                        config=config,
+                        **self.settings.credentials,
+                    )
+                )
+            return self._client
+
+    async def send_one(self, message: OutboundMessage) -> SmsSendResult:
+        phone = parse_phone(message.to.phone)
+        body = message.content.text or ""
+        if not body.strip():
+            raise PermanentError("empty SMS body", provider=self.provider, code="empty_body")
+        parts = sms_segments(body)
+        doc = await self._publish(
+            PhoneNumber=phone.e164, Message=body, MessageAttributes=message_attributes(message, self.settings)
+        )
+        price = SNS_SMS_PRICE_USD.get(phone.region or "")
+        log.debug("sns sms %s accepted: %s, %d segment(s)", message.message_id, parts.encoding, parts.segments)
+        return SmsSendResult(
+            message.message_id,
+            self.provider,
+            provider_message_id=str(doc.get("MessageId")),
+            cost_usd=round(price * parts.segments, 6) if price is not None else None,
+            encoding=parts.encoding,
+            segments=parts.segments,
+            country=phone.region,
+        )
+
+    async def _publish(self, **params: Any) -> dict[str, Any]:
+        """The one boundary where AWS failures become Herald's classes."""
+        client = await self._sns()
+        try:
+            doc: dict[str, Any] = await client.publish(**params)
+        except ClientError as err:
+            raise classify(err) from err
+        except (EndpointConnectionError, ConnectTimeoutError) as err:
+            raise ProviderDownError("SNS unreachable", provider=self.provider, code="connect") from err
+        except NoCredentialsError as err:
+            raise ProviderDownError("no AWS credentials", provider=self.provider, code="credentials") from err
+        except ReadTimeoutError as err:
+            raise RetryableError("SNS read timeout", provider=self.provider, code="timeout") from err
+        except BotoCoreError as err:
+            raise RetryableError(f"SNS: {type(err).__name__}", provider=self.provider) from err
+        return doc
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+        self._client = None

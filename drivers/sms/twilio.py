@@ -1,0 +1,232 @@
+"""Twilio Programmable Messaging (SMS) over its HTTP API.
+
+``POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json`` (form, HTTP Basic), answered ``201`` with
+the message resource (``sid``, ``num_segments``). :class:`TwilioMessages` is the one place that talks to
+the API and translates its failures (:data:`TWILIO_ERRORS` + :func:`classify`); the WhatsApp driver
+reuses it with ``whatsapp:`` addresses.
+
+Settings (``from_env``): ``HERALD_TWILIO_ACCOUNT_SID``, ``HERALD_TWILIO_AUTH_TOKEN``, ``HERALD_TWILIO_FROM``
+(a number, an alphanumeric sender id, or a Messaging Service ``MG…`` sid), optional
+``HERALD_TWILIO_BASE_URL`` (an emulator), ``HERALD_TWILIO_STATUS_CALLBACK``, ``HERALD_TWILIO_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+import httpx
+import stamina
+
+from drivers.base import Driver, OutboundMessage
+from drivers.phone import SmsSendResult, parse_phone, scrub_numbers, sms_segments
+from engine.channels import Channel
+from engine.errors import (
+    BadRecipientError,
+    ConfigurationError,
+    DispatchError,
+    PermanentError,
+    ProviderDownError,
+    RetryableError,
+    ThrottledError,
+)
+
+log = logging.getLogger(__name__)
+
+TWILIO_BASE_URL = "https://api.twilio.com"
+
+#: Twilio error code -> failure class (https://www.twilio.com/docs/api/errors). Codes not listed fall back
+#: to the HTTP status in :func:`classify`.
+TWILIO_ERRORS: dict[int, type[DispatchError]] = {
+    20003: ProviderDownError,  # authentication failed
+    20005: ProviderDownError,  # account not active
+    20404: ProviderDownError,  # account (or resource) not found: wrong account sid
+    20429: ThrottledError,  # too many requests / concurrency
+    21211: BadRecipientError,  # invalid To number
+    21212: ProviderDownError,  # invalid From number: every message would fail
+    21408: PermanentError,  # sending to this region is not enabled
+    21602: PermanentError,  # body required
+    21606: ProviderDownError,  # From is not SMS-capable
+    21608: PermanentError,  # trial account: To not verified
+    21610: BadRecipientError,  # recipient replied STOP
+    21612: BadRecipientError,  # To unroutable
+    21614: BadRecipientError,  # To not SMS-capable (landline)
+    21617: PermanentError,  # body too long
+    21659: ProviderDownError,  # From is not a Twilio number
+    30001: RetryableError,  # queue overflow
+    30002: ProviderDownError,  # account suspended
+    63007: ProviderDownError,  # WhatsApp: no channel for this From
+    63016: PermanentError,  # WhatsApp: freeform outside the 24 h window (use a template)
+    63018: ThrottledError,  # WhatsApp rate limit
+}
+
+#: Default throttling pause when Twilio sends no Retry-After.
+DEFAULT_RETRY_AFTER_S = 10.0
+
+#: USD per segment, an overridable default for the cost-aware router (providers.md section 8; US is
+#: the base price without carrier fees, the others are rough).
+TWILIO_SMS_PRICE_USD: dict[str, float] = {"US": 0.0083, "CA": 0.0083, "GB": 0.045, "IN": 0.08, "DE": 0.095}
+
+
+def classify(status: int, body: Mapping[str, Any] | None, retry_after_s: float | None) -> DispatchError:
+    """Translate one Twilio error answer (legacy ``code``/``message`` or RFC 9457 ``code``/``detail``)."""
+    doc = body or {}
+    raw_code = doc.get("code")
+    code = int(raw_code) if isinstance(raw_code, int | str) and str(raw_code).isdigit() else None
+    text = scrub_numbers(str(doc.get("message") or doc.get("detail") or f"HTTP {status}"))[:300]
+    kind = TWILIO_ERRORS.get(code) if code is not None else None
+    if kind is None:
+        kind = _by_status(status)
+    kw: dict[str, Any] = {"provider": "twilio", "code": str(code or status), "status_code": status}
+    if issubclass(kind, RetryableError):
+        default = DEFAULT_RETRY_AFTER_S if issubclass(kind, ThrottledError) else None
+        return kind(text, retry_after_s=retry_after_s if retry_after_s is not None else default, **kw)
+    return kind(text, **kw)
+
+
+def _by_status(status: int) -> type[DispatchError]:
+    if status in (401, 403):
+        return ProviderDownError
+    if status == 429:
+        return ThrottledError
+    if status >= 500:
+        return RetryableError
+    return PermanentError
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date: rare here, fall back to the default pause
+        return None
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name)
+    if not value:
+        raise ConfigurationError(f"{name} is not set")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    account_sid: str
+    auth_token: str = field(repr=False)
+    sender: str | None = None
+    base_url: str = TWILIO_BASE_URL
+    status_callback: str | None = None
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, sender_var: str = "HERALD_TWILIO_FROM") -> TwilioSettings:
+        """Raises: ConfigurationError naming the missing variable."""
+        return cls(
+            account_sid=_require(env, "HERALD_TWILIO_ACCOUNT_SID"),
+            auth_token=_require(env, "HERALD_TWILIO_AUTH_TOKEN"),
+            sender=_require(env, sender_var),
+            base_url=(env.get("HERALD_TWILIO_BASE_URL") or TWILIO_BASE_URL).rstrip("/"),
+            status_callback=env.get("HERALD_TWILIO_STATUS_CALLBACK") or None,
+            timeout_s=float(env.get("HERALD_TWILIO_TIMEOUT_S") or 10.0),
+        )
+
+
+def sender_params(sender: str) -> dict[str, str]:
+    """A Messaging Service sid goes in ``MessagingServiceSid``, anything else in ``From``."""
+    if sender.startswith("MG") and len(sender) == 34:
+        return {"MessagingServiceSid": sender}
+    return {"From": sender}
+
+
+class TwilioMessages:
+    """The Messages resource; the single boundary where Twilio failures become Herald's classes."""
+
+    def __init__(self, settings: TwilioSettings, *, client: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self._client = client or httpx.AsyncClient(
+            base_url=settings.base_url,
+            auth=httpx.BasicAuth(settings.account_sid, settings.auth_token),
+            timeout=settings.timeout_s,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self._path = f"/2010-04-01/Accounts/{settings.account_sid}/Messages.json"
+
+    async def create(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """Create one message and return Twilio's resource.
+
+        Raises:
+            DispatchError: the classified failure (ProviderDownError when Twilio cannot be reached).
+        """
+        data = dict(params)
+        if self.settings.status_callback:
+            data.setdefault("StatusCallback", self.settings.status_callback)
+        try:
+            response = await self._post(data)
+        except httpx.ConnectError as err:
+            raise ProviderDownError("Twilio unreachable", provider="twilio", code="connect") from err
+        except httpx.TransportError as err:
+            raise RetryableError(f"Twilio transport: {type(err).__name__}", provider="twilio") from err
+        if response.status_code in (200, 201):
+            doc: dict[str, Any] = response.json()
+            return doc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        raise classify(response.status_code, body if isinstance(body, dict) else None, retry_after(response.headers))
+
+    async def _post(self, data: dict[str, str]) -> httpx.Response:
+        # Only a failed connect is retried here: nothing reached Twilio, so nothing can be sent twice.
+        async for attempt in stamina.retry_context(
+            on=httpx.ConnectError, attempts=2, wait_initial=0.05, wait_jitter=0.05
+        ):
+            with attempt:
+                return await self._client.post(self._path, data=data)
+        raise AssertionError("unreachable")  # pragma: no cover - retry_context re-raises
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class TwilioSmsDriver(Driver):
+    """SMS through Twilio. Results carry the encoding, the billed segments and the routing country."""
+
+    provider: ClassVar[str] = "twilio"
+    channel: ClassVar[Channel] = Channel.SMS
+
+    def __init__(self, settings: TwilioSettings, *, client: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.api = TwilioMessages(settings, client=client)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls(TwilioSettings.from_env(env))
+
+    async def send_one(self, message: OutboundMessage) -> SmsSendResult:
+        phone = parse_phone(message.to.phone)
+        body = message.content.text or ""
+        if not body.strip():
+            raise PermanentError("empty SMS body", provider=self.provider, code="empty_body")
+        parts = sms_segments(body)
+        sender = message.sender or self.settings.sender or ""
+        params = {"To": phone.e164, "Body": body, **sender_params(sender)}
+        if message.ttl_seconds:
+            params["ValidityPeriod"] = str(max(1, min(message.ttl_seconds, 36000)))
+        doc = await self.api.create(params)
+        segments = int(doc.get("num_segments") or parts.segments)
+        price = TWILIO_SMS_PRICE_USD.get(phone.region or "")
+        log.debug("twilio sms %s accepted: %s, %d segment(s)", message.message_id, parts.encoding, segments)
+        return SmsSendResult(
+            message.message_id,
+            self.provider,
+            provider_message_id=str(doc.get("sid")),
+            cost_usd=round(price * segments, 6) if price is not None else None,
+            encoding=parts.encoding,
+            segments=segments,
+            country=phone.region,
+        )
+
+    async def aclose(self) -> None:
+        await self.api.aclose()

@@ -1,0 +1,182 @@
+"""SmtpDriver against the aiosmtpd emulator over loopback, with and without DKIM."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from drivers.base import Address, Attachment, Content, OutboundMessage
+from drivers.email.smtp import SmtpDriver
+from drivers.fakes.smtp import DKIM_DOMAIN, DKIM_SELECTOR, PASSWORD, SmtpHandle, make_dkim_key, start_smtp
+from engine.channels import Channel
+from engine.errors import (
+    BadRecipientError,
+    ConfigurationError,
+    PermanentError,
+    ProviderDownError,
+    RetryableError,
+)
+from engine.redaction import RedactingFilter
+
+TO = "jane.doe@example.com"
+UNSUB = {"List-Unsubscribe": "<https://herald.example/u/abc>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def msg(n: int = 1, to: str = TO, **kw: object) -> OutboundMessage:
+    return OutboundMessage(
+        message_id=f"msg_{n:04d}",
+        tenant="acme",
+        channel=Channel.EMAIL,
+        to=Address(email=to),
+        content=Content(subject="Your order shipped", text="Order #1234 is on its way.", html="<p>Order #1234</p>"),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    return make_dkim_key(tmp_path_factory.mktemp("dkim"))
+
+
+@pytest.fixture(scope="module")
+def emu(dkim_key: tuple[Path, bytes]) -> Iterator[SmtpHandle]:
+    handle = start_smtp(dkim_txt=dkim_key[1])
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def driver(emu: SmtpHandle) -> SmtpDriver:
+    emu.reset()
+    return SmtpDriver.from_env(emu.env())
+
+
+async def test_success_with_message_id_and_alternative(driver: SmtpDriver, emu: SmtpHandle) -> None:
+    result = await driver.send_one(msg())
+    assert result.ok and result.provider == "smtp" and result.provider_message_id
+    [mail] = emu.messages
+    assert mail.rcpt_tos == [TO] and mail.mail_from == "no-reply@herald.local"
+    assert mail.message["Message-ID"].strip("<>") == result.provider_message_id
+    assert mail.message.get_content_type() == "multipart/alternative"
+    assert not mail.dkim_signed
+
+
+async def test_custom_headers_and_attachment(driver: SmtpDriver, emu: SmtpHandle) -> None:
+    attachment = Attachment("invoice.pdf", "application/pdf", data=b"%PDF-1.4 fake")
+    assert (await driver.send_one(msg(headers=UNSUB, attachments=(attachment,)))).ok
+    message = emu.messages[0].message
+    assert message["List-Unsubscribe"] == UNSUB["List-Unsubscribe"]
+    assert message["List-Unsubscribe-Post"] == UNSUB["List-Unsubscribe-Post"]
+    [part] = list(message.iter_attachments())
+    assert part.get_filename() == "invoice.pdf" and part.get_content() == b"%PDF-1.4 fake"
+
+
+async def test_dkim_signature_verifies(emu: SmtpHandle, dkim_key: tuple[Path, bytes]) -> None:
+    emu.reset()
+    env = emu.env() | {
+        "HERALD_DKIM_PRIVATE_KEY_FILE": str(dkim_key[0]),
+        "HERALD_DKIM_SELECTOR": DKIM_SELECTOR,
+        "HERALD_DKIM_DOMAIN": DKIM_DOMAIN,
+    }
+    assert (await SmtpDriver.from_env(env).send_one(msg(headers=UNSUB))).ok
+    [mail] = emu.messages
+    assert mail.dkim_signed and mail.dkim_valid
+    assert b"list-unsubscribe" in mail.message["DKIM-Signature"].encode().lower()
+
+
+def test_partial_dkim_settings_name_the_missing_variable() -> None:
+    with pytest.raises(ConfigurationError, match="HERALD_DKIM_DOMAIN"):
+        SmtpDriver.from_env({"HERALD_SMTP_HOST": "x", "HERALD_DKIM_SELECTOR": "s", "HERALD_DKIM_PRIVATE_KEY_FILE": "k"})
+
+
+@pytest.mark.parametrize("reply", ["550 5.1.1 No such user", "551 5.1.6 User not local", "553 5.1.3 Bad address"])
+async def test_refused_recipient_is_bad_recipient(driver: SmtpDriver, emu: SmtpHandle, reply: str) -> None:
+    emu.refuse(TO, reply)
+    with pytest.raises(BadRecipientError) as info:
+        await driver.send_one(msg())
+    assert info.value.status_code == int(reply[:3])
+    assert TO not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["421 4.3.2 Shutting down", "450 4.2.1 Mailbox busy", "451 4.3.0 Try later", "452 4.3.1 Insufficient storage"],
+)
+async def test_transient_replies_are_retryable(driver: SmtpDriver, emu: SmtpHandle, reply: str) -> None:
+    emu.fail("RCPT", reply)
+    with pytest.raises(RetryableError) as info:
+        await driver.send_one(msg())
+    assert info.value.status_code == int(reply[:3])
+
+
+async def test_data_rejection_is_permanent_not_bad_recipient(driver: SmtpDriver, emu: SmtpHandle) -> None:
+    emu.fail("DATA", "554 5.7.1 Message rejected as spam")
+    with pytest.raises(PermanentError) as info:
+        await driver.send_one(msg())
+    assert not isinstance(info.value, BadRecipientError)
+
+
+async def test_auth_failure_is_provider_down(emu: SmtpHandle) -> None:
+    emu.reset()
+    driver = SmtpDriver.from_env(emu.env() | {"HERALD_SMTP_PASSWORD": "wrong"})
+    with pytest.raises(ProviderDownError) as info:
+        await driver.send_one(msg())
+    assert info.value.status_code == 535
+    with pytest.raises(ProviderDownError):
+        await driver.send_batch([msg(1), msg(2)])
+
+
+async def test_connection_refused_is_provider_down() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    driver = SmtpDriver.from_env(
+        {"HERALD_SMTP_HOST": "127.0.0.1", "HERALD_SMTP_PORT": str(port), "HERALD_SMTP_STARTTLS": "false"}
+    )
+    with pytest.raises(ProviderDownError):
+        await driver.send_one(msg())
+
+
+async def test_batch_with_partial_failure(driver: SmtpDriver, emu: SmtpHandle) -> None:
+    emu.refuse("gone@example.com")
+    results = await driver.send_batch([msg(1), msg(2, to="gone@example.com"), msg(3), msg(4, to="bad@@")])
+    assert [r.ok for r in results] == [True, False, True, False]
+    assert isinstance(results[1].error, BadRecipientError) and isinstance(results[3].error, BadRecipientError)
+    assert len(emu.messages) == 2
+
+
+async def test_debug_log_has_no_address_or_password(
+    driver: SmtpDriver, emu: SmtpHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RedactingFilter())
+    emu.refuse("gone@example.com", "550 5.1.1 <gone@example.com>: Recipient address rejected")
+    with caplog.at_level(logging.DEBUG):
+        assert (await driver.send_one(msg())).ok
+        result = (await driver.send_batch([msg(2, to="gone@example.com")]))[0]
+        logging.getLogger("test").debug("failed: %s", result.error)
+    assert caplog.records
+    assert TO not in caplog.text and "gone@example.com" not in caplog.text and PASSWORD not in caplog.text
+    assert "gone@example.com" not in str(result.error)
+
+
+async def test_header_injection_is_permanent(driver: SmtpDriver, emu: SmtpHandle) -> None:
+    results = await driver.send_batch([msg(1, headers={"X-Evil": "a\r\nBcc: victim@example.com"}), msg(2)])
+    assert isinstance(results[0].error, PermanentError) and results[1].ok
+    assert len(emu.messages) == 1
+
+
+def test_unparsable_dkim_key_is_a_configuration_error(tmp_path: Path) -> None:
+    key = tmp_path / "bad.pem"
+    key.write_text("not a key")
+    env = {
+        "HERALD_SMTP_HOST": "x",
+        "HERALD_DKIM_PRIVATE_KEY_FILE": str(key),
+        "HERALD_DKIM_SELECTOR": "s",
+        "HERALD_DKIM_DOMAIN": "d.example",
+    }
+    with pytest.raises(ConfigurationError, match="HERALD_DKIM_PRIVATE_KEY_FILE"):
+        SmtpDriver.from_env(env)
