@@ -16,7 +16,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "actors": {"serve_app"},
 }
 #: drivers know the shared vocabulary of engine/, nothing else of it.
-DRIVERS_MAY_IMPORT_FROM_ENGINE = {"engine.errors", "engine.channels"}
+DRIVERS_MAY_IMPORT_FROM_ENGINE = {"engine.errors", "engine.channels", "engine.redaction"}
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
