@@ -19,6 +19,7 @@ class FakeDriver(Driver):
 
     def __init__(self, name: str = "fake") -> None:
         self.name = name
+        self.provider = name  # type: ignore[misc]  # several fakes in one chain need distinct names
         self.sent: list[OutboundMessage] = []
         self._next: deque[DispatchError] = deque()
         self._per_address: dict[str, DispatchError] = {}

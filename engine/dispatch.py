@@ -92,8 +92,12 @@ class Dispatcher:
                 ready[msg.channel].append((msg, self._outbound(msg)))
             except (TemplateError, RenderError) as err:
                 outcomes.append(self._render_failed(msg, started, err))
+        routes: dict[tuple[Channel, tuple[str, ...]], list[tuple[ClaimedMessage, OutboundMessage]]] = defaultdict(list)
         for channel, items in ready.items():
-            outcomes.extend(await self._send_channel(channel, items, started))
+            for msg, out in items:
+                routes[(channel, self._route(msg, out))].append((msg, out))
+        for (channel, providers), items in routes.items():
+            outcomes.extend(await self._send_channel(channel, providers, items, started))
         await self.repo.record(outcomes)
         self._count(outcomes, claimed)
         return BatchReport(
@@ -145,10 +149,30 @@ class Dispatcher:
             priority=msg.priority.value,
         )
 
+    def _route(self, msg: ClaimedMessage, out: OutboundMessage) -> tuple[str, ...]:
+        """The providers this message may use, in failover order.
+
+        The tenant's allow-list (``config.providers.<channel>``) orders and narrows the configured
+        chain; push goes only to the service that issued the token (an APNs token means nothing to FCM).
+        """
+        chain = [d.provider for d in self.drivers.get(msg.channel, ())]
+        allowed = ((msg.tenant_config or {}).get("providers") or {}).get(msg.channel.value)
+        if isinstance(allowed, list) and allowed:
+            chain = [p for p in allowed if p in chain]
+        if msg.channel is Channel.PUSH:
+            platform = out.to.push_platform or "fcm"
+            chain = [p for p in chain if p == platform]
+        return tuple(chain)
+
     async def _send_channel(
-        self, channel: Channel, items: list[tuple[ClaimedMessage, OutboundMessage]], started: datetime
+        self,
+        channel: Channel,
+        providers: tuple[str, ...],
+        items: list[tuple[ClaimedMessage, OutboundMessage]],
+        started: datetime,
     ) -> list[Outcome]:
-        chain = self.drivers.get(channel, ())
+        by_name = {d.provider: d for d in self.drivers.get(channel, ())}
+        chain = [by_name[p] for p in providers]
         down: ProviderDownError | None = None
         for driver in chain:
             try:

@@ -190,6 +190,7 @@ class ClaimedMessage:
     tenant_id: uuid.UUID
     tenant_slug: str
     tenant_templates_version: int
+    tenant_config: dict[str, Any]
     channel: Channel
     template_id: str
     template_version: int

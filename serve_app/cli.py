@@ -123,6 +123,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from serve_app.stack import Stack
 
     fakes = _start_fakes() if args.fake_providers else None
+    if fakes is not None:
+        settings = load_settings()  # now pointing every provider at its emulator
     stack = Stack(settings)
     try:
         stack.start()
@@ -139,13 +141,23 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _start_fakes() -> Any:
-    from drivers.fakes import run_fakes
+    """Start the emulators and point this process's provider settings at them."""
+    import os
 
-    return run_fakes()
+    from drivers.fakes import FAKE_PROVIDERS, run_fakes
+
+    fakes = run_fakes()
+    os.environ.update(fakes.env)
+    for name, providers in FAKE_PROVIDERS.items():
+        os.environ.setdefault(name, providers)
+    log.info("provider emulators running; providers: %s", ", ".join(f"{k}={os.environ[k]}" for k in FAKE_PROVIDERS))
+    return fakes
 
 
 def cmd_fakes(_: Settings, __: argparse.Namespace) -> int:
     fakes = _start_fakes()
+    for name, value in sorted(fakes.env.items()):
+        print(f"export {name}={value}")
     try:
         _wait_for_signal()
     finally:

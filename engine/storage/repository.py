@@ -163,6 +163,7 @@ class Repository:
                 tenant_id=r["tenant_id"],
                 tenant_slug=r["slug"],
                 tenant_templates_version=r["templates_version"],
+                tenant_config=r["tenant_config"],
                 channel=Channel(r["channel"]),
                 template_id=r["template_id"],
                 template_version=r["template_version"],

@@ -78,8 +78,9 @@ WHERE t.id = m.tenant_id
   AND m.id = ANY($1::uuid[])
   AND (m.status IN ('queued', 'scheduled', 'throttled')
        OR (m.status = 'sending' AND m.claimed_until < now()))
-RETURNING m.id, m.tenant_id, t.slug, t.templates_version, m.channel, m.template_id, m.template_version,
-          m.locale, m."to", m.variables, m.metadata, m.priority, m.attempts, m.created_at, m.expires_at
+RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config AS tenant_config, m.channel, m.template_id,
+          m.template_version, m.locale, m."to", m.variables, m.metadata, m.priority, m.attempts, m.created_at,
+          m.expires_at
 """
 
 RECORD = """

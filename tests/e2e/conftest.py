@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from drivers.fakes import AllFakes, run_fakes
 from engine.settings import Settings, load_settings
 from tests.support.tcpproxy import TcpProxy
 
@@ -39,6 +40,16 @@ class Herald:
     stack: Any
     proxy: TcpProxy | None
     console_file: Path
+    fakes: AllFakes
+
+    def use_providers(self, tenant: str, **channels: list[str]) -> None:
+        """Pin a tenant's providers per channel (its config's allow-list), creating the tenant if new."""
+        self.token(tenant)
+        self.sql(
+            "UPDATE tenants SET config = jsonb_set(config, '{providers}', $2::jsonb) WHERE slug = $1",
+            tenant,
+            json.dumps(channels),
+        )
 
     @property
     def base_url(self) -> str:
@@ -124,12 +135,28 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         env["AMQP_URL"] = _via_proxy(amqp, proxy.start(target.hostname or "127.0.0.1", target.port or 5672))
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = os.environ["REDIS_URL"]
+    # Every real driver runs against its emulator; console stays first for email and SMS so a
+    # tenant without a provider choice gets the console JSONL, and tests pick a provider per tenant.
+    fakes = run_fakes(data_dir / "fakes")
+    saved = dict(os.environ)
+    os.environ.update(fakes.env)  # the stack hands HERALD_*/AWS_* provider settings to its actors
+    env.update(
+        {
+            "HERALD_EMAIL_PROVIDERS": "console,ses,sendgrid,smtp",
+            "HERALD_SMS_PROVIDERS": "console,twilio,sns",
+            "HERALD_PUSH_PROVIDERS": "fcm,apns",
+            "HERALD_WHATSAPP_PROVIDERS": "meta,twilio",
+        }
+    )
     settings = load_settings(env)
     stack = Stack(settings)
-    stack.start()
     try:
-        yield Herald(settings, stack, proxy, data_dir / "console.jsonl")
+        stack.start()
+        yield Herald(settings, stack, proxy, data_dir / "console.jsonl", fakes)
     finally:
         stack.stop()
+        fakes.stop()
+        os.environ.clear()
+        os.environ.update(saved)
         if proxy is not None:
             proxy.stop()

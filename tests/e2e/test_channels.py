@@ -67,3 +67,35 @@ def test_sms_through_console(herald: Herald) -> None:
         view = herald.wait_status(api, r.json()["message_id"], lambda s: s == "sent")
     record = next(x for x in herald.console_records() if x["message_id"] == view["message_id"])
     assert record["channel"] == "sms" and record["to"] == "+447700900123" and "246810" in record["text"]
+
+
+APNS_TOKEN = "a" * 64
+FCM_TOKEN = "fcm-registration-token-" + "x" * 100
+
+
+@pytest.mark.parametrize(
+    ("channel", "provider", "to", "template", "variables"),
+    [
+        ("email", "ses", {"email": "ses.user@example.com"}, "otp_login", {"code": "111111"}),
+        ("email", "sendgrid", {"email": "sg.user@example.com"}, "otp_login", {"code": "222222"}),
+        ("email", "smtp", {"email": "smtp.user@example.com"}, "magic_link_login", {"link": "https://a.example/x"}),
+        ("sms", "twilio", {"phone": "+447911123456"}, "otp_login", {"code": "333333"}),
+        ("sms", "sns", {"phone": "+14155552671"}, "otp_login", {"code": "444444"}),
+        ("whatsapp", "meta", {"phone": "+447911123457"}, "security_alert", {"device": "Pixel 9"}),
+        ("whatsapp", "twilio", {"phone": "+14155552672"}, "security_alert", {"device": "Pixel 8"}),
+        ("push", "fcm", {"push": {"platform": "fcm", "token": FCM_TOKEN}}, "otp_login:v3", {"code": "555555"}),
+        ("push", "apns", {"push": {"platform": "apns", "token": APNS_TOKEN}}, "otp_login:v3", {"code": "666666"}),
+    ],
+)
+def test_each_provider_through_the_api_to_its_emulator(
+    herald: Herald, channel: str, provider: str, to: dict, template: str, variables: dict
+) -> None:
+    tenant = new_tenant()
+    herald.use_providers(tenant, **{channel: [provider]})
+    with herald.client(tenant) as api:
+        r = post(api, {"channel": channel, "template_id": template, "to": to, "variables": variables})
+        assert r.status_code == 202, r.text
+        view = herald.wait_status(api, r.json()["message_id"], lambda s: s not in ("queued", "sending"))
+    assert view["status"] == "sent", [a["error"] for a in view["attempts"]]
+    assert view["provider"] == provider and view["provider_message_id"]
+    assert view["attempts"][-1]["provider"] == provider
