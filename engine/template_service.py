@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.channels import Channel
@@ -13,7 +15,9 @@ from engine.problems import ApiProblem, from_pydantic
 from engine.templating import TemplateCatalog, TemplateError, TemplateRef
 from engine.templating.context import RenderContext
 from engine.templating.errors import InvalidManifest
+from engine.templating.locales import normalize_locale
 from engine.templating.preview import preview
+from engine.templating.sources import is_partial_name
 from engine.tenant_templates import TemplateConflict, TenantTemplateCache, TenantTemplateStore, validate_document
 
 
@@ -28,6 +32,12 @@ class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: int = Field(ge=1)
+
+
+class PartialRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(max_length=64_000)
 
 
 class PreviewRequest(BaseModel):
@@ -130,6 +140,27 @@ class TemplateService:
         if found is None:
             raise ApiProblem(404, f"no version {version} of {raw_id!r}")
         return found.as_dict()
+
+    async def save_partial(self, tenant: Tenant, locale: str, name: str, body: Any, actor: str) -> dict[str, Any]:
+        request: PartialRequest = parse(PartialRequest, body)
+        errors = []
+        if not is_partial_name(name):
+            errors.append(FieldError(("path", "name"), "a file name such as header.html (letters, digits, - and _)"))
+        try:
+            locale = normalize_locale(locale)
+        except TemplateError as err:
+            errors.append(FieldError(("path", "locale"), str(err)))
+        try:
+            ImmutableSandboxedEnvironment().parse(request.text)
+        except TemplateSyntaxError as err:
+            errors.append(FieldError(("body", "text"), f"line {err.lineno}: {err.message}"))
+        if errors:
+            raise ApiProblem(422, "the partial is not valid", errors=errors)
+        await self.store.save_partial(tenant.id, locale, name, request.text, actor)
+        return {"locale": locale, "name": name, "text": request.text}
+
+    async def partials(self, tenant: Tenant) -> dict[str, Any]:
+        return {"partials": await self.store.partials(tenant.id)}
 
     async def preview(self, tenant: Tenant, body: Any) -> dict[str, Any]:
         request: PreviewRequest = parse(PreviewRequest, body)

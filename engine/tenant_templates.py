@@ -214,6 +214,29 @@ class TenantTemplateStore:
         assert row is not None
         return _view(row)
 
+    async def save_partial(self, tenant_id: uuid.UUID, locale: str, name: str, text: str, actor: str) -> None:
+        """Partials apply at once to the tenant's templates (they are not versioned)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO tenant_partials (tenant_id, locale, name, text, updated_by) VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (tenant_id, locale, name)
+                   DO UPDATE SET text = EXCLUDED.text, updated_by = EXCLUDED.updated_by, updated_at = now()""",
+                tenant_id,
+                locale,
+                name,
+                text,
+                actor,
+            )
+            await self._published(
+                conn, tenant_id, "_partials", 0, actor, "template.partial", None, subject=f"{locale}/{name}"
+            )
+
+    async def partials(self, tenant_id: uuid.UUID) -> list[dict[str, str]]:
+        rows = await self.pool.fetch(
+            "SELECT locale, name, text FROM tenant_partials WHERE tenant_id = $1 ORDER BY locale, name", tenant_id
+        )
+        return [dict(r) for r in rows]
+
     @staticmethod
     async def _next_version(conn: asyncpg.Connection, tenant_id: uuid.UUID, template_id: str) -> int:
         # Serialise publishers of one template id: the advisory lock lives until the transaction ends.
@@ -234,6 +257,8 @@ class TenantTemplateStore:
         actor: str,
         action: str,
         source: int | None,
+        *,
+        subject: str | None = None,
     ) -> None:
         await conn.execute("UPDATE tenants SET templates_version = templates_version + 1 WHERE id = $1", tenant_id)
         detail = {"version": version, "republished_from": source}
@@ -242,7 +267,7 @@ class TenantTemplateStore:
             tenant_id,
             actor,
             action,
-            f"{template_id}:v{version}",
+            subject or f"{template_id}:v{version}",
             json.dumps(detail),
         )
 
@@ -270,6 +295,10 @@ class TenantTemplateCache:
                 source.add(Manifest.from_dict(r["template_id"], r["version"], r["manifest"]), r["texts"])
             except (TemplateError, ValueError):
                 continue  # validated at publish; a row that no longer parses is not served
+        for r in await self.pool.fetch(
+            "SELECT locale, name, text FROM tenant_partials WHERE tenant_id = $1", tenant_id
+        ):
+            source.partials.setdefault(r["locale"], {})[r["name"]] = r["text"]
         self._sources[tenant] = source
         self._versions[tenant] = templates_version
         if self.catalog is not None:

@@ -2,7 +2,8 @@
 
     python -m loadtests.bench [--n 3000] [--database-url postgresql://...]
 
-Prints, for the same PostgreSQL:
+Prints renders/s of a typical email through Herald's renderer beside plain Jinja2 on the same sources,
+and, for the same PostgreSQL:
 - intake: Herald's full admission (validate, resolve template, idempotency, one-statement insert)
   beside a bare asyncpg INSERT of the same message row (the floor any design pays);
 - dispatch: Herald's sender pipeline (claim, render, send to an in-process driver, record) in batches
@@ -120,6 +121,36 @@ async def run(dsn: str, n: int) -> dict[str, float]:
     }
 
 
+def render_bench(n: int) -> dict[str, float]:
+    """A typical email (otp_login:v3, en-GB: subject, HTML with partials, text part) through Herald's
+    renderer beside plain Jinja2 rendering the same sources, warm, in the same run."""
+    from jinja2 import DictLoader, Environment, select_autoescape
+
+    from engine.channels import Channel
+
+    catalog = TemplateCatalog(TEMPLATES)
+    resolved = catalog.resolve("otp_login:v3", locale="en-GB", channel=Channel.EMAIL)
+    variables = {"code": "384921", "ttl": 5}
+    catalog.render(resolved, variables, Channel.EMAIL)
+    folder = TEMPLATES / "en-GB" / "otp_login" / "v3"
+    sources = {p.name: p.read_text() for p in folder.iterdir()}
+    sources.update({p.name: p.read_text() for p in (TEMPLATES / "en-GB" / "_partials").iterdir()})
+    env = Environment(loader=DictLoader(sources), autoescape=select_autoescape(["html"]))
+    env.globals.update(tracked_link=lambda url, *a, **k: url, link=lambda url, *a, **k: url)
+    plain = [env.get_template(name) for name in ("subject.txt", "body.html", "body.txt") if name in sources]
+    context = {**variables, "unsubscribe_url": None, "message_id": "msg_bench"}
+    start = time.perf_counter()
+    for _ in range(n):
+        catalog.render(resolved, variables, Channel.EMAIL)
+    herald_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(n):
+        for template in plain:
+            template.render(context)
+    plain_s = time.perf_counter() - start
+    return {"render_herald_per_s": n / herald_s, "render_plain_jinja2_per_s": n / plain_s}
+
+
 async def prepare(dsn: str) -> str:
     import asyncpg
 
@@ -145,6 +176,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
+    rendering = render_bench(args.n)
     admin = args.database_url
     if not admin:
         from engine.storage.embedded import embedded_database_url
@@ -155,7 +187,9 @@ def main() -> None:
         figures = asyncio.run(run(url, args.n))
     finally:
         asyncio.run(drop(admin, url))
+    figures.update(rendering)
     print(json.dumps({k: round(v) for k, v in figures.items()}, indent=2))
+    print(f"herald render / plain jinja2: {figures['render_herald_per_s'] / figures['render_plain_jinja2_per_s']:.2f}x")
     print(f"intake / bare insert: {figures['intake_msgs_per_s'] / figures['baseline_bare_insert_per_s']:.2f}x")
     print(
         f"dispatch batched / one by one: "

@@ -164,6 +164,19 @@ class HeraldApi:
         _, tenant = await self._tenant(request, "templates")
         return await self.templates.version(tenant, template_id, version)
 
+    @app.put("/api/partials/{locale}/{name}", tags=["templates"])
+    async def save_partial(self, locale: str, name: str, request: Request) -> dict[str, Any]:
+        """Create or replace one of the tenant's partials (``header.html``...), used by its own templates."""
+        principal, tenant = await self._tenant(request, "templates")
+        saved = await self.templates.save_partial(tenant, locale, name, await self._json(request), principal.tenant)
+        self.intake.forget_tenant(tenant.slug)
+        return saved
+
+    @app.get("/api/partials", tags=["templates"])
+    async def list_partials(self, request: Request) -> dict[str, Any]:
+        _, tenant = await self._tenant(request, "templates")
+        return await self.templates.partials(tenant)
+
     @app.post("/api/preview", tags=["templates"])
     async def preview(self, request: Request) -> dict[str, Any]:
         """Render any version for any locale and channel, with findings (SMS segments, missing variables)."""

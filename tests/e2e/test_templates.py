@@ -178,3 +178,20 @@ def test_click_on_a_tracked_link_is_an_event_on_the_message(herald: Herald) -> N
         assert hop.status_code == 302
         events = api.get(f"/api/notifications/{message_id}").json()["events"]
         assert "NotificationClicked" in [e["type"] for e in events]
+
+
+def test_tenant_partials_apply_to_the_tenants_templates(herald: Herald) -> None:
+    tenant = new_tenant()
+    with herald.client(tenant) as api:
+        r = api.put("/api/partials/en/header.html", json={"text": "<h1>ACME {{ name }}</h1>"})
+        assert r.status_code == 200, r.text
+        assert api.put("/api/partials/en/../x", json={"text": "x"}).status_code in (404, 422)
+        assert api.put("/api/partials/en/bad.html", json={"text": "{% if %}"}).status_code == 422
+        with_header = doc("Hi")
+        with_header["texts"]["en"]["body.html"] = '{% include "header.html" %}<p>Hi {{ name }}</p>'
+        assert api.put("/api/templates/branded/draft", json=with_header).status_code == 200
+        api.post("/api/templates/branded/publish")
+        assert "<h1>ACME Flo</h1>" in send(herald, api, "branded", name="Flo")["html"]
+        assert [p["name"] for p in api.get("/api/partials").json()["partials"]] == ["header.html"]
+    with herald.client(new_tenant()) as other:  # another tenant's shipped templates keep the shipped header
+        assert "ACME" not in (send(herald, other, "otp_login:v2", code="123123")["html"] or "")
