@@ -33,6 +33,10 @@ class RelayActor:
     async def health(self) -> dict[str, object]:
         return {"running": not self.task.done(), "broker": self.relay.healthy, "published": self.relay.published}
 
+    async def depths(self) -> dict[str, int]:
+        assert self.parts.broker is not None
+        return await self.parts.broker.depths()
+
     async def stop(self) -> None:
         self.stop_event.set()
         await asyncio.wait_for(self.task, timeout=10)

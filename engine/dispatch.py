@@ -24,6 +24,7 @@ from engine.retries import Action, RetryPolicy
 from engine.states import EventType, Status
 from engine.storage.repository import Repository
 from engine.templating import RenderContext, TemplateCatalog, TemplateError
+from engine.templating.links import sign_unsubscribe, unsubscribe_url
 from engine.tenant_templates import TenantTemplateCache
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,9 @@ class Dispatcher:
             if msg.expires_at is not None and msg.expires_at <= started:
                 outcomes.append(self._expired(msg, started))
                 continue
+            if msg.suppressed:
+                outcomes.append(self._suppressed(msg, started))
+                continue
             try:
                 ready[msg.channel].append((msg, self._outbound(msg)))
             except (TemplateError, RenderError) as err:
@@ -117,12 +121,14 @@ class Dispatcher:
             tenant=msg.tenant_slug,
         )
         public_id = format_message_id(msg.id)
+        address = msg.address()
         context = RenderContext(
             tenant=msg.tenant_slug,
             message_id=public_id,
             tracking=self.options.tracking,
             base_url=self.options.base_url,
             link_secret=self.options.link_secret,
+            recipient=address[1] if address else None,
         )
         content = self.catalog.render(resolved, msg.variables, msg.channel, context=context)
         to = msg.to
@@ -144,6 +150,7 @@ class Dispatcher:
             template_id=f"{msg.template_id}:v{msg.template_version}",
             locale=msg.locale,
             sender=self.options.email_from if msg.channel is Channel.EMAIL else None,
+            headers=self._headers(msg),
             tags=tuple(metadata.get("tags") or ()),
             category=metadata.get("category"),
             priority=msg.priority.value,
@@ -163,6 +170,17 @@ class Dispatcher:
             platform = out.to.push_platform or "fcm"
             chain = [p for p in chain if p == platform]
         return tuple(chain)
+
+    def _headers(self, msg: ClaimedMessage) -> dict[str, str]:
+        """RFC 8058 one-click unsubscribe headers for email, when the tenant has unsubscribe on."""
+        address = msg.address()
+        if msg.channel is not Channel.EMAIL or not address or not (msg.tenant_config or {}).get("unsubscribe"):
+            return {}
+        token = sign_unsubscribe(self.options.link_secret, msg.tenant_slug, address[1])
+        return {
+            "List-Unsubscribe": f"<{unsubscribe_url(self.options.base_url, token)}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
 
     async def _send_channel(
         self,
@@ -241,7 +259,8 @@ class Dispatcher:
             **common,  # type: ignore[arg-type]
             status=Status.FAILED,
             event=EventType.FAILED,
-            meta={**meta, "suppress": decision.suppress},
+            meta={**meta, "suppressed": decision.suppress},
+            suppress=msg.address() if decision.suppress else None,
         )
 
     def _expired(self, msg: ClaimedMessage, now: datetime) -> Outcome:
@@ -256,6 +275,20 @@ class Dispatcher:
             refund_attempts=1,
             attempted=False,
             meta={"expired_at": msg.expires_at.isoformat() if msg.expires_at else None},
+        )
+
+    def _suppressed(self, msg: ClaimedMessage, now: datetime) -> Outcome:
+        return Outcome(
+            message_id=msg.id,
+            tenant_id=msg.tenant_id,
+            status=Status.SUPPRESSED,
+            event=EventType.SUPPRESSED,
+            attempt_no=msg.attempts,
+            started_at=now,
+            priority=msg.priority,
+            refund_attempts=1,
+            attempted=False,
+            meta={"reason": "recipient is on the tenant's suppression list"},
         )
 
     def _render_failed(self, msg: ClaimedMessage, now: datetime, err: Exception) -> Outcome:
@@ -291,6 +324,8 @@ class Dispatcher:
                 self.metrics.inc("notifications_failed_total", reason=o.error_class or "unknown", provider=provider)
                 if o.status is Status.DEAD:
                     self.metrics.inc("notifications_dead_lettered_total", channel=msg.channel.value)
+            elif o.status is Status.SUPPRESSED:
+                self.metrics.inc("notifications_failed_total", reason="suppressed", provider="none")
             elif o.status is Status.EXPIRED:
                 self.metrics.inc("notifications_expired_total", channel=msg.channel.value)
             else:

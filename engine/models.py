@@ -202,3 +202,12 @@ class ClaimedMessage:
     attempts: int  #: including this one
     created_at: datetime
     expires_at: datetime | None
+    suppressed: bool = False  #: the address is on the tenant's suppression list
+
+    def address(self) -> tuple[str, str] | None:
+        """The (kind, address) a suppression list would hold for this recipient."""
+        if self.to.get("email"):
+            return ("email", str(self.to["email"]).lower())
+        if self.to.get("phone"):
+            return ("phone", str(self.to["phone"]))
+        return None

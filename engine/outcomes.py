@@ -34,4 +34,6 @@ class Outcome:
     refund_attempts: int = 0
     #: Whether this pass called a provider (an attempt row is written) or not (expired before sending).
     attempted: bool = True
+    #: An address to put on the tenant's suppression list (``(kind, address)``), for bad recipients.
+    suppress: tuple[str, str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)

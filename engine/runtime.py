@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from drivers import create_driver
+from drivers import REGISTRY, create_driver
 from drivers.base import Driver
 from engine.broker import Broker
 from engine.broker.factory import make_broker
 from engine.cache import RedisIdempotencyCache
 from engine.channels import Channel
+from engine.errors import ConfigurationError
 from engine.settings import Settings
 from engine.storage.inbox import STORE_SPEC as INBOX_STORE_SPEC
 from engine.storage.repository import Repository, create_pool
@@ -63,6 +64,31 @@ def provider_chains(
     if database_url:
         merged["DATABASE_URL"] = database_url
     return {channel: [create_driver(channel, p, merged) for p in settings.providers(channel)] for channel in Channel}
+
+
+async def provider_report(settings: Settings, env: Mapping[str, str], *, database_url: str) -> list[dict[str, str]]:
+    """Every known provider: whether the channel uses it, and whether its settings are complete
+    (the missing variable when not)."""
+    merged = {"HERALD_INAPP_STORE": INBOX_STORE_SPEC, **env, "HERALD_DATA_DIR": str(settings.data_dir)}
+    merged["DATABASE_URL"] = database_url
+    report = []
+    for channel, provider in sorted(REGISTRY, key=lambda k: (k[0].value, k[1])):
+        chain = settings.providers(channel)
+        entry = {
+            "channel": channel.value,
+            "provider": provider,
+            "enabled": provider in chain,
+            "failover_rank": chain.index(provider) + 1 if provider in chain else None,
+        }
+        try:
+            driver = create_driver(channel, provider, merged)
+        except ConfigurationError as err:
+            entry.update(status="unconfigured", detail=str(err))
+        else:
+            entry.update(status="configured")
+            await driver.aclose()
+        report.append(entry)
+    return report
 
 
 @dataclass(slots=True)

@@ -85,6 +85,8 @@ class EventType(StrEnum):
     FAILED = "NotificationFailed"
     DEAD_LETTERED = "NotificationDeadLettered"
     EXPIRED = "NotificationExpired"
+    SUPPRESSED = "NotificationSuppressed"
+    UNSUBSCRIBED = "RecipientUnsubscribed"
     DELIVERED = "NotificationDelivered"
     BOUNCED = "NotificationBounced"
     OPENED = "NotificationOpened"

@@ -16,7 +16,7 @@ import asyncpg
 from engine.ids import new_id, parse_message_id
 from engine.models import Tenant
 from engine.states import EventType
-from engine.templating.links import click_url, sign_link, verify_link
+from engine.templating.links import click_url, sign_link, verify_link, verify_unsubscribe
 
 SHORTLINK_PREFIX = "sl_"
 
@@ -25,6 +25,12 @@ INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
 SELECT $1, m.tenant_id, m.id, $2, $3::jsonb
 FROM messages m JOIN tenants t ON t.id = m.tenant_id
 WHERE m.id = $4 AND t.slug = $5
+"""
+
+_UNSUBSCRIBE = """
+INSERT INTO suppressions (id, tenant_id, kind, address, reason)
+SELECT $1, t.id, $2, $3, 'unsubscribed' FROM tenants t WHERE t.slug = $4
+ON CONFLICT (tenant_id, kind, address) DO NOTHING
 """
 
 _SHORTLINK_CLICK = """
@@ -76,6 +82,16 @@ class Tracking:
             return None
         token = sign_link(self.secret, tenant.slug, SHORTLINK_PREFIX + link_id.hex, row["url"])
         return Shortlink(link_id, row["url"], click_url(self.base_url, token), row["clicks"])
+
+    async def unsubscribe(self, token: str) -> bool:
+        """Put the token's address on its tenant's suppression list (RFC 8058 one-click); False if invalid."""
+        target = verify_unsubscribe(self.secret, token)
+        if target is None:
+            return False
+        kind = "email" if "@" in target.address else "phone"
+        address = target.address.lower() if kind == "email" else target.address
+        result = await self.pool.execute(_UNSUBSCRIBE, new_id(), kind, address, target.tenant)
+        return result.endswith(" 1") or result.endswith(" 0")
 
     async def click(self, token: str) -> str | None:
         """Record the click; the URL to redirect to, or None for a tampered or unknown token."""

@@ -5,13 +5,14 @@ No `from __future__ import annotations` here: FastAPI reads the route signatures
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 from typing import Any
 
 import ray
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from ray import serve
 
 from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
@@ -23,9 +24,10 @@ from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.models import FieldError, Tenant
 from engine.problems import ApiProblem
-from engine.runtime import RuntimeConfig, open_components
+from engine.runtime import RuntimeConfig, open_components, provider_report
 from engine.storage.inbox import list_inbox
 from engine.template_service import TemplateService
+from engine.templating.links import verify_unsubscribe
 from engine.tenant_templates import TenantTemplateStore
 from engine.tracking import Tracking
 from engine.views import message_view
@@ -66,6 +68,7 @@ class HeraldApi:
             base_url=base_url,
         )
         self.tracking = Tracking(self.parts.pool, secret=secret, base_url=base_url)
+        self._providers: list[dict[str, Any]] | None = None
         self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
 
@@ -209,6 +212,21 @@ class HeraldApi:
             raise ApiProblem(404, "unknown link")
         return RedirectResponse(url, status_code=302)
 
+    @app.post("/u/{token}", tags=["links"])
+    async def unsubscribe(self, token: str) -> Response:
+        """RFC 8058 one-click unsubscribe: the address joins the tenant's suppression list."""
+        if not await self.tracking.unsubscribe(token):
+            raise ApiProblem(404, "unknown unsubscribe link")
+        return HTMLResponse("<p>You are unsubscribed. You will not receive these messages any more.</p>")
+
+    @app.get("/u/{token}", tags=["links"])
+    async def unsubscribe_page(self, token: str) -> Response:
+        """A confirmation page (mail scanners follow GET links, so only the POST unsubscribes)."""
+        if verify_unsubscribe(self.config.secret, token) is None:
+            raise ApiProblem(404, "unknown unsubscribe link")
+        form = f'<form method="post" action="/u/{html.escape(token)}"><button>Unsubscribe</button></form>'
+        return HTMLResponse(f"<p>Stop receiving these messages?</p>{form}")
+
     @app.get("/api/inbox/{user_id}", tags=["inbox"])
     async def inbox(self, user_id: str, request: Request, limit: int = 50) -> dict[str, Any]:
         """The recipient's in-app messages, newest first (expired ones hidden)."""
@@ -247,6 +265,28 @@ class HeraldApi:
         except (ValueError, TimeoutError, ray.exceptions.RayError) as err:
             return f"error: {type(err).__name__}"
         return "ok" if healthy(report) else f"unhealthy: {report}"
+
+    @app.get("/admin/providers", tags=["admin"])
+    async def providers(self, request: Request) -> dict[str, Any]:
+        """Every known provider per channel: enabled (and its failover rank), configured or what is missing."""
+        self._principal(request, "admin")
+        if self._providers is None:
+            self._providers = await provider_report(
+                self.config.settings, self.config.env, database_url=self.config.database_url
+            )
+        return {"providers": self._providers}
+
+    @app.get("/admin/queues", tags=["admin"])
+    async def queues(self, request: Request) -> dict[str, Any]:
+        """Messages ready in each queue, and what the outbox still holds."""
+        self._principal(request, "admin")
+        relay = ray.get_actor(RELAY_ACTOR, namespace=NAMESPACE)
+        depths = await relay.depths.remote()
+        outbox = await self.parts.pool.fetchrow(
+            "SELECT count(*) AS pending, count(*) FILTER (WHERE available_at > now()) AS later FROM outbox"
+        )
+        counts = await self.parts.repo.counts_by_status()
+        return {"queues": depths, "outbox": dict(outbox or {}), "messages_by_status": counts}
 
     @app.get("/metrics", tags=["admin"])
     async def metrics(self) -> Response:

@@ -175,6 +175,7 @@ class Repository:
                 attempts=r["attempts"],
                 created_at=r["created_at"],
                 expires_at=r["expires_at"],
+                suppressed=r["suppressed"],
             )
             for r in rows
         ]
@@ -210,6 +211,8 @@ class Repository:
             [json.dumps(x.meta) for x in o],
             [new_id() for _ in o],
             [new_id() for _ in o],
+            [x.suppress[0] if x.suppress else None for x in o],
+            [x.suppress[1] if x.suppress else None for x in o],
         )
         return moved
 

@@ -80,7 +80,11 @@ WHERE t.id = m.tenant_id
        OR (m.status = 'sending' AND m.claimed_until < now()))
 RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config AS tenant_config, m.channel, m.template_id,
           m.template_version, m.locale, m."to", m.variables, m.metadata, m.priority, m.attempts, m.created_at,
-          m.expires_at
+          m.expires_at,
+          EXISTS (SELECT 1 FROM suppressions s
+                  WHERE s.tenant_id = m.tenant_id
+                    AND ((s.kind = 'email' AND s.address = lower(m."to"->>'email'))
+                         OR (s.kind = 'phone' AND s.address = m."to"->>'phone'))) AS suppressed
 """
 
 RECORD = """
@@ -88,10 +92,10 @@ WITH u AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[],
                          $13::text[], $14::smallint[], $15::timestamptz[], $16::int[], $17::bool[],
-                         $18::text[], $19::uuid[], $20::uuid[])
+                         $18::text[], $19::uuid[], $20::uuid[], $21::text[], $22::text[])
     AS u(id, tenant_id, status, event, attempt_no, started_at, provider, provider_message_id,
          error_class, error_code, error_detail, cost_usd, queue, priority, available_at, refund,
-         attempted, meta, attempt_id, event_id)
+         attempted, meta, attempt_id, event_id, suppress_kind, suppress_address)
 ), upd AS (
     UPDATE messages m
     SET status = u.status,
@@ -121,6 +125,12 @@ WITH u AS (
     SELECT u.tenant_id, u.id, u.queue, u.priority, coalesce(u.available_at, now())
     FROM u JOIN upd ON upd.id = u.id
     WHERE u.queue IS NOT NULL
+), sup AS (
+    INSERT INTO suppressions (id, tenant_id, kind, address, reason)
+    SELECT u.event_id, u.tenant_id, u.suppress_kind, u.suppress_address, coalesce(u.error_code, u.error_class)
+    FROM u JOIN upd ON upd.id = u.id
+    WHERE u.suppress_kind IS NOT NULL
+    ON CONFLICT (tenant_id, kind, address) DO NOTHING
 )
 SELECT count(*) FROM upd
 """

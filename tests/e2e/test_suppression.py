@@ -1,0 +1,66 @@
+"""Unsubscribe (RFC 8058), suppression of bad recipients, and the admin views of providers and queues."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Herald
+from tests.e2e.test_api import new_tenant, otp, post
+
+pytestmark = [pytest.mark.ray, pytest.mark.integration]
+
+
+def test_one_click_unsubscribe_suppresses_later_sends(herald: Herald) -> None:
+    tenant = new_tenant()
+    herald.token(tenant)
+    herald.sql("UPDATE tenants SET config = config || '{\"unsubscribe\": true}'::jsonb WHERE slug = $1", tenant)
+    with herald.client(tenant) as api:
+        first = post(api, otp("leaver@example.com")).json()["message_id"]
+        herald.wait_status(api, first, lambda s: s == "sent")
+        headers = next(r for r in herald.console_records() if r["message_id"] == first)["headers"]
+        assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        url = headers["List-Unsubscribe"].strip("<>")
+        assert httpx.get(url, timeout=30).status_code == 200  # a page, not an unsubscribe (scanners follow GETs)
+        assert httpx.get(url.rsplit("/", 1)[0] + "/bogus-token").status_code == 404
+        second = post(api, otp("leaver@example.com")).json()["message_id"]
+        assert herald.wait_status(api, second, lambda s: s not in ("queued", "sending"))["status"] == "sent"
+        assert httpx.post(url, timeout=30).status_code == 200
+        third = post(api, otp("Leaver@Example.com")).json()["message_id"]
+        view = herald.wait_status(api, third, lambda s: s not in ("queued", "sending"))
+        assert view["status"] == "suppressed"
+        assert [e["type"] for e in view["events"]][-1] == "NotificationSuppressed"
+        other = post(api, otp("stayer@example.com")).json()["message_id"]
+        assert herald.wait_status(api, other, lambda s: s not in ("queued", "sending"))["status"] == "sent"
+    assert all(r["message_id"] != third for r in herald.console_records())
+
+
+def test_bad_recipient_goes_on_the_suppression_list(herald: Herald) -> None:
+    tenant = new_tenant()
+    herald.use_providers(tenant, sms=["twilio"])
+    body = {"channel": "sms", "template_id": "otp_login", "to": {"phone": "+447700900123"}, "variables": {"code": "1"}}
+    with herald.client(tenant) as api:
+        first = post(api, body).json()["message_id"]
+        view = herald.wait_status(api, first, lambda s: s not in ("queued", "sending"))
+        assert view["status"] == "failed" and view["attempts"][0]["error"]["class"] == "bad_recipient"
+        again = post(api, body).json()["message_id"]
+        assert herald.wait_status(api, again, lambda s: s not in ("queued", "sending"))["status"] == "suppressed"
+    rows = herald.sql(
+        "SELECT kind, address FROM suppressions WHERE tenant_id = (SELECT id FROM tenants WHERE slug = $1)", tenant
+    )
+    assert [(r["kind"], r["address"]) for r in rows] == [("phone", "+447700900123")]
+
+
+def test_admin_views_need_the_admin_scope(herald: Herald) -> None:
+    tenant = new_tenant()
+    with herald.client(tenant) as api:
+        assert api.get("/admin/providers").status_code == 403
+    admin = httpx.Client(
+        base_url=herald.base_url, headers={"Authorization": f"Bearer {herald.token(tenant, admin=True)}"}
+    )
+    with admin:
+        providers = {(p["channel"], p["provider"]): p for p in admin.get("/admin/providers").json()["providers"]}
+        assert providers[("email", "ses")]["status"] == "configured" and providers[("email", "ses")]["enabled"]
+        assert providers[("email", "console")]["failover_rank"] == 1
+        queues = admin.get("/admin/queues").json()
+        assert "notifications.high" in queues["queues"] and "pending" in queues["outbox"]
