@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from drivers.base import Address, Driver, OutboundMessage, SendResult
 from engine.channels import Channel, dlq_queue, priority_queue
@@ -151,6 +152,8 @@ class Dispatcher:
             locale=msg.locale,
             sender=self.options.email_from if msg.channel is Channel.EMAIL else None,
             headers=self._headers(msg),
+            extra=_provider_options(msg, resolved.manifest.whatsapp, self.clock()),
+            ttl_seconds=_remaining_s(msg, self.clock()),
             tags=tuple(metadata.get("tags") or ()),
             category=metadata.get("category"),
             priority=msg.priority.value,
@@ -216,7 +219,12 @@ class Dispatcher:
                 provider=result.provider,
                 provider_message_id=result.provider_message_id,
                 cost_usd=result.cost_usd,
-                meta={"provider": result.provider, "provider_message_id": result.provider_message_id},
+                meta={
+                    "provider": result.provider,
+                    "provider_message_id": result.provider_message_id,
+                    # SMS results say how the text went: encoding and segments (what it is billed by).
+                    **{k: getattr(result, k) for k in ("encoding", "segments", "country") if hasattr(result, k)},
+                },
             )
         return self._failure_outcome(msg, result.error, started, provider=result.provider)
 
@@ -330,3 +338,26 @@ class Dispatcher:
                 self.metrics.inc("notifications_expired_total", channel=msg.channel.value)
             else:
                 self.metrics.inc("notifications_retried_total", reason=o.error_class or "unknown", provider=provider)
+
+
+def _remaining_s(msg: ClaimedMessage, now: datetime) -> int | None:
+    """What is left of the message's TTL, for providers that expire undelivered messages themselves."""
+    if msg.expires_at is None:
+        return None
+    return max(1, int((msg.expires_at - now).total_seconds()))
+
+
+def _provider_options(msg: ClaimedMessage, whatsapp: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """Per-message provider options: a WhatsApp template message when the version declares one."""
+    if msg.channel is not Channel.WHATSAPP or not whatsapp:
+        return {}
+    values = msg.variables
+    return {
+        "whatsapp_template": {
+            "name": whatsapp["template"],
+            "language": whatsapp.get("language") or msg.locale.replace("-", "_"),
+            "parameters": [str(values.get(name, "")) for name in whatsapp.get("parameters", [])],
+            "content_sid": whatsapp.get("content_sid"),
+            "category": whatsapp.get("category") or "utility",
+        }
+    }

@@ -395,7 +395,9 @@ class TwilioEmulator(Emulator):
         self.api.state.landlines.clear()
 
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """``{"opted_out": [...], "landlines": [...]}`` (E.164)."""
+        """``{"opted_out": [...], "landlines": [...]}`` (E.164), ``{"content": {sid: variable count}}``
+        (approved Content templates)."""
+        self.api.state.content.update(doc.get("content", {}))
         self.api.state.opted_out.update(doc.get("opted_out", []))
         self.api.state.landlines.update(doc.get("landlines", []))
         return {"opted_out": len(self.api.state.opted_out), "landlines": len(self.api.state.landlines)}

@@ -1,7 +1,18 @@
 """The Postgres queue table behind the broker port (the one-machine default, no RabbitMQ).
 
-``get`` leases rows with ``FOR UPDATE SKIP LOCKED`` in priority order; an unacked row becomes visible
-again when its lease runs out, which is how a dead consumer's deliveries come back.
+- ``publish`` is one ``INSERT ... SELECT FROM unnest(...)`` per call: atomic and durable on return.
+- ``get`` is one statement that leases due rows (``FOR UPDATE SKIP LOCKED``) queue by queue in priority
+  order, oldest-available first within a queue, through the ``(queue, visible_at, id)`` index, so it stays
+  fast under a deep backlog. It waits for the first row on ``LISTEN herald_queue`` with a short poll as
+  the fallback.
+- A leased row is invisible for ``lease_s``; a consumer that dies without settling leaves it to come back
+  when the lease runs out (``redelivered`` = delivered more than once).
+- Acks are batched: ``ack()`` marks the row done and the row is deleted by the next ``get`` statement, by
+  a flush ``ack_flush_s`` later, by :meth:`PgQueueBroker.flush_acks` / :meth:`PgQueueBroker.ack_many`, or
+  at ``close``. Until then the row stays leased; if the process dies first the row comes back after its
+  lease, which the senders' claim statement makes harmless (at-least-once, as with RabbitMQ).
+- ``nack(requeue=False)`` drops the row: the message's state lives in Postgres, and the retry policy,
+  not the queue, decides about dead letters.
 """
 
 from __future__ import annotations
@@ -9,14 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 
 import asyncpg
 
-from engine.channels import ALL_QUEUES, PRIORITY_ORDER
+from engine.channels import ALL_QUEUES, PRIORITY_ORDER, priority_queue
 
 from .base import Broker, BrokerUnavailable, Delivery, Envelope
 
+log = logging.getLogger(__name__)
+
+#: The channel the ``queue_items`` insert trigger notifies (engine/storage/migrations/0001_init.sql).
 NOTIFY_CHANNEL = "herald_queue"
 
 _PUBLISH = """
@@ -24,40 +39,95 @@ INSERT INTO queue_items (queue, priority, body, headers)
 SELECT $1, p, b, h::jsonb FROM unnest($2::smallint[], $3::bytea[], $4::text[]) AS u(p, b, h)
 """
 
+# One round trip per get: delete the rows acked since the last statement, then lease due rows queue by
+# queue ($1 is in serving order), each queue read in index order. Rows being deleted are never leased.
 _GET = """
-UPDATE queue_items q
-SET visible_at = now() + make_interval(secs => $3), delivery_count = q.delivery_count + 1
-FROM (
-    SELECT id FROM queue_items
-    WHERE queue = ANY($1::text[]) AND visible_at <= now()
-    ORDER BY priority, id
+WITH acked AS (DELETE FROM queue_items WHERE id = ANY($4::bigint[]))
+UPDATE queue_items
+SET visible_at = now() + make_interval(secs => $3), delivery_count = delivery_count + 1
+WHERE id IN (
+    SELECT due.id
+    FROM unnest($1::text[]) WITH ORDINALITY AS q(name, rank)
+    CROSS JOIN LATERAL (
+        SELECT id FROM queue_items
+        WHERE queue = q.name AND visible_at <= now() AND id <> ALL($4::bigint[])
+        ORDER BY visible_at, id
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) due
+    ORDER BY q.rank
     LIMIT $2
-    FOR UPDATE SKIP LOCKED
-) due
-WHERE q.id = due.id
-RETURNING q.id, q.queue, q.body, q.headers::text AS headers, q.delivery_count
+)
+RETURNING id, queue, body, headers::text AS headers, delivery_count
 """
+
+_DELETE = "DELETE FROM queue_items WHERE id = ANY($1::bigint[])"
+
+# Only the holder of the current lease may hand the row back early.
+_REQUEUE = "UPDATE queue_items SET visible_at = now() WHERE id = $1 AND delivery_count = $2"
+
+_DEPTHS = """
+SELECT queue, count(*) AS n FROM queue_items
+WHERE queue = ANY($1::text[]) AND visible_at <= now()
+GROUP BY queue
+"""
+
+_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+@contextlib.contextmanager
+def _unavailable(what: str) -> Iterator[None]:
+    """The one place Postgres failures become :class:`BrokerUnavailable`."""
+    try:
+        yield
+    except _FAILURES as err:
+        raise BrokerUnavailable(f"postgres queue: {what} failed: {err}") from err
 
 
 class PgDelivery(Delivery):
-    def __init__(self, broker: PgQueueBroker, row_id: int, queue: str, envelope: Envelope, redelivered: bool) -> None:
+    """One leased ``queue_items`` row."""
+
+    def __init__(
+        self, broker: PgQueueBroker, row_id: int, delivery_count: int, queue: str, envelope: Envelope
+    ) -> None:
         self._broker = broker
         self.row_id = row_id
+        self.delivery_count = delivery_count
         self.queue = queue
         self.envelope = envelope
-        self.redelivered = redelivered
+        self.redelivered = delivery_count > 1
+        self.settled = False
+
+    def _settle(self) -> None:
+        if self.settled:
+            raise RuntimeError(f"delivery {self.row_id} on {self.queue} was already settled")
+        self.settled = True
 
     async def ack(self) -> None:
-        await self._broker._run("DELETE FROM queue_items WHERE id = $1", self.row_id)
+        """Mark done; the row is deleted with the next batch (see the module docstring)."""
+        self._settle()
+        self._broker._defer_delete(self.row_id)
 
     async def nack(self, *, requeue: bool = True) -> None:
+        """``requeue=True``: visible again at once. ``requeue=False``: dropped.
+
+        Raises:
+            BrokerUnavailable: the requeue could not be written (the lease still brings the row back).
+        """
+        self._settle()
         if requeue:
-            await self._broker._run("UPDATE queue_items SET visible_at = now() WHERE id = $1", self.row_id)
-        else:  # refused for good: dropped (the message's state lives in Postgres, not here)
-            await self._broker._run("DELETE FROM queue_items WHERE id = $1", self.row_id)
+            await self._broker._requeue(self)
+        else:
+            self._broker._defer_delete(self.row_id)
 
 
 class PgQueueBroker(Broker):
+    """The broker port on the ``queue_items`` table (see the module docstring for the semantics).
+
+    Pass an existing asyncpg ``pool`` (borrowed, not closed here) or a ``dsn`` (a pool of its own).
+    ``queue_prefix`` namespaces every queue name stored in the ``queue`` column.
+    """
+
     name = "postgres-queue"
 
     def __init__(
@@ -68,6 +138,8 @@ class PgQueueBroker(Broker):
         queue_prefix: str = "",
         lease_s: float = 30.0,
         poll_s: float = 0.25,
+        ack_flush_s: float = 0.05,
+        connect_timeout_s: float = 5.0,
     ) -> None:
         if pool is None and dsn is None:
             raise ValueError("PgQueueBroker needs a pool or a dsn")
@@ -77,67 +149,100 @@ class PgQueueBroker(Broker):
         self.prefix = queue_prefix
         self.lease_s = lease_s
         self.poll_s = poll_s
+        self.ack_flush_s = ack_flush_s
+        self.connect_timeout_s = connect_timeout_s
+        self._priority_queues = [queue_prefix + priority_queue(p) for p in PRIORITY_ORDER]
+        self._all_queues = [queue_prefix + q for q in ALL_QUEUES]
         self._wake = asyncio.Event()
-        self._on_notify = lambda *_: self._wake.set()
         self._listener: asyncpg.Connection | None = None
-        self._priority_queues = [self.prefix + f"notifications.{p.value}" for p in PRIORITY_ORDER]
+        self._pending_deletes: list[int] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_task: asyncio.Task[None] | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise BrokerUnavailable("not connected")
+            raise BrokerUnavailable("postgres queue: not connected")
         return self._pool
 
-    async def connect(self) -> None:
-        try:
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4)
-            conn = await self.pool.acquire()
-        except (OSError, asyncpg.PostgresError) as err:
-            raise BrokerUnavailable(f"postgres queue unreachable: {err}") from err
-        await self.pool.release(conn)
-        if self._listener is None:
-            self._listener = await self._listen()
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
 
-    async def _listen(self) -> asyncpg.Connection | None:
+    async def connect(self) -> None:
+        with _unavailable("connect"):
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=5, timeout=self.connect_timeout_s
+                )
+            await self.pool.execute("SELECT 1 FROM queue_items LIMIT 0", timeout=self.connect_timeout_s)
+        await self._ensure_listener()
+
+    async def _ensure_listener(self) -> None:
+        """LISTEN on one pooled connection; without it ``get`` still polls every ``poll_s``."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        await self._drop_listener()
         try:
-            conn: asyncpg.Connection = await self.pool.acquire()
+            conn: asyncpg.Connection = await self.pool.acquire(timeout=self.connect_timeout_s)
+        except _FAILURES as err:
+            log.warning("postgres queue: LISTEN connection unavailable (%s); polling every %.2fs", err, self.poll_s)
+            return
+        try:
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-            return conn
-        except (OSError, asyncpg.PostgresError):
-            return None  # polling alone still works
+        except _FAILURES as err:
+            log.warning("postgres queue: LISTEN failed (%s); polling every %.2fs", err, self.poll_s)
+            await self.pool.release(conn)
+            return
+        self._listener = conn
+
+    async def _drop_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None or self._pool is None:
+            return
+        try:
+            if not conn.is_closed():
+                with _unavailable("UNLISTEN"):
+                    await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+        finally:
+            await self._pool.release(conn)
 
     async def close(self) -> None:
         if self._pool is None:
             return
-        if self._listener is not None:
-            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await self._listener.remove_listener(NOTIFY_CHANNEL, self._on_notify)
-            await self.pool.release(self._listener)
-            self._listener = None
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._flush_task is not None:
+            await self._flush_task
+        try:
+            await self.flush_acks()
+        except BrokerUnavailable as err:
+            # Rows whose ack is lost come back when their lease ends; the claim makes that harmless.
+            log.warning("postgres queue: closing with %d acks not flushed: %s", len(self._pending_deletes), err)
+            self._pending_deletes.clear()
+        try:
+            await self._drop_listener()
+        except BrokerUnavailable as err:
+            log.warning("postgres queue: closing: %s", err)
         if self._owns_pool:
             await self._pool.close()
             self._pool = None
 
-    async def _run(self, query: str, *args: object) -> None:
-        try:
-            await self.pool.execute(query, *args)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-            raise BrokerUnavailable(str(err)) from err
-
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> None:
         if not envelopes:
             return
-        try:
+        headers = [
+            json.dumps({k: v for k, v in (("tenant", e.tenant), ("traceparent", e.traceparent)) if v})
+            for e in envelopes
+        ]
+        with _unavailable(f"publish to {queue}"):
             await self.pool.execute(
                 _PUBLISH,
                 self.prefix + queue,
                 [e.priority.rank for e in envelopes],
                 [e.to_bytes() for e in envelopes],
-                [json.dumps({"tenant": e.tenant, "traceparent": e.traceparent}) for e in envelopes],
+                headers,
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-            raise BrokerUnavailable(f"publish failed: {err}") from err
 
     async def get(self, max_envelopes: int, timeout_s: float) -> list[Delivery]:
         loop = asyncio.get_running_loop()
@@ -148,32 +253,102 @@ class PgQueueBroker(Broker):
             remaining = deadline - loop.time()
             if deliveries or remaining <= 0:
                 return deliveries
-            with contextlib.suppress(TimeoutError):
+            await self._ensure_listener()
+            with contextlib.suppress(TimeoutError):  # the poll fallback: look again even without a NOTIFY
                 await asyncio.wait_for(self._wake.wait(), min(self.poll_s, remaining))
 
     async def _take(self, limit: int) -> list[Delivery]:
+        acked, self._pending_deletes = self._pending_deletes, []
         try:
-            rows = await self.pool.fetch(_GET, self._priority_queues, limit, self.lease_s)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-            raise BrokerUnavailable(f"get failed: {err}") from err
+            with _unavailable("get"):
+                rows = await self.pool.fetch(_GET, self._priority_queues, limit, self.lease_s, acked)
+        except BrokerUnavailable:
+            self._pending_deletes[:0] = acked
+            raise
+        rank = {q: i for i, q in enumerate(self._priority_queues)}
         out: list[Delivery] = []
-        for r in sorted(rows, key=lambda r: (self._priority_queues.index(r["queue"]), r["id"])):
-            headers = json.loads(r["headers"])
-            env = Envelope.from_bytes(r["body"], tenant=headers.get("tenant"), traceparent=headers.get("traceparent"))
-            out.append(PgDelivery(self, r["id"], r["queue"][len(self.prefix) :], env, r["delivery_count"] > 1))
+        for r in sorted(rows, key=lambda r: (rank[r["queue"]], r["id"])):
+            delivery = self._delivery(r)
+            if delivery is not None:
+                out.append(delivery)
         return out
 
-    async def depths(self) -> dict[str, int]:
+    def _delivery(self, row: asyncpg.Record) -> PgDelivery | None:
+        headers = json.loads(row["headers"])
         try:
-            rows = await self.pool.fetch(
-                "SELECT queue, count(*) AS n FROM queue_items WHERE queue LIKE $1 || '%' GROUP BY queue",
-                self.prefix,
+            envelope = Envelope.from_bytes(
+                row["body"], tenant=headers.get("tenant"), traceparent=headers.get("traceparent")
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-            raise BrokerUnavailable(str(err)) from err
-        counts = {q: 0 for q in ALL_QUEUES}
+        except (ValueError, KeyError) as err:
+            # Refused, not redelivered forever: nothing this version can do with it.
+            log.error("postgres queue: dropping unreadable row %s on %s: %s", row["id"], row["queue"], err)
+            self._defer_delete(row["id"])
+            return None
+        queue = row["queue"][len(self.prefix) :]
+        return PgDelivery(self, row["id"], row["delivery_count"], queue, envelope)
+
+    def _defer_delete(self, row_id: int) -> None:
+        self._pending_deletes.append(row_id)
+        self._arm_flush()
+
+    def _arm_flush(self) -> None:
+        if self._flush_timer is None and self._flush_task is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(self.ack_flush_s, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_timer = None
+        self._flush_task = asyncio.get_running_loop().create_task(self._background_flush())
+
+    async def _background_flush(self) -> None:
+        try:
+            await self.flush_acks()
+        except BrokerUnavailable as err:
+            # Not re-armed: the next get carries them (and reports the outage), or their lease ends.
+            log.warning("postgres queue: acks kept for the next get or flush: %s", err)
+            return
+        finally:
+            self._flush_task = None
+        if self._pending_deletes:  # acked while this flush ran
+            self._arm_flush()
+
+    async def flush_acks(self) -> None:
+        """Delete every row acked so far; durable on return.
+
+        Raises:
+            BrokerUnavailable: not deleted (they stay pending and are tried again).
+        """
+        ids, self._pending_deletes = self._pending_deletes, []
+        if not ids:
+            return
+        try:
+            with _unavailable("ack"):
+                await self.pool.execute(_DELETE, ids)
+        except BrokerUnavailable:
+            self._pending_deletes[:0] = ids
+            raise
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack a batch in one statement; durable on return.
+
+        Raises:
+            BrokerUnavailable: not deleted (the rows stay pending, or come back after their lease).
+        """
+        for d in deliveries:
+            if not isinstance(d, PgDelivery) or d._broker is not self:
+                raise TypeError(f"{d!r} was not delivered by this broker")
+            d._settle()
+            self._pending_deletes.append(d.row_id)
+        await self.flush_acks()
+
+    async def _requeue(self, delivery: PgDelivery) -> None:
+        with _unavailable("nack"):
+            await self.pool.execute(_REQUEUE, delivery.row_id, delivery.delivery_count)
+        self._wake.set()
+
+    async def depths(self) -> dict[str, int]:
+        with _unavailable("depths"):
+            rows = await self.pool.fetch(_DEPTHS, self._all_queues)
+        counts = dict.fromkeys(ALL_QUEUES, 0)
         for r in rows:
-            name = r["queue"][len(self.prefix) :]
-            if name in counts:
-                counts[name] = r["n"]
+            counts[r["queue"][len(self.prefix) :]] = r["n"]
         return counts

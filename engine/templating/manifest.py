@@ -28,7 +28,8 @@ CATEGORIES = ("transactional", "marketing")
 #: Names the renderer provides itself; a manifest may not declare them.
 RESERVED_NAMES = frozenset({"unsubscribe_url", "message_id", "range", "dict", "tracked_link"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_MANIFEST_KEYS = frozenset({"description", "category", "channels", "default_locale", "variables"})
+_MANIFEST_KEYS = frozenset({"description", "category", "channels", "default_locale", "variables", "whatsapp"})
+_WHATSAPP_KEYS = frozenset({"template", "language", "parameters", "content_sid", "category"})
 _VARIABLE_KEYS = frozenset({"name", "type", "required", "default", "example", "sensitive", "description"})
 
 
@@ -56,6 +57,10 @@ class Manifest:
     default_locale: str
     variables: tuple[VariableSpec, ...]
     description: str = ""
+    #: A pre-approved WhatsApp template this version sends as (outside the 24 h window only templates
+    #: are delivered): ``template`` name, ``language`` code, ``parameters`` (variable names, in order),
+    #: optional Twilio ``content_sid`` and Meta ``category``.
+    whatsapp: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, template_id: str, version: int, doc: Any) -> Manifest:
@@ -80,6 +85,7 @@ class Manifest:
             default_locale=_locale(where, doc.get("default_locale", "en")),
             variables=variables,
             description=str(doc.get("description", "")),
+            whatsapp=_whatsapp(where, doc.get("whatsapp"), {v.name for v in variables}),
         )
 
     def variable(self, name: str) -> VariableSpec | None:
@@ -144,6 +150,18 @@ def _variable(where: str, item: Any) -> VariableSpec:
             except VariableTypeError as err:
                 raise InvalidManifest(f"{where}: variable {name}: {label} {err}") from None
     return spec
+
+
+def _whatsapp(where: str, doc: Any, declared: set[str]) -> Mapping[str, Any] | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("template"), str):
+        raise InvalidManifest(f"{where}: whatsapp needs a template name")
+    _no_unknown_keys(f"{where}: whatsapp", doc, _WHATSAPP_KEYS)
+    params = doc.get("parameters") or []
+    if not isinstance(params, list) or not all(isinstance(p, str) and p in declared for p in params):
+        raise InvalidManifest(f"{where}: whatsapp.parameters must list declared variable names")
+    return dict(doc)
 
 
 def _no_unknown_keys(where: str, doc: Mapping[str, Any], allowed: frozenset[str]) -> None:

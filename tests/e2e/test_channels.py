@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import Herald
@@ -92,6 +94,8 @@ def test_each_provider_through_the_api_to_its_emulator(
 ) -> None:
     tenant = new_tenant()
     herald.use_providers(tenant, **{channel: [provider]})
+    if channel == "whatsapp":
+        approve_whatsapp_template(herald, provider)
     with herald.client(tenant) as api:
         r = post(api, {"channel": channel, "template_id": template, "to": to, "variables": variables})
         assert r.status_code == 202, r.text
@@ -99,3 +103,35 @@ def test_each_provider_through_the_api_to_its_emulator(
     assert view["status"] == "sent", [a["error"] for a in view["attempts"]]
     assert view["provider"] == provider and view["provider_message_id"]
     assert view["attempts"][-1]["provider"] == provider
+
+
+def approve_whatsapp_template(herald: Herald, provider: str) -> str:
+    """Approve security_alert at the provider, as a tenant does in Meta's or Twilio's console."""
+    base = herald.fakes.env["HERALD_META_BASE_URL" if provider == "meta" else "HERALD_TWILIO_BASE_URL"]
+    approval = (
+        {"templates": {"security_alert": {"en_GB": 2}}}
+        if provider == "meta"
+        else {"content": {"HX2b0d1c3a4f5e6d7c8b9a0f1e2d3c4b5a": 2}}
+    )
+    assert httpx.post(f"{base}/_state", json=approval, timeout=10).status_code == 200
+    return str(base)
+
+
+@pytest.mark.parametrize("provider", ["meta", "twilio"])
+def test_whatsapp_goes_as_the_versions_approved_template(herald: Herald, provider: str) -> None:
+    tenant = new_tenant()
+    herald.use_providers(tenant, whatsapp=[provider])
+    base = approve_whatsapp_template(herald, provider)
+    body = {
+        "channel": "whatsapp",
+        "template_id": "security_alert",
+        "to": {"phone": "+447911123999"},
+        "variables": {"device": "Galaxy S24", "location": "Bristol"},
+    }
+    with herald.client(tenant) as api:
+        r = post(api, body)
+        view = herald.wait_status(api, r.json()["message_id"], lambda s: s not in ("queued", "sending"))
+    received = json.dumps(httpx.get(f"{base}/_received", timeout=10).json())
+    assert view["status"] == "sent", ([a["error"] for a in view["attempts"]], received[-1500:])
+    assert "Galaxy S24" in received and "Bristol" in received
+    assert ("security_alert" if provider == "meta" else "HX2b0d1c3a4f5e6d7c8b9a0f1e2d3c4b5a") in received
