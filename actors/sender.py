@@ -10,6 +10,7 @@ import ray
 
 from actors import METRICS_ACTOR, NAMESPACE
 from engine import redaction
+from engine.credentials import CredentialBox, TenantDrivers
 from engine.dispatch import Dispatcher, DispatchOptions
 from engine.metrics import MetricsBuffer
 from engine.retries import RetryPolicy
@@ -28,7 +29,7 @@ class SenderActor:
         self.parts = await open_components(config, broker=True, pool_size=3)
         self.drivers = provider_chains(s, config.env, database_url=config.database_url)
         self.metrics = MetricsBuffer()
-        dispatcher = Dispatcher(
+        self.dispatcher = dispatcher = Dispatcher(
             self.parts.repo,
             self.parts.catalog,
             self.drivers,
@@ -42,6 +43,10 @@ class SenderActor:
                 tracking=s.link_tracking,
             ),
             tenant_templates=self.parts.tenant_templates,
+            tenant_drivers=TenantDrivers(
+                CredentialBox(s.credentials_key or config.secret),
+                {**config.env, "HERALD_DATA_DIR": str(s.data_dir), "DATABASE_URL": config.database_url},
+            ),
         )
         assert self.parts.broker is not None
         self.loop = SenderLoop(self.parts.broker, dispatcher, max_envelopes=s.sender_prefetch, on_batch=self._flush)
@@ -66,6 +71,8 @@ class SenderActor:
         """Finish the batch in hand, return unacked envelopes to the broker, close."""
         await self.loop.stop(grace_s)
         self._flush()
+        if self.dispatcher.tenant_drivers is not None:
+            await self.dispatcher.tenant_drivers.aclose()
         for chain in self.drivers.values():
             for driver in chain:
                 await driver.aclose()

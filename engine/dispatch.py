@@ -16,6 +16,7 @@ from typing import Any
 
 from drivers.base import Address, Driver, OutboundMessage, SendResult
 from engine.channels import Channel, dlq_queue, priority_queue
+from engine.credentials import TenantDrivers, sealed_for
 from engine.errors import DispatchError, FailureClass, ProviderDownError, RenderError
 from engine.ids import format_message_id
 from engine.metrics import MetricsBuffer
@@ -65,6 +66,7 @@ class Dispatcher:
         metrics: MetricsBuffer,
         options: DispatchOptions,
         tenant_templates: TenantTemplateCache | None = None,
+        tenant_drivers: TenantDrivers | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.repo = repo
@@ -74,6 +76,7 @@ class Dispatcher:
         self.metrics = metrics
         self.options = options
         self.tenant_templates = tenant_templates
+        self.tenant_drivers = tenant_drivers
         self.clock = clock
 
     async def process(self, ids: Sequence[uuid.UUID]) -> BatchReport:
@@ -97,11 +100,15 @@ class Dispatcher:
                 ready[msg.channel].append((msg, self._outbound(msg)))
             except (TemplateError, RenderError) as err:
                 outcomes.append(self._render_failed(msg, started, err))
-        routes: dict[tuple[Channel, tuple[str, ...]], list[tuple[ClaimedMessage, OutboundMessage]]] = defaultdict(list)
+        routes: dict[tuple[Channel, tuple[str, ...], str | None], list[tuple[ClaimedMessage, OutboundMessage]]]
+        routes = defaultdict(list)
         for channel, items in ready.items():
             for msg, out in items:
-                routes[(channel, self._route(msg, out))].append((msg, out))
-        for (channel, providers), items in routes.items():
+                providers = self._route(msg, out)
+                # A tenant with its own credentials for one of these providers gets its own drivers.
+                own = any(sealed_for(msg.tenant_config, channel, p) for p in providers)
+                routes[(channel, providers, msg.tenant_slug if own else None)].append((msg, out))
+        for (channel, providers, _), items in routes.items():
             outcomes.extend(await self._send_channel(channel, providers, items, started))
         await self.repo.record(outcomes)
         self._count(outcomes, claimed)
@@ -174,6 +181,12 @@ class Dispatcher:
             chain = [p for p in chain if p == platform]
         return tuple(chain)
 
+    def _tenant_driver(self, msg: ClaimedMessage, channel: Channel, provider: str) -> Driver | None:
+        sealed = sealed_for(msg.tenant_config, channel, provider)
+        if sealed is None or self.tenant_drivers is None:
+            return None
+        return self.tenant_drivers.driver(msg.tenant_slug, channel, provider, sealed)
+
     def _headers(self, msg: ClaimedMessage) -> dict[str, str]:
         """RFC 8058 one-click unsubscribe headers for email, when the tenant has unsubscribe on."""
         address = msg.address()
@@ -193,7 +206,7 @@ class Dispatcher:
         started: datetime,
     ) -> list[Outcome]:
         by_name = {d.provider: d for d in self.drivers.get(channel, ())}
-        chain = [by_name[p] for p in providers]
+        chain = [self._tenant_driver(items[0][0], channel, p) or by_name[p] for p in providers]
         down: ProviderDownError | None = None
         for driver in chain:
             try:

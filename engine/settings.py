@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     http_port: int = Field(8000, ge=1, le=65535, alias="HERALD_HTTP_PORT")
     public_url: str | None = Field(None, alias="HERALD_PUBLIC_URL")
     jwt_secret: str | None = Field(None, alias="HERALD_JWT_SECRET")
+    credentials_key: str | None = Field(None, alias="HERALD_CREDENTIALS_KEY")
     log_level: str = Field("INFO", alias="HERALD_LOG_LEVEL")
 
     senders: int = Field(2, ge=1, le=256, alias="HERALD_SENDERS")

@@ -19,6 +19,8 @@ from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
 from engine import redaction
 from engine.auth import AuthError, Principal, verify_token
 from engine.channels import Channel
+from engine.credentials import SETTING_NAME, CredentialBox, TenantDrivers, save_credentials
+from engine.errors import ConfigurationError
 from engine.ids import parse_message_id
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
@@ -69,6 +71,10 @@ class HeraldApi:
         )
         self.tracking = Tracking(self.parts.pool, secret=secret, base_url=base_url)
         self._providers: list[dict[str, Any]] | None = None
+        self.tenant_drivers = TenantDrivers(
+            CredentialBox(config.settings.credentials_key or config.secret),
+            {**config.env, "HERALD_DATA_DIR": str(config.settings.data_dir), "DATABASE_URL": config.database_url},
+        )
         self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
 
@@ -275,6 +281,31 @@ class HeraldApi:
                 self.config.settings, self.config.env, database_url=self.config.database_url
             )
         return {"providers": self._providers}
+
+    @app.put("/admin/credentials/{channel}/{provider}", tags=["admin"])
+    async def set_credentials(self, channel: str, provider: str, request: Request) -> dict[str, Any]:
+        """The caller's tenant brings its own account for a provider: settings such as
+        ``{"HERALD_SENDGRID_API_KEY": "..."}``, checked by building the driver, stored encrypted."""
+        principal, tenant = await self._tenant(request, "admin")
+        body = await self._json(request)
+        try:
+            chosen = Channel(channel)
+        except ValueError:
+            raise ApiProblem(404, f"no channel {channel!r}") from None
+        if not isinstance(body, dict) or not body or not all(isinstance(v, str) for v in body.values()):
+            raise ApiProblem(422, "send an object of setting names to string values")
+        bad = [k for k in body if not SETTING_NAME.match(k)]
+        if bad:
+            errors = [FieldError(("body", k), "not a provider setting (HERALD_* or AWS_*)") for k in bad]
+            raise ApiProblem(422, "unknown settings", errors=errors)
+        try:
+            driver = self.tenant_drivers.build(chosen, provider, body)
+        except ConfigurationError as err:
+            raise ApiProblem(422, str(err), errors=[FieldError(("path", "provider"), str(err))]) from None
+        await driver.aclose()
+        sealed = self.tenant_drivers.box.seal(body)
+        await save_credentials(self.parts.pool, tenant.id, chosen, provider, sealed, list(body), principal.tenant)
+        return {"channel": chosen.value, "provider": provider, "names": sorted(body)}
 
     @app.get("/admin/queues", tags=["admin"])
     async def queues(self, request: Request) -> dict[str, Any]:

@@ -8,8 +8,13 @@ from .base import Broker
 def make_broker(
     amqp_url: str | None, pg_dsn: str, *, queue_prefix: str = "", prefetch: int = 20, lease_s: float = 30.0
 ) -> Broker:
-    """``lease_s``: how long an unacked Postgres-queue delivery stays invisible (RabbitMQ needs none:
-    it redelivers when the consumer's connection drops)."""
+    """An unconnected broker: :class:`~engine.broker.rabbitmq.RabbitMQBroker` on ``amqp_url`` when it is
+    set, else :class:`~engine.broker.pgqueue.PgQueueBroker` on ``pg_dsn`` (its own small pool).
+
+    ``prefetch``: each RabbitMQ priority consumer's unacked window. ``lease_s``: how long an unacked
+    Postgres-queue delivery stays invisible (RabbitMQ needs none: it redelivers when the consumer's
+    connection drops). Adapters are imported lazily so neither client library is needed for the other.
+    """
     if amqp_url:
         from .rabbitmq import RabbitMQBroker
 

@@ -87,9 +87,7 @@ def _unavailable(what: str) -> Iterator[None]:
 class PgDelivery(Delivery):
     """One leased ``queue_items`` row."""
 
-    def __init__(
-        self, broker: PgQueueBroker, row_id: int, delivery_count: int, queue: str, envelope: Envelope
-    ) -> None:
+    def __init__(self, broker: PgQueueBroker, row_id: int, delivery_count: int, queue: str, envelope: Envelope) -> None:
         self._broker = broker
         self.row_id = row_id
         self.delivery_count = delivery_count

@@ -1,71 +1,132 @@
 """RabbitMQ behind the broker port (aio-pika): durable queues, persistent messages, publisher confirms,
 manual acks, and a consumer that serves high before normal before low.
 
-One channel consumes the three priority queues with a prefetch each into local per-priority buffers;
-``get`` always drains the high buffer first. Unacked messages return to their queue when the
-connection closes, which is how a killed sender's work comes back.
+- ``publish`` sends a whole batch at once on a confirming channel and returns when every message is
+  confirmed; a failure, a returned (unroutable) message or ``confirm_timeout_s`` raises
+  :class:`BrokerUnavailable`. Each message carries the headers ``tenant``, ``priority`` and ``traceparent``
+  and the body :meth:`Envelope.to_bytes` (``application/json``).
+- One consumer channel (``basic.qos`` prefetch per consumer, so each priority queue has its own window)
+  consumes the three priority queues into local per-priority buffers; ``get`` drains the high buffer first.
+- Unacked messages go back to their queue when the connection closes (``close`` never acks), which is
+  how a killed sender's work comes back. After a reconnect, deliveries buffered from the lost channel are
+  discarded (RabbitMQ delivers them again, ``redelivered=True``).
+- The connection is robust: it reconnects by itself every ``reconnect_interval_s``; meanwhile
+  ``publish``, ``get`` and ``depths`` raise :class:`BrokerUnavailable` at once instead of waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from engine.channels import ALL_QUEUES, PRIORITY_ORDER, Priority, priority_queue
 
 from .base import Broker, BrokerUnavailable, Delivery, Envelope
 
-CONNECT_TIMEOUT_S = 5.0
-CONFIRM_TIMEOUT_S = 10.0
-_FAILURES = (
-    aio_pika.exceptions.AMQPError,
-    aiormq.exceptions.AMQPError,
-    ConnectionError,
-    OSError,
-    asyncio.TimeoutError,
-    RuntimeError,
-)
+log = logging.getLogger(__name__)
+
+# RuntimeError: aio-pika's "channel/connection closed" states (ChannelInvalidStateError and plain ones).
+_FAILURES = (AMQPError, ConnectionError, OSError, TimeoutError, RuntimeError)
+
+
+@contextlib.contextmanager
+def _unavailable(what: str) -> Iterator[None]:
+    """The one place AMQP and socket failures become :class:`BrokerUnavailable`."""
+    try:
+        yield
+    except _FAILURES as err:
+        raise BrokerUnavailable(f"rabbitmq: {what} failed: {err!r}") from err
+
+
+async def _close_logged(closing: Awaitable[object], what: str) -> None:
+    """Closing something already broken may fail too; that is worth a log line, not an error."""
+    try:
+        with _unavailable(what):
+            await closing
+    except BrokerUnavailable as err:
+        log.warning("%s", err)
+
+
+def _header(headers: dict[str, Any], key: str) -> str | None:
+    value = headers.get(key)
+    if isinstance(value, bytes):
+        value = value.decode()
+    return str(value) if value else None
 
 
 class AmqpDelivery(Delivery):
+    """One AMQP message held unacked by this consumer; ack/nack settle it on its channel."""
+
     def __init__(self, message: AbstractIncomingMessage, queue: str, envelope: Envelope) -> None:
         self._message = message
         self.queue = queue
         self.envelope = envelope
         self.redelivered = bool(message.redelivered)
 
-    async def ack(self) -> None:
+    @property
+    def stale(self) -> bool:
+        """The channel it came on is gone: it can no longer be settled, RabbitMQ delivers it again."""
         try:
+            self._message.channel  # noqa: B018 -- the property raises once the channel is closed
+        except ChannelInvalidStateError:
+            return True
+        return False
+
+    def _check_unsettled(self) -> None:
+        if self._message.processed:
+            raise RuntimeError(f"delivery {self._message.delivery_tag} on {self.queue} was already settled")
+
+    async def ack(self) -> None:
+        """Raises: BrokerUnavailable: the channel died (RabbitMQ redelivers it; the claim makes that harmless)."""
+        self._check_unsettled()
+        with _unavailable("ack"):
             await self._message.ack()
-        except _FAILURES as err:  # the channel died: RabbitMQ redelivers it, the claim makes that harmless
-            raise BrokerUnavailable(f"ack failed: {err}") from err
 
     async def nack(self, *, requeue: bool = True) -> None:
-        try:
+        """``requeue=False`` drops the message (no dead-letter exchange: the retry policy owns the DLQ)."""
+        self._check_unsettled()
+        with _unavailable("nack"):
             await self._message.nack(requeue=requeue)
-        except _FAILURES as err:
-            raise BrokerUnavailable(f"nack failed: {err}") from err
 
 
 class RabbitMQBroker(Broker):
+    """The broker port on RabbitMQ (see the module docstring for the semantics).
+
+    ``prefetch`` is the unacked window of each priority queue's consumer; ``queue_prefix`` namespaces
+    every queue name (empty in production, unique per test session).
+    """
+
     name = "rabbitmq"
 
-    def __init__(self, url: str, *, prefetch: int = 20, queue_prefix: str = "") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefetch: int = 20,
+        queue_prefix: str = "",
+        connect_timeout_s: float = 5.0,
+        confirm_timeout_s: float = 10.0,
+        reconnect_interval_s: float = 2.0,
+    ) -> None:
         self.url = url
         self.prefetch = prefetch
         self.prefix = queue_prefix
+        self.connect_timeout_s = connect_timeout_s
+        self.confirm_timeout_s = confirm_timeout_s
+        self.reconnect_interval_s = reconnect_interval_s
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
         self._consume_channel: AbstractRobustChannel | None = None
         self._buffers: dict[Priority, deque[AmqpDelivery]] = {p: deque() for p in PRIORITY_ORDER}
         self._arrived = asyncio.Event()
-        self._consuming = False
 
     def _name(self, queue: str) -> str:
         return self.prefix + queue
@@ -73,90 +134,121 @@ class RabbitMQBroker(Broker):
     async def connect(self) -> None:
         if self._connection is not None:
             return
-        try:
-            self._connection = await asyncio.wait_for(
-                aio_pika.connect_robust(self.url, timeout=CONNECT_TIMEOUT_S), CONNECT_TIMEOUT_S + 1
+        with _unavailable("connect"):
+            # Bounded by `timeout`; when the first attempt fails no reconnect loop is left behind.
+            self._connection = await aio_pika.connect_robust(
+                self.url, timeout=self.connect_timeout_s, reconnect_interval=self.reconnect_interval_s
             )
-            self._publish_channel = await self._connection.channel(publisher_confirms=True)
-            for queue in ALL_QUEUES:
-                await self._publish_channel.declare_queue(self._name(queue), durable=True)
-        except _FAILURES as err:
+        try:
+            with _unavailable("declare queues"):
+                await asyncio.wait_for(self._declare(self._connection), self.connect_timeout_s)
+        except BrokerUnavailable:
             await self._drop()
-            raise BrokerUnavailable(f"cannot reach RabbitMQ: {err}") from err
+            raise
+
+    async def _declare(self, connection: AbstractRobustConnection) -> None:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._publish_channel = channel
+        for queue in ALL_QUEUES:
+            await channel.declare_queue(self._name(queue), durable=True)
+
+    async def _connected(self) -> AbstractRobustConnection:
+        """The live connection.
+
+        Raises:
+            BrokerUnavailable: it is down (the robust connection keeps reconnecting by itself).
+        """
+        if self._connection is None:
+            await self.connect()
+        assert self._connection is not None
+        if not self._connection.connected.is_set():
+            raise BrokerUnavailable("rabbitmq: connection lost, reconnecting")
+        return self._connection
 
     async def _drop(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(*_FAILURES):
-                await self._connection.close()
-        self._connection = self._publish_channel = self._consume_channel = None
-        self._consuming = False
+        connection, self._connection = self._connection, None
+        self._publish_channel = self._consume_channel = None
+        for buffer in self._buffers.values():
+            buffer.clear()  # never acked: RabbitMQ requeues them when the connection closes
+        self._arrived.clear()
+        if connection is not None:
+            await _close_logged(connection.close(), "close connection")
 
     async def close(self) -> None:
-        for buffer in self._buffers.values():
-            buffer.clear()  # unacked: RabbitMQ puts them back when the connection closes
         await self._drop()
+
+    def _message(self, envelope: Envelope) -> aio_pika.Message:
+        headers: dict[str, Any] = {"priority": envelope.priority.value, "envelope_version": envelope.version}
+        if envelope.tenant:
+            headers["tenant"] = envelope.tenant
+        if envelope.traceparent:
+            headers["traceparent"] = envelope.traceparent
+        return aio_pika.Message(
+            envelope.to_bytes(),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+            headers=headers,
+        )
 
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> None:
         if not envelopes:
             return
-        if self._publish_channel is None:
-            await self.connect()
+        await self._connected()
         channel = self._publish_channel
         assert channel is not None
-        try:
-            confirms = [
-                channel.default_exchange.publish(
-                    aio_pika.Message(
-                        e.to_bytes(),
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        content_type="application/json",
-                        headers={
-                            "tenant": e.tenant or "",
-                            "priority": e.priority.value,
-                            "traceparent": e.traceparent or "",
-                            "envelope_version": e.version,
-                        },
+        routing_key = self._name(queue)
+        with _unavailable(f"publish to {queue}"):
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        channel.default_exchange.publish(self._message(e), routing_key=routing_key, mandatory=True)
+                        for e in envelopes
                     ),
-                    routing_key=self._name(queue),
-                    mandatory=True,
-                )
-                for e in envelopes
-            ]
-            await asyncio.wait_for(asyncio.gather(*confirms), CONFIRM_TIMEOUT_S)
-        except (*_FAILURES, aio_pika.exceptions.DeliveryError) as err:
-            raise BrokerUnavailable(f"publish to {queue} not confirmed: {err}") from err
+                    return_exceptions=True,
+                ),
+                self.confirm_timeout_s,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
     async def _start_consuming(self) -> None:
-        if self._consuming:
+        if self._consume_channel is not None:
             return
-        if self._connection is None:
-            await self.connect()
-        assert self._connection is not None
+        connection = await self._connected()
+        channel: AbstractRobustChannel | None = None
         try:
-            self._consume_channel = await self._connection.channel()
-            await self._consume_channel.set_qos(prefetch_count=self.prefetch)
-            for priority in PRIORITY_ORDER:
-                q = await self._consume_channel.declare_queue(self._name(priority_queue(priority)), durable=True)
-                await q.consume(self._on_message_for(priority))
-        except _FAILURES as err:
-            raise BrokerUnavailable(f"cannot consume: {err}") from err
-        self._consuming = True
+            with _unavailable("start consuming"):
+                channel = await asyncio.wait_for(connection.channel(), self.connect_timeout_s)
+                await channel.set_qos(prefetch_count=self.prefetch)
+                for priority in PRIORITY_ORDER:
+                    queue = await channel.declare_queue(self._name(priority_queue(priority)), durable=True)
+                    await queue.consume(self._receiver(priority))
+        except BrokerUnavailable:
+            if channel is not None:
+                await _close_logged(channel.close(), "close consumer channel")
+            raise
+        channel.reopen_callbacks.add(self._purge_stale)
+        self._consume_channel = channel
 
-    def _on_message_for(self, priority: Priority):  # type: ignore[no-untyped-def]
+    def _purge_stale(self, *_: object) -> None:
+        for priority, buffer in self._buffers.items():
+            self._buffers[priority] = deque(d for d in buffer if not d.stale)
+
+    def _receiver(self, priority: Priority) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
         queue = priority_queue(priority)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            headers = message.headers or {}
+            headers = dict(message.headers or {})
             try:
                 envelope = Envelope.from_bytes(
-                    message.body,
-                    tenant=str(headers.get("tenant") or "") or None,
-                    traceparent=str(headers.get("traceparent") or "") or None,
+                    message.body, tenant=_header(headers, "tenant"), traceparent=_header(headers, "traceparent")
                 )
-            except (ValueError, KeyError) as err:
-                # A body we cannot read is refused, not requeued forever.
+            except (ValueError, KeyError, TypeError) as err:
+                # Refused, not requeued forever: nothing this version can do with it.
+                log.error("rabbitmq: dropping unreadable message on %s: %s", queue, err)
                 await message.reject(requeue=False)
-                raise BrokerUnavailable(f"unreadable envelope on {queue}: {err}") from err
+                return
             self._buffers[priority].append(AmqpDelivery(message, queue, envelope))
             self._arrived.set()
 
@@ -167,33 +259,48 @@ class RabbitMQBroker(Broker):
         for priority in PRIORITY_ORDER:
             buffer = self._buffers[priority]
             while buffer and len(out) < limit:
-                out.append(buffer.popleft())
+                delivery = buffer.popleft()
+                if not delivery.stale:
+                    out.append(delivery)
         if not any(self._buffers.values()):
             self._arrived.clear()
         return out
 
     async def get(self, max_envelopes: int, timeout_s: float) -> list[Delivery]:
+        """Raises: BrokerUnavailable: the connection is down and nothing usable is buffered."""
         await self._start_consuming()
-        taken = self._take(max_envelopes)
-        if taken:
-            return taken
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._arrived.wait(), timeout_s)
-        return self._take(max_envelopes)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            taken = self._take(max_envelopes)
+            remaining = deadline - loop.time()
+            if taken or remaining <= 0:
+                return taken
+            await self._connected()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack a batch (acks are one-way frames: no round trip each).
+
+        Raises:
+            BrokerUnavailable: the channel died before all were acked (the rest are redelivered).
+        """
+        for d in deliveries:
+            await d.ack()
 
     async def depths(self) -> dict[str, int]:
-        if self._publish_channel is None:
-            await self.connect()
-        assert self._connection is not None
-        try:
-            channel = await self._connection.channel()
+        connection = await self._connected()
+        counts: dict[str, int] = {}
+        with _unavailable("read queue depths"):
+            # Its own channel: a passive declare of a missing queue closes the channel it runs on.
+            channel = await asyncio.wait_for(connection.channel(), self.connect_timeout_s)
             try:
-                counts = {}
                 for queue in ALL_QUEUES:
-                    declared = await channel.declare_queue(self._name(queue), durable=True, passive=True)
+                    declared = await channel.declare_queue(
+                        self._name(queue), durable=True, passive=True, timeout=self.connect_timeout_s
+                    )
                     counts[queue] = int(declared.declaration_result.message_count or 0)
-                return counts
             finally:
                 await channel.close()
-        except _FAILURES as err:
-            raise BrokerUnavailable(f"cannot read queue depths: {err}") from err
+        return counts

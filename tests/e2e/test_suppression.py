@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -64,3 +66,31 @@ def test_admin_views_need_the_admin_scope(herald: Herald) -> None:
         assert providers[("email", "console")]["failover_rank"] == 1
         queues = admin.get("/admin/queues").json()
         assert "notifications.high" in queues["queues"] and "pending" in queues["outbox"]
+
+
+def test_a_tenant_brings_its_own_provider_credentials(herald: Herald) -> None:
+    own, shared = new_tenant(), new_tenant()
+    herald.use_providers(own, email=["sendgrid"])
+    herald.use_providers(shared, email=["sendgrid"])
+    admin = {"Authorization": f"Bearer {herald.token(own, admin=True)}"}
+    with httpx.Client(base_url=herald.base_url, headers=admin, timeout=30) as api:
+        r = api.put("/admin/credentials/email/sendgrid", json={"HERALD_SENDGRID_API_KEY": "SG.tenant-own-key-0001"})
+        assert r.status_code == 200, r.text
+        assert r.json()["names"] == ["HERALD_SENDGRID_API_KEY"]
+        assert api.put("/admin/credentials/email/sendgrid", json={"PATH": "/tmp"}).status_code == 422
+        assert api.put("/admin/credentials/fax/sendgrid", json={"HERALD_X": "y"}).status_code == 404
+        message_id = post(api, otp("own@example.com")).json()["message_id"]
+        attempts: list = []
+        for _ in range(100):
+            attempts = api.get(f"/api/notifications/{message_id}").json()["attempts"]
+            if attempts:
+                break
+            time.sleep(0.2)
+    # The emulator knows only the platform's key: the tenant's own key was really used, and refused
+    # (a provider-wide failure: the message waits for the provider without using up its attempts).
+    assert attempts and attempts[0]["error"]["class"] == "provider_down"
+    with herald.client(shared) as api:
+        ok = post(api, otp("shared@example.com")).json()["message_id"]
+        assert herald.wait_status(api, ok, lambda s: s not in ("queued", "sending"))["status"] == "sent"
+    stored = herald.sql("SELECT config::text AS c FROM tenants WHERE slug = $1", own)[0]["c"]
+    assert "SG.tenant-own-key-0001" not in stored and "email:sendgrid" in stored

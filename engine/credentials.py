@@ -1,0 +1,107 @@
+"""Per-tenant provider credentials: sealed in the tenant's config, opened only where a driver is built.
+
+A tenant can bring its own account for a provider (its SendGrid key, its Twilio sub-account). The values
+are encrypted (Fernet, key derived from HERALD_CREDENTIALS_KEY or the signing secret) and stored in
+``tenants.config.credentials["<channel>:<provider>"]``; the API shows their names, never their values.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from drivers import create_driver
+from drivers.base import Driver
+from engine.channels import Channel
+from engine.errors import ConfigurationError
+
+#: Only provider settings may be overridden per tenant.
+SETTING_NAME = re.compile(r"^(HERALD|AWS)_[A-Z0-9_]{1,64}$")
+
+
+class CredentialBox:
+    def __init__(self, secret: str) -> None:
+        key = hashlib.sha256(b"herald-credentials\x00" + secret.encode()).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+
+    def seal(self, values: Mapping[str, str]) -> str:
+        return self._fernet.encrypt(json.dumps(dict(values), sort_keys=True).encode()).decode()
+
+    def open(self, token: str) -> dict[str, str]:
+        """Raises: ConfigurationError when the token was sealed with another key or altered."""
+        try:
+            opened: dict[str, str] = json.loads(self._fernet.decrypt(token.encode()))
+        except InvalidToken as err:
+            raise ConfigurationError("tenant credentials cannot be opened with this key") from err
+        return opened
+
+
+def credentials_key(channel: Channel, provider: str) -> str:
+    return f"{channel.value}:{provider}"
+
+
+def sealed_for(tenant_config: Mapping[str, Any] | None, channel: Channel, provider: str) -> str | None:
+    sealed = ((tenant_config or {}).get("credentials") or {}).get(credentials_key(channel, provider))
+    return sealed if isinstance(sealed, str) else None
+
+
+class TenantDrivers:
+    """Drivers built with a tenant's own credentials, one per (tenant, channel, provider, sealed value)."""
+
+    def __init__(
+        self,
+        box: CredentialBox,
+        base_env: Mapping[str, str],
+        factory: Callable[[Channel, str, Mapping[str, str]], Driver] = create_driver,
+    ) -> None:
+        self.box = box
+        self.base_env = dict(base_env)
+        self.factory = factory
+        self._drivers: dict[tuple[str, Channel, str, str], Driver] = {}
+
+    def build(self, channel: Channel, provider: str, overrides: Mapping[str, str]) -> Driver:
+        """Raises: ConfigurationError naming what the merged settings still miss."""
+        return self.factory(channel, provider, {**self.base_env, **overrides})
+
+    def driver(self, tenant: str, channel: Channel, provider: str, sealed: str) -> Driver:
+        key = (tenant, channel, provider, sealed)
+        found = self._drivers.get(key)
+        if found is None:
+            found = self._drivers[key] = self.build(channel, provider, self.box.open(sealed))
+        return found
+
+    async def aclose(self) -> None:
+        for driver in self._drivers.values():
+            await driver.aclose()
+        self._drivers.clear()
+
+
+_SAVE = """
+UPDATE tenants
+SET config = jsonb_set(
+    config, '{credentials}', coalesce(config->'credentials', '{}'::jsonb) || jsonb_build_object($2::text, $3::text)
+)
+WHERE id = $1
+"""
+
+
+async def save_credentials(
+    pool: Any, tenant_id: Any, channel: Channel, provider: str, sealed: str, names: list[str], actor: str
+) -> None:
+    """Store sealed credentials on the tenant and write an audit record (names only, never values)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(_SAVE, tenant_id, credentials_key(channel, provider), sealed)
+        await conn.execute(
+            "INSERT INTO audit_log (tenant_id, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
+            tenant_id,
+            actor,
+            "tenant.credentials",
+            credentials_key(channel, provider),
+            json.dumps({"names": sorted(names)}),
+        )
