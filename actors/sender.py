@@ -9,6 +9,7 @@ import os
 import ray
 
 from actors import METRICS_ACTOR, NAMESPACE
+from drivers.attachments import S3AttachmentFetcher
 from engine import redaction
 from engine.credentials import CredentialBox, TenantDrivers
 from engine.dispatch import Dispatcher, DispatchOptions
@@ -43,6 +44,7 @@ class SenderActor:
                 tracking=s.link_tracking,
             ),
             tenant_templates=self.parts.tenant_templates,
+            attachments=S3AttachmentFetcher.from_env(config.env),
             tenant_drivers=TenantDrivers(
                 CredentialBox(s.credentials_key or config.secret),
                 {**config.env, "HERALD_DATA_DIR": str(s.data_dir), "DATABASE_URL": config.database_url},
@@ -71,6 +73,8 @@ class SenderActor:
         """Finish the batch in hand, return unacked envelopes to the broker, close."""
         await self.loop.stop(grace_s)
         self._flush()
+        if isinstance(self.dispatcher.attachments, S3AttachmentFetcher):
+            await self.dispatcher.attachments.aclose()
         if self.dispatcher.tenant_drivers is not None:
             await self.dispatcher.tenant_drivers.aclose()
         for chain in self.drivers.values():

@@ -10,14 +10,14 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from drivers.base import Address, Driver, OutboundMessage, SendResult
+from drivers.base import Address, Attachment, Driver, OutboundMessage, SendResult
 from engine.channels import Channel, dlq_queue, priority_queue
 from engine.credentials import TenantDrivers, sealed_for
-from engine.errors import DispatchError, FailureClass, ProviderDownError, RenderError
+from engine.errors import DispatchError, FailureClass, PermanentError, ProviderDownError, RenderError
 from engine.ids import format_message_id
 from engine.metrics import MetricsBuffer
 from engine.models import ClaimedMessage
@@ -30,6 +30,12 @@ from engine.templating.links import sign_unsubscribe, unsubscribe_url
 from engine.tenant_templates import TenantTemplateCache
 
 log = logging.getLogger(__name__)
+
+
+class AttachmentResolver(Protocol):
+    """Turns stored attachment references into what drivers send (drivers.attachments.S3AttachmentFetcher)."""
+
+    async def resolve(self, refs: Sequence[object]) -> tuple[Attachment, ...]: ...
 
 
 def utcnow() -> datetime:
@@ -67,6 +73,7 @@ class Dispatcher:
         options: DispatchOptions,
         tenant_templates: TenantTemplateCache | None = None,
         tenant_drivers: TenantDrivers | None = None,
+        attachments: AttachmentResolver | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.repo = repo
@@ -77,6 +84,7 @@ class Dispatcher:
         self.options = options
         self.tenant_templates = tenant_templates
         self.tenant_drivers = tenant_drivers
+        self.attachments = attachments
         self.clock = clock
 
     async def process(self, ids: Sequence[uuid.UUID]) -> BatchReport:
@@ -88,26 +96,17 @@ class Dispatcher:
                 await self.tenant_templates.ensure(m.tenant_slug, m.tenant_id, m.tenant_templates_version)
         started = self.clock()
         outcomes: list[Outcome] = []
-        ready: dict[Channel, list[tuple[ClaimedMessage, OutboundMessage]]] = defaultdict(list)
-        for msg in claimed:
-            if msg.expires_at is not None and msg.expires_at <= started:
-                outcomes.append(self._expired(msg, started))
-                continue
-            if msg.suppressed:
-                outcomes.append(self._suppressed(msg, started))
-                continue
-            try:
-                ready[msg.channel].append((msg, self._outbound(msg)))
-            except (TemplateError, RenderError) as err:
-                outcomes.append(self._render_failed(msg, started, err))
         routes: dict[tuple[Channel, tuple[str, ...], str | None], list[tuple[ClaimedMessage, OutboundMessage]]]
         routes = defaultdict(list)
-        for channel, items in ready.items():
-            for msg, out in items:
-                providers = self._route(msg, out)
-                # A tenant with its own credentials for one of these providers gets its own drivers.
-                own = any(sealed_for(msg.tenant_config, channel, p) for p in providers)
-                routes[(channel, providers, msg.tenant_slug if own else None)].append((msg, out))
+        for msg in claimed:
+            prepared = await self._prepare(msg, started)
+            if isinstance(prepared, Outcome):
+                outcomes.append(prepared)
+                continue
+            providers = self._route(msg, prepared)
+            # A tenant with its own credentials for one of these providers gets its own drivers.
+            own = any(sealed_for(msg.tenant_config, msg.channel, p) for p in providers)
+            routes[(msg.channel, providers, msg.tenant_slug if own else None)].append((msg, prepared))
         for (channel, providers, _), items in routes.items():
             outcomes.extend(await self._send_channel(channel, providers, items, started))
         await self.repo.record(outcomes)
@@ -120,6 +119,23 @@ class Dispatcher:
         )
 
     # -- steps -------------------------------------------------------------------------------------
+
+    async def _prepare(self, msg: ClaimedMessage, started: datetime) -> OutboundMessage | Outcome:
+        """The message ready for its driver, or the outcome that ends it before any provider call."""
+        if msg.expires_at is not None and msg.expires_at <= started:
+            return self._expired(msg, started)
+        if msg.suppressed:
+            return self._suppressed(msg, started)
+        try:
+            out = self._outbound(msg)
+        except (TemplateError, RenderError) as err:
+            return self._render_failed(msg, started, err)
+        if msg.attachments and msg.channel is Channel.EMAIL:
+            try:
+                out = await self._attach(out, msg)
+            except DispatchError as err:
+                return self._failure_outcome(msg, err, started, provider=None)
+        return out
 
     def _outbound(self, msg: ClaimedMessage) -> OutboundMessage:
         resolved = self.catalog.resolve(
@@ -180,6 +196,16 @@ class Dispatcher:
             platform = out.to.push_platform or "fcm"
             chain = [p for p in chain if p == platform]
         return tuple(chain)
+
+    async def _attach(self, out: OutboundMessage, msg: ClaimedMessage) -> OutboundMessage:
+        """Fetch the message's S3 attachments (inline under the size limit, presigned links above).
+
+        Raises:
+            DispatchError: too many, missing, not readable, or S3 unavailable (retryable).
+        """
+        if self.attachments is None:
+            raise PermanentError("attachments are not configured on this sender", code="attachments_unavailable")
+        return replace(out, attachments=await self.attachments.resolve(msg.attachments))
 
     def _tenant_driver(self, msg: ClaimedMessage, channel: Channel, provider: str) -> Driver | None:
         sealed = sealed_for(msg.tenant_config, channel, provider)

@@ -203,6 +203,7 @@ class ClaimedMessage:
     created_at: datetime
     expires_at: datetime | None
     suppressed: bool = False  #: the address is on the tenant's suppression list
+    attachments: tuple[dict[str, Any], ...] = ()  #: ``{"s3", "filename", "content_type"}`` references
 
     def address(self) -> tuple[str, str] | None:
         """The (kind, address) a suppression list would hold for this recipient."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr, make_msgid
 
-from drivers.base import OutboundMessage
+from drivers.base import Attachment, Content, OutboundMessage
 from engine.errors import BadRecipientError, PermanentError
 
 #: Headers the driver writes itself; a template's custom headers may not override them.
@@ -23,13 +25,33 @@ def recipient(message: OutboundMessage, provider: str) -> str:
     return email
 
 
+def with_attachment_links(content: Content, attachments: Sequence[Attachment]) -> Content:
+    """``content`` with a link list appended to its text and HTML parts for each attachment sent as a ``url``
+    (above the inline limit); unchanged when there is none."""
+    links = [(a.filename, a.url) for a in attachments if a.data is None and a.url]
+    if not links:
+        return content
+    text = content.text
+    if text:
+        text += "\n\nAttachments:\n" + "".join(f"- {name}: {url}\n" for name, url in links)
+    body = content.html
+    if body:
+        items = "".join(
+            f'<li><a href="{html.escape(url, quote=True)}">{html.escape(name)}</a></li>' for name, url in links
+        )
+        block = f"<p>Attachments:</p><ul>{items}</ul>"
+        index = body.lower().rfind("</body>")
+        body = body[:index] + block + body[index:] if index >= 0 else body + block
+    return replace(content, text=text, html=body)
+
+
 def to_header(message: OutboundMessage, email: str) -> str:
     return formataddr((message.to.name, email)) if message.to.name else email
 
 
 def build_mime(message: OutboundMessage, sender: str, *, provider: str) -> EmailMessage:
     """One RFC 5322 message; a missing body is a PermanentError."""
-    content = message.content
+    content = with_attachment_links(message.content, message.attachments)
     if not (content.text or content.html):
         raise PermanentError("email has neither text nor html", provider=provider, code="empty_body")
     email = recipient(message, provider)
@@ -53,7 +75,7 @@ def build_mime(message: OutboundMessage, sender: str, *, provider: str) -> Email
         mime.set_content(content.html or "", subtype="html", cte="quoted-printable")
     for attachment in message.attachments:
         if attachment.data is None:
-            continue  # above the inline limit: the template carries the presigned link instead
+            continue  # above the inline limit: sent as a link in the body (with_attachment_links)
         maintype, _, subtype = attachment.content_type.partition("/")
         mime.add_attachment(
             attachment.data,

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Self
 import httpx
 
 from drivers.base import Driver, OutboundMessage, SendResult
-from drivers.email._mime import RESERVED_HEADERS, default_sender, recipient
+from drivers.email._mime import RESERVED_HEADERS, default_sender, recipient, with_attachment_links
 from engine.channels import Channel
 from engine.errors import (
     BadRecipientError,
@@ -75,7 +75,7 @@ def _person(address: str) -> dict[str, str]:
 
 def payload(message: OutboundMessage, sender: str) -> dict[str, Any]:
     """The Mail Send JSON for one message."""
-    content = message.content
+    content = with_attachment_links(message.content, message.attachments)
     blocks = [{"type": t, "value": v} for t, v in (("text/plain", content.text), ("text/html", content.html)) if v]
     if not blocks:
         raise PermanentError("email has neither text nor html", provider="sendgrid", code="empty_body")

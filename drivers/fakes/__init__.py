@@ -38,4 +38,6 @@ def run_fakes(directory: Path | None = None) -> AllFakes:
     except BaseException:
         email.stop()
         raise
-    return AllFakes(email, mobile, {**email_env, **mobile.env})
+    # Attachments are fetched from moto's S3 (create buckets there with boto3 at ``env["HERALD_S3_ENDPOINT_URL"]``).
+    s3 = {"HERALD_S3_ENDPOINT_URL": email.aws.moto_url, "HERALD_S3_REGION": "us-east-1"}
+    return AllFakes(email, mobile, {**email_env, **mobile.env, **s3})

@@ -177,7 +177,7 @@ class PgQueueBroker(Broker):
 
     async def _ensure_listener(self) -> None:
         """LISTEN on one pooled connection; without it ``get`` still polls every ``poll_s``."""
-        if self._listener is not None and not self._listener.is_closed():
+        if self._listener_alive():
             return
         await self._drop_listener()
         try:
@@ -193,14 +193,26 @@ class PgQueueBroker(Broker):
             return
         self._listener = conn
 
+    def _listener_alive(self) -> bool:
+        if self._listener is None:
+            return False
+        try:
+            return not self._listener.is_closed()
+        except asyncpg.InterfaceError:  # it broke and the pool has taken it back already
+            return False
+
     async def _drop_listener(self) -> None:
+        alive = self._listener_alive()
         conn, self._listener = self._listener, None
         if conn is None or self._pool is None:
             return
+        if not alive:
+            with _unavailable("release the lost LISTEN connection"):
+                await self._pool.release(conn)
+            return
         try:
-            if not conn.is_closed():
-                with _unavailable("UNLISTEN"):
-                    await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            with _unavailable("UNLISTEN"):
+                await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
         finally:
             await self._pool.release(conn)
 

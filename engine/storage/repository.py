@@ -176,6 +176,7 @@ class Repository:
                 created_at=r["created_at"],
                 expires_at=r["expires_at"],
                 suppressed=r["suppressed"],
+                attachments=tuple(r["attachment_refs"]),
             )
             for r in rows
         ]

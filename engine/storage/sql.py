@@ -84,7 +84,10 @@ RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config AS tenant_con
           EXISTS (SELECT 1 FROM suppressions s
                   WHERE s.tenant_id = m.tenant_id
                     AND ((s.kind = 'email' AND s.address = lower(m."to"->>'email'))
-                         OR (s.kind = 'phone' AND s.address = m."to"->>'phone'))) AS suppressed
+                         OR (s.kind = 'phone' AND s.address = m."to"->>'phone'))) AS suppressed,
+          (SELECT coalesce(json_agg(json_build_object('s3', a.storage, 'filename', a.filename,
+                                                      'content_type', a.content_type)), '[]'::json)
+           FROM attachments a WHERE a.message_id = m.id) AS attachment_refs
 """
 
 RECORD = """

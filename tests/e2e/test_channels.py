@@ -135,3 +135,36 @@ def test_whatsapp_goes_as_the_versions_approved_template(herald: Herald, provide
     assert view["status"] == "sent", ([a["error"] for a in view["attempts"]], received[-1500:])
     assert "Galaxy S24" in received and "Bristol" in received
     assert ("security_alert" if provider == "meta" else "HX2b0d1c3a4f5e6d7c8b9a0f1e2d3c4b5a") in received
+
+
+def test_s3_attachments_go_inline_and_missing_ones_fail(herald: Herald) -> None:
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=herald.fakes.env["HERALD_S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    bucket = f"receipts-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="r-123.pdf", Body=b"%PDF-1.4 receipt", ContentType="application/pdf")
+    tenant = new_tenant()
+    herald.use_providers(tenant, email=["smtp"])
+    body = {
+        "channel": "email",
+        "template_id": "otp_login",
+        "to": {"email": "receipt@example.com"},
+        "variables": {"code": "909090"},
+        "attachments": [{"s3": f"s3://{bucket}/r-123.pdf"}],
+    }
+    with herald.client(tenant) as api:
+        sent = post(api, body).json()["message_id"]
+        view = herald.wait_status(api, sent, lambda s: s not in ("queued", "sending"))
+        assert view["status"] == "sent", [a["error"] for a in view["attempts"]]
+        missing = post(api, {**body, "attachments": [{"s3": f"s3://{bucket}/nope.pdf"}]}).json()["message_id"]
+        failed = herald.wait_status(api, missing, lambda s: s not in ("queued", "sending"))
+    assert failed["status"] == "failed" and failed["attempts"][0]["error"]["code"] == "attachment_not_found"
+    mails = [m for m in herald.fakes.email.smtp.messages if "receipt@example.com" in m.rcpt_tos]
+    assert mails and b'filename="r-123.pdf"' in mails[-1].data
