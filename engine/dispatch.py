@@ -387,7 +387,11 @@ def _remaining_s(msg: ClaimedMessage, now: datetime) -> int | None:
 
 
 def _provider_options(msg: ClaimedMessage, whatsapp: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
-    """Per-message provider options: a WhatsApp template message when the version declares one."""
+    """Per-message provider options: push options from ``metadata.push`` (collapse id, push type, sound,
+    badge, android/apns/webpush overrides), and a WhatsApp template message when the version declares one."""
+    if msg.channel is Channel.PUSH:
+        push = (msg.metadata or {}).get("push")
+        return {"push": push} if isinstance(push, dict) else {}
     if msg.channel is not Channel.WHATSAPP or not whatsapp:
         return {}
     values = msg.variables

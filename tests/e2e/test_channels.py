@@ -168,3 +168,20 @@ def test_s3_attachments_go_inline_and_missing_ones_fail(herald: Herald) -> None:
     assert failed["status"] == "failed" and failed["attempts"][0]["error"]["code"] == "attachment_not_found"
     mails = [m for m in herald.fakes.email.smtp.messages if "receipt@example.com" in m.rcpt_tos]
     assert mails and b'filename="r-123.pdf"' in mails[-1].data
+
+
+def test_push_options_from_metadata_reach_fcm(herald: Herald) -> None:
+    tenant = new_tenant()
+    body = {
+        "channel": "push",
+        "template_id": "otp_login:v3",
+        "to": {"push": {"platform": "fcm", "token": FCM_TOKEN}},
+        "variables": {"code": "717171"},
+        "priority": "high",
+        "metadata": {"push": {"collapse_id": "login-7", "android": {"notification": {"color": "#ff0000"}}}},
+    }
+    with herald.client(tenant) as api:
+        view = herald.wait_status(api, post(api, body).json()["message_id"], lambda s: s not in ("queued", "sending"))
+    assert view["status"] == "sent" and view["provider"] == "fcm"
+    received = json.dumps(httpx.get(f"{herald.fakes.env['HERALD_FCM_BASE_URL']}/_received", timeout=10).json())
+    assert "login-7" in received and "#ff0000" in received and "717171" in received
