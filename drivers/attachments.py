@@ -12,21 +12,19 @@ default chain), ``HERALD_S3_TIMEOUT_S``, and the limits read by :meth:`Attachmen
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import mimetypes
 import posixpath
 from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from drivers.aws_client import LazyAwsClient
 from drivers.base import Attachment
 from engine.errors import ConfigurationError, DispatchError, PermanentError, RetryableError
 
@@ -187,10 +185,16 @@ class S3AttachmentFetcher:
     ) -> None:
         self.settings = settings
         self.limits = limits or AttachmentLimits()
-        self._session = session or get_session()
-        self._stack = AsyncExitStack()
-        self._client: Any = None
-        self._lock = asyncio.Lock()
+        self._client = LazyAwsClient(
+            "s3",
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            timeout_s=settings.timeout_s,
+            credentials=settings.credentials,
+            session=session,
+            signature_version="s3v4",
+            s3={"addressing_style": "path"} if settings.endpoint_url else None,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], limits: AttachmentLimits | None = None) -> Self:
@@ -198,25 +202,7 @@ class S3AttachmentFetcher:
         return cls(S3Settings.from_env(env), limits or AttachmentLimits.from_env(env))
 
     async def _s3(self) -> Any:
-        async with self._lock:
-            if self._client is None:
-                config = AioConfig(
-                    retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=self.settings.timeout_s,
-                    read_timeout=self.settings.timeout_s,
-                    signature_version="s3v4",
-                    s3={"addressing_style": "path"} if self.settings.endpoint_url else None,
-                )
-                self._client = await self._stack.enter_async_context(
-                    self._session.create_client(
-                        "s3",
-                        region_name=self.settings.region,
-                        endpoint_url=self.settings.endpoint_url,
-                        config=config,
-                        **self.settings.credentials,
-                    )
-                )
-            return self._client
+        return await self._client.get()
 
     async def resolve(self, refs: Sequence[object]) -> tuple[Attachment, ...]:
         """One :class:`Attachment` per reference, in order.
@@ -269,8 +255,7 @@ class S3AttachmentFetcher:
 
     async def aclose(self) -> None:
         """Release the S3 client."""
-        await self._stack.aclose()
-        self._client = None
+        await self._client.aclose()
 
     async def __aenter__(self) -> Self:
         return self

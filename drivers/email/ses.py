@@ -12,16 +12,13 @@ default chain.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -31,6 +28,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from drivers.aws_client import LazyAwsClient
 from drivers.base import Driver, OutboundMessage, SendResult
 from drivers.email._mime import build_mime, default_sender, recipient
 from engine.channels import Channel
@@ -174,10 +172,14 @@ class SesDriver(Driver):
 
     def __init__(self, settings: SesSettings, *, session: AioSession | None = None) -> None:
         self.settings = settings
-        self._session = session or get_session()
-        self._stack = AsyncExitStack()
-        self._client: Any = None
-        self._lock = asyncio.Lock()
+        self._client = LazyAwsClient(
+            "sesv2",
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            timeout_s=settings.timeout_s,
+            credentials=settings.credentials,
+            session=session,
+        )
         _install_params_filter()
 
     @classmethod
@@ -185,23 +187,7 @@ class SesDriver(Driver):
         return cls(SesSettings.from_env(env))
 
     async def _ses(self) -> Any:
-        async with self._lock:
-            if self._client is None:
-                config = AioConfig(
-                    retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=self.settings.timeout_s,
-                    read_timeout=self.settings.timeout_s,
-                )
-                self._client = await self._stack.enter_async_context(
-                    self._session.create_client(
-                        "sesv2",
-                        region_name=self.settings.region,
-                        endpoint_url=self.settings.endpoint_url,
-                        config=config,
-                        **self.settings.credentials,
-                    )
-                )
-            return self._client
+        return await self._client.get()
 
     async def send_one(self, message: OutboundMessage) -> SendResult:
         email = recipient(message, self.provider)
@@ -238,5 +224,4 @@ class SesDriver(Driver):
         return doc
 
     async def aclose(self) -> None:
-        await self._stack.aclose()
-        self._client = None
+        await self._client.aclose()

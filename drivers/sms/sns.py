@@ -13,16 +13,13 @@ Settings: ``HERALD_SNS_REGION``, optional ``HERALD_SNS_ENDPOINT_URL`` (moto), ``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -32,6 +29,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from drivers.aws_client import LazyAwsClient
 from drivers.base import Driver, OutboundMessage
 from drivers.phone import SmsSendResult, parse_phone, scrub_numbers, sms_segments
 from engine.channels import Channel
@@ -195,10 +193,14 @@ class SnsDriver(Driver):
 
     def __init__(self, settings: SnsSettings, *, session: AioSession | None = None) -> None:
         self.settings = settings
-        self._session = session or get_session()  # a shared session reuses its loaded service models
-        self._stack = AsyncExitStack()
-        self._client: Any = None
-        self._lock = asyncio.Lock()
+        self._client = LazyAwsClient(
+            "sns",
+            region=settings.region,
+            endpoint_url=settings.endpoint_url,
+            timeout_s=settings.timeout_s,
+            credentials=settings.credentials,
+            session=session,
+        )
         install_params_filter()
 
     @classmethod
@@ -206,23 +208,7 @@ class SnsDriver(Driver):
         return cls(SnsSettings.from_env(env))
 
     async def _sns(self) -> Any:
-        async with self._lock:
-            if self._client is None:
-                config = AioConfig(
-                    retries={"total_max_attempts": 1, "mode": "standard"},
-                    connect_timeout=self.settings.timeout_s,
-                    read_timeout=self.settings.timeout_s,
-                )
-                self._client = await self._stack.enter_async_context(
-                    self._session.create_client(
-                        "sns",
-                        region_name=self.settings.region,
-                        endpoint_url=self.settings.endpoint_url,
-                        config=config,
-                        **self.settings.credentials,
-                    )
-                )
-            return self._client
+        return await self._client.get()
 
     async def send_one(self, message: OutboundMessage) -> SmsSendResult:
         phone = parse_phone(message.to.phone)
@@ -263,5 +249,4 @@ class SnsDriver(Driver):
         return doc
 
     async def aclose(self) -> None:
-        await self._stack.aclose()
-        self._client = None
+        await self._client.aclose()

@@ -87,7 +87,7 @@ async def test_too_many_is_permanent_before_any_request(aws: AwsHandle) -> None:
         with pytest.raises(PermanentError) as info:
             await f.resolve([ref("nope/1"), ref("nope/2"), ref("nope/3")])
         assert info.value.code == "too_many_attachments"
-        assert f._client is None  # rejected without touching S3
+        assert not f._client.opened  # rejected without touching S3
 
 
 async def test_total_limit_pushes_later_files_to_links(aws: AwsHandle) -> None:
