@@ -311,32 +311,12 @@ class Dispatcher:
         )
 
     def _expired(self, msg: ClaimedMessage, now: datetime) -> Outcome:
-        return Outcome(
-            message_id=msg.id,
-            tenant_id=msg.tenant_id,
-            status=Status.EXPIRED,
-            event=EventType.EXPIRED,
-            attempt_no=msg.attempts,
-            started_at=now,
-            priority=msg.priority,
-            refund_attempts=1,
-            attempted=False,
-            meta={"expired_at": msg.expires_at.isoformat() if msg.expires_at else None},
-        )
+        expired_at = msg.expires_at.isoformat() if msg.expires_at else None
+        return _ended_unsent(msg, now, Status.EXPIRED, EventType.EXPIRED, {"expired_at": expired_at})
 
     def _suppressed(self, msg: ClaimedMessage, now: datetime) -> Outcome:
-        return Outcome(
-            message_id=msg.id,
-            tenant_id=msg.tenant_id,
-            status=Status.SUPPRESSED,
-            event=EventType.SUPPRESSED,
-            attempt_no=msg.attempts,
-            started_at=now,
-            priority=msg.priority,
-            refund_attempts=1,
-            attempted=False,
-            meta={"reason": "recipient is on the tenant's suppression list"},
-        )
+        reason = {"reason": "recipient is on the tenant's suppression list"}
+        return _ended_unsent(msg, now, Status.SUPPRESSED, EventType.SUPPRESSED, reason)
 
     def _render_failed(self, msg: ClaimedMessage, now: datetime, err: Exception) -> Outcome:
         return Outcome(
@@ -404,3 +384,21 @@ def _provider_options(msg: ClaimedMessage, whatsapp: Mapping[str, Any] | None, n
             "category": whatsapp.get("category") or "utility",
         }
     }
+
+
+def _ended_unsent(
+    msg: ClaimedMessage, now: datetime, status: Status, event: EventType, meta: dict[str, Any]
+) -> Outcome:
+    """A message that ends before any provider call: no attempt row, and the claimed attempt is given back."""
+    return Outcome(
+        message_id=msg.id,
+        tenant_id=msg.tenant_id,
+        status=status,
+        event=event,
+        attempt_no=msg.attempts,
+        started_at=now,
+        priority=msg.priority,
+        refund_attempts=1,
+        attempted=False,
+        meta=meta,
+    )

@@ -72,6 +72,9 @@ WHERE queue = ANY($1::text[]) AND visible_at <= now()
 GROUP BY queue
 """
 
+#: How often ``get`` tries to LISTEN again after losing its listener (it polls meanwhile).
+RELISTEN_EVERY_S = 5.0
+
 _FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -82,6 +85,11 @@ def _unavailable(what: str) -> Iterator[None]:
         yield
     except _FAILURES as err:
         raise BrokerUnavailable(f"postgres queue: {what} failed: {err}") from err
+
+
+def _check_queue(queue: str) -> None:
+    if queue not in ALL_QUEUES:
+        raise ValueError(f"unknown queue {queue!r}: queues are named in engine.channels.ALL_QUEUES")
 
 
 class PgDelivery(Delivery):
@@ -156,6 +164,7 @@ class PgQueueBroker(Broker):
         self._pending_deletes: list[int] = []
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        self._relisten_at = 0.0
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -181,7 +190,7 @@ class PgQueueBroker(Broker):
             return
         await self._drop_listener()
         try:
-            conn: asyncpg.Connection = await self.pool.acquire(timeout=self.connect_timeout_s)
+            conn: asyncpg.Connection = await self.pool.acquire(timeout=min(self.connect_timeout_s, 1.0))
         except _FAILURES as err:
             log.warning("postgres queue: LISTEN connection unavailable (%s); polling every %.2fs", err, self.poll_s)
             return
@@ -192,6 +201,13 @@ class PgQueueBroker(Broker):
             await self.pool.release(conn)
             return
         self._listener = conn
+
+    async def _relisten_now_and_then(self, now: float) -> None:
+        """After an outage, LISTEN again; tried at most every ``RELISTEN_EVERY_S`` so ``get`` stays cheap."""
+        if self._listener_alive() or now < self._relisten_at:
+            return
+        self._relisten_at = now + RELISTEN_EVERY_S
+        await self._ensure_listener()
 
     def _listener_alive(self) -> bool:
         if self._listener is None:
@@ -239,6 +255,7 @@ class PgQueueBroker(Broker):
             self._pool = None
 
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        _check_queue(queue)
         if not envelopes:
             return
         headers = [
@@ -263,7 +280,7 @@ class PgQueueBroker(Broker):
             remaining = deadline - loop.time()
             if deliveries or remaining <= 0:
                 return deliveries
-            await self._ensure_listener()
+            await self._relisten_now_and_then(loop.time())
             with contextlib.suppress(TimeoutError):  # the poll fallback: look again even without a NOTIFY
                 await asyncio.wait_for(self._wake.wait(), min(self.poll_s, remaining))
 

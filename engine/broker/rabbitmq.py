@@ -127,13 +127,20 @@ class RabbitMQBroker(Broker):
         self._consume_channel: AbstractRobustChannel | None = None
         self._buffers: dict[Priority, deque[AmqpDelivery]] = {p: deque() for p in PRIORITY_ORDER}
         self._arrived = asyncio.Event()
+        self._closed = False
+        self._connect_lock = asyncio.Lock()
+        self._consume_lock = asyncio.Lock()
 
     def _name(self, queue: str) -> str:
         return self.prefix + queue
 
     async def connect(self) -> None:
-        if self._connection is not None:
-            return
+        self._closed = False
+        async with self._connect_lock:  # publish and get may both (re)connect at once: one connection
+            if self._connection is None:
+                await self._open()
+
+    async def _open(self) -> None:
         with _unavailable("connect"):
             # Bounded by `timeout`; when the first attempt fails no reconnect loop is left behind.
             self._connection = await aio_pika.connect_robust(
@@ -159,7 +166,9 @@ class RabbitMQBroker(Broker):
             BrokerUnavailable: it is down (the robust connection keeps reconnecting by itself).
         """
         if self._connection is None:
-            await self.connect()
+            if self._closed:
+                raise BrokerUnavailable("rabbitmq: broker closed")
+            await self.connect()  # a first connect that failed is retried by the next call
         assert self._connection is not None
         if not self._connection.connected.is_set():
             raise BrokerUnavailable("rabbitmq: connection lost, reconnecting")
@@ -175,6 +184,7 @@ class RabbitMQBroker(Broker):
             await _close_logged(connection.close(), "close connection")
 
     async def close(self) -> None:
+        self._closed = True  # a get still waiting must not reconnect behind the caller's back
         await self._drop()
 
     def _message(self, envelope: Envelope) -> aio_pika.Message:
@@ -191,6 +201,8 @@ class RabbitMQBroker(Broker):
         )
 
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> None:
+        if queue not in ALL_QUEUES:  # RabbitMQ would return it unroutable: say what is wrong instead
+            raise ValueError(f"unknown queue {queue!r}: queues are named in engine.channels.ALL_QUEUES")
         if not envelopes:
             return
         await self._connected()
@@ -213,9 +225,11 @@ class RabbitMQBroker(Broker):
                     raise result
 
     async def _start_consuming(self) -> None:
-        if self._consume_channel is not None:
-            return
-        connection = await self._connected()
+        async with self._consume_lock:
+            if self._consume_channel is None:
+                await self._consume(await self._connected())
+
+    async def _consume(self, connection: AbstractRobustConnection) -> None:
         channel: AbstractRobustChannel | None = None
         try:
             with _unavailable("start consuming"):
