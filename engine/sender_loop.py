@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -65,12 +66,17 @@ class SenderLoop:
             report = await self.dispatcher.process(ids)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             log.error("batch of %d failed before recording (%s); returning it to the queue", len(ids), err)
-            for d in deliveries:
-                await d.nack(requeue=True)
+            with contextlib.suppress(BrokerUnavailable):  # unacked envelopes come back anyway
+                for d in deliveries:
+                    await d.nack(requeue=True)
             await asyncio.sleep(1.0)
             return
-        for d in deliveries:
-            await d.ack()
+        try:
+            for d in deliveries:
+                await d.ack()
+        except BrokerUnavailable as err:
+            # The broker redelivers what was not acked; the claim makes a redelivered envelope a no-op.
+            log.warning("ack failed (%s); the envelopes come back and are skipped", err)
         self.batches += 1
         self.sent += report.sent
         if self.on_batch is not None:

@@ -160,6 +160,12 @@ async def test_batch_publish_and_depths(make: BrokerFactory) -> None:
     assert await broker.health()
 
 
+async def test_publish_to_an_unknown_queue_is_a_programming_error(make: BrokerFactory) -> None:
+    broker = await make()
+    with pytest.raises(ValueError, match="unknown queue"):
+        await broker.publish("notifications.urgent", [envelope()])
+
+
 async def test_get_waits_for_the_first_and_wakes_on_publish(make: BrokerFactory, target: tuple[str, str]) -> None:
     # The Postgres consumer polls only every 5 s here, so a prompt wake-up proves LISTEN/NOTIFY works.
     consumer = await make(**({"poll_s": 5.0} if target[0] == "postgres" else {}))

@@ -18,11 +18,11 @@ from engine.channels import Channel
 from engine.errors import ConfigurationError, FailureClass, ProviderDownError
 
 NUMBER = "+14155552671"
-TEMPLATE = {"name": "order_shipped", "language": "en_US", "parameters": ["1234"], "category": "utility"}
+TEMPLATE = {"name": "order_shipped", "language": "en_US", "parameters": ["QZX-7731"], "category": "utility"}
 
 
 def wa(
-    i: int, to: str = NUMBER, text: str = "Order 1234 shipped", template: dict[str, Any] | None = None
+    i: int, to: str = NUMBER, text: str = "Order QZX-7731 shipped", template: dict[str, Any] | None = None
 ) -> OutboundMessage:
     extra = {"whatsapp_template": template} if template is not None else {}
     return OutboundMessage(f"msg_{i}", "t_001", Channel.WHATSAPP, Address(phone=to), Content(text=text), extra=extra)
@@ -79,26 +79,26 @@ async def test_template_message(driver: MetaWhatsappDriver, emu: MetaEmulator, e
         "template": {
             "name": "order_shipped",
             "language": {"code": "en_US"},
-            "components": [{"type": "body", "parameters": [{"type": "text", "text": "1234"}]}],
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "QZX-7731"}]}],
         },
     }
 
 
 async def test_named_parameters_and_raw_components(driver: MetaWhatsappDriver, emu: MetaEmulator) -> None:
     raw = [
-        {"type": "body", "parameters": [{"type": "text", "text": "1234"}]},
+        {"type": "body", "parameters": [{"type": "text", "text": "QZX-7731"}]},
         {"type": "button", "index": "0", "sub_type": "url", "parameters": []},
     ]
     results = await driver.send_batch(
         [
-            wa(1, template={"name": "order_shipped", "language": "de_DE", "parameters": {"order": "1234"}}),
+            wa(1, template={"name": "order_shipped", "language": "de_DE", "parameters": {"order": "QZX-7731"}}),
             wa(2, template={"name": "order_shipped", "language": "en_US", "components": raw}),
         ]
     )
     assert all(r.ok for r in results)
     by_lang = {r.body["template"]["language"]["code"]: r.body["template"] for r in emu.received}
     assert by_lang["de_DE"]["components"][0]["parameters"] == [
-        {"type": "text", "parameter_name": "order", "text": "1234"}
+        {"type": "text", "parameter_name": "order", "text": "QZX-7731"}
     ]
     assert by_lang["en_US"]["components"] == raw
 
@@ -108,7 +108,7 @@ async def test_text_inside_the_service_window(driver: MetaWhatsappDriver, emu: M
     results = await driver.send_batch([wa(1), wa(2, to="+14155552672")])
     assert results[0].ok and results[0].cost_usd == 0.0
     sent = next(r.body for r in emu.received if r.body["to"] == "14155552671")
-    assert sent["type"] == "text" and sent["text"] == {"preview_url": False, "body": "Order 1234 shipped"}
+    assert sent["type"] == "text" and sent["text"] == {"preview_url": False, "body": "Order QZX-7731 shipped"}
     assert results[1].error is not None
     assert (results[1].error.failure_class, results[1].error.code) == (FailureClass.PERMANENT, "131047")
 
@@ -203,7 +203,7 @@ async def test_no_secret_or_number_in_logs(
     assert ours
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in ours) + repr([r.error for r in results])
     text += " ".join(r.error.detail for r in results if r.error)
-    for secret in (env["HERALD_META_TOKEN"], "4155552671", "1234"):
+    for secret in (env["HERALD_META_TOKEN"], "4155552671", "QZX-7731"):
         assert secret not in text
 
 
