@@ -28,8 +28,6 @@ REGISTRY: dict[tuple[Channel, str], str] = {
     (Channel.INAPP, "store"): "drivers.inapp.store:InappDriver",
 }
 
-#: The pip extra that provides each provider's dependencies.
-EXTRAS: dict[str, str] = {}
 
 
 def driver_class(channel: Channel, provider: str) -> type[Driver]:
@@ -42,10 +40,7 @@ def driver_class(channel: Channel, provider: str) -> type[Driver]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        extra = EXTRAS.get(provider, "providers")
-        raise ConfigurationError(
-            f"provider {provider!r} needs the optional dependencies: pip install 'herald[{extra}]' ({err})"
-        ) from err
+        raise ConfigurationError(f"provider {provider!r} cannot be loaded ({err}); reinstall Herald") from err
     cls: type[Driver] = getattr(module, attr)
     return cls
 
