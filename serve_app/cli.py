@@ -144,12 +144,12 @@ def _start_fakes() -> Any:
     """Start the emulators and point this process's provider settings at them."""
     import os
 
+    from drivers.fakes import FAKE_PROVIDERS, run_fakes
+
     try:
-        from drivers.fakes import FAKE_PROVIDERS, run_fakes
+        fakes = run_fakes()
     except ImportError as err:
         raise ConfigurationError(f"the provider emulators need: pip install -e '.[fakes]' ({err})") from err
-
-    fakes = run_fakes()
     os.environ.update(fakes.env)
     for name, providers in FAKE_PROVIDERS.items():
         os.environ.setdefault(name, providers)
