@@ -24,7 +24,7 @@ from urllib.parse import unquote
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from drivers.aws_client import LazyAwsClient
+from drivers.aws_client import LazyAwsClient, credentials_from_env
 from drivers.base import Attachment
 from engine.errors import ConfigurationError, DispatchError, PermanentError, RetryableError
 
@@ -88,15 +88,7 @@ class S3Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> S3Settings:
-        creds = {
-            param: env[var]
-            for param, var in (
-                ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
-                ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-                ("aws_session_token", "AWS_SESSION_TOKEN"),
-            )
-            if env.get(var)
-        }
+        creds = credentials_from_env(env)
         return cls(
             region=env.get("HERALD_S3_REGION") or env.get("AWS_REGION") or DEFAULT_REGION,
             endpoint_url=env.get("HERALD_S3_ENDPOINT_URL") or None,

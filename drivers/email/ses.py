@@ -28,7 +28,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from drivers.aws_client import LazyAwsClient
+from drivers.aws_client import LazyAwsClient, credentials_from_env
 from drivers.base import Driver, OutboundMessage, SendResult
 from drivers.email._mime import build_mime, default_sender, recipient
 from engine.channels import Channel
@@ -97,22 +97,6 @@ def classify(err: ClientError) -> DispatchError:
     return kind(detail, **kw)
 
 
-class _ParamsLogFilter(logging.Filter):
-    """botocore logs each request's params (addresses, bodies) at DEBUG: keep the operation name only."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "with params" in record.msg and record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.msg, record.args = "Making request for %s (params not logged)", (args[0],)
-        return True
-
-
-def _install_params_filter() -> None:
-    logger = logging.getLogger("botocore.endpoint")
-    if not any(type(f).__name__.endswith("ParamsLogFilter") for f in logger.filters):
-        logger.addFilter(_ParamsLogFilter())
-
-
 @dataclass(frozen=True, slots=True)
 class SesSettings:
     region: str
@@ -128,15 +112,7 @@ class SesSettings:
         region = env.get("HERALD_SES_REGION") or env.get("AWS_REGION")
         if not region:
             raise ConfigurationError("HERALD_SES_REGION (or AWS_REGION) is not set")
-        creds = {
-            key: env[var]
-            for key, var in (
-                ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
-                ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-                ("aws_session_token", "AWS_SESSION_TOKEN"),
-            )
-            if env.get(var)
-        }
+        creds = credentials_from_env(env)
         return cls(
             region=region,
             sender=default_sender(env, "HERALD_SES_FROM"),
@@ -180,7 +156,6 @@ class SesDriver(Driver):
             credentials=settings.credentials,
             session=session,
         )
-        _install_params_filter()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:

@@ -29,7 +29,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from drivers.aws_client import LazyAwsClient
+from drivers.aws_client import LazyAwsClient, credentials_from_env
 from drivers.base import Driver, OutboundMessage
 from drivers.phone import SmsSendResult, parse_phone, scrub_numbers, sms_segments
 from engine.channels import Channel
@@ -102,24 +102,6 @@ def classify(err: ClientError) -> DispatchError:
     return kind(message, **kw)
 
 
-class RequestParamsLogFilter(logging.Filter):
-    """botocore logs every request's params at DEBUG (``Making request for … with params: {…}``): the
-    phone number and the message text. This keeps the operation name and drops the params."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "with params" in record.msg and record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.msg, record.args = "Making request for %s (params not logged)", (args[0],)
-        return True
-
-
-def install_params_filter() -> None:
-    """Attach :class:`RequestParamsLogFilter` to botocore's endpoint logger, once."""
-    logger = logging.getLogger("botocore.endpoint")
-    if not any(isinstance(f, RequestParamsLogFilter) for f in logger.filters):
-        logger.addFilter(RequestParamsLogFilter())
-
-
 @dataclass(frozen=True, slots=True)
 class SnsSettings:
     region: str
@@ -140,15 +122,7 @@ class SnsSettings:
         sms_type = env.get("HERALD_SNS_SMS_TYPE") or "Transactional"
         if sms_type not in SMS_TYPES:
             raise ConfigurationError(f"HERALD_SNS_SMS_TYPE must be one of {', '.join(SMS_TYPES)}")
-        creds = {
-            key: env[var]
-            for key, var in (
-                ("aws_access_key_id", "AWS_ACCESS_KEY_ID"),
-                ("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-                ("aws_session_token", "AWS_SESSION_TOKEN"),
-            )
-            if env.get(var)
-        }
+        creds = credentials_from_env(env)
         return cls(
             region=region,
             endpoint_url=env.get("HERALD_SNS_ENDPOINT_URL") or None,
@@ -201,7 +175,6 @@ class SnsDriver(Driver):
             credentials=settings.credentials,
             session=session,
         )
-        install_params_filter()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
