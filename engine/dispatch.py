@@ -127,7 +127,7 @@ class Dispatcher:
         if msg.suppressed:
             return self._suppressed(msg, started)
         try:
-            out = self._outbound(msg)
+            out = self._outbound(msg, started)
         except (TemplateError, RenderError) as err:
             return self._render_failed(msg, started, err)
         if msg.attachments and msg.channel is Channel.EMAIL:
@@ -137,7 +137,7 @@ class Dispatcher:
                 return self._failure_outcome(msg, err, started, provider=None)
         return out
 
-    def _outbound(self, msg: ClaimedMessage) -> OutboundMessage:
+    def _outbound(self, msg: ClaimedMessage, now: datetime) -> OutboundMessage:
         resolved = self.catalog.resolve(
             f"{msg.template_id}:v{msg.template_version}",
             locale=msg.locale,
@@ -175,8 +175,8 @@ class Dispatcher:
             locale=msg.locale,
             sender=self.options.email_from if msg.channel is Channel.EMAIL else None,
             headers=self._headers(msg),
-            extra=_provider_options(msg, resolved.manifest.whatsapp, self.clock()),
-            ttl_seconds=_remaining_s(msg, self.clock()),
+            extra=_provider_options(msg, resolved.manifest.whatsapp),
+            ttl_seconds=_remaining_s(msg, now),
             tags=tuple(metadata.get("tags") or ()),
             category=metadata.get("category"),
             priority=msg.priority.value,
@@ -366,7 +366,7 @@ def _remaining_s(msg: ClaimedMessage, now: datetime) -> int | None:
     return max(1, int((msg.expires_at - now).total_seconds()))
 
 
-def _provider_options(msg: ClaimedMessage, whatsapp: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
+def _provider_options(msg: ClaimedMessage, whatsapp: Mapping[str, Any] | None) -> dict[str, Any]:
     """Per-message provider options: push options from ``metadata.push`` (collapse id, push type, sound,
     badge, android/apns/webpush overrides), and a WhatsApp template message when the version declares one."""
     if msg.channel is Channel.PUSH:

@@ -10,7 +10,6 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -217,20 +216,11 @@ class Repository:
         )
         return moved
 
-    async def release(self, ids: Sequence[uuid.UUID]) -> int:
-        """Give leases back without sending (shutdown): the messages are queued again at once."""
-        result: str = await self.pool.execute(sql.RELEASE, list(ids))
-        return int(result.split()[-1])
-
     async def reclaim_expired_leases(self, limit: int = 1000) -> int:
         """Messages whose sender died mid-send go back to the queue (one statement)."""
         return int(await self.pool.fetchval(sql.RECLAIM, limit))
 
     # -- outbox ------------------------------------------------------------------------------------
-
-    async def next_outbox_due(self) -> datetime | None:
-        value: datetime | None = await self.pool.fetchval(sql.OUTBOX_NEXT_DUE)
-        return value
 
     async def counts_by_status(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT status, count(*) AS n FROM messages GROUP BY status")

@@ -138,12 +138,6 @@ WITH u AS (
 SELECT count(*) FROM upd
 """
 
-RELEASE = """
-UPDATE messages SET status = 'queued', claimed_until = NULL, attempts = greatest(attempts - 1, 0),
-                    version = version + 1, updated_at = now()
-WHERE id = ANY($1::uuid[]) AND status = 'sending'
-"""
-
 # Expired leases (a sender died mid-send) go back to queued, with an outbox row so they are published
 # again. The attempt the dead sender started counts: a message that kills senders cannot loop forever.
 RECLAIM = """
@@ -178,5 +172,3 @@ USING (
 WHERE o.id = due.id
 RETURNING o.id, o.tenant_id, o.message_id, o.queue, o.priority
 """
-
-OUTBOX_NEXT_DUE = "SELECT min(available_at) FROM outbox"
