@@ -19,6 +19,7 @@ import asyncpg
 
 from engine.ids import new_id
 from engine.templating import Manifest, TemplateCatalog
+from engine.templating.budget import PREVIEW_LIMITS
 from engine.templating.errors import InvalidManifest, TemplateError
 from engine.templating.sources import PARTS, InMemorySource
 
@@ -96,7 +97,7 @@ def validate_document(
     parsed = Manifest.from_dict(template_id, 1, manifest)
     probe = InMemorySource()
     probe.add(parsed, texts)
-    trial = TemplateCatalog(catalog.shipped, tenants={tenant: probe}, limits=catalog.limits)
+    trial = TemplateCatalog(catalog.shipped, tenants={tenant: probe}, limits=PREVIEW_LIMITS)
     for locale in texts:
         for channel in parsed.channels:
             resolved = trial.resolve(f"{template_id}:v1", locale=locale, channel=channel, tenant=tenant)

@@ -27,10 +27,14 @@ class RenderLimits:
     ``max_output_chars`` applies to each part and is enforced while streaming; ``max_steps`` counts loop
     iterations and calls (macros, methods, helpers) across all parts; ``time_limit_s`` is wall time
     across all parts.
+
+    Sends have no wall-time bound by default: a published template is already bounded by steps and
+    output, and wall time depends on how loaded the machine is, so a deadline would fail good messages
+    permanently under load. Drafts and previews, which may still run away, get :data:`PREVIEW_LIMITS`.
     """
 
     max_output_chars: int = 256_000
-    time_limit_s: float | None = 1.0
+    time_limit_s: float | None = None
     max_steps: int | None = 200_000
 
 

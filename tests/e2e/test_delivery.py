@@ -94,7 +94,11 @@ def test_killed_senders_lose_nothing_and_send_nothing_twice(herald: Herald) -> N
         for actor in senders(herald):
             ray.kill(actor, no_restart=False)
     statuses = wait_all_terminal(herald, ids)
-    assert Counter(statuses.values()) == Counter({"sent": len(ids)})
+    unsent = [mid.removeprefix("msg_") for mid, status in statuses.items() if status != "sent"]
+    why = herald.sql(
+        "SELECT error_class, error_code, error_detail FROM attempts WHERE message_id = ANY($1::uuid[])", unsent
+    )
+    assert Counter(statuses.values()) == Counter({"sent": len(ids)}), [dict(r) for r in why]
     counts = Counter(r["message_id"] for r in herald.console_records())
     assert all(counts[mid] == 1 for mid in ids), {m: counts[m] for m in ids if counts[m] != 1}
     assert herald.sql("SELECT count(*) AS n FROM messages WHERE status = 'sending'")[0]["n"] == 0
