@@ -8,13 +8,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.channels import Channel
 from engine.errors import ConfigurationError
+
+
+#: A list setting: read from the environment as comma-separated text, never decoded as JSON first.
+CsvTuple = Annotated[tuple[str, ...], NoDecode]
+CsvFloats = Annotated[tuple[float, ...], NoDecode]
 
 
 def _default_data_dir() -> Path:
@@ -49,13 +54,13 @@ class Settings(BaseSettings):
     queue_prefix: str = Field("", alias="HERALD_QUEUE_PREFIX")
     envelope_max_ids: int = Field(100, ge=1, le=1000, alias="HERALD_ENVELOPE_MAX_IDS")
     idempotency_ttl_s: int = Field(7 * 24 * 3600, ge=60, alias="HERALD_IDEMPOTENCY_TTL_SECONDS")
-    retry_delays_s: tuple[float, ...] = Field((10.0, 60.0, 300.0), alias="HERALD_RETRY_DELAYS")
+    retry_delays_s: CsvFloats = Field((10.0, 60.0, 300.0), alias="HERALD_RETRY_DELAYS")
 
-    email_providers: tuple[str, ...] = Field(("console",), alias="HERALD_EMAIL_PROVIDERS")
-    sms_providers: tuple[str, ...] = Field(("console",), alias="HERALD_SMS_PROVIDERS")
-    push_providers: tuple[str, ...] = Field((), alias="HERALD_PUSH_PROVIDERS")
-    whatsapp_providers: tuple[str, ...] = Field((), alias="HERALD_WHATSAPP_PROVIDERS")
-    inapp_providers: tuple[str, ...] = Field(("store",), alias="HERALD_INAPP_PROVIDERS")
+    email_providers: CsvTuple = Field(("console",), alias="HERALD_EMAIL_PROVIDERS")
+    sms_providers: CsvTuple = Field(("console",), alias="HERALD_SMS_PROVIDERS")
+    push_providers: CsvTuple = Field((), alias="HERALD_PUSH_PROVIDERS")
+    whatsapp_providers: CsvTuple = Field((), alias="HERALD_WHATSAPP_PROVIDERS")
+    inapp_providers: CsvTuple = Field(("store",), alias="HERALD_INAPP_PROVIDERS")
     link_tracking: bool = Field(True, alias="HERALD_LINK_TRACKING")
     email_from: str = Field("Herald <no-reply@herald.local>", alias="HERALD_EMAIL_FROM")
 
