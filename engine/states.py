@@ -27,7 +27,8 @@ class Status(StrEnum):
 #: Statuses a message can still leave by being sent.
 PENDING: frozenset[Status] = frozenset({Status.SCHEDULED, Status.QUEUED, Status.THROTTLED})
 
-#: Statuses from which nothing moves any more.
+#: Statuses in which the message is done: nothing sends it again. Only a late hard bounce
+#: (``delivered -> bounced``) and a DLQ replay (``dead -> queued``) leave one.
 TERMINAL: frozenset[Status] = frozenset(
     {
         Status.DELIVERED,
@@ -41,7 +42,8 @@ TERMINAL: frozenset[Status] = frozenset(
 )
 
 #: Allowed moves. ``sending -> queued`` is a retry (or a lease returned on shutdown);
-#: ``dead -> queued`` is a DLQ replay.
+#: ``dead -> queued`` is a DLQ replay; ``delivered -> bounced`` is an asynchronous hard bounce, reported
+#: after the receiving server had accepted the message.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.SCHEDULED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED}),
     Status.QUEUED: frozenset({Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.SUPPRESSED, Status.THROTTLED}),
@@ -61,7 +63,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     ),
     Status.SENT: frozenset({Status.DELIVERED, Status.BOUNCED, Status.FAILED}),
     Status.DEAD: frozenset({Status.QUEUED}),
-    Status.DELIVERED: frozenset(),
+    Status.DELIVERED: frozenset({Status.BOUNCED}),
     Status.BOUNCED: frozenset(),
     Status.FAILED: frozenset(),
     Status.SUPPRESSED: frozenset(),
