@@ -32,7 +32,7 @@ from engine.idempotency import (
 )
 from engine.ids import format_message_id, new_id
 from engine.metrics import MetricsBuffer
-from engine.models import FieldError, NewMessage, NotificationRequest, Tenant, address_errors
+from engine.models import ALLOW_PRIVATE_CALLBACKS, FieldError, NewMessage, NotificationRequest, Tenant, address_errors
 from engine.problems import ApiProblem, from_pydantic
 from engine.states import Status
 from engine.storage.repository import Repository
@@ -71,6 +71,7 @@ class Intake:
         channels: frozenset[Channel] = frozenset(Channel),
         tenant_templates: TenantTemplateCache | None = None,
         clock: Callable[[], datetime] = utcnow,
+        allow_private_callbacks: bool = False,
     ) -> None:
         self.repo = repo
         self.catalog = catalog
@@ -80,6 +81,7 @@ class Intake:
         self.channels = channels  #: channels with at least one configured provider
         self.clock = clock
         self.tenant_templates = tenant_templates
+        self.allow_private_callbacks = allow_private_callbacks  #: HERALD_WEBHOOKS_ALLOW_PRIVATE
         self._tenants: dict[str, tuple[float, Tenant]] = {}
 
     async def tenant(self, slug: str) -> Tenant | None:
@@ -135,14 +137,15 @@ class Intake:
 
     # -- steps -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _parse(body: Any) -> NotificationRequest:
+    def _parse(self, body: Any) -> NotificationRequest:
         if not isinstance(body, dict):
             raise ApiProblem(
                 422, "the body must be a JSON object", errors=[FieldError(("body",), "expected an object")]
             )
         try:
-            return NotificationRequest.model_validate(body)
+            return NotificationRequest.model_validate(
+                body, context={ALLOW_PRIVATE_CALLBACKS: self.allow_private_callbacks}
+            )
         except ValidationError as err:
             raise ApiProblem(
                 422, "the notification is not valid", errors=from_pydantic(err.errors(include_url=False))

@@ -8,13 +8,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from engine.channels import Channel, Priority
+from engine.feedback.callback_urls import UnsafeCallbackUrl, check_callback_url
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 TEMPLATE_REF = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}(:v[1-9]\d{0,5})?$")
 MAX_TTL_S = 30 * 24 * 3600
+#: Validation context key: accept plain http and private callback URLs (HERALD_WEBHOOKS_ALLOW_PRIVATE).
+ALLOW_PRIVATE_CALLBACKS = "allow_private_callbacks"
 
 
 class PushTarget(BaseModel):
@@ -87,6 +91,17 @@ class NotificationRequest(BaseModel):
     def _template_ref(cls, value: str) -> str:
         if not TEMPLATE_REF.match(value):
             raise ValueError("must look like 'otp_login' or 'otp_login:v3'")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: HttpUrl | None, info: ValidationInfo) -> HttpUrl | None:
+        if value is not None:
+            allow_private = bool((info.context or {}).get(ALLOW_PRIVATE_CALLBACKS))
+            try:
+                check_callback_url(str(value), allow_private=allow_private)
+            except UnsafeCallbackUrl as err:
+                raise PydanticCustomError("unsafe_callback_url", str(err)) from None
         return value
 
     @field_validator("locale")

@@ -16,7 +16,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from engine.channels import Channel
 from engine.errors import ConfigurationError
 
-
 #: A list setting: read from the environment as comma-separated text, never decoded as JSON first.
 CsvTuple = Annotated[tuple[str, ...], NoDecode]
 CsvFloats = Annotated[tuple[float, ...], NoDecode]
@@ -62,6 +61,7 @@ class Settings(BaseSettings):
     whatsapp_providers: CsvTuple = Field((), alias="HERALD_WHATSAPP_PROVIDERS")
     inapp_providers: CsvTuple = Field(("store",), alias="HERALD_INAPP_PROVIDERS")
     link_tracking: bool = Field(True, alias="HERALD_LINK_TRACKING")
+    webhooks_allow_private: bool = Field(False, alias="HERALD_WEBHOOKS_ALLOW_PRIVATE")
     email_from: str = Field("Herald <no-reply@herald.local>", alias="HERALD_EMAIL_FROM")
 
     object_store_mb: int = Field(256, ge=75, alias="HERALD_RAY_OBJECT_STORE_MB")
