@@ -3,6 +3,7 @@ moto's own SNS signer), the documented SES samples, forgeries, replays and untru
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from drivers.email._sns import SnsVerifier
+from drivers.email._sns import SnsVerifier, fetch_certificate
 from drivers.email.ses_webhooks import SesWebhook, to_events
 from engine.feedback.effects import SuppressionScope, apply_events, suppression_for
 from engine.feedback.events import (
@@ -347,3 +348,26 @@ class TestEvents:
         envelope = sample("ses_envelope_delivery")
         envelope["Message"] = "Successfully validated SNS topic for Amazon SES event publishing."
         assert (await webhook.receive(sns.sign(envelope))).events == ()
+
+
+async def test_the_default_fetcher_reads_a_certificate_and_reports_failures_as_502(sns: Sns) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        found = request.startswith(b"GET /SimpleNotificationService-ab.pem ")
+        status, payload = (b"200 OK", sns.pem) if found else (b"404 Not Found", b"")
+        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(payload))
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await fetch_certificate(f"http://127.0.0.1:{port}/SimpleNotificationService-ab.pem") == sns.pem
+        with pytest.raises(WebhookUpstreamError, match="404"):
+            await fetch_certificate(f"http://127.0.0.1:{port}/missing.pem")
+    finally:
+        server.close()
+        await server.wait_closed()
+    with pytest.raises(WebhookUpstreamError, match="could not be fetched"):
+        await fetch_certificate(f"http://127.0.0.1:{port}/SimpleNotificationService-ab.pem")
