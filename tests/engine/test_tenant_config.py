@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from engine.tenant_config import (
     upgrade,
     validate_config,
 )
+from engine.tenant_config.schema import known_keys
 
 
 def problems(doc: dict[str, Any]) -> dict[str, str]:
@@ -211,3 +213,10 @@ def test_stored_keys_that_do_not_validate_are_dropped_not_fatal(caplog: pytest.L
     assert "default_locale" in warned and "legacy_flag" in warned and "providers.email.allow" in warned
     assert "not a locale!" not in warned and "sealed" not in warned  # names only, never values
     assert read_stored("eu", None) == TenantConfig()
+
+
+def test_readme_documents_every_key() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Tenant config", 1)[1].split("\n## ", 1)[0]
+    documented = {line.split("`")[1].split(".")[0] for line in section.splitlines() if line.startswith("| `")}
+    assert documented == set(known_keys(TenantConfig))
