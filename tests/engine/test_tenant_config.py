@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from engine.tenant_config import (
     EditPolicy,
     ProvidersConfig,
     TenantConfig,
+    TenantConfigCache,
     changed_paths,
     check_paths,
     merge_patch,
@@ -220,3 +222,13 @@ def test_readme_documents_every_key() -> None:
     section = readme.split("## Tenant config", 1)[1].split("\n## ", 1)[0]
     documented = {line.split("`")[1].split(".")[0] for line in section.splitlines() if line.startswith("| `")}
     assert documented == set(known_keys(TenantConfig))
+
+
+def test_cache_parses_a_row_only_when_its_version_moved() -> None:
+    cache = TenantConfigCache(pool=None)  # type: ignore[arg-type]  # from_row never touches storage
+    tenant = uuid.uuid4()
+    first = cache.from_row(tenant, 3, "eu", {"unsubscribe": True})
+    assert cache.from_row(tenant, 3, "eu", {"unsubscribe": False}) is first  # same version: kept
+    assert cache.from_row(tenant, 2, "us", {}) is first  # an older row never replaces a newer one
+    newer = cache.from_row(tenant, 4, "us", {"providers": {"sms": ["twilio"]}})
+    assert newer.region == "us" and newer.providers.allowed(Channel.SMS) == ("twilio",) and cache.version(tenant) == 4
