@@ -3,6 +3,7 @@
 A tenant can bring its own account for a provider (its SendGrid key, its Twilio sub-account). The values
 are encrypted (Fernet, key derived from HERALD_CREDENTIALS_KEY or the signing secret) and stored in
 ``tenants.config.credentials["<channel>:<provider>"]``; the API shows their names, never their values.
+Saving them moves ``tenants.config_version`` (a trigger does), so every sender picks them up.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -20,6 +21,9 @@ from drivers import create_driver
 from drivers.base import Driver
 from engine.channels import Channel
 from engine.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from engine.tenant_config import TenantConfig
 
 #: Only provider settings may be overridden per tenant.
 SETTING_NAME = re.compile(r"^(HERALD|AWS)_[A-Z0-9_]{1,64}$")
@@ -46,9 +50,8 @@ def credentials_key(channel: Channel, provider: str) -> str:
     return f"{channel.value}:{provider}"
 
 
-def sealed_for(tenant_config: Mapping[str, Any] | None, channel: Channel, provider: str) -> str | None:
-    sealed = ((tenant_config or {}).get("credentials") or {}).get(credentials_key(channel, provider))
-    return sealed if isinstance(sealed, str) else None
+def sealed_for(tenant_config: TenantConfig, channel: Channel, provider: str) -> str | None:
+    return tenant_config.credentials.get(credentials_key(channel, provider))
 
 
 class TenantDrivers:

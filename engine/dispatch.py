@@ -185,12 +185,12 @@ class Dispatcher:
     def _route(self, msg: ClaimedMessage, out: OutboundMessage) -> tuple[str, ...]:
         """The providers this message may use, in failover order.
 
-        The tenant's allow-list (``config.providers.<channel>``) orders and narrows the configured
+        The tenant's allow-list (``config.providers.<channel>.allow``) orders and narrows the configured
         chain; push goes only to the service that issued the token (an APNs token means nothing to FCM).
         """
         chain = [d.provider for d in self.drivers.get(msg.channel, ())]
-        allowed = ((msg.tenant_config or {}).get("providers") or {}).get(msg.channel.value)
-        if isinstance(allowed, list) and allowed:
+        allowed = msg.tenant_config.providers.allowed(msg.channel)
+        if allowed:
             chain = [p for p in allowed if p in chain]
         if msg.channel is Channel.PUSH:
             platform = out.to.push_platform or "fcm"
@@ -216,7 +216,7 @@ class Dispatcher:
     def _headers(self, msg: ClaimedMessage) -> dict[str, str]:
         """RFC 8058 one-click unsubscribe headers for email, when the tenant has unsubscribe on."""
         address = msg.address()
-        if msg.channel is not Channel.EMAIL or not address or not (msg.tenant_config or {}).get("unsubscribe"):
+        if msg.channel is not Channel.EMAIL or not address or not msg.tenant_config.unsubscribe:
             return {}
         token = sign_unsubscribe(self.options.link_secret, msg.tenant_slug, address[1])
         return {

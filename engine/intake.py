@@ -42,7 +42,7 @@ from engine.tenant_templates import TenantTemplateCache
 log = logging.getLogger(__name__)
 
 DEFAULT_LOCALE = "en"
-#: How long a process trusts its copy of a tenant row.
+#: How long a process trusts its copy of a tenant row before it reads the row's versions again.
 TENANT_TTL_S = 2.0
 
 _KEY_MESSAGES = {
@@ -72,6 +72,7 @@ class Intake:
         tenant_templates: TenantTemplateCache | None = None,
         clock: Callable[[], datetime] = utcnow,
         allow_private_callbacks: bool = False,
+        tenant_ttl_s: float = TENANT_TTL_S,
     ) -> None:
         self.repo = repo
         self.catalog = catalog
@@ -82,13 +83,15 @@ class Intake:
         self.clock = clock
         self.tenant_templates = tenant_templates
         self.allow_private_callbacks = allow_private_callbacks  #: HERALD_WEBHOOKS_ALLOW_PRIVATE
+        self.tenant_ttl_s = tenant_ttl_s
         self._tenants: dict[str, tuple[float, Tenant]] = {}
 
     async def tenant(self, slug: str) -> Tenant | None:
-        """The tenant row, cached for :data:`TENANT_TTL_S` (a publish elsewhere shows up within it)."""
+        """The tenant, re-read after ``tenant_ttl_s``: a config change or a template publish made by any
+        process shows up within it. Its config and templates are reloaded only when their versions moved."""
         now = time.monotonic()
         cached = self._tenants.get(slug)
-        if cached is not None and now - cached[0] < TENANT_TTL_S:
+        if cached is not None and now - cached[0] < self.tenant_ttl_s:
             return cached[1]
         tenant = await self.repo.get_tenant(slug)
         if tenant is not None:
@@ -98,7 +101,7 @@ class Intake:
         return tenant
 
     def forget_tenant(self, slug: str) -> None:
-        """Re-read the tenant on its next request (after this process published its templates)."""
+        """Re-read the tenant on its next request (after this process changed its config or templates)."""
         self._tenants.pop(slug, None)
 
     async def submit(self, principal: Principal, body: Any, header_key: str | None) -> Accepted:

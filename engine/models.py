@@ -13,6 +13,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.channels import Channel, Priority
 from engine.feedback.callback_urls import UnsafeCallbackUrl, check_callback_url
+from engine.tenant_config.schema import TenantConfig
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 TEMPLATE_REF = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}(:v[1-9]\d{0,5})?$")
@@ -158,14 +159,17 @@ class Tenant:
     id: uuid.UUID
     slug: str
     name: str
-    region: str
-    config: dict[str, Any] = field(default_factory=dict)
+    config: TenantConfig = field(default_factory=TenantConfig)
     templates_version: int = 0  #: bumped by every publish of the tenant's templates
+    config_version: int = 1  #: bumped by every change of the tenant's config
+
+    @property
+    def region(self) -> str:
+        return self.config.region
 
     @property
     def default_locale(self) -> str | None:
-        value = self.config.get("default_locale")
-        return value if isinstance(value, str) else None
+        return self.config.default_locale
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +209,7 @@ class ClaimedMessage:
     tenant_id: uuid.UUID
     tenant_slug: str
     tenant_templates_version: int
-    tenant_config: dict[str, Any]
+    tenant_config: TenantConfig
     channel: Channel
     template_id: str
     template_version: int
@@ -219,6 +223,7 @@ class ClaimedMessage:
     expires_at: datetime | None
     suppressed: bool = False  #: the address is on the tenant's suppression list
     attachments: tuple[dict[str, Any], ...] = ()  #: ``{"s3", "filename", "content_type"}`` references
+    tenant_config_version: int = 1
 
     def address(self) -> tuple[str, str] | None:
         """The (kind, address) a suppression list would hold for this recipient."""

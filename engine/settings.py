@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine.channels import Channel
 from engine.errors import ConfigurationError
+from engine.tenant_config.patch import DEFAULT_TENANT_EDITABLE
+from engine.tenant_config.schema import check_paths
 
 #: A list setting: read from the environment as comma-separated text, never decoded as JSON first.
 CsvTuple = Annotated[tuple[str, ...], NoDecode]
@@ -63,6 +65,8 @@ class Settings(BaseSettings):
     link_tracking: bool = Field(True, alias="HERALD_LINK_TRACKING")
     webhooks_allow_private: bool = Field(False, alias="HERALD_WEBHOOKS_ALLOW_PRIVATE")
     email_from: str = Field("Herald <no-reply@herald.local>", alias="HERALD_EMAIL_FROM")
+    #: Tenant config keys (dotted paths) a tenant admin may change on its own tenant.
+    tenant_editable_keys: CsvTuple = Field(DEFAULT_TENANT_EDITABLE, alias="HERALD_TENANT_EDITABLE_KEYS")
 
     object_store_mb: int = Field(256, ge=75, alias="HERALD_RAY_OBJECT_STORE_MB")
     direct_ingress: bool = Field(False, alias="HERALD_DIRECT_INGRESS")
@@ -74,12 +78,21 @@ class Settings(BaseSettings):
         "push_providers",
         "whatsapp_providers",
         "inapp_providers",
+        "tenant_editable_keys",
         mode="before",
     )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("tenant_editable_keys", mode="after")
+    @classmethod
+    def _config_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = check_paths(value)
+        if unknown:
+            raise ValueError(f"not keys of the tenant config: {', '.join(unknown)}")
         return value
 
     @field_validator("data_dir", mode="after")

@@ -1,7 +1,8 @@
 """The Postgres repository: every statement the engine runs, batched where the hot path needs it.
 
 Per batch of claimed messages a sender runs two statements: the claim and :meth:`record` (status,
-attempts, events and outbox rows in one statement with data-modifying CTEs).
+attempts, events and outbox rows in one statement with data-modifying CTEs), plus one that reloads
+tenant configs only when the claim shows a ``config_version`` newer than the one this process holds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from engine.ids import new_id
 from engine.models import ClaimedMessage, NewMessage, Tenant
 from engine.outcomes import Outcome
 from engine.states import EventType, Status
+from engine.tenant_config import TenantConfigCache
 
 from . import sql
 
@@ -62,32 +64,32 @@ class OutboxRow:
     priority: int
 
 
-def _tenant(row: asyncpg.Record) -> Tenant:
-    return Tenant(
-        id=row["id"],
-        slug=row["slug"],
-        name=row["name"],
-        region=row["region"],
-        config=row["config"],
-        templates_version=row["templates_version"],
-    )
-
-
 class Repository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, configs: TenantConfigCache | None = None) -> None:
         self.pool = pool
+        self.configs = configs or TenantConfigCache(pool)  #: this process's parsed tenant configs
 
     # -- tenants -----------------------------------------------------------------------------------
 
     async def get_tenant(self, slug: str) -> Tenant | None:
         row = await self.pool.fetchrow(sql.GET_TENANT, slug)
-        return _tenant(row) if row else None
+        return self._tenant(row) if row else None
 
     async def ensure_tenant(self, slug: str, *, name: str | None = None, region: str = "eu") -> Tenant:
         """The tenant with this slug, created with default settings when it does not exist yet."""
         row = await self.pool.fetchrow(sql.ENSURE_TENANT, new_id(), slug, name or slug, region)
         assert row is not None
-        return _tenant(row)
+        return self._tenant(row)
+
+    def _tenant(self, row: asyncpg.Record) -> Tenant:
+        return Tenant(
+            id=row["id"],
+            slug=row["slug"],
+            name=row["name"],
+            config=self.configs.from_row(row["id"], row["config_version"], row["region"], row["config"]),
+            templates_version=row["templates_version"],
+            config_version=row["config_version"],
+        )
 
     # -- accept ------------------------------------------------------------------------------------
 
@@ -156,13 +158,15 @@ class Repository:
         """Lease the sendable messages among ``ids`` (one statement). Ids already sent, or leased by a
         live sender, are not returned, so a redelivered envelope never sends twice."""
         rows = await self.pool.fetch(sql.CLAIM, list(ids), lease_s)
+        configs = await self.configs.ensure({r["tenant_id"]: r["config_version"] for r in rows})
         return [
             ClaimedMessage(
                 id=r["id"],
                 tenant_id=r["tenant_id"],
                 tenant_slug=r["slug"],
                 tenant_templates_version=r["templates_version"],
-                tenant_config=r["tenant_config"],
+                tenant_config=configs[r["tenant_id"]],
+                tenant_config_version=r["config_version"],
                 channel=Channel(r["channel"]),
                 template_id=r["template_id"],
                 template_version=r["template_version"],

@@ -1,16 +1,18 @@
 """SQL statements of the repository, kept apart so each reads as one piece."""
 
-GET_TENANT = "SELECT id, slug, name, region, config, templates_version FROM tenants WHERE slug = $1"
+_TENANT_COLUMNS = "id, slug, name, region, config, config_version, templates_version"
 
-ENSURE_TENANT = """
+GET_TENANT = f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE slug = $1"
+
+ENSURE_TENANT = f"""
 WITH ins AS (
     INSERT INTO tenants (id, slug, name, region) VALUES ($1, $2, $3, $4)
     ON CONFLICT (slug) DO NOTHING
-    RETURNING id, slug, name, region, config, templates_version
+    RETURNING {_TENANT_COLUMNS}
 )
 SELECT * FROM ins
 UNION ALL
-SELECT id, slug, name, region, config, templates_version FROM tenants WHERE slug = $2
+SELECT {_TENANT_COLUMNS} FROM tenants WHERE slug = $2
 LIMIT 1
 """
 
@@ -78,7 +80,7 @@ WHERE t.id = m.tenant_id
   AND m.id = ANY($1::uuid[])
   AND (m.status IN ('queued', 'scheduled', 'throttled')
        OR (m.status = 'sending' AND m.claimed_until < now()))
-RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config AS tenant_config, m.channel, m.template_id,
+RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config_version, m.channel, m.template_id,
           m.template_version, m.locale, m."to", m.variables, m.metadata, m.priority, m.attempts, m.created_at,
           m.expires_at,
           EXISTS (SELECT 1 FROM suppressions s

@@ -48,7 +48,7 @@ class Herald:
         self.sql(
             "UPDATE tenants SET config = jsonb_set(config, '{providers}', $2::jsonb) WHERE slug = $1",
             tenant,
-            json.dumps(channels),
+            json.dumps({channel: {"allow": names} for channel, names in channels.items()}),
         )
 
     @property

@@ -1,0 +1,153 @@
+"""The tenant config document: one pydantic model per section, the root collecting them.
+
+Adding a key for a feature is one field with a default on a section (or a new :class:`Section` and one
+field on :class:`TenantConfig`): stored documents without it stay valid, merge patches reach it, the
+platform's allow-list can name it by its dotted path, and errors name it. Every section forbids unknown
+keys, so a typo is an error naming the dotted path, never a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, get_args
+
+from babel import Locale, UnknownLocaleError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
+
+from engine.channels import Channel
+
+#: A provider's registry name (``sendgrid``, ``twilio``).
+ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+#: ``<channel>:<provider>``, the key of a tenant's sealed provider settings.
+CredentialKey = Annotated[str, StringConstraints(pattern=r"^[a-z]+:[a-z][a-z0-9_]{0,31}$")]
+
+REGION_PATTERN = r"^[a-z]{2}(-[a-z0-9]{1,16}){0,2}$"
+#: Keys no patch may name: written by their own routes (``PUT /admin/credentials/...``), never shown.
+MANAGED_KEYS = frozenset({"credentials"})
+
+
+class Section(BaseModel):
+    """Base of every part of the document: unknown keys are errors, parsed values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelProviders(Section):
+    """``providers.<channel>``."""
+
+    allow: tuple[ProviderName, ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="providers this tenant may use on the channel, in its order of preference; "
+        "null: every configured provider, in the platform's failover order",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_bare_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            raise ValueError('a bare list is the old shape; send {"allow": [...]}')
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("names a provider more than once")
+        return value
+
+
+class ProvidersConfig(Section):
+    """``providers``: one entry per channel."""
+
+    email: ChannelProviders = Field(default_factory=ChannelProviders)
+    sms: ChannelProviders = Field(default_factory=ChannelProviders)
+    push: ChannelProviders = Field(default_factory=ChannelProviders)
+    whatsapp: ChannelProviders = Field(default_factory=ChannelProviders)
+    inapp: ChannelProviders = Field(default_factory=ChannelProviders)
+
+    def channel(self, channel: Channel) -> ChannelProviders:
+        found: ChannelProviders = getattr(self, channel.value)
+        return found
+
+    def allowed(self, channel: Channel) -> tuple[str, ...] | None:
+        """The tenant's allow-list for ``channel`` in its order, or None when it does not narrow the chain."""
+        return self.channel(channel).allow
+
+
+class TenantConfig(Section):
+    """A tenant's settings, as ``GET /api/tenant`` shows them (``credentials`` are never serialized)."""
+
+    region: str = Field(
+        "eu", pattern=REGION_PATTERN, description="where the tenant's data and traffic stay; set by the platform"
+    )
+    default_locale: str | None = Field(
+        None, max_length=35, description="locale used when a message names none (BCP 47, e.g. en-GB)"
+    )
+    unsubscribe: StrictBool = Field(False, description="email carries RFC 8058 one-click List-Unsubscribe headers")
+    providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
+    credentials: dict[CredentialKey, str] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @field_validator("default_locale")
+    @classmethod
+    def _locale(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = Locale.parse(value.replace("-", "_"))
+        except (ValueError, UnknownLocaleError, TypeError):
+            raise ValueError(f"{value!r} is not a known locale (use a BCP 47 tag such as en-GB)") from None
+        return "-".join(p for p in (parsed.language, parsed.script, parsed.territory) if p)
+
+    def document(self) -> dict[str, Any]:
+        """The public document (every key, defaults included): what views show and patches apply to."""
+        return self.model_dump(mode="json")
+
+    def stored(self) -> dict[str, Any]:
+        """What ``tenants.config`` holds: keys that differ from their defaults, the managed ones, no region
+        (``tenants.region`` is its column), so a default changed later reaches every tenant that kept it."""
+        doc = self.model_dump(mode="json", exclude_defaults=True, exclude={"region"})
+        if self.credentials:
+            doc["credentials"] = dict(self.credentials)
+        return doc
+
+
+def section_at(path: tuple[str | int, ...]) -> type[Section] | None:
+    """The section model found at ``path`` (``("providers", "email")``), or None when there is none."""
+    model: type[Section] = TenantConfig
+    for part in path:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return None
+        nested = _section_of(field.annotation)
+        if nested is None:
+            return None
+        model = nested
+    return model
+
+
+def is_known_path(dotted: str) -> bool:
+    """Whether ``dotted`` (``providers.email.allow``) names a key of the document."""
+    *parents, last = dotted.split(".")
+    section = section_at(tuple(parents))
+    return section is not None and last in section.model_fields and last not in MANAGED_KEYS
+
+
+def known_keys(section: type[Section]) -> list[str]:
+    return sorted(k for k in section.model_fields if k not in MANAGED_KEYS)
+
+
+def _section_of(annotation: Any) -> type[Section] | None:
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, Section):
+            return candidate
+    return None
+
+
+_DOTTED = re.compile(r"^[a-z_]+(\.[a-z_]+)*$")
+
+
+def check_paths(paths: tuple[str, ...]) -> list[str]:
+    """The entries of ``paths`` that are not keys of the document (for settings that name keys)."""
+    return [p for p in paths if not _DOTTED.match(p) or not is_known_path(p)]
