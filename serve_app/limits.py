@@ -34,8 +34,8 @@ from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
 MIB = 1024 * 1024
 #: Containers (objects and arrays) a JSON body may nest; no request Herald takes needs more than a few.
 MAX_JSON_DEPTH = 64
-#: Characters PostgreSQL text and jsonb cannot hold.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: An unpaired surrogate: UTF-8 cannot encode it, so neither can PostgreSQL (nor can it hold NUL).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _NUL_QUERY = re.compile(rb"%00|\x00")
 
 
@@ -76,7 +76,7 @@ class RequestLimits:
 def json_body_problem(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ApiProblem | None:
     """Why the routes must not be handed ``body``, or None (also for a body that is not JSON at all).
 
-    Parses as the routes do (``json.loads`` on the bytes) and walks the document without recursion.
+    Parses as the routes do (``json.loads`` on the bytes), then walks the document once without recursion.
     """
     try:
         doc = json.loads(body)
@@ -86,21 +86,43 @@ def json_body_problem(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ApiPro
         return None  # not JSON: the route says so (400), or reads it as what it is
     except ValueError as err:  # an integer literal past Python's int/str conversion limit
         return ApiProblem(400, f"the JSON body holds a number Herald cannot read: {err}")
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
+    if type(doc) is not dict and type(doc) is not list:
+        return _scalar_problem(doc, ())
+    return _walk(doc, max_depth)
+
+
+def _walk(doc: dict[str, Any] | list[Any], max_depth: int) -> ApiProblem | None:
+    # Hot on large bodies: only non-empty containers go on the stack, scalars are judged in place by exact
+    # type. A container at ``loc`` is ``len(loc) + 1`` levels deep.
+    stack: list[tuple[dict[str, Any] | list[Any], tuple[str | int, ...]]] = [(doc, ())]
     while stack:
         node, loc = stack.pop()
-        if isinstance(node, dict | list):
-            if len(loc) >= max_depth:
-                return _too_deep(max_depth)
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for key, value in items:
-                if isinstance(key, str) and _UNSTORABLE.search(key):
-                    return _unstorable((*loc, _printable(key)), "a key with a NUL character or an unpaired surrogate")
-                stack.append((value, (*loc, key)))
-        elif isinstance(node, str) and _UNSTORABLE.search(node):
-            return _unstorable(loc, "text with a NUL character or an unpaired surrogate, which cannot be stored")
-        elif isinstance(node, float) and not math.isfinite(node):
-            return _unstorable(loc, "not a finite number (JSON has no NaN or Infinity)")
+        items = node.items() if type(node) is dict else enumerate(node)  # type: ignore[union-attr]
+        for key, value in items:
+            if type(key) is str and _unstorable_text(key):
+                return _unstorable((*loc, _printable(key)), "a key with a NUL character or an unpaired surrogate")
+            kind = type(value)
+            if kind is dict or kind is list:
+                if len(loc) + 1 >= max_depth:
+                    return _too_deep(max_depth)
+                if value:
+                    stack.append((value, (*loc, key)))
+            elif kind is str or kind is float:
+                problem = _scalar_problem(value, (*loc, key))
+                if problem is not None:
+                    return problem
+    return None
+
+
+def _unstorable_text(text: str) -> bool:
+    return "\x00" in text or (not text.isascii() and _SURROGATE.search(text) is not None)
+
+
+def _scalar_problem(value: Any, loc: tuple[str | int, ...]) -> ApiProblem | None:
+    if type(value) is str and _unstorable_text(value):
+        return _unstorable(loc, "text with a NUL character or an unpaired surrogate, which cannot be stored")
+    if type(value) is float and not math.isfinite(value):
+        return _unstorable(loc, "not a finite number (JSON has no NaN or Infinity)")
     return None
 
 
