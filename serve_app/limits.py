@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,8 +85,8 @@ def json_body_problem(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ApiPro
         return _too_deep(max_depth)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None  # not JSON: the route says so (400), or reads it as what it is
-    except ValueError as err:  # an integer literal past Python's int/str conversion limit
-        return ApiProblem(400, f"the JSON body holds a number Herald cannot read: {err}")
+    except ValueError:  # an integer literal past Python's int/str conversion limit
+        return ApiProblem(400, f"the JSON body holds an integer longer than {sys.get_int_max_str_digits()} digits")
     if type(doc) is not dict and type(doc) is not list:
         return _scalar_problem(doc, ())
     return _walk(doc, max_depth)
@@ -219,7 +220,7 @@ def _unstorable(loc: tuple[str | int, ...], why: str) -> ApiProblem:
 
 def _printable(key: str) -> str:
     """A key safe to echo in a JSON answer (an unpaired surrogate cannot be encoded as UTF-8)."""
-    return key.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace").replace("\x00", "\\x00")
+    return key.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, problem: ApiProblem) -> None:

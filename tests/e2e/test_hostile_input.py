@@ -231,6 +231,13 @@ def test_values_postgres_cannot_store_are_422_not_500(herald: Herald) -> None:
         problem(api.post("/api/templates/otp_login/rollback", json={"version": 10**30}), 422)
 
 
+@pytest.mark.parametrize("method", ["PATCH", "DELETE", "PUT", "OPTIONS", "TRACE"])
+def test_unexpected_methods_are_4xx(herald: Herald, method: str) -> None:
+    with herald.client(new_tenant()) as api:
+        r = api.request(method, "/api/notifications", content=DEEP, headers=headers())
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+
+
 def test_huge_headers_are_refused_without_a_5xx(herald: Herald) -> None:
     with herald.client(new_tenant()) as api:
         try:

@@ -124,6 +124,7 @@ async def test_json_nesting_is_bounded_for_any_content_type(api: httpx.AsyncClie
         (b'{"to": {"name": "\xed\xa0\x80"}}', ["body", "to", "name"]),  # an encoded lone surrogate
         (b'{"variables": {"\\udfff": 1}}', ["body", "variables", "\\udfff"]),
         (b'{"variables": {"n\\u0000": 1}}', ["body", "variables", "n\\x00"]),
+        (b'{"variables": {"caf\xc3\xa9": "\\ud800"}}', ["body", "variables", "caf\u00e9"]),
         (b'{"variables": {"x": NaN}}', ["body", "variables", "x"]),
         (b'{"variables": {"x": [1, -Infinity]}}', ["body", "variables", "x", 1]),
         (b'{"ttl_seconds": 1e999}', ["body", "ttl_seconds"]),
@@ -142,7 +143,8 @@ async def test_a_paired_surrogate_is_an_ordinary_character(api: httpx.AsyncClien
 
 
 async def test_integers_past_pythons_conversion_limit_are_400(api: httpx.AsyncClient) -> None:
-    assert_problem(await api.post("/api/batch", content=b'{"n": ' + b"9" * 4301 + b"}"), 400)
+    doc = assert_problem(await api.post("/api/batch", content=b'{"n": ' + b"9" * 4301 + b"}"), 400)
+    assert doc["detail"] == "the JSON body holds an integer longer than 4300 digits"
     fits = b'{"n": ' + b"9" * 4000 + b"}"
     assert (await api.post("/api/batch", content=fits)).content == fits
 
