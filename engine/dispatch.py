@@ -27,6 +27,7 @@ from engine.states import EventType, Status
 from engine.storage.repository import Repository
 from engine.templating import RenderContext, TemplateCatalog, TemplateError
 from engine.templating.links import sign_unsubscribe, unsubscribe_url
+from engine.templating.whatsapp import WhatsappSpec
 from engine.tenant_templates import TenantTemplateCache
 
 log = logging.getLogger(__name__)
@@ -366,24 +367,15 @@ def _remaining_s(msg: ClaimedMessage, now: datetime) -> int | None:
     return max(1, int((msg.expires_at - now).total_seconds()))
 
 
-def _provider_options(msg: ClaimedMessage, whatsapp: Mapping[str, Any] | None) -> dict[str, Any]:
+def _provider_options(msg: ClaimedMessage, whatsapp: WhatsappSpec | None) -> dict[str, Any]:
     """Per-message provider options: push options from ``metadata.push`` (collapse id, push type, sound,
     badge, android/apns/webpush overrides), and a WhatsApp template message when the version declares one."""
     if msg.channel is Channel.PUSH:
         push = (msg.metadata or {}).get("push")
         return {"push": push} if isinstance(push, dict) else {}
-    if msg.channel is not Channel.WHATSAPP or not whatsapp:
+    if msg.channel is not Channel.WHATSAPP or whatsapp is None:
         return {}
-    values = msg.variables
-    return {
-        "whatsapp_template": {
-            "name": whatsapp["template"],
-            "language": whatsapp.get("language") or msg.locale.replace("-", "_"),
-            "parameters": [str(values.get(name, "")) for name in whatsapp.get("parameters", [])],
-            "content_sid": whatsapp.get("content_sid"),
-            "category": whatsapp.get("category") or "utility",
-        }
-    }
+    return {"whatsapp_template": whatsapp.request(msg.variables, msg.locale)}
 
 
 def _ended_unsent(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import phonenumbers
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -44,12 +45,45 @@ class Recipient(BaseModel):
     @field_validator("phone")
     @classmethod
     def _e164(cls, value: str | None) -> str | None:
-        if value is not None:
-            compact = re.sub(r"[\s().-]", "", value)
-            if not E164.match(compact):
-                raise ValueError("must be an E.164 number such as +447700900123")
-            return compact
-        return value
+        return None if value is None else valid_phone(value)
+
+
+_NOT_POSSIBLE = {
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "+{cc} is not a country calling code",
+    phonenumbers.ValidationResult.TOO_SHORT: "too short for a +{cc} number",
+    phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY: "too short for a +{cc} number (is the area code missing?)",
+    phonenumbers.ValidationResult.TOO_LONG: "too long for a +{cc} number",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "not a length any +{cc} number has",
+}
+
+
+def valid_phone(value: str) -> str:
+    """The E.164 form of a number in a range its country assigns (libphonenumber's numbering plans).
+
+    The message says why a number is refused and never repeats it (it is personal data).
+
+    Raises:
+        PydanticCustomError: ``phone_format`` (not ``+`` and digits) or ``phone_invalid``.
+    """
+    compact = re.sub(r"[\s().-]", "", value)
+    if not E164.match(compact):
+        raise PydanticCustomError("phone_format", "must be an E.164 number: + and the country code (+14155550123)")
+    try:
+        parsed = phonenumbers.parse(compact, None)
+    except phonenumbers.NumberParseException:
+        raise PydanticCustomError("phone_invalid", "not a phone number: no country has this calling code") from None
+    if phonenumbers.is_valid_number(parsed):
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    cc = parsed.country_code
+    why = _NOT_POSSIBLE.get(phonenumbers.is_possible_number_with_reason(parsed))
+    if why is None:  # the right length, but in no range the country has assigned to a line
+        region = phonenumbers.region_code_for_country_code(cc)
+        where = f"+{cc}, {region}" if region not in ("001", "ZZ") else f"+{cc}"
+        why = (
+            f"not in a range assigned to any line ({where}); ranges kept for drama and examples, "
+            "such as +44 7700 900xxx, are not numbers"
+        )
+    raise PydanticCustomError("phone_invalid", "not a valid phone number: {why}", {"why": why.format(cc=cc)})
 
 
 class AttachmentRef(BaseModel):

@@ -17,6 +17,7 @@ from engine.templating.context import RenderContext
 from engine.templating.errors import InvalidManifest
 from engine.templating.locales import normalize_locale
 from engine.templating.preview import preview
+from engine.templating.refs import MAX_VERSION
 from engine.templating.sources import is_partial_name
 from engine.tenant_templates import TemplateConflict, TenantTemplateCache, TenantTemplateStore, validate_document
 
@@ -31,7 +32,7 @@ class DraftRequest(BaseModel):
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class PartialRequest(BaseModel):
@@ -136,7 +137,8 @@ class TemplateService:
         }
 
     async def version(self, tenant: Tenant, raw_id: str, version: int) -> dict[str, Any]:
-        found = await self.store.version(tenant.id, template_id_of(raw_id), version)
+        template_id = template_id_of(raw_id)
+        found = await self.store.version(tenant.id, template_id, version) if 1 <= version <= MAX_VERSION else None
         if found is None:
             raise ApiProblem(404, f"no version {version} of {raw_id!r}")
         return found.as_dict()

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.models import NotificationRequest
 from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem, from_pydantic
+from serve_app.limits import RequestLimitMiddleware, RequestLimits
 
 
 def problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
@@ -43,6 +44,7 @@ def create_app() -> FastAPI:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(ApiProblem(exc.status_code, str(exc.detail)), request)
 
+    app.add_middleware(RequestLimitMiddleware, limits=RequestLimits.from_env())
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

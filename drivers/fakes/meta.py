@@ -5,7 +5,9 @@ Validated as Graph does, answering Graph's error envelope ``{"error": {"message"
 ``messaging_product: whatsapp`` (``100``), ``to`` as bare digits (``131009``; Graph itself also takes a
 leading ``+``, the emulator holds Herald to the documented form), a known ``type``
 (``131051``), text body (``131008``), templates that exist in that language (``132001``) with the right
-parameter count (``132000``), the 24 h window for free-form text when the emulator tracks windows
+parameter count (``132000``), the button components an approved template takes (a missing one
+``131008``, a wrong count ``132000``), an authentication template's code (at most 15 characters, and
+the same code on its copy-code button: ``131009``), the 24 h window for free-form text when the emulator tracks windows
 (``131047``), and recipients that are not on WhatsApp (``131026``). Success is ``200`` with
 ``contacts`` and ``messages[0].id`` (``wamid.…``).
 """
@@ -24,8 +26,38 @@ from drivers.fakes.twilio import Answer, Emulator, Exchange, RunningEmulator, js
 
 TOKEN = "emulator-meta-system-user-token-0001"
 PHONE_NUMBER_ID = "106540352242922"
-#: Approved templates: name -> {language: body parameter count}.
-TEMPLATES: dict[str, dict[str, int]] = {"order_shipped": {"en_US": 1, "de_DE": 1}, "otp_login": {"en_US": 1}}
+#: Meta's parameter object for each button sub-type that takes a value.
+_BUTTON_PARAMETER = {"url": "text", "quick_reply": "payload", "copy_code": "coupon_code"}
+#: The longest one-time code an authentication template takes.
+MAX_CODE_LENGTH = 15
+
+
+@dataclass(frozen=True)
+class ApprovedTemplate:
+    """One approved template in one language: its body parameters and the buttons that take a value."""
+
+    body: int = 0
+    buttons: dict[int, str] = field(default_factory=dict)  #: index -> sub_type
+    category: str = "utility"
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> ApprovedTemplate:
+        """A body parameter count, or ``{"body", "buttons": [{"sub_type"}], "category"}``."""
+        if isinstance(doc, ApprovedTemplate):
+            return doc
+        if isinstance(doc, int):
+            return cls(body=doc)
+        buttons = {i: str(b["sub_type"]) for i, b in enumerate(doc.get("buttons") or [])}
+        return cls(int(doc.get("body", 0)), buttons, str(doc.get("category", "utility")).lower())
+
+
+#: Meta's copy-code authentication template: the code in the body and on the button (index 0).
+AUTHENTICATION = ApprovedTemplate(body=1, buttons={0: "url"}, category="authentication")
+#: Approved templates: name -> {language: template}.
+TEMPLATES: dict[str, dict[str, ApprovedTemplate]] = {
+    "order_shipped": {"en_US": ApprovedTemplate(1), "de_DE": ApprovedTemplate(1)},
+    "otp_login": {"en": AUTHENTICATION, "en_GB": AUTHENTICATION, "en_US": AUTHENTICATION},
+}
 _PATH = re.compile(r"^/(?P<version>v\d+\.\d+)/(?P<pnid>[^/]+)/messages$")
 _DIGITS = re.compile(r"^\d{7,15}$")
 _TYPES = frozenset(
@@ -61,7 +93,9 @@ def graph_error(status: int, code: int, message: str, details: str | None = None
 class MetaState:
     token: str = TOKEN
     phone_number_id: str = PHONE_NUMBER_ID
-    templates: dict[str, dict[str, int]] = field(default_factory=lambda: {k: dict(v) for k, v in TEMPLATES.items()})
+    templates: dict[str, dict[str, ApprovedTemplate]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in TEMPLATES.items()}
+    )
     #: None: every service window is open; a set: only these recipients (digits) wrote in the last 24 h.
     open_windows: set[str] | None = None
     not_on_whatsapp: set[str] = field(default_factory=set)
@@ -134,24 +168,72 @@ class MetaApi:
         language = (template.get("language") or {}).get("code")
         if not language:
             return graph_error(400, 131008, "Required parameter is missing", "template.language.code is required")
-        counts = self.state.templates.get(str(template["name"]), {})
-        if language not in counts:
+        approved = self.state.templates.get(str(template["name"]), {}).get(language)
+        if approved is None:
             return graph_error(
                 404,
                 132001,
                 "Template name does not exist in the translation",
                 f"template name ({template['name']}) does not exist in {language}",
             )
-        given = sum(len(c.get("parameters") or []) for c in template.get("components") or [] if c.get("type") == "body")
-        if given != counts[language]:
+        components = [c for c in template.get("components") or [] if isinstance(c, dict)]
+        body = [p for c in components if c.get("type") == "body" for p in c.get("parameters") or []]
+        if len(body) != approved.body:
+            return _count_mismatch("body", len(body), approved.body)
+        # Graph takes the index as a string or a number; one it cannot read matches no button.
+        buttons = {str(c.get("index")): c for c in components if c.get("type") == "button"}
+        problem = _validate_buttons(approved, buttons)
+        if problem is None and approved.category == "authentication":
+            problem = _validate_code(body, buttons)
+        return problem
+
+
+def _count_mismatch(where: str, given: int, expected: int) -> tuple[int, dict[str, Any]]:
+    return graph_error(
+        400,
+        132000,
+        "Number of parameters does not match the expected number of params",
+        f"{where}: number of localizable_params ({given}) does not match the expected number of params ({expected})",
+    )
+
+
+def _invalid(details: str) -> tuple[int, dict[str, Any]]:
+    return graph_error(400, 131009, "Parameter value is not valid", details)
+
+
+def _validate_buttons(
+    approved: ApprovedTemplate, given: dict[str, dict[str, Any]]
+) -> tuple[int, dict[str, Any]] | None:
+    for index, sub_type in sorted(approved.buttons.items()):
+        component = given.get(str(index))
+        params = (component or {}).get("parameters") or []
+        if component is None or not params:
             return graph_error(
-                400,
-                132000,
-                "Number of parameters does not match the expected number of params",
-                f"body: number of localizable_params ({given}) does not match the expected number of params "
-                f"({counts[language]})",
+                400, 131008, "Required parameter is missing", f"buttons: the {sub_type} button at {index} needs one"
             )
-        return None
+        if component.get("sub_type") != sub_type:
+            return _invalid(f"buttons: the button at index {index} is a {sub_type} button")
+        if len(params) != 1:
+            return _count_mismatch(f"button at index {index}", len(params), 1)
+        kind = _BUTTON_PARAMETER.get(sub_type, "text")
+        if not isinstance(params[0], dict) or params[0].get("type") != kind or not params[0].get(kind):
+            return _invalid(f"buttons: the button at index {index} takes one {kind} parameter")
+    declared = {str(i) for i in approved.buttons}
+    for index, component in given.items():
+        if index not in declared and component.get("parameters"):
+            return _count_mismatch(f"button at index {index}", len(component["parameters"]), 0)
+    return None
+
+
+def _validate_code(body: list[Any], buttons: dict[str, dict[str, Any]]) -> tuple[int, dict[str, Any]] | None:
+    """An authentication template: one code, short enough, and the same on the copy-code button."""
+    code = str(body[0].get("text") or "") if body and isinstance(body[0], dict) else ""
+    if not code or len(code) > MAX_CODE_LENGTH:
+        return _invalid(f"body: the code must be 1 to {MAX_CODE_LENGTH} characters")
+    copied = ((buttons.get("0") or {}).get("parameters") or [{}])[0]
+    if not isinstance(copied, dict) or copied.get("text") != code:
+        return _invalid("buttons: the copy-code button must carry the body's code")
+    return None
 
 
 def env_for(base_url: str, *, state: MetaState | None = None) -> dict[str, str]:
@@ -187,12 +269,15 @@ class MetaEmulator(Emulator):
         self.api.state.not_on_whatsapp.clear()
 
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Body: ``open_windows`` (digits, or null: all open), ``not_on_whatsapp`` (digits), ``templates``."""
+        """Body: ``open_windows`` (digits, or null: all open), ``not_on_whatsapp`` (digits), ``templates``
+        (``{name: {language: body parameter count, or {"body", "buttons": [{"sub_type"}], "category"}}}``)."""
         state = self.api.state
         if "open_windows" in doc:
             state.open_windows = None if doc["open_windows"] is None else set(doc["open_windows"])
         state.not_on_whatsapp.update(doc.get("not_on_whatsapp", []))
-        state.templates.update(doc.get("templates", {}))
+        for name, languages in doc.get("templates", {}).items():
+            approved = {lang: ApprovedTemplate.from_doc(shape) for lang, shape in languages.items()}
+            state.templates[name] = {**state.templates.get(name, {}), **approved}
         return {"templates": sorted(state.templates)}
 
 

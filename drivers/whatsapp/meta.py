@@ -1,8 +1,9 @@
 """WhatsApp through Meta's Cloud API (Graph): ``POST {base}/{version}/{phone-number-id}/messages``.
 
-Templates (name, language, parameters) are first-class (see :mod:`drivers.whatsapp`); free-form text
-only reaches a user inside the 24 h service window. Recipients are bare digits (no ``+``). Failures are
-classified by Graph's ``error.code`` in :data:`META_ERRORS` (HTTP is 400 for most of them).
+Templates (name, language, body parameters, buttons such as an authentication template's copy-code
+button) are first-class (see :mod:`drivers.whatsapp`); free-form text only reaches a user inside the
+24 h service window. Recipients are bare digits (no ``+``). Failures are classified by Graph's
+``error.code`` in :data:`META_ERRORS` (HTTP is 400 for most of them).
 
 Settings: ``HERALD_META_TOKEN`` (system-user token), ``HERALD_META_PHONE_NUMBER_ID``, optional
 ``HERALD_META_BASE_URL`` (an emulator), ``HERALD_META_API_VERSION`` (default ``v23.0``),

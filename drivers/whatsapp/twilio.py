@@ -1,7 +1,9 @@
 """WhatsApp through Twilio: the Messages API with ``whatsapp:+E164`` addresses.
 
-A template goes as ``ContentSid`` + ``ContentVariables`` (JSON); free-form text as ``Body`` (only inside
-the 24 h window). Failures are classified by the Twilio table in :mod:`drivers.sms.twilio`.
+A template goes as ``ContentSid`` + ``ContentVariables`` (JSON: body parameters, then button values that
+the body does not already carry; a ``whatsapp/authentication`` content takes the code alone); free-form
+text as ``Body`` (only inside the 24 h window). Failures are classified by the Twilio table in
+:mod:`drivers.sms.twilio`.
 
 Settings: the Twilio ones (see :mod:`drivers.sms.twilio`), with ``HERALD_TWILIO_WHATSAPP_FROM`` (the
 WhatsApp sender number, E.164, with or without ``whatsapp:``) instead of ``HERALD_TWILIO_FROM``.

@@ -3,12 +3,15 @@
 ``templates/_manifests/<template_id>/v<N>.yaml``::
 
     description: One-time login code
-    category: transactional          # transactional | marketing
-    channels: [email, sms]
+    category: auth                   # auth | transactional | marketing
+    channels: [email, sms, whatsapp]
     default_locale: en
     variables:
       - {name: code, type: str, required: true, sensitive: true, example: "384921"}
       - {name: ttl, type: int, default: 5, example: 5}
+    whatsapp: {template: otp_login, parameters: [code], buttons: [{sub_type: url, parameter: code}]}
+
+(the ``whatsapp`` block: :mod:`engine.templating.whatsapp`).
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from engine.channels import Channel
 from .errors import InvalidLocale, InvalidManifest
 from .locales import normalize_locale
 from .variables import CONVERTERS, VariableCheck, VariableProblem, VariableTypeError, convert
+from .whatsapp import WhatsappSpec, parse_whatsapp
 
-CATEGORIES = ("transactional", "marketing")
+#: ``auth`` (one-time codes, sign-in) and ``transactional`` are required: never opted out of.
+CATEGORIES = ("auth", "transactional", "marketing")
 #: Names the renderer provides itself; a manifest may not declare them.
 RESERVED_NAMES = frozenset({"unsubscribe_url", "message_id", "range", "dict", "tracked_link"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _MANIFEST_KEYS = frozenset({"description", "category", "channels", "default_locale", "variables", "whatsapp"})
-_WHATSAPP_KEYS = frozenset({"template", "language", "parameters", "content_sid", "category"})
 _VARIABLE_KEYS = frozenset({"name", "type", "required", "default", "example", "sensitive", "description"})
 
 
@@ -58,9 +62,8 @@ class Manifest:
     variables: tuple[VariableSpec, ...]
     description: str = ""
     #: A pre-approved WhatsApp template this version sends as (outside the 24 h window only templates
-    #: are delivered): ``template`` name, ``language`` code, ``parameters`` (variable names, in order),
-    #: optional Twilio ``content_sid`` and Meta ``category``.
-    whatsapp: Mapping[str, Any] | None = None
+    #: are delivered): name, language, body parameters and buttons, Twilio's content sid, Meta's category.
+    whatsapp: WhatsappSpec | None = None
 
     @classmethod
     def from_dict(cls, template_id: str, version: int, doc: Any) -> Manifest:
@@ -77,15 +80,16 @@ class Manifest:
         names = [v.name for v in variables]
         if len(set(names)) != len(names):
             raise InvalidManifest(f"{where}: a variable is declared twice")
+        category = _category(where, doc.get("category", "transactional"))
         return cls(
             template_id=template_id,
             version=version,
-            category=_category(where, doc.get("category", "transactional")),
+            category=category,
             channels=_channels(where, doc.get("channels")),
             default_locale=_locale(where, doc.get("default_locale", "en")),
             variables=variables,
             description=str(doc.get("description", "")),
-            whatsapp=_whatsapp(where, doc.get("whatsapp"), {v.name for v in variables}),
+            whatsapp=parse_whatsapp(where, doc.get("whatsapp"), set(names), category),
         )
 
     def variable(self, name: str) -> VariableSpec | None:
@@ -150,18 +154,6 @@ def _variable(where: str, item: Any) -> VariableSpec:
             except VariableTypeError as err:
                 raise InvalidManifest(f"{where}: variable {name}: {label} {err}") from None
     return spec
-
-
-def _whatsapp(where: str, doc: Any, declared: set[str]) -> Mapping[str, Any] | None:
-    if doc is None:
-        return None
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("template"), str):
-        raise InvalidManifest(f"{where}: whatsapp needs a template name")
-    _no_unknown_keys(f"{where}: whatsapp", doc, _WHATSAPP_KEYS)
-    params = doc.get("parameters") or []
-    if not isinstance(params, list) or not all(isinstance(p, str) and p in declared for p in params):
-        raise InvalidManifest(f"{where}: whatsapp.parameters must list declared variable names")
-    return dict(doc)
 
 
 def _no_unknown_keys(where: str, doc: Mapping[str, Any], allowed: frozenset[str]) -> None:

@@ -12,6 +12,8 @@ from .errors import InvalidTemplateRef
 TEMPLATE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 _REF = re.compile(r"^(?P<id>[^:]*)(?::(?P<version>.*))?$")
 _VERSION = re.compile(r"^v([1-9][0-9]{0,5})$")
+#: The highest version a reference can name (six digits).
+MAX_VERSION = 999_999
 
 
 @dataclass(frozen=True, slots=True)

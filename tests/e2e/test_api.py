@@ -80,7 +80,7 @@ def test_auth_paths(herald: Herald) -> None:
         ({"locale": "xx-QQ"}, ["body", "locale"]),
         ({"ttl_seconds": 0}, ["body", "ttl_seconds"]),
         ({"schedule_at": "2030-01-01T10:00:00"}, ["body", "schedule_at"]),
-        ({"to": {"phone": "+447700900123"}}, ["body", "to", "email"]),
+        ({"to": {"phone": "+14155550123"}}, ["body", "to", "email"]),
         ({"template_id": "no_such_template"}, ["body", "template_id"]),
         ({"template_id": "otp_login:v99"}, ["body", "template_id"]),
         ({"variables": {}}, ["body", "variables", "code"]),

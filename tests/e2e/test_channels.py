@@ -60,7 +60,7 @@ def test_sms_through_console(herald: Herald) -> None:
             {
                 "channel": "sms",
                 "template_id": "otp_login:v2",
-                "to": {"phone": "+447700900123"},
+                "to": {"phone": "+14155550142"},
                 "variables": {"code": "246810"},
                 "priority": "high",
             },
@@ -68,7 +68,7 @@ def test_sms_through_console(herald: Herald) -> None:
         assert r.status_code == 202, r.text
         view = herald.wait_status(api, r.json()["message_id"], lambda s: s == "sent")
     record = next(x for x in herald.console_records() if x["message_id"] == view["message_id"])
-    assert record["channel"] == "sms" and record["to"] == "+447700900123" and "246810" in record["text"]
+    assert record["channel"] == "sms" and record["to"] == "+14155550142" and "246810" in record["text"]
 
 
 APNS_TOKEN = "a" * 64

@@ -65,7 +65,7 @@ def test_up_serves_sends_and_stops_cleanly_on_sigterm(data_dir: Path) -> None:
             assert up.poll() is None, up.stdout.read() if up.stdout else ""
             time.sleep(0.5)
         send = subprocess.run(
-            [HERALD, "send", "--tenant", "t_cli", "--channel", "sms", "--to", "+447700900123", "--var", "code=777111"],
+            [HERALD, "send", "--tenant", "t_cli", "--channel", "sms", "--to", "+14155550199", "--var", "code=777111"],
             env=env,
             capture_output=True,
             text=True,

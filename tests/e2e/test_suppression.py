@@ -40,7 +40,10 @@ def test_one_click_unsubscribe_suppresses_later_sends(herald: Herald) -> None:
 def test_bad_recipient_goes_on_the_suppression_list(herald: Herald) -> None:
     tenant = new_tenant()
     herald.use_providers(tenant, sms=["twilio"])
-    body = {"channel": "sms", "template_id": "otp_login", "to": {"phone": "+447700900123"}, "variables": {"code": "1"}}
+    landline = "+442079460123"  # Ofcom's London drama range: a valid number, and no SMS (Twilio 21614)
+    control = httpx.post(f"{herald.fakes.env['HERALD_TWILIO_BASE_URL']}/_state", json={"landlines": [landline]})
+    assert control.status_code == 200
+    body = {"channel": "sms", "template_id": "otp_login", "to": {"phone": landline}, "variables": {"code": "1"}}
     with herald.client(tenant) as api:
         first = post(api, body).json()["message_id"]
         view = herald.wait_status(api, first, lambda s: s not in ("queued", "sending"))
@@ -50,7 +53,7 @@ def test_bad_recipient_goes_on_the_suppression_list(herald: Herald) -> None:
     rows = herald.sql(
         "SELECT kind, address FROM suppressions WHERE tenant_id = (SELECT id FROM tenants WHERE slug = $1)", tenant
     )
-    assert [(r["kind"], r["address"]) for r in rows] == [("phone", "+447700900123")]
+    assert [(r["kind"], r["address"]) for r in rows] == [("phone", landline)]
 
 
 def test_admin_views_need_the_admin_scope(herald: Herald) -> None:

@@ -13,7 +13,7 @@ from engine.redaction import RedactingFilter, redact
     ("raw", "secret"),
     [
         ("sending to ada.lovelace@example.com now", "ada.lovelace@example.com"),
-        ("sms to +447700900123 failed", "447700900123"),
+        ("sms to +14155550123 failed", "14155550123"),
         ("Authorization: Bearer abc.def-123", "abc.def-123"),
         ("token eyJhbGciOiJIUzI1NiJ9.eyJ0ZW5hbnQiOiJ0In0.c2lnbmF0dXJl seen", "eyJhbGciOiJIUzI1NiJ9"),
         ("amqp://guest:hunter2@rabbit:5672/", "hunter2"),

@@ -79,7 +79,7 @@ class TestTemplateRef:
 
 class TestVersions:
     def test_no_version_means_newest(self, catalog: TemplateCatalog) -> None:
-        assert catalog.resolve("otp_login", locale="en", channel=Channel.SMS).version == 3
+        assert catalog.resolve("otp_login", locale="en", channel=Channel.SMS).version == 4
         assert catalog.resolve("magic_link_login", locale="en", channel=Channel.EMAIL).version == 2
 
     def test_pinned_version(self, catalog: TemplateCatalog) -> None:
@@ -193,7 +193,7 @@ class TestTenantOverrides:
     def test_other_ids_and_tenants_use_shipped(self, cat: TemplateCatalog) -> None:
         assert cat.resolve("magic_link_login", locale="en", channel=Channel.EMAIL, tenant="t_acme").owner is None
         other = cat.resolve("otp_login", locale="en", channel=Channel.SMS, tenant="t_other")
-        assert (other.version, other.owner) == (3, None)
+        assert (other.version, other.owner) == (4, None)
 
     def test_invalidate_picks_up_a_tenants_new_partials(self) -> None:
         own = InMemorySource(partials={"en": {"sig.txt": "old"}})
@@ -242,7 +242,9 @@ class TestManifests:
 
     def test_shipped_manifests(self, catalog: TemplateCatalog) -> None:
         v3 = catalog.resolve("otp_login:v3", locale="en", channel=Channel.SMS).manifest
-        assert v3.category == "transactional"
+        for version in (1, 2, 3, 4):  # one-time codes are required messages, never opted out of
+            resolved = catalog.resolve(f"otp_login:v{version}", locale="en", channel=Channel.SMS)
+            assert resolved.manifest.category == "auth"
         assert v3.channels == (Channel.EMAIL, Channel.SMS, Channel.PUSH)
         assert v3.sensitive == frozenset({"code"})
         assert v3.variable("ttl") is not None and v3.variable("ttl").default == 5  # type: ignore[union-attr]

@@ -1,0 +1,234 @@
+"""What a request may carry, checked before any route reads it: an ASGI middleware.
+
+- A body over its limit is ``413`` (a declared ``Content-Length`` is refused before reading; a chunked
+  body is counted as it arrives and refused at the first chunk over).
+- A body that parses as JSON (the routes parse every body as JSON, whatever its content type) must nest
+  at most :data:`MAX_JSON_DEPTH` containers (``400``): the standard parser recurses once per level, so
+  ``[[[[...]]]]`` would otherwise end in a ``RecursionError`` inside the route. An integer too long for
+  Python to convert is ``400`` too.
+- Values PostgreSQL cannot store are ``422`` naming the field: strings with NUL or an unpaired surrogate,
+  and numbers that are not finite (``NaN``, ``Infinity``, ``1e999``).
+- A path with a NUL names nothing Herald stores (``404``); a query string with one is ``400``.
+
+Everything else, including bodies that are not JSON at all, goes on untouched: the route answers them.
+Answers are RFC 9457 problem+json in the API's envelope. The body limit is ``HERALD_MAX_BODY_BYTES``
+(1 MiB); a route prefix may take its own (batch routes, provider webhooks), see :class:`RequestLimits`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine.models import FieldError
+from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
+
+MIB = 1024 * 1024
+#: Containers (objects and arrays) a JSON body may nest; no request Herald takes needs more than a few.
+MAX_JSON_DEPTH = 64
+#: An unpaired surrogate: UTF-8 cannot encode it, so neither can PostgreSQL (nor can it hold NUL).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NUL_QUERY = re.compile(rb"%00|\x00")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """How large a request body may be, by path: the longest matching ``routes`` prefix, else ``max_bytes``.
+
+    A prefix matches the path itself and everything under it (``/api/batch`` covers ``/api/batch`` and
+    ``/api/batch/x``, not ``/api/batches``).
+    """
+
+    max_bytes: int = MIB
+    max_json_depth: int = MAX_JSON_DEPTH
+    routes: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, routes: Mapping[str, int] | None = None
+    ) -> RequestLimits:
+        """The limits of the process serving HTTP (``HERALD_MAX_BODY_BYTES``), plus per-prefix ones.
+
+        Raises:
+            ConfigurationError: a setting has a bad value (it names the variable).
+        """
+        from engine.settings import load_settings
+
+        return cls(max_bytes=load_settings(env).max_body_bytes, routes=dict(routes or {}))
+
+    def for_path(self, path: str) -> int:
+        best, limit = -1, self.max_bytes
+        for prefix, prefix_limit in self.routes.items():
+            base = prefix.rstrip("/")
+            if (path == base or path.startswith(base + "/")) and len(base) > best:
+                best, limit = len(base), prefix_limit
+        return limit
+
+
+def json_body_problem(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ApiProblem | None:
+    """Why the routes must not be handed ``body``, or None (also for a body that is not JSON at all).
+
+    Parses as the routes do (``json.loads`` on the bytes), then walks the document once without recursion.
+    """
+    try:
+        doc = json.loads(body)
+    except RecursionError:
+        return _too_deep(max_depth)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # not JSON: the route says so (400), or reads it as what it is
+    except ValueError:  # an integer literal past Python's int/str conversion limit
+        return ApiProblem(400, f"the JSON body holds an integer longer than {sys.get_int_max_str_digits()} digits")
+    if type(doc) is not dict and type(doc) is not list:
+        return _scalar_problem(doc, ())
+    return _walk(doc, max_depth)
+
+
+def _walk(doc: dict[str, Any] | list[Any], max_depth: int) -> ApiProblem | None:
+    # Hot on large bodies: only non-empty containers go on the stack, scalars are judged in place by exact
+    # type. A container at ``loc`` is ``len(loc) + 1`` levels deep.
+    stack: list[tuple[dict[str, Any] | list[Any], tuple[str | int, ...]]] = [(doc, ())]
+    while stack:
+        node, loc = stack.pop()
+        items = node.items() if type(node) is dict else enumerate(node)  # type: ignore[union-attr]
+        for key, value in items:
+            if type(key) is str and _unstorable_text(key):
+                return _unstorable((*loc, _printable(key)), "a key with a NUL character or an unpaired surrogate")
+            kind = type(value)
+            if kind is dict or kind is list:
+                if len(loc) + 1 >= max_depth:
+                    return _too_deep(max_depth)
+                if value:
+                    stack.append((value, (*loc, key)))
+            elif kind is str or kind is float:
+                problem = _scalar_problem(value, (*loc, key))
+                if problem is not None:
+                    return problem
+    return None
+
+
+def _unstorable_text(text: str) -> bool:
+    return "\x00" in text or (not text.isascii() and _SURROGATE.search(text) is not None)
+
+
+def _scalar_problem(value: Any, loc: tuple[str | int, ...]) -> ApiProblem | None:
+    if type(value) is str and _unstorable_text(value):
+        return _unstorable(loc, "text with a NUL character or an unpaired surrogate, which cannot be stored")
+    if type(value) is float and not math.isfinite(value):
+        return _unstorable(loc, "not a finite number (JSON has no NaN or Infinity)")
+    return None
+
+
+class RequestLimitMiddleware:
+    """Bounds and checks each HTTP request as described in the module docstring, then hands it on."""
+
+    def __init__(self, app: ASGIApp, *, limits: RequestLimits | None = None) -> None:
+        self.app = app
+        self.limits = limits or RequestLimits()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"]:
+            await _answer(scope, receive, send, ApiProblem(404, "no such resource (the path holds a NUL character)"))
+            return
+        if _NUL_QUERY.search(scope.get("query_string", b"")):
+            await _answer(scope, receive, send, ApiProblem(400, "the query string holds a NUL character"))
+            return
+        headers = Headers(scope=scope)
+        if "content-length" not in headers and "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body (HTTP/1.1): nothing to wait for
+            return
+        limit = self.limits.for_path(scope["path"])
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await _answer(scope, receive, send, _too_large(limit))
+            return
+        try:
+            body = await _read(receive, limit)
+        except _ClientGone:
+            return  # nobody to answer
+        if body is None:
+            await _answer(scope, receive, send, _too_large(limit))
+            return
+        problem = json_body_problem(body, max_depth=self.limits.max_json_depth) if body else None
+        if problem is not None:
+            await _answer(scope, receive, send, problem)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body was complete."""
+
+
+async def _read(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it is past ``limit``.
+
+    Raises:
+        _ClientGone: the client disconnected first.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body as one message, then whatever the client sends next (a disconnect)."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _too_large(limit: int) -> ApiProblem:
+    return ApiProblem(413, f"the request body is larger than {limit} bytes")
+
+
+def _too_deep(limit: int) -> ApiProblem:
+    return ApiProblem(400, f"the JSON body is nested deeper than {limit} levels")
+
+
+def _unstorable(loc: tuple[str | int, ...], why: str) -> ApiProblem:
+    return ApiProblem(422, "the request holds a value Herald cannot store", errors=[FieldError(("body", *loc), why)])
+
+
+def _printable(key: str) -> str:
+    """A key safe to echo in a JSON answer (an unpaired surrogate cannot be encoded as UTF-8)."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+async def _answer(scope: Scope, receive: Receive, send: Send, problem: ApiProblem) -> None:
+    response = JSONResponse(
+        problem.body(instance=scope["path"].replace("\x00", "\\x00")),
+        status_code=problem.status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        # An unread body stays on the connection, so it cannot carry another request.
+        headers={"Connection": "close"} if problem.status == 413 else None,
+    )
+    await response(scope, receive, send)
