@@ -103,5 +103,5 @@ async def save_credentials(
             actor,
             "tenant.credentials",
             credentials_key(channel, provider),
-            json.dumps({"names": sorted(names)}),
+            {"names": sorted(names)},
         )

@@ -177,7 +177,8 @@ def test_click_on_a_tracked_link_is_an_event_on_the_message(herald: Herald) -> N
         hop = httpx.get(tracked[0].replace("&amp;", "&"), follow_redirects=False)
         assert hop.status_code == 302
         events = api.get(f"/api/notifications/{message_id}").json()["events"]
-        assert "NotificationClicked" in [e["type"] for e in events]
+        clicked = next(e for e in events if e["type"] == "NotificationClicked")
+        assert clicked["meta"]["url"] == hop.headers["location"] and isinstance(clicked["meta"]["link_index"], int)
 
 
 def test_tenant_partials_apply_to_the_tenants_templates(herald: Herald) -> None:
