@@ -1,4 +1,11 @@
-"""Bearer tokens: HS256 JWTs with claims ``tenant``, ``scope``, ``exp``, ``aud: herald``."""
+"""Bearer tokens (HS256 JWTs, ``aud: herald``) and the two kinds of principal they name.
+
+- A tenant principal: claims ``tenant`` (slug) and ``scope`` (space-separated: send read templates admin).
+  It acts for its own tenant only; ``admin`` includes the other tenant scopes.
+- The platform operator: claim ``scope: platform`` and no ``tenant``. It sees platform-wide views and
+  acts for no tenant. A token that names a tenant *and* the platform scope is refused, so no tenant
+  token can be turned into a platform one.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,13 @@ from dataclasses import dataclass
 import jwt
 
 AUDIENCE = "herald"
-SCOPES = ("send", "read", "templates", "admin")
+ADMIN = "admin"
+#: The scopes a tenant principal can hold.
+SCOPES = ("send", "read", "templates", ADMIN)
+#: The platform operator's one scope.
+PLATFORM = "platform"
+PLATFORM_SUBJECT = "platform"
+DEFAULT_TTL_S = 30 * 24 * 3600
 
 
 class AuthError(Exception):
@@ -17,36 +30,71 @@ class AuthError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    """A tenant principal: acts for ``tenant`` within its scopes."""
+
     tenant: str
     scopes: frozenset[str]
 
     def can(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        """``admin`` includes the other tenant scopes, never the platform's."""
+        return scope in self.scopes or (ADMIN in self.scopes and scope in SCOPES)
 
 
-def issue_token(secret: str, tenant: str, *, scopes: tuple[str, ...], ttl_s: int = 30 * 24 * 3600) -> str:
+@dataclass(frozen=True, slots=True)
+class PlatformPrincipal:
+    """The platform operator: platform-wide views, no tenant of its own."""
+
+    subject: str = PLATFORM_SUBJECT
+
+    def can(self, scope: str) -> bool:
+        return scope == PLATFORM
+
+
+def issue_token(secret: str, tenant: str, *, scopes: tuple[str, ...], ttl_s: int = DEFAULT_TTL_S) -> str:
+    """A tenant token.
+
+    Raises:
+        ValueError: ``scopes`` names the platform scope (tenant tokens never carry it).
+    """
+    if PLATFORM in scopes:
+        raise ValueError("a tenant token cannot carry the platform scope")
     now = int(time.time())
     claims = {"tenant": tenant, "scope": " ".join(scopes), "aud": AUDIENCE, "iat": now, "exp": now + ttl_s}
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def verify_token(secret: str, authorization: str | None) -> Principal:
+def issue_platform_token(secret: str, *, ttl_s: int = DEFAULT_TTL_S) -> str:
+    now = int(time.time())
+    claims = {"sub": PLATFORM_SUBJECT, "scope": PLATFORM, "aud": AUDIENCE, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify_token(secret: str, authorization: str | None) -> Principal | PlatformPrincipal:
+    """The principal of an ``Authorization: Bearer <jwt>`` header.
+
+    Raises:
+        AuthError: missing, malformed, expired, wrongly signed, or naming no principal.
+    """
     if not authorization:
         raise AuthError("missing Authorization header (expected 'Bearer <token>')")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError("Authorization must be 'Bearer <token>'")
+    return decode_token(secret, token.strip())
+
+
+def decode_token(secret: str, token: str) -> Principal | PlatformPrincipal:
+    """Raises: AuthError (see :func:`verify_token`)."""
     try:
-        claims = jwt.decode(
-            token.strip(),
-            secret,
-            algorithms=["HS256"],
-            audience=AUDIENCE,
-            options={"require": ["exp", "aud", "tenant"]},
-        )
+        claims = jwt.decode(token, secret, algorithms=["HS256"], audience=AUDIENCE, options={"require": ["exp", "aud"]})
     except jwt.PyJWTError as err:
         raise AuthError(f"invalid token: {err}") from err
+    scopes = frozenset(str(claims.get("scope", "")).split())
     tenant = claims.get("tenant")
+    if PLATFORM in scopes:
+        if tenant is not None:
+            raise AuthError("invalid token: a platform token names no tenant")
+        return PlatformPrincipal()
     if not isinstance(tenant, str) or not tenant:
         raise AuthError("invalid token: no tenant claim")
-    return Principal(tenant=tenant, scopes=frozenset(str(claims.get("scope", "")).split()))
+    return Principal(tenant=tenant, scopes=scopes)

@@ -106,5 +106,28 @@ async def save_credentials(
             actor,
             "tenant.credentials",
             credentials_key(channel, provider),
-            json.dumps({"names": sorted(names)}),
+            {"names": sorted(names)},
         )
+
+
+class TenantCredentials:
+    """A tenant brings its own provider account: the settings are checked by building the driver with
+    them, then sealed, stored on the tenant and audited (names only)."""
+
+    def __init__(self, drivers: TenantDrivers, pool: Any) -> None:
+        self.drivers = drivers
+        self.pool = pool
+
+    async def put(
+        self, tenant_id: Any, channel: Channel, provider: str, values: Mapping[str, str], actor: str
+    ) -> list[str]:
+        """Store the settings; returns their names, sorted.
+
+        Raises:
+            ConfigurationError: the provider is unknown, or the merged settings still miss something.
+        """
+        driver = self.drivers.build(channel, provider, values)
+        await driver.aclose()
+        sealed = self.drivers.box.seal(values)
+        await save_credentials(self.pool, tenant_id, channel, provider, sealed, list(values), actor)
+        return sorted(values)

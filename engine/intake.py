@@ -104,15 +104,14 @@ class Intake:
         """Re-read the tenant on its next request (after this process changed its config or templates)."""
         self._tenants.pop(slug, None)
 
-    async def submit(self, principal: Principal, body: Any, header_key: str | None) -> Accepted:
-        """Accept one notification.
+    async def submit(self, principal: Principal, body: NotificationRequest | Any, header_key: str | None) -> Accepted:
+        """Accept one notification: a validated request (the API edge parsed it) or a raw JSON body.
 
         Raises:
             ApiProblem: 401/403/409/422 with the fields at fault.
         """
-        request = self._parse(body)
-        if request.tenant_id is not None and request.tenant_id != principal.tenant:
-            raise ApiProblem(403, "tenant_id does not match the token's tenant")
+        request = body if isinstance(body, NotificationRequest) else self._parse(body)
+        check_tenant_id(request.tenant_id, principal.tenant)
         tenant = await self.tenant(principal.tenant)
         if tenant is None:
             raise ApiProblem(401, f"unknown tenant {principal.tenant!r}")
@@ -259,6 +258,20 @@ class Intake:
             await self.cache.release(tenant.slug, key)
         except (RedisError, OSError) as err:
             log.warning("idempotency cache release failed: %s", err)
+
+
+def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
+    """A body may name its tenant; it must be the token's.
+
+    Raises:
+        ApiProblem: 403 naming ``tenant_id``.
+    """
+    if tenant_id is not None and tenant_id != token_tenant:
+        raise ApiProblem(
+            403,
+            "tenant_id does not match the token's tenant",
+            errors=[FieldError(("body", "tenant_id"), "must be the token's tenant")],
+        )
 
 
 def _key_reused() -> ApiProblem:

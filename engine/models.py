@@ -104,7 +104,23 @@ class Metadata(BaseModel):
 class NotificationRequest(BaseModel):
     """``POST /api/notifications``: the spec's message model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "channel": "email",
+                    "template_id": "otp_login:v3",
+                    "locale": "en-GB",
+                    "to": {"email": "ada@example.com"},
+                    "variables": {"code": "384921"},
+                    "priority": "high",
+                    "idempotency_key": "login-7f3a9c",
+                    "metadata": {"category": "auth", "tags": ["otp"]},
+                }
+            ]
+        },
+    )
 
     tenant_id: str | None = Field(None, max_length=63)
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)

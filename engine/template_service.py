@@ -8,9 +8,9 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.channels import Channel
 from engine.errors import RenderError
-from engine.models import FieldError, Tenant
+from engine.intake import DEFAULT_LOCALE, check_tenant_id
+from engine.models import FieldError, NotificationRequest, Recipient, Tenant
 from engine.problems import ApiProblem, from_pydantic
 from engine.templating import TemplateCatalog, TemplateError, TemplateRef
 from engine.templating.context import RenderContext
@@ -23,34 +23,49 @@ from engine.tenant_templates import TemplateConflict, TenantTemplateCache, Tenan
 
 
 class DraftRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "manifest": {
+                        "category": "transactional",
+                        "channels": ["email"],
+                        "variables": [{"name": "name", "type": "str", "required": True, "example": "Ada"}],
+                    },
+                    "texts": {"en": {"subject.txt": "Welcome {{ name }}", "body.html": "<p>Hello {{ name }}!</p>"}},
+                }
+            ]
+        },
+    )
 
     manifest: dict[str, Any]
     texts: dict[str, dict[str, str]] = Field(min_length=1)
 
 
 class RollbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 1}]})
 
     version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class PartialRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": "<h1>ACME</h1>"}]})
 
     text: str = Field(max_length=64_000)
 
 
-class PreviewRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PreviewRequest(NotificationRequest):
+    """The body of ``POST /api/notifications``, so a caller previews exactly the notification it would
+    send; ``to`` may be left out, and delivery fields (``to``, ``priority``, ``schedule_at``...) are
+    accepted and do not change the render."""
 
-    template_id: str = Field(max_length=110)
-    channel: Channel
-    locale: str = Field("en", max_length=35)
-    variables: dict[str, Any] | None = None
+    to: Recipient | None = None  # type: ignore[assignment]
 
 
 def parse(model: type[BaseModel], body: Any) -> Any:
+    if isinstance(body, model):
+        return body
     try:
         return model.model_validate(body)
     except ValidationError as err:
@@ -166,6 +181,7 @@ class TemplateService:
 
     async def preview(self, tenant: Tenant, body: Any) -> dict[str, Any]:
         request: PreviewRequest = parse(PreviewRequest, body)
+        check_tenant_id(request.tenant_id, tenant.slug)
         await self.cache.ensure(tenant.slug, tenant.id, tenant.templates_version)
         context = RenderContext(
             tenant=tenant.slug, message_id="msg_preview", base_url=self.base_url, link_secret=self.secret
@@ -174,9 +190,9 @@ class TemplateService:
             shown = preview(
                 self.catalog,
                 request.template_id,
-                locale=request.locale,
+                locale=request.locale or tenant.default_locale or DEFAULT_LOCALE,
                 channel=request.channel,
-                variables=request.variables if request.variables is not None else {},
+                variables=request.variables,
                 tenant=tenant.slug,
                 tenant_default_locale=tenant.default_locale,
                 context=context,

@@ -8,7 +8,6 @@ Every publish and rollback is an audit record.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -269,7 +268,7 @@ class TenantTemplateStore:
             actor,
             action,
             subject or f"{template_id}:v{version}",
-            json.dumps(detail),
+            detail,
         )
 
 

@@ -6,7 +6,6 @@ a ``NotificationClicked`` event on the message the token names, or a shortlink's
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -108,7 +107,7 @@ class Tracking:
             message_id = parse_message_id(target.message_id)
             if message_id is None:
                 return None
-            meta = json.dumps({"url": target.url, "link_index": target.index})
+            meta = {"url": target.url, "link_index": target.index}
             result = await self.pool.execute(
                 _MESSAGE_CLICK, new_id(), EventType.CLICKED.value, meta, message_id, target.tenant
             )

@@ -48,16 +48,24 @@ async def _ensure_tenant(settings: Settings, slug: str) -> None:
         await pool.close()
 
 
-def make_token(settings: Settings, tenant: str, *, admin: bool = False) -> str:
-    from engine.auth import issue_token
+def make_token(settings: Settings, tenant: str | None, *, admin: bool = False, platform: bool = False) -> str:
+    """A tenant's token (the tenant is created with defaults if new), or with ``platform`` the platform
+    operator's (scope ``platform``, no tenant)."""
+    from engine.auth import ADMIN, issue_platform_token, issue_token
 
+    if platform:
+        return issue_platform_token(settings.secret())
+    if not tenant:
+        raise ConfigurationError("name a tenant (--tenant SLUG) or ask for the platform's token (--platform)")
     asyncio.run(_ensure_tenant(settings, tenant))
-    scopes = ("send", "read", "templates") + (("admin",) if admin else ())
+    scopes = ("send", "read", "templates") + ((ADMIN,) if admin else ())
     return issue_token(settings.secret(), tenant, scopes=scopes)
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    print(make_token(settings, args.tenant, admin=args.admin))
+    if args.platform and args.admin:
+        raise ConfigurationError("--admin is a tenant scope; a platform token has the platform scope only")
+    print(make_token(settings, args.tenant, admin=args.admin, platform=args.platform))
     return 0
 
 
@@ -217,9 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start Herald in the foreground (Ctrl-C stops it cleanly)")
     up.add_argument("--fake-providers", action="store_true", help="point every provider at local emulators")
     sub.add_parser("demo", help="start Herald, send one notification, show it, stop")
-    token = sub.add_parser("token", help="print a bearer token for a tenant (created if new)")
-    token.add_argument("--tenant", required=True)
-    token.add_argument("--admin", action="store_true", help="include the admin scope")
+    token = sub.add_parser("token", help="print a bearer token for a tenant (created if new) or the platform")
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant", help="the tenant's slug: scopes send, read, templates (and admin with --admin)")
+    who.add_argument("--platform", action="store_true", help="the platform operator's token (scope platform)")
+    token.add_argument("--admin", action="store_true", help="include the admin scope (tenant tokens)")
     send = sub.add_parser("send", help="send one notification through the running API")
     send.add_argument("--tenant", default="t_001")
     send.add_argument("--channel", default="email", choices=["email", "sms", "push", "whatsapp", "inapp"])

@@ -8,11 +8,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.models import NotificationRequest
-from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem, from_pydantic
+from engine.models import FieldError
+from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
+from serve_app.docs import mount_docs
 from serve_app.limits import RequestLimitMiddleware, RequestLimits
+from serve_app.schemas.problems import problem_components
 
 
 def problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
@@ -24,11 +27,21 @@ def problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
     )
 
 
+def _operation_id(route: APIRoute) -> str:
+    """The route function's name: what generated clients call the operation."""
+    return route.name
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="Herald",
         version="0.1.0",
         description="Multi-tenant notification dispatch: email, SMS, push, WhatsApp, in-app.",
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=_operation_id,
+        # A JSON body without a Content-Type is read as JSON (curl -d, older clients); other types are 422.
+        strict_content_type=False,
     )
 
     @app.exception_handler(ApiProblem)
@@ -37,34 +50,33 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = from_pydantic(exc.errors(), prefix="request")
-        return problem_response(ApiProblem(422, "the request is not valid", errors=errors), request)
+        return problem_response(validation_problem(exc.errors()), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(ApiProblem(exc.status_code, str(exc.detail)), request)
 
     app.add_middleware(RequestLimitMiddleware, limits=RequestLimits.from_env())
+    mount_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def validation_problem(errors: Any) -> ApiProblem:
+    """FastAPI's request errors are already located (``body``/``query``/``path``/``header`` first)."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return ApiProblem(400, "the body is not valid JSON")
+    fields = [
+        FieldError(tuple(e.get("loc", ())), str(e.get("msg", "invalid value")), str(e.get("type"))) for e in errors
+    ]
+    return ApiProblem(422, "the request is not valid", errors=fields)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    model = NotificationRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(model.pop("$defs", {}))
-    components["NotificationRequest"] = model
-    post = schema.get("paths", {}).get("/api/notifications", {}).get("post")
-    if post is not None:
-        post["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NotificationRequest"}}},
-        }
-    schema.setdefault("components", {})["securitySchemes"] = {
-        "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
-    }
+    # The problem+json responses (serve_app.schemas.problems) refer to these shared components.
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(problem_components())
     app.openapi_schema = schema
     return schema

@@ -21,6 +21,7 @@ from engine.ids import new_id
 from engine.models import ClaimedMessage, NewMessage, Tenant
 from engine.outcomes import Outcome
 from engine.states import EventType, Status
+from engine.storage.inbox import list_inbox
 from engine.tenant_config import TenantConfigCache
 
 from . import sql
@@ -53,6 +54,12 @@ async def create_pool(
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init, reset=_keep_session)
     assert pool is not None
     return pool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    pending: int  #: rows not yet published (due or not)
+    later: int  #: of those, rows due in the future (retries, scheduled sends)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,11 +231,33 @@ class Repository:
         """Messages whose sender died mid-send go back to the queue (one statement)."""
         return int(await self.pool.fetchval(sql.RECLAIM, limit))
 
-    # -- outbox ------------------------------------------------------------------------------------
+    # -- operations views --------------------------------------------------------------------------
 
-    async def counts_by_status(self) -> dict[str, int]:
-        rows = await self.pool.fetch("SELECT status, count(*) AS n FROM messages GROUP BY status")
+    async def counts_by_status(self, tenant_id: uuid.UUID | None = None) -> dict[str, int]:
+        """Messages per status: one tenant's, or every tenant's when ``tenant_id`` is None."""
+        if tenant_id is None:
+            rows = await self.pool.fetch("SELECT status, count(*) AS n FROM messages GROUP BY status")
+        else:
+            rows = await self.pool.fetch(
+                "SELECT status, count(*) AS n FROM messages WHERE tenant_id = $1 GROUP BY status", tenant_id
+            )
         return {r["status"]: r["n"] for r in rows}
+
+    async def outbox_counts(self) -> OutboxCounts:
+        """What the outbox holds (every tenant's): rows in all, and rows not due yet."""
+        row = await self.pool.fetchrow(
+            "SELECT count(*) AS pending, count(*) FILTER (WHERE available_at > now()) AS later FROM outbox"
+        )
+        assert row is not None
+        return OutboxCounts(pending=row["pending"], later=row["later"])
+
+    async def ping(self) -> None:
+        """Raises: asyncpg / OSError when the database does not answer."""
+        await self.pool.fetchval("SELECT 1")
+
+    async def inbox(self, tenant_id: uuid.UUID, user_id: str, limit: int) -> list[dict[str, Any]]:
+        """A recipient's in-app messages, newest first (expired ones hidden)."""
+        return await list_inbox(self.pool, tenant_id, user_id, limit=limit)
 
 
 async def take_outbox(conn: asyncpg.Connection, limit: int) -> list[OutboxRow]:

@@ -60,6 +60,11 @@ class Herald:
 
         return make_token(self.settings, tenant, admin=admin)
 
+    def platform_token(self) -> str:
+        from serve_app.cli import make_token
+
+        return make_token(self.settings, None, platform=True)
+
     def client(self, tenant: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token(tenant)}"} if tenant else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)

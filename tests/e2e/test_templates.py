@@ -177,7 +177,8 @@ def test_click_on_a_tracked_link_is_an_event_on_the_message(herald: Herald) -> N
         hop = httpx.get(tracked[0].replace("&amp;", "&"), follow_redirects=False)
         assert hop.status_code == 302
         events = api.get(f"/api/notifications/{message_id}").json()["events"]
-        assert "NotificationClicked" in [e["type"] for e in events]
+        clicked = next(e for e in events if e["type"] == "NotificationClicked")
+        assert clicked["meta"]["url"] == hop.headers["location"] and isinstance(clicked["meta"]["link_index"], int)
 
 
 def test_tenant_partials_apply_to_the_tenants_templates(herald: Herald) -> None:
@@ -195,3 +196,29 @@ def test_tenant_partials_apply_to_the_tenants_templates(herald: Herald) -> None:
         assert [p["name"] for p in api.get("/api/partials").json()["partials"]] == ["header.html"]
     with herald.client(new_tenant()) as other:  # another tenant's shipped templates keep the shipped header
         assert "ACME" not in (send(herald, other, "otp_login:v2", code="123123")["html"] or "")
+
+
+def test_preview_takes_the_body_a_notification_would_send(herald: Herald) -> None:
+    tenant = new_tenant()
+    notification = {
+        "tenant_id": tenant,
+        "idempotency_key": "preview-then-send",
+        "channel": "sms",
+        "template_id": "otp_login:v2",
+        "to": {"phone": "+447911123456"},
+        "variables": {"code": "123456"},
+        "priority": "high",
+        "ttl_seconds": 300,
+        "metadata": {"category": "auth", "tags": ["otp"]},
+    }
+    with herald.client(tenant) as api:
+        shown = api.post("/api/preview", json=notification)
+        assert shown.status_code == 200, shown.text
+        bare = api.post(
+            "/api/preview", json={"template_id": "otp_login:v2", "channel": "sms", "variables": {"code": "123456"}}
+        )
+        assert shown.json() == bare.json()  # delivery fields do not change what is rendered
+        assert "123456" in shown.json()["parts"]["sms.txt"] and shown.json()["sms"]["segments"] == 1
+        foreign = api.post("/api/preview", json={**notification, "tenant_id": "someone_else"})
+        assert foreign.status_code == 403 and ["body", "tenant_id"] in [e["loc"] for e in foreign.json()["errors"]]
+        assert api.post("/api/notifications", json=notification).status_code == 202  # the same payload sends

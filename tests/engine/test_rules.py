@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 
+import jwt
 import pytest
 
-from engine.auth import AuthError, issue_token, verify_token
+from engine.auth import AuthError, PlatformPrincipal, Principal, issue_platform_token, issue_token, verify_token
 from engine.broker.base import Envelope
 from engine.channels import Priority
 from engine.errors import (
@@ -110,6 +112,20 @@ class TestAuth:
     def test_rejects_malformed(self, header: str | None) -> None:
         with pytest.raises(AuthError):
             verify_token(SECRET, header)
+
+    def test_platform_token_names_no_tenant(self) -> None:
+        principal = verify_token(SECRET, "Bearer " + issue_platform_token(SECRET))
+        assert isinstance(principal, PlatformPrincipal) and principal.can("platform") and not principal.can("admin")
+        tenant = verify_token(SECRET, "Bearer " + issue_token(SECRET, "t_001", scopes=("admin",)))
+        assert isinstance(tenant, Principal) and tenant.can("send") and not tenant.can("platform")
+
+    def test_no_tenant_token_carries_the_platform_scope(self) -> None:
+        with pytest.raises(ValueError, match="platform"):
+            issue_token(SECRET, "t_001", scopes=("admin", "platform"))
+        now = int(time.time())
+        forged = {"tenant": "t_001", "scope": "admin platform", "aud": "herald", "exp": now + 60}
+        with pytest.raises(AuthError, match="names no tenant"):
+            verify_token(SECRET, "Bearer " + jwt.encode(forged, SECRET, algorithm="HS256"))
 
     def test_rejects_other_secret_and_expired(self) -> None:
         with pytest.raises(AuthError):

@@ -1,0 +1,84 @@
+"""``/admin``: health, the platform's providers, a tenant's own credentials, queue figures."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
+
+from engine.auth import PlatformPrincipal
+from engine.channels import Channel
+from engine.errors import ConfigurationError
+from engine.models import FieldError
+from engine.problems import ApiProblem
+from serve_app.routes.deps import OPEN, OR_PLATFORM, AdminOrPlatform, Platform, State, TenantAdmin
+from serve_app.schemas.admin import (
+    CredentialsRequest,
+    CredentialsStored,
+    Health,
+    OutboxFigures,
+    PlatformQueues,
+    ProviderReport,
+    QueueReport,
+    TenantQueues,
+)
+from serve_app.schemas.problems import problems
+
+router = APIRouter(tags=["admin"])
+
+
+@router.get(
+    "/admin/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Some part is not ready; `checks` says which"}},
+    openapi_extra=OPEN,
+)
+async def healthz(state: State) -> JSONResponse:
+    """200 only when the database, the relay (and its broker) and every sender are ready."""
+    checks = await state.ops.health_checks()
+    ok = all(v == "ok" for v in checks.values())
+    health = Health(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/admin/providers", response_model=ProviderReport, responses=problems(401, 403))
+async def providers(_: Platform, state: State) -> ProviderReport:
+    """(platform) Every provider per channel: enabled and its failover rank, configured or what it misses."""
+    return ProviderReport.model_validate({"providers": await state.ops.provider_report()})
+
+
+@router.put(
+    "/admin/credentials/{channel}/{provider}",
+    response_model=CredentialsStored,
+    responses=problems(400, 401, 403, 413, 422),
+)
+async def set_credentials(
+    channel: Channel,
+    provider: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,32}$", examples=["sendgrid"])],
+    body: CredentialsRequest,
+    caller: TenantAdmin,
+    state: State,
+) -> CredentialsStored:
+    """(tenant admin) The tenant's own account for a provider: checked by building the driver with the
+    settings, stored encrypted; only the names are ever shown."""
+    try:
+        names = await state.credentials.put(caller.tenant.id, channel, provider, body.root, caller.actor)
+    except ConfigurationError as err:
+        raise ApiProblem(422, str(err), errors=[FieldError(("path", "provider"), str(err))]) from None
+    return CredentialsStored(channel=channel, provider=provider, names=names)
+
+
+@router.get("/admin/queues", response_model=QueueReport, responses=problems(401, 403, 503), openapi_extra=OR_PLATFORM)
+async def queues(caller: AdminOrPlatform, state: State) -> PlatformQueues | TenantQueues:
+    """The platform: messages ready in each queue, the outbox, every tenant's messages by status.
+    A tenant admin: its own tenant's messages by status."""
+    if isinstance(caller, PlatformPrincipal):
+        outbox = await state.repo.outbox_counts()
+        return PlatformQueues(
+            queues=await state.ops.queue_depths(),
+            outbox=OutboxFigures(pending=outbox.pending, later=outbox.later),
+            messages_by_status=await state.repo.counts_by_status(),
+        )
+    counts = await state.repo.counts_by_status(caller.tenant.id)
+    return TenantQueues(tenant=caller.tenant.slug, messages_by_status=counts)

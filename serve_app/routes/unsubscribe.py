@@ -1,0 +1,36 @@
+"""``/u/{token}``: one-click unsubscribe (RFC 8058) from the links Herald puts in emails."""
+
+from __future__ import annotations
+
+import html
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from fastapi.responses import HTMLResponse
+
+from engine.problems import ApiProblem
+from engine.templating.links import verify_unsubscribe
+from serve_app.routes.deps import OPEN, State
+from serve_app.schemas.problems import problems
+
+router = APIRouter(tags=["links"])
+
+Token = Annotated[str, Path(max_length=4096, description="a signed unsubscribe token")]
+_PAGE = {200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}}
+
+
+@router.post("/u/{token}", response_class=HTMLResponse, responses={**_PAGE, **problems(404, 422)}, openapi_extra=OPEN)
+async def unsubscribe(token: Token, state: State) -> HTMLResponse:
+    """RFC 8058 one-click unsubscribe: the address joins the tenant's suppression list."""
+    if not await state.tracking.unsubscribe(token):
+        raise ApiProblem(404, "unknown unsubscribe link")
+    return HTMLResponse("<p>You are unsubscribed. You will not receive these messages any more.</p>")
+
+
+@router.get("/u/{token}", response_class=HTMLResponse, responses={**_PAGE, **problems(404, 422)}, openapi_extra=OPEN)
+async def unsubscribe_page(token: Token, state: State) -> HTMLResponse:
+    """A confirmation page (mail scanners follow GET links, so only the POST unsubscribes)."""
+    if verify_unsubscribe(state.secret, token) is None:
+        raise ApiProblem(404, "unknown unsubscribe link")
+    form = f'<form method="post" action="/u/{html.escape(token)}"><button>Unsubscribe</button></form>'
+    return HTMLResponse(f"<p>Stop receiving these messages?</p>{form}")

@@ -1,0 +1,96 @@
+"""RFC 9457 problem details: the one error envelope, and the per-route ``responses`` that document it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from engine.problems import PROBLEM_CONTENT_TYPE
+
+REF_PREFIX = "#/components/schemas/"
+
+
+class FieldProblem(BaseModel):
+    """One field at fault, located like pydantic's errors: ``["body", "to", "email"]``."""
+
+    loc: list[str | int]
+    msg: str
+    type: str = "value_error"
+
+
+class Problem(BaseModel):
+    """``application/problem+json``: every 4xx and 5xx answer of the API."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "about:blank",
+                    "title": "Unprocessable content",
+                    "status": 422,
+                    "detail": "the notification is not valid",
+                    "instance": "/api/notifications",
+                    "errors": [
+                        {"loc": ["body", "to", "email"], "msg": "value is not a valid email", "type": "value_error"}
+                    ],
+                }
+            ]
+        }
+    )
+
+    type: str = "about:blank"
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+_EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]] | None]] = {
+    400: ("Bad request", "the body is not valid JSON", None),
+    401: ("Unauthorized", "missing Authorization header (expected 'Bearer <token>')", None),
+    403: ("Forbidden", "the token lacks the 'send' scope", None),
+    404: ("Not found", "no notification 'msg_0190b5a7c2f37d8e9a1b2c3d4e5f6a7b'", None),
+    409: ("Conflict", "a request with this idempotency key is still being processed; retry shortly", None),
+    413: ("Payload too large", "the body is larger than the limit", None),
+    422: (
+        "Unprocessable content",
+        "the request is not valid",
+        [{"loc": ["body", "channel"], "msg": "Input should be 'email', 'sms', 'push', 'whatsapp' or 'inapp'"}],
+    ),
+    503: ("Service unavailable", "the broker cannot be reached", None),
+}
+
+_DESCRIPTIONS = {
+    400: "The body is not JSON",
+    401: "No token, or an invalid or expired one",
+    403: "The token lacks the scope, or names another tenant",
+    404: "Not found (another tenant's resources are not found either)",
+    409: "Conflicts with the resource's state",
+    413: "The body is too large",
+    422: "A field is not valid; `errors` names each",
+    503: "A part Herald needs is unavailable",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries documenting problem+json answers for these status codes, with examples."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        title, detail, errors = _EXAMPLES[status]
+        example: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+        if errors:
+            example["errors"] = [{"type": "value_error", **e} for e in errors]
+        out[status] = {
+            "description": _DESCRIPTIONS[status],
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": REF_PREFIX + "Problem"}, "example": example}},
+        }
+    return out
+
+
+def problem_components() -> dict[str, Any]:
+    """The component schemas the ``problems()`` responses refer to."""
+    _, doc = models_json_schema([(Problem, "serialization")], ref_template=REF_PREFIX + "{model}")
+    return dict(doc.get("$defs", {}))
