@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from ray import serve
 
 from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+from drivers import REGISTRY
 from engine import redaction
 from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantCredentials, TenantDrivers
@@ -26,6 +27,9 @@ from engine.metrics import MetricsBuffer
 from engine.problems import ApiProblem
 from engine.runtime import Components, RuntimeConfig, open_components, provider_report
 from engine.template_service import TemplateService
+from engine.tenant_config import EditPolicy
+from engine.tenant_config.store import TenantStore
+from engine.tenant_service import TenantService
 from engine.tenant_templates import TenantTemplateStore
 from engine.tracking import Tracking
 from serve_app.routes import build_app
@@ -130,6 +134,12 @@ class HeraldApi:
             templates=templates,
             tracking=Tracking(parts.pool, secret=secret, base_url=base_url),
             credentials=TenantCredentials(drivers, parts.pool),
+            tenants=TenantService(
+                TenantStore(parts.pool),
+                policy=EditPolicy(settings.tenant_editable_keys),
+                known_providers={c: {p for ch, p in REGISTRY if ch is c} for c in Channel},
+                on_change=intake.forget_tenant,
+            ),
             ops=self.ops,
         )
         self._flusher = asyncio.get_running_loop().create_task(self.ops.flush_forever())

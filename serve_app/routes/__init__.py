@@ -32,7 +32,18 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from serve_app.http import create_app
-from serve_app.routes import admin, inbox, links, metrics, notifications, partials, preview, templates, unsubscribe
+from serve_app.routes import (
+    admin,
+    inbox,
+    links,
+    metrics,
+    notifications,
+    partials,
+    preview,
+    templates,
+    tenants,
+    unsubscribe,
+)
 from serve_app.routes.deps import ApiState
 
 ROUTERS: tuple[APIRouter, ...] = (
@@ -44,6 +55,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     unsubscribe.router,
     inbox.router,
     admin.router,
+    tenants.router,
     metrics.router,
 )
 

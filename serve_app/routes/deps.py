@@ -24,6 +24,7 @@ from engine.models import Tenant
 from engine.problems import ApiProblem
 from engine.storage.repository import Repository
 from engine.template_service import TemplateService
+from engine.tenant_service import TenantService
 from engine.tracking import Tracking
 
 BEARER = "bearer"
@@ -56,6 +57,7 @@ class ApiState:
     templates: TemplateService
     tracking: Tracking
     credentials: TenantCredentials
+    tenants: TenantService
     ops: Operations
 
 

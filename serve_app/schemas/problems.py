@@ -54,6 +54,7 @@ _EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]] | None]] = {
     403: ("Forbidden", "the token lacks the 'send' scope", None),
     404: ("Not found", "no notification 'msg_0190b5a7c2f37d8e9a1b2c3d4e5f6a7b'", None),
     409: ("Conflict", "a request with this idempotency key is still being processed; retry shortly", None),
+    412: ("Precondition failed", "the tenant changed since config_version 7; read it again", None),
     413: ("Payload too large", "the body is larger than the limit", None),
     422: (
         "Unprocessable content",
@@ -69,6 +70,7 @@ _DESCRIPTIONS = {
     403: "The token lacks the scope, or names another tenant",
     404: "Not found (another tenant's resources are not found either)",
     409: "Conflicts with the resource's state",
+    412: "If-Match names a version that is no longer current",
     413: "The body is too large",
     422: "A field is not valid; `errors` names each",
     503: "A part Herald needs is unavailable",
