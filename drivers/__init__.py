@@ -1,6 +1,8 @@
 """Explicit driver registry: (channel, provider) -> dotted path, imported lazily.
 
-A provider whose optional dependencies are not installed raises a ConfigurationError naming the extra.
+The lazy dotted paths below are the one place where Herald imports code by name. A provider whose
+optional dependencies are not installed raises a ConfigurationError naming it. The composition root
+(actors/, serve_app/) builds drivers with :func:`create_driver` and hands them to the engine.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Mapping
 from engine.channels import Channel
 from engine.errors import ConfigurationError
 
-from .base import Driver
+from .base import BaseDriver, DriverServices
 
 REGISTRY: dict[tuple[Channel, str], str] = {
     (Channel.EMAIL, "console"): "drivers.email.console:ConsoleEmailDriver",
@@ -28,9 +30,11 @@ REGISTRY: dict[tuple[Channel, str], str] = {
     (Channel.INAPP, "store"): "drivers.inapp.store:InappDriver",
 }
 
+#: No services handed in (tests, ``herald config``): drivers that need one say so when built.
+NO_SERVICES = DriverServices()
 
 
-def driver_class(channel: Channel, provider: str) -> type[Driver]:
+def driver_class(channel: Channel, provider: str) -> type[BaseDriver]:
     try:
         dotted = REGISTRY[(channel, provider)]
     except KeyError:
@@ -41,9 +45,16 @@ def driver_class(channel: Channel, provider: str) -> type[Driver]:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise ConfigurationError(f"provider {provider!r} cannot be loaded ({err}); reinstall Herald") from err
-    cls: type[Driver] = getattr(module, attr)
+    cls: type[BaseDriver] = getattr(module, attr)
     return cls
 
 
-def create_driver(channel: Channel, provider: str, env: Mapping[str, str]) -> Driver:
-    return driver_class(channel, provider).from_env(env)
+def create_driver(
+    channel: Channel, provider: str, env: Mapping[str, str], services: DriverServices = NO_SERVICES
+) -> BaseDriver:
+    """The driver of ``(channel, provider)`` from its settings and the services the runtime hands in.
+
+    Raises:
+        ConfigurationError: an unknown provider, or a setting (or service) it needs is missing.
+    """
+    return driver_class(channel, provider).create(env, services)

@@ -24,8 +24,9 @@ from urllib.parse import unquote
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from drivers.aws_client import LazyAwsClient, credentials_from_env
-from drivers.base import Attachment
+from drivers.aws_client import LazyAwsClient, credentials_from_env, error_parts
+from drivers.toolkit import SettingsReader
+from engine.delivery import Attachment
 from engine.errors import ConfigurationError, DispatchError, PermanentError, RetryableError
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,10 @@ class AttachmentLimits:
     def from_env(cls, env: Mapping[str, str]) -> AttachmentLimits:
         """Raises: ConfigurationError naming a variable that is not a non-negative integer."""
         defaults = cls()
+        settings = SettingsReader(env)
 
         def read(var: str, default: int) -> int:
-            raw = env.get(var)
-            if not raw:
-                return default
-            try:
-                value = int(raw)
-            except ValueError as err:
-                raise ConfigurationError(f"{var} must be an integer") from err
+            value = settings.integer(var, default)
             if value < 0:
                 raise ConfigurationError(f"{var} must not be negative")
             return value
@@ -88,12 +84,12 @@ class S3Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> S3Settings:
-        creds = credentials_from_env(env)
+        read = SettingsReader(env)
         return cls(
-            region=env.get("HERALD_S3_REGION") or env.get("AWS_REGION") or DEFAULT_REGION,
-            endpoint_url=env.get("HERALD_S3_ENDPOINT_URL") or None,
-            credentials=creds,
-            timeout_s=float(env.get("HERALD_S3_TIMEOUT_S") or 10.0),
+            region=read.optional("HERALD_S3_REGION", "AWS_REGION") or DEFAULT_REGION,
+            endpoint_url=read.optional("HERALD_S3_ENDPOINT_URL"),
+            credentials=credentials_from_env(env),
+            timeout_s=read.number("HERALD_S3_TIMEOUT_S", 10.0),
         )
 
 
@@ -127,9 +123,8 @@ def parse_ref(ref: object) -> _Ref:
 def classify(err: BaseException, uri: str) -> DispatchError:
     """Translate one S3/botocore failure for ``uri``; the message names the object, never credentials."""
     if isinstance(err, ClientError):
-        error = err.response.get("Error", {})
-        code = str(error.get("Code") or "")
-        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) or None
+        code, answered, _ = error_parts(err)
+        status = int(answered or 0) or None
         if code in _NOT_FOUND or status == 404:
             return PermanentError(
                 f"attachment {uri} not found", provider=PROVIDER, code="attachment_not_found", status_code=status

@@ -8,7 +8,7 @@
 - :func:`sms_segments` counts GSM-7 septets (extension characters take two) or UCS-2 code units and the
   segments the carrier bills: 160/153 for GSM-7, 70/67 for UCS-2, never splitting an escape pair or a
   surrogate pair across two segments.
-- :class:`SmsSendResult` is a :class:`~drivers.base.SendResult` that also carries encoding and segments.
+- :class:`SmsSendResult` is a :class:`~engine.delivery.SendResult` that also carries encoding and segments.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Literal
 
 import phonenumbers
 
-from drivers.base import SendResult
+from engine.delivery import SendResult
 from engine.errors import BadRecipientError
 
 #: Prefixes some callers put in front of a number (Twilio's channel address, RFC 3966).

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from ray import serve
 
 from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+from actors.wiring import DriverWiring
 from engine import redaction
 from engine.auth import AuthError, Principal, verify_token
 from engine.channels import Channel
@@ -26,7 +27,7 @@ from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.models import FieldError, Tenant
 from engine.problems import ApiProblem
-from engine.runtime import RuntimeConfig, open_components, provider_report
+from engine.runtime import RuntimeConfig, driver_env, open_components, provider_report
 from engine.storage.inbox import list_inbox
 from engine.template_service import TemplateService
 from engine.templating.links import verify_unsubscribe
@@ -71,9 +72,11 @@ class HeraldApi:
         )
         self.tracking = Tracking(self.parts.pool, secret=secret, base_url=base_url)
         self._providers: list[dict[str, Any]] | None = None
+        self.wiring = DriverWiring(config.database_url)  # drivers are built here only to check settings
         self.tenant_drivers = TenantDrivers(
             CredentialBox(config.settings.credentials_key or config.secret),
-            {**config.env, "HERALD_DATA_DIR": str(config.settings.data_dir), "DATABASE_URL": config.database_url},
+            driver_env(config.settings, config.env),
+            self.wiring.factory,
         )
         self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
@@ -278,7 +281,7 @@ class HeraldApi:
         self._principal(request, "admin")
         if self._providers is None:
             self._providers = await provider_report(
-                self.config.settings, self.config.env, database_url=self.config.database_url
+                self.config.settings, self.config.env, self.wiring.factory, self.wiring.known
             )
         return {"providers": self._providers}
 
