@@ -20,14 +20,19 @@ REGISTRY: dict[tuple[Channel, str], str] = {
     (Channel.EMAIL, "ses"): "drivers.email.ses:SesDriver",
     (Channel.EMAIL, "sendgrid"): "drivers.email.sendgrid:SendgridDriver",
     (Channel.EMAIL, "smtp"): "drivers.email.smtp:SmtpDriver",
+    (Channel.EMAIL, "sink"): "drivers.sink:EmailSink",
     (Channel.SMS, "console"): "drivers.sms.console:ConsoleSmsDriver",
     (Channel.SMS, "twilio"): "drivers.sms.twilio:TwilioSmsDriver",
     (Channel.SMS, "sns"): "drivers.sms.sns:SnsDriver",
+    (Channel.SMS, "sink"): "drivers.sink:SmsSink",
     (Channel.WHATSAPP, "twilio"): "drivers.whatsapp.twilio:TwilioWhatsappDriver",
     (Channel.WHATSAPP, "meta"): "drivers.whatsapp.meta:MetaWhatsappDriver",
+    (Channel.WHATSAPP, "sink"): "drivers.sink:WhatsappSink",
     (Channel.PUSH, "fcm"): "drivers.push.fcm:FcmDriver",
     (Channel.PUSH, "apns"): "drivers.push.apns:ApnsDriver",
+    (Channel.PUSH, "sink"): "drivers.sink:PushSink",
     (Channel.INAPP, "store"): "drivers.inapp.store:InappDriver",
+    (Channel.INAPP, "sink"): "drivers.sink:InappSink",
 }
 
 #: No services handed in (tests, ``herald config``): drivers that need one say so when built.

@@ -123,6 +123,11 @@ class ConsoleCase(Case):
         return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+class SinkCase(Case):
+    def seen(self) -> int:
+        return sum(getattr(d, "accepted", 0) for d in self.built)
+
+
 @dataclass
 class InboxCase(Case):
     inbox: ScriptedInbox = field(default_factory=ScriptedInbox)
@@ -354,6 +359,7 @@ def contract_cases(fakes: AllFakes, tmp: Path) -> dict[Key, Case]:
     cases: list[Case] = [
         ConsoleCase((Channel.EMAIL, "console"), {"HERALD_DATA_DIR": str(tmp / "console")}),
         ConsoleCase((Channel.SMS, "console"), {"HERALD_DATA_DIR": str(tmp / "console")}),
+        *(SinkCase((channel, "sink"), {}) for channel in Channel),
         InboxCase((Channel.INAPP, "store"), {}),
         AwsCase(
             **_network(
