@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -26,7 +27,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from drivers.toolkit import TransportErrors
+from drivers.toolkit import SettingsReader, TransportErrors
 from engine.errors import DispatchError, PermanentError, ProviderDownError, RetryableError
 
 #: botocore: no connection (refused, DNS) or a connect timeout sent nothing; a read timeout or a closed
@@ -100,6 +101,46 @@ def shared_session() -> AioSession:
     """One botocore session per process: every AWS driver (a tenant's own too) reuses the service models it
     has loaded, instead of loading them again for each driver built. Clients stay per driver."""
     return get_session()
+
+
+@dataclass(frozen=True, slots=True)
+class AwsEndpoint:
+    """Where and as whom an AWS-backed part connects, from ``HERALD_<SERVICE>_REGION``, ``_ENDPOINT_URL``
+    (moto) and ``_TIMEOUT_S``, with explicit credentials when set (else botocore's default chain)."""
+
+    region: str
+    endpoint_url: str | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], service: str, *, also: tuple[str, ...] = (), default_region: str | None = None
+    ) -> AwsEndpoint:
+        """``also``: region variables read after ``HERALD_<SERVICE>_REGION`` (``AWS_REGION``).
+
+        Raises:
+            ConfigurationError: no region is set and there is no default, or the timeout is not a number.
+        """
+        read = SettingsReader(env)
+        names = (f"HERALD_{service}_REGION", *also)
+        return cls(
+            region=read.optional(*names) or default_region or read.required(*names),
+            endpoint_url=read.optional(f"HERALD_{service}_ENDPOINT_URL"),
+            credentials=credentials_from_env(env),
+            timeout_s=read.number(f"HERALD_{service}_TIMEOUT_S", 10.0),
+        )
+
+    def client(self, service: str, *, session: AioSession | None = None, **config: Any) -> LazyAwsClient:
+        return LazyAwsClient(
+            service,
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            timeout_s=self.timeout_s,
+            credentials=self.credentials,
+            session=session,
+            **config,
+        )
 
 
 class LazyAwsClient:

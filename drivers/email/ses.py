@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
-from drivers.aws_client import LazyAwsClient, aws_boundary, credentials_from_env, error_parts
+from drivers.aws_client import AwsEndpoint, aws_boundary, error_parts
 from drivers.base import BaseDriver
 from drivers.email._mime import build_mime, default_sender, recipient
 from drivers.toolkit import SettingsReader, classified
@@ -80,24 +80,17 @@ def classify(err: ClientError) -> DispatchError:
 
 @dataclass(frozen=True, slots=True)
 class SesSettings:
-    region: str
+    aws: AwsEndpoint
     sender: str
-    endpoint_url: str | None = None
     configuration_set: str | None = None
-    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
-    timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SesSettings:
         """Raises: ConfigurationError naming the variable that is missing or malformed."""
-        read = SettingsReader(env)
         return cls(
-            region=read.required("HERALD_SES_REGION", "AWS_REGION"),
+            aws=AwsEndpoint.from_env(env, "SES", also=("AWS_REGION",)),
             sender=default_sender(env, "HERALD_SES_FROM"),
-            endpoint_url=read.optional("HERALD_SES_ENDPOINT_URL"),
-            configuration_set=read.optional("HERALD_SES_CONFIGURATION_SET"),
-            credentials=credentials_from_env(env),
-            timeout_s=read.number("HERALD_SES_TIMEOUT_S", 10.0),
+            configuration_set=SettingsReader(env).optional("HERALD_SES_CONFIGURATION_SET"),
         )
 
 
@@ -126,21 +119,11 @@ class SesDriver(BaseDriver):
 
     def __init__(self, settings: SesSettings, *, session: AioSession | None = None) -> None:
         self.settings = settings
-        self._client = LazyAwsClient(
-            "sesv2",
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            timeout_s=settings.timeout_s,
-            credentials=settings.credentials,
-            session=session,
-        )
+        self._client = settings.aws.client("sesv2", session=session)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         return cls(SesSettings.from_env(env))
-
-    async def _ses(self) -> Any:
-        return await self._client.get()
 
     async def send_one(self, message: OutboundMessage) -> SendResult:
         email = recipient(message, self.provider)
@@ -163,7 +146,7 @@ class SesDriver(BaseDriver):
 
     async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
         """The one boundary where AWS failures become Herald's classes."""
-        client = await self._ses()
+        client = await self._client.get()
         with aws_boundary(self.provider, classify):
             doc: dict[str, Any] = await client.send_email(**params)
         return doc

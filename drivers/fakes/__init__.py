@@ -34,6 +34,13 @@ class AllFakes:
     apns: Any = None
     env: dict[str, str] = field(default_factory=dict)
 
+    def reset(self) -> None:
+        """Forget every emulator's scripted faults, recordings and learned state."""
+        for handle in (self.aws, self.smtp):
+            handle.reset()
+        for running in (self.sendgrid, self.twilio, self.meta, self.fcm, self.apns):
+            running.emulator.reset()
+
     def stop(self) -> None:
         for handle in (self.apns, self.fcm, self.meta, self.twilio, self.smtp, self.sendgrid, self.aws):
             if handle is not None:

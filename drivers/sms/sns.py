@@ -16,15 +16,15 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
-from drivers.aws_client import LazyAwsClient, aws_boundary, credentials_from_env, error_parts
+from drivers.aws_client import AwsEndpoint, aws_boundary, error_parts
 from drivers.base import BaseDriver
-from drivers.phone import SmsSendResult, parse_phone, scrub_numbers, sms_segments
+from drivers.phone import SmsSendResult, scrub_numbers, sms_message
 from drivers.toolkit import SettingsReader, classified
 from engine.channels import Channel
 from engine.delivery import OutboundMessage
@@ -97,28 +97,22 @@ def classify(err: ClientError) -> DispatchError:
 
 @dataclass(frozen=True, slots=True)
 class SnsSettings:
-    region: str
-    endpoint_url: str | None = None
+    aws: AwsEndpoint
     sms_type: str = "Transactional"
     sender_id: str | None = None
     origination_number: str | None = None
     max_price: str | None = None
-    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
-    timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SnsSettings:
         """Raises: ConfigurationError naming the variable that is missing or wrong."""
         read = SettingsReader(env)
         return cls(
-            region=read.required("HERALD_SNS_REGION"),
-            endpoint_url=read.optional("HERALD_SNS_ENDPOINT_URL"),
+            aws=AwsEndpoint.from_env(env, "SNS"),
             sms_type=read.choice("HERALD_SNS_SMS_TYPE", SMS_TYPES, "Transactional"),
             sender_id=read.optional("HERALD_SNS_SENDER_ID"),
             origination_number=read.optional("HERALD_SNS_ORIGINATION_NUMBER"),
             max_price=read.optional("HERALD_SNS_MAX_PRICE"),
-            credentials=credentials_from_env(env),
-            timeout_s=read.number("HERALD_SNS_TIMEOUT_S", 10.0),
         )
 
 
@@ -154,28 +148,14 @@ class SnsDriver(BaseDriver):
 
     def __init__(self, settings: SnsSettings, *, session: AioSession | None = None) -> None:
         self.settings = settings
-        self._client = LazyAwsClient(
-            "sns",
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            timeout_s=settings.timeout_s,
-            credentials=settings.credentials,
-            session=session,
-        )
+        self._client = settings.aws.client("sns", session=session)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         return cls(SnsSettings.from_env(env))
 
-    async def _sns(self) -> Any:
-        return await self._client.get()
-
     async def send_one(self, message: OutboundMessage) -> SmsSendResult:
-        phone = parse_phone(message.to.phone)
-        body = message.content.text or ""
-        if not body.strip():
-            raise PermanentError("empty SMS body", provider=self.provider, code="empty_body")
-        parts = sms_segments(body)
+        phone, body, parts = sms_message(message, self.provider)
         doc = await self._publish(
             PhoneNumber=phone.e164, Message=body, MessageAttributes=message_attributes(message, self.settings)
         )
@@ -193,7 +173,7 @@ class SnsDriver(BaseDriver):
 
     async def _publish(self, **params: Any) -> dict[str, Any]:
         """The one boundary where AWS failures become Herald's classes."""
-        client = await self._sns()
+        client = await self._client.get()
         with aws_boundary(self.provider, classify):
             doc: dict[str, Any] = await client.publish(**params)
         return doc

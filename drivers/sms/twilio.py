@@ -22,7 +22,7 @@ import stamina
 
 from drivers.base import BaseDriver
 from drivers.http import HTTPX_ERRORS, json_body
-from drivers.phone import SmsSendResult, parse_phone, scrub_numbers, sms_segments
+from drivers.phone import SmsSendResult, scrub_numbers, sms_message
 from drivers.toolkit import SettingsReader, classified, retry_after_s
 from engine.channels import Channel
 from engine.delivery import OutboundMessage
@@ -175,11 +175,7 @@ class TwilioSmsDriver(BaseDriver):
         return cls(TwilioSettings.from_env(env))
 
     async def send_one(self, message: OutboundMessage) -> SmsSendResult:
-        phone = parse_phone(message.to.phone)
-        body = message.content.text or ""
-        if not body.strip():
-            raise PermanentError("empty SMS body", provider=self.provider, code="empty_body")
-        parts = sms_segments(body)
+        phone, body, parts = sms_message(message, self.provider)
         sender = message.sender or self.settings.sender or ""
         params = {"To": phone.e164, "Body": body, **sender_params(sender)}
         if message.ttl_seconds:

@@ -4,17 +4,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import pytest
 
 from drivers.fakes import AllFakes, run_fakes
 from drivers.fakes.apns import ApnsEmulator
 from drivers.fakes.aws import AwsHandle
+from drivers.fakes.base import Emulator
 from drivers.fakes.fcm import FcmEmulator
 from drivers.fakes.meta import MetaEmulator
 from drivers.fakes.sendgrid import SendgridEmulator
 from drivers.fakes.smtp import SmtpHandle
 from drivers.fakes.twilio import TwilioEmulator
+
+E = TypeVar("E", bound=Emulator)
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +29,10 @@ def fakes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AllFakes]:
 
 
 @pytest.fixture
-def fake_env(fakes: AllFakes) -> dict[str, str]:
-    """The settings that point every driver at its emulator (a copy: tests may change it)."""
+def env(fakes: AllFakes) -> dict[str, str]:
+    """The settings that point every driver at its emulator (a copy: tests may change it), with every
+    emulator reset."""
+    fakes.reset()
     return dict(fakes.env)
 
 
@@ -42,41 +48,33 @@ def smtp(fakes: AllFakes) -> SmtpHandle:
     return fakes.smtp  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def sendgrid_emu(fakes: AllFakes) -> SendgridEmulator:
-    emulator = fakes.sendgrid.emulator
-    assert isinstance(emulator, SendgridEmulator)
+def _reset(running: Any, kind: type[E]) -> E:
+    emulator = running.emulator
+    assert isinstance(emulator, kind)
     emulator.reset()
     return emulator
+
+
+@pytest.fixture
+def sendgrid_emu(fakes: AllFakes) -> SendgridEmulator:
+    return _reset(fakes.sendgrid, SendgridEmulator)
 
 
 @pytest.fixture
 def twilio_emu(fakes: AllFakes) -> TwilioEmulator:
-    emulator = fakes.twilio.emulator
-    assert isinstance(emulator, TwilioEmulator)
-    emulator.reset()
-    return emulator
+    return _reset(fakes.twilio, TwilioEmulator)
 
 
 @pytest.fixture
 def meta_emu(fakes: AllFakes) -> MetaEmulator:
-    emulator = fakes.meta.emulator
-    assert isinstance(emulator, MetaEmulator)
-    emulator.reset()
-    return emulator
+    return _reset(fakes.meta, MetaEmulator)
 
 
 @pytest.fixture
 def fcm_emu(fakes: AllFakes) -> FcmEmulator:
-    emulator = fakes.fcm.emulator
-    assert isinstance(emulator, FcmEmulator)
-    emulator.reset()
-    return emulator
+    return _reset(fakes.fcm, FcmEmulator)
 
 
 @pytest.fixture
 def apns_emu(fakes: AllFakes) -> ApnsEmulator:
-    emulator = fakes.apns.emulator
-    assert isinstance(emulator, ApnsEmulator)
-    emulator.reset()
-    return emulator
+    return _reset(fakes.apns, ApnsEmulator)

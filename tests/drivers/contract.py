@@ -156,7 +156,11 @@ class NetworkCase(Case):
 
     timeout_var: str = ""
     unreachable_env: Mapping[str, str] = field(default_factory=dict)
+    answers: Mapping[FailureClass, Any] = field(default_factory=dict)
     local_failures: Mapping[FailureClass, Callable[[OutboundMessage], OutboundMessage]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.failures = frozenset(self.answers) | frozenset(self.local_failures)
 
     @property
     def network(self) -> bool:
@@ -183,11 +187,7 @@ class NetworkCase(Case):
 @dataclass
 class HttpCase(NetworkCase):
     emulator: Emulator | None = None
-    answers: Mapping[FailureClass, Any] = field(default_factory=dict)
     path: str = ""  #: the send endpoint (FCM's emulator also answers OAuth token requests)
-
-    def __post_init__(self) -> None:
-        self.failures = frozenset(self.answers) | frozenset(self.local_failures)
 
     def seen(self) -> int:
         assert self.emulator is not None
@@ -206,10 +206,6 @@ class HttpCase(NetworkCase):
 @dataclass
 class AwsCase(NetworkCase):
     fakes: AllFakes | None = None
-    answers: Mapping[FailureClass, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.failures = frozenset(self.answers) | frozenset(self.local_failures)
 
     def seen(self) -> int:
         assert self.fakes is not None
@@ -228,10 +224,6 @@ class AwsCase(NetworkCase):
 @dataclass
 class SmtpCase(NetworkCase):
     fakes: AllFakes | None = None
-    answers: Mapping[FailureClass, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.failures = frozenset(self.answers) | frozenset(self.local_failures)
 
     def seen(self) -> int:
         assert self.fakes is not None

@@ -40,11 +40,6 @@ def push(i: int | str, token: str | None = DEVICE, *, priority: str = "normal", 
 
 
 @pytest.fixture
-def env(fake_env: dict[str, str], apns_emu: ApnsEmulator) -> dict[str, str]:
-    return fake_env
-
-
-@pytest.fixture
 def emu(apns_emu: ApnsEmulator) -> ApnsEmulator:
     return apns_emu
 

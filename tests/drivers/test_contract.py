@@ -39,10 +39,7 @@ def case(request: pytest.FixtureRequest, cases: dict[Key, Case], fakes: AllFakes
     found = cases.get(key)
     if found is None:
         pytest.fail(f"{key_id(key)} is registered but has no contract case in tests/drivers/contract.py")
-    for handle in (fakes.aws, fakes.smtp):
-        handle.reset()
-    for running in (fakes.sendgrid, fakes.twilio, fakes.meta, fakes.fcm, fakes.apns):
-        running.emulator.reset()
+    fakes.reset()
     found.reset()
     return found
 

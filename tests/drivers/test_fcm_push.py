@@ -42,11 +42,6 @@ def fcm_error(status: int, rpc: str, code: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def env(fake_env: dict[str, str], fcm_emu: FcmEmulator) -> dict[str, str]:
-    return fake_env
-
-
-@pytest.fixture
 def emu(fcm_emu: FcmEmulator) -> FcmEmulator:
     return fcm_emu
 

@@ -31,11 +31,6 @@ def graph(code: int, message: str = "x") -> dict[str, Any]:
 
 
 @pytest.fixture
-def env(fake_env: dict[str, str], meta_emu: MetaEmulator) -> dict[str, str]:
-    return fake_env
-
-
-@pytest.fixture
 def emu(meta_emu: MetaEmulator) -> MetaEmulator:
     return meta_emu
 

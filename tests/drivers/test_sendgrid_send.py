@@ -34,8 +34,8 @@ def emu(sendgrid_emu: SendgridEmulator) -> SendgridEmulator:
 
 
 @pytest.fixture
-async def driver(fake_env: dict[str, str]) -> AsyncIterator[SendgridDriver]:
-    async with SendgridDriver.from_env(fake_env) as d:
+async def driver(env: dict[str, str]) -> AsyncIterator[SendgridDriver]:
+    async with SendgridDriver.from_env(env) as d:
         yield d
 
 
@@ -105,8 +105,8 @@ async def test_429_is_throttled_with_retry_after(driver: SendgridDriver, emu: Se
     assert info.value.retry_after_s is not None and 25 <= info.value.retry_after_s <= 30
 
 
-async def test_key_the_emulator_refuses_is_provider_down(emu: SendgridEmulator, fake_env: dict[str, str]) -> None:
-    async with SendgridDriver.from_env(fake_env | {"HERALD_SENDGRID_API_KEY": "SG.wrong"}) as d:
+async def test_key_the_emulator_refuses_is_provider_down(emu: SendgridEmulator, env: dict[str, str]) -> None:
+    async with SendgridDriver.from_env(env | {"HERALD_SENDGRID_API_KEY": "SG.wrong"}) as d:
         results = await d.send_batch([msg(1), msg(2)])
     assert all(isinstance(r.error, ProviderDownError) and r.provider_down for r in results)
     assert results[0].error is not None and results[0].error.status_code == 401
@@ -125,13 +125,13 @@ def test_missing_key_names_the_variable() -> None:
         SendgridDriver.from_env({})
 
 
-def test_official_sdk_against_the_emulator(emu: SendgridEmulator, fake_env: dict[str, str]) -> None:
+def test_official_sdk_against_the_emulator(emu: SendgridEmulator, env: dict[str, str]) -> None:
     pytest.importorskip("sendgrid")
     from python_http_client.exceptions import UnauthorizedError
     from sendgrid import SendGridAPIClient
     from sendgrid.helpers.mail import Mail
 
-    url = fake_env["HERALD_SENDGRID_BASE_URL"]
+    url = env["HERALD_SENDGRID_BASE_URL"]
     mail = Mail(from_email="no-reply@herald.local", to_emails=TO, subject="Hi", plain_text_content="Hello")
     response = SendGridAPIClient(emu.api_key, host=url).send(mail)
     assert response.status_code == 202 and response.headers["X-Message-Id"]

@@ -11,8 +11,7 @@ import pytest
 
 from drivers.email.ses import SesDriver
 from drivers.fakes.aws import AwsHandle
-from engine.channels import Channel
-from engine.delivery import Address, Attachment, Content, OutboundMessage
+from engine.delivery import Attachment
 from engine.errors import (
     BadRecipientError,
     ConfigurationError,
@@ -22,20 +21,7 @@ from engine.errors import (
     RetryableError,
     ThrottledError,
 )
-
-TO = "jane.doe@example.com"
-UNSUB = {"List-Unsubscribe": "<https://herald.example/u/abc>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
-
-
-def msg(n: int = 1, to: str = TO, **kw: object) -> OutboundMessage:
-    return OutboundMessage(
-        message_id=f"msg_{n:04d}",
-        tenant="acme",
-        channel=Channel.EMAIL,
-        to=Address(email=to),
-        content=Content(subject="Your order shipped", text="Order #1234 is on its way.", html="<p>Order #1234</p>"),
-        **kw,  # type: ignore[arg-type]
-    )
+from tests.drivers.emails import UNSUB, msg
 
 
 @pytest.fixture

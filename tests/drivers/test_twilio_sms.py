@@ -25,11 +25,6 @@ def sms(i: int, to: str = OK_NUMBER, text: str = "Your code is 123456", **kw: ob
 
 
 @pytest.fixture
-def env(fake_env: dict[str, str], twilio_emu: TwilioEmulator) -> dict[str, str]:
-    return fake_env
-
-
-@pytest.fixture
 def emu(twilio_emu: TwilioEmulator) -> TwilioEmulator:
     return twilio_emu
 

@@ -36,11 +36,6 @@ TEMPLATE = {
 
 
 @pytest.fixture
-def env(fake_env: dict[str, str], twilio_emu: TwilioEmulator) -> dict[str, str]:
-    return fake_env
-
-
-@pytest.fixture
 def emu(twilio_emu: TwilioEmulator) -> TwilioEmulator:
     return twilio_emu
 
