@@ -9,13 +9,14 @@ import os
 import ray
 
 from actors import METRICS_ACTOR, NAMESPACE
+from actors.wiring import DriverWiring
 from drivers.attachments import S3AttachmentFetcher
 from engine import redaction
 from engine.credentials import CredentialBox, TenantDrivers
 from engine.dispatch import Dispatcher, DispatchOptions
 from engine.metrics import MetricsBuffer
 from engine.retries import RetryPolicy
-from engine.runtime import RuntimeConfig, open_components, provider_chains
+from engine.runtime import RuntimeConfig, driver_env, open_components, provider_chains
 from engine.sender_loop import SenderLoop
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ class SenderActor:
         redaction.install()
         self.index = index
         self.parts = await open_components(config, broker=True, pool_size=3)
-        self.drivers = provider_chains(s, config.env, database_url=config.database_url)
+        self.wiring = DriverWiring(config.database_url)
+        self.drivers = provider_chains(s, config.env, self.wiring.factory)
         self.metrics = MetricsBuffer()
         self.dispatcher = dispatcher = Dispatcher(
             self.parts.repo,
@@ -46,8 +48,7 @@ class SenderActor:
             tenant_templates=self.parts.tenant_templates,
             attachments=S3AttachmentFetcher.from_env(config.env),
             tenant_drivers=TenantDrivers(
-                CredentialBox(s.credentials_key or config.secret),
-                {**config.env, "HERALD_DATA_DIR": str(s.data_dir), "DATABASE_URL": config.database_url},
+                CredentialBox(s.credentials_key or config.secret), driver_env(s, config.env), self.wiring.factory
             ),
         )
         assert self.parts.broker is not None
@@ -80,4 +81,5 @@ class SenderActor:
         for chain in self.drivers.values():
             for driver in chain:
                 await driver.aclose()
+        await self.wiring.aclose()
         await self.parts.aclose()

@@ -16,7 +16,7 @@ import logging
 import mimetypes
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote
@@ -24,8 +24,9 @@ from urllib.parse import unquote
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from drivers.aws_client import LazyAwsClient, credentials_from_env
-from drivers.base import Attachment
+from drivers.aws_client import AwsEndpoint, error_parts
+from drivers.toolkit import SettingsReader
+from engine.delivery import Attachment
 from engine.errors import ConfigurationError, DispatchError, PermanentError, RetryableError
 
 log = logging.getLogger(__name__)
@@ -58,15 +59,10 @@ class AttachmentLimits:
     def from_env(cls, env: Mapping[str, str]) -> AttachmentLimits:
         """Raises: ConfigurationError naming a variable that is not a non-negative integer."""
         defaults = cls()
+        settings = SettingsReader(env)
 
         def read(var: str, default: int) -> int:
-            raw = env.get(var)
-            if not raw:
-                return default
-            try:
-                value = int(raw)
-            except ValueError as err:
-                raise ConfigurationError(f"{var} must be an integer") from err
+            value = settings.integer(var, default)
             if value < 0:
                 raise ConfigurationError(f"{var} must not be negative")
             return value
@@ -76,24 +72,6 @@ class AttachmentLimits:
             max_inline_bytes=read("HERALD_ATTACHMENT_INLINE_MAX_BYTES", defaults.max_inline_bytes),
             max_total_inline_bytes=read("HERALD_ATTACHMENT_TOTAL_MAX_BYTES", defaults.max_total_inline_bytes),
             presign_ttl_s=read("HERALD_ATTACHMENT_LINK_TTL_SECONDS", defaults.presign_ttl_s),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class S3Settings:
-    region: str = DEFAULT_REGION
-    endpoint_url: str | None = None
-    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
-    timeout_s: float = 10.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> S3Settings:
-        creds = credentials_from_env(env)
-        return cls(
-            region=env.get("HERALD_S3_REGION") or env.get("AWS_REGION") or DEFAULT_REGION,
-            endpoint_url=env.get("HERALD_S3_ENDPOINT_URL") or None,
-            credentials=creds,
-            timeout_s=float(env.get("HERALD_S3_TIMEOUT_S") or 10.0),
         )
 
 
@@ -127,9 +105,8 @@ def parse_ref(ref: object) -> _Ref:
 def classify(err: BaseException, uri: str) -> DispatchError:
     """Translate one S3/botocore failure for ``uri``; the message names the object, never credentials."""
     if isinstance(err, ClientError):
-        error = err.response.get("Error", {})
-        code = str(error.get("Code") or "")
-        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) or None
+        code, answered, _ = error_parts(err)
+        status = int(answered or 0) or None
         if code in _NOT_FOUND or status == 404:
             return PermanentError(
                 f"attachment {uri} not found", provider=PROVIDER, code="attachment_not_found", status_code=status
@@ -173,16 +150,12 @@ class S3AttachmentFetcher:
     """Turns attachment references into inline bytes or presigned links, within :class:`AttachmentLimits`."""
 
     def __init__(
-        self, settings: S3Settings, limits: AttachmentLimits | None = None, *, session: AioSession | None = None
+        self, settings: AwsEndpoint, limits: AttachmentLimits | None = None, *, session: AioSession | None = None
     ) -> None:
         self.settings = settings
         self.limits = limits or AttachmentLimits()
-        self._client = LazyAwsClient(
+        self._client = settings.client(
             "s3",
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            timeout_s=settings.timeout_s,
-            credentials=settings.credentials,
             session=session,
             signature_version="s3v4",
             s3={"addressing_style": "path"} if settings.endpoint_url else None,
@@ -191,10 +164,8 @@ class S3AttachmentFetcher:
     @classmethod
     def from_env(cls, env: Mapping[str, str], limits: AttachmentLimits | None = None) -> Self:
         """Raises: ConfigurationError for a malformed limit variable."""
-        return cls(S3Settings.from_env(env), limits or AttachmentLimits.from_env(env))
-
-    async def _s3(self) -> Any:
-        return await self._client.get()
+        endpoint = AwsEndpoint.from_env(env, "S3", also=("AWS_REGION",), default_region=DEFAULT_REGION)
+        return cls(endpoint, limits or AttachmentLimits.from_env(env))
 
     async def resolve(self, refs: Sequence[object]) -> tuple[Attachment, ...]:
         """One :class:`Attachment` per reference, in order.
@@ -213,7 +184,7 @@ class S3AttachmentFetcher:
         parsed = [parse_ref(r) for r in refs]
         if not parsed:
             return ()
-        client = await self._s3()
+        client = await self._client.get()
         total = 0
         out: list[Attachment] = []
         for ref in parsed:

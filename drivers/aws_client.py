@@ -1,4 +1,5 @@
-"""One aiobotocore client per AWS-backed driver (SES, SNS, S3), opened on first use.
+"""What the AWS-backed drivers (SES, SNS; S3 for attachments) share: one aiobotocore client each, opened
+on first use, and the one boundary where botocore's failures become Herald's classes.
 
 botocore's own retries are off (one attempt): retrying is the engine's job, with its backoff and failover.
 """
@@ -6,13 +7,36 @@ botocore's own retries are off (one attempt): retrying is the engine's job, with
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+
+from drivers.toolkit import SettingsReader, TransportErrors
+from engine.errors import DispatchError, PermanentError, ProviderDownError, RetryableError
+
+#: botocore: no connection (refused, DNS) or a connect timeout sent nothing; a read timeout or a closed
+#: connection came after the request went out.
+BOTO_ERRORS = TransportErrors(
+    unreachable=(EndpointConnectionError, ConnectTimeoutError),
+    timed_out=(ReadTimeoutError,),
+    broken=(ConnectionClosedError,),
+)
 
 #: Environment variable -> aiobotocore ``create_client`` argument.
 _CREDENTIAL_VARS = (
@@ -25,6 +49,33 @@ _CREDENTIAL_VARS = (
 def credentials_from_env(env: Mapping[str, str]) -> dict[str, str]:
     """Explicit AWS credentials when set; empty means botocore's default chain (instance role...)."""
     return {param: env[var] for param, var in _CREDENTIAL_VARS if env.get(var)}
+
+
+def error_parts(err: ClientError) -> tuple[str, int | None, str]:
+    """An AWS error answer as (error code, HTTP status, message)."""
+    error = err.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code, status, str(error.get("Message") or code)
+
+
+@contextmanager
+def aws_boundary(provider: str, classify: Callable[[ClientError], DispatchError]) -> Iterator[None]:
+    """Around one AWS call of a driver: error answers go through the driver's ``classify``, transport
+    errors through :data:`BOTO_ERRORS`, missing credentials are provider-wide."""
+    with BOTO_ERRORS.boundary(provider):
+        try:
+            yield
+        except ClientError as err:
+            raise classify(err) from err
+        except NoCredentialsError as err:
+            raise ProviderDownError("no AWS credentials", provider=provider, code="credentials") from err
+        except ParamValidationError as err:
+            raise PermanentError(f"request refused by botocore ({type(err).__name__})", provider=provider) from err
+        except BotoCoreError as err:
+            if isinstance(err, BOTO_ERRORS.all):
+                raise
+            raise RetryableError(f"AWS client: {type(err).__name__}", provider=provider, code="aws_client") from err
 
 
 class RequestParamsLogFilter(logging.Filter):
@@ -43,6 +94,53 @@ def install_params_filter() -> None:
     logger = logging.getLogger("botocore.endpoint")
     if not any(isinstance(f, RequestParamsLogFilter) for f in logger.filters):
         logger.addFilter(RequestParamsLogFilter())
+
+
+@functools.cache
+def shared_session() -> AioSession:
+    """One botocore session per process: every AWS driver (a tenant's own too) reuses the service models it
+    has loaded, instead of loading them again for each driver built. Clients stay per driver."""
+    return get_session()
+
+
+@dataclass(frozen=True, slots=True)
+class AwsEndpoint:
+    """Where and as whom an AWS-backed part connects, from ``HERALD_<SERVICE>_REGION``, ``_ENDPOINT_URL``
+    (moto) and ``_TIMEOUT_S``, with explicit credentials when set (else botocore's default chain)."""
+
+    region: str
+    endpoint_url: str | None = None
+    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], service: str, *, also: tuple[str, ...] = (), default_region: str | None = None
+    ) -> AwsEndpoint:
+        """``also``: region variables read after ``HERALD_<SERVICE>_REGION`` (``AWS_REGION``).
+
+        Raises:
+            ConfigurationError: no region is set and there is no default, or the timeout is not a number.
+        """
+        read = SettingsReader(env)
+        names = (f"HERALD_{service}_REGION", *also)
+        return cls(
+            region=read.optional(*names) or default_region or read.required(*names),
+            endpoint_url=read.optional(f"HERALD_{service}_ENDPOINT_URL"),
+            credentials=credentials_from_env(env),
+            timeout_s=read.number(f"HERALD_{service}_TIMEOUT_S", 10.0),
+        )
+
+    def client(self, service: str, *, session: AioSession | None = None, **config: Any) -> LazyAwsClient:
+        return LazyAwsClient(
+            service,
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            timeout_s=self.timeout_s,
+            credentials=self.credentials,
+            session=session,
+            **config,
+        )
 
 
 class LazyAwsClient:
@@ -65,7 +163,7 @@ class LazyAwsClient:
             read_timeout=timeout_s,
             **config,
         )
-        self._session = session or get_session()  # a shared session reuses its loaded service models
+        self._session = session or shared_session()
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._lock = asyncio.Lock()

@@ -1,10 +1,9 @@
-"""The driver contract: one provider, one small async interface.
+"""The base class of Herald's drivers: engine's driver port (:mod:`engine.delivery`) with its batch pipeline.
 
-A driver turns rendered :class:`OutboundMessage` objects into the provider's wire request and classifies
-the answer. It knows nothing of tenants, queues or storage. ``send_batch`` returns one
-:class:`SendResult` per message, in order; a failure that concerns one message is a result carrying a
-:class:`~engine.errors.DispatchError`, and only a provider-wide failure
-(:class:`~engine.errors.ProviderDownError`) is raised, for the whole call.
+A driver turns rendered :class:`~engine.delivery.OutboundMessage` objects into the provider's wire request
+and classifies the answer; it knows nothing of tenants, queues or storage. Concrete drivers implement
+:meth:`BaseDriver.send_one` and inherit :meth:`BaseDriver.send_batch`, which keeps the port's promise: one
+result per message, and after a provider-wide failure no new send is started (see :mod:`engine.delivery`).
 """
 
 from __future__ import annotations
@@ -12,83 +11,29 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
+from drivers.toolkit import OS_ERRORS
 from engine.channels import Channel
+from engine.delivery import InboxStore, OutboundMessage, SendResult, not_attempted
 from engine.errors import DispatchError, ProviderDownError, RetryableError
 
 
 @dataclass(frozen=True, slots=True)
-class Address:
-    """Where a message goes. Only the field the channel needs is set."""
+class DriverServices:
+    """Herald's own services that some drivers need, handed in by the composition root (never named by a
+    setting). A driver that needs one takes it in :meth:`BaseDriver.create`."""
 
-    email: str | None = None
-    phone: str | None = None
-    device_token: str | None = None
-    push_platform: str | None = None  # "fcm" | "apns"
-    user_id: str | None = None
-    name: str | None = None
+    inbox: InboxStore | None = None  #: where the in-app driver stores messages
 
 
-@dataclass(frozen=True, slots=True)
-class Attachment:
-    filename: str
-    content_type: str
-    data: bytes | None = None
-    url: str | None = None  # presigned link when the file is above the inline limit
-
-
-@dataclass(frozen=True, slots=True)
-class Content:
-    """The rendered parts. ``text`` is the email text part, the SMS/WhatsApp body, the push body or the
-    in-app markdown; ``title`` is the push title."""
-
-    subject: str | None = None
-    html: str | None = None
-    text: str | None = None
-    title: str | None = None
-    data: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundMessage:
-    message_id: str  #: public id (``msg_...``); also the idempotency key towards providers that take one
-    tenant: str
-    channel: Channel
-    to: Address
-    content: Content
-    template_id: str = ""
-    locale: str = ""
-    sender: str | None = None  #: from address / sender id / phone number, when the tenant overrides it
-    headers: Mapping[str, str] = field(default_factory=dict)
-    attachments: tuple[Attachment, ...] = ()
-    tags: tuple[str, ...] = ()
-    category: str | None = None
-    priority: str = "normal"
-    ttl_seconds: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)  #: provider-specific options (WhatsApp template...)
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    message_id: str
-    provider: str
-    provider_message_id: str | None = None
-    cost_usd: float | None = None
-    error: DispatchError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class Driver(ABC):
+class BaseDriver(ABC):
     """Base class for every provider driver.
 
-    Subclasses set ``provider`` and ``channel`` and implement :meth:`send_one` (or override
-    :meth:`send_batch` when the provider has a real batch API).
+    Subclasses set ``provider`` and ``channel``, implement :meth:`from_env` and :meth:`send_one` (or
+    override :meth:`send_batch` when the provider has a real batch API, keeping its contract).
     """
 
     provider: ClassVar[str]
@@ -105,37 +50,62 @@ class Driver(ABC):
             ConfigurationError: a required setting is missing; the message names the variable.
         """
 
+    @classmethod
+    def create(cls, env: Mapping[str, str], services: DriverServices) -> Self:
+        """What the registry calls: settings plus the services the composition root hands in. Most drivers
+        need only their settings; one that needs a service overrides this.
+
+        Raises:
+            ConfigurationError: a setting (or a service) the driver needs is missing.
+        """
+        return cls.from_env(env)
+
     @abstractmethod
     async def send_one(self, message: OutboundMessage) -> SendResult:
         """Send one message.
 
         Raises:
-            DispatchError: classified failure of this message (turned into a result by ``send_batch``).
-            ProviderDownError: the provider cannot take anything now; aborts the whole batch.
+            DispatchError: the classified failure of this message (``send_batch`` makes it a result);
+                a ProviderDownError also stops the batch from starting further sends.
         """
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """One result per message, in order.
+        """One result per message, in order, never raising a DispatchError.
 
-        Raises:
-            ProviderDownError: provider-wide failure; nothing in the batch is known to have been sent
-                after it was seen.
+        Up to :attr:`concurrency` sends run at once. Once one answers provider-wide (ProviderDownError),
+        no further send starts: those in flight finish (bounded by the driver's own timeouts) and keep
+        their outcomes, and every message not started gets a ``not attempted`` result.
         """
-        gate = asyncio.Semaphore(self.concurrency)
+        results: list[SendResult | None] = [None] * len(messages)
+        pending = iter(enumerate(messages))
+        stopped_by: list[ProviderDownError] = []
 
-        async def guarded(message: OutboundMessage) -> SendResult:
-            async with gate:
-                try:
-                    return await self.send_one(message)
-                except ProviderDownError:
-                    raise
-                except DispatchError as err:
-                    return SendResult(message.message_id, self.provider, error=err)
-                except (TimeoutError, OSError) as err:
-                    retry = RetryableError(f"{type(err).__name__}", provider=self.provider)
-                    return SendResult(message.message_id, self.provider, error=retry)
+        async def worker() -> None:
+            for index, message in pending:  # the workers share one iterator: each message starts once
+                if stopped_by:
+                    results[index] = not_attempted(message, self.provider, stopped_by[0])
+                    continue
+                result = results[index] = await self._attempt(message)
+                if isinstance(result.error, ProviderDownError) and not stopped_by:
+                    stopped_by.append(result.error)
 
-        return list(await asyncio.gather(*(guarded(m) for m in messages)))
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(messages)))))
+        done = [r for r in results if r is not None]
+        assert len(done) == len(messages)
+        return done
+
+    async def _attempt(self, message: OutboundMessage) -> SendResult:
+        try:
+            return await self.send_one(message)
+        except DispatchError as err:
+            return SendResult(message.message_id, self.provider, error=err)
+        except (TimeoutError, OSError) as err:
+            # A driver's boundary translates its library's errors; this catches what escaped it, so one
+            # stray socket error cannot take the batch's other outcomes down with it.
+            error = OS_ERRORS.translate(err, self.provider) or RetryableError(
+                f"{type(err).__name__} while sending", provider=self.provider, code="transport", sent_maybe=True
+            )
+            return SendResult(message.message_id, self.provider, error=error)
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections and pools."""

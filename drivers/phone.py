@@ -8,7 +8,8 @@
 - :func:`sms_segments` counts GSM-7 septets (extension characters take two) or UCS-2 code units and the
   segments the carrier bills: 160/153 for GSM-7, 70/67 for UCS-2, never splitting an escape pair or a
   surrogate pair across two segments.
-- :class:`SmsSendResult` is a :class:`~drivers.base.SendResult` that also carries encoding and segments.
+- :func:`sms_message` is what every SMS driver checks first: the number, a non-empty body, its segments.
+- :class:`SmsSendResult` is a :class:`~engine.delivery.SendResult` that also carries encoding and segments.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Literal
 
 import phonenumbers
 
-from drivers.base import SendResult
-from engine.errors import BadRecipientError
+from engine.delivery import OutboundMessage, SendResult
+from engine.errors import BadRecipientError, PermanentError
 
 #: Prefixes some callers put in front of a number (Twilio's channel address, RFC 3966).
 _PREFIXES = ("whatsapp:", "tel:", "sms:")
@@ -135,6 +136,20 @@ def sms_segments(text: str) -> SmsParts:
             used = 0
         used += width
     return SmsParts(encoding, units, segments)
+
+
+def sms_message(message: OutboundMessage, provider: str) -> tuple[PhoneNumber, str, SmsParts]:
+    """The validated recipient, the body and its segments of one SMS.
+
+    Raises:
+        BadRecipientError: the number is missing or invalid.
+        PermanentError: the body is empty.
+    """
+    phone = parse_phone(message.to.phone)
+    body = message.content.text or ""
+    if not body.strip():
+        raise PermanentError("empty SMS body", provider=provider, code="empty_body")
+    return phone, body, sms_segments(body)
 
 
 @dataclass(frozen=True, slots=True)

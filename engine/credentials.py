@@ -12,14 +12,13 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from drivers import create_driver
-from drivers.base import Driver
 from engine.channels import Channel
+from engine.delivery import Driver, DriverFactory
 from engine.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -55,14 +54,12 @@ def sealed_for(tenant_config: TenantConfig, channel: Channel, provider: str) -> 
 
 
 class TenantDrivers:
-    """Drivers built with a tenant's own credentials, one per (tenant, channel, provider, sealed value)."""
+    """Drivers built with a tenant's own credentials, one per (tenant, channel, provider, sealed value).
 
-    def __init__(
-        self,
-        box: CredentialBox,
-        base_env: Mapping[str, str],
-        factory: Callable[[Channel, str, Mapping[str, str]], Driver] = create_driver,
-    ) -> None:
+    ``factory`` builds a driver from settings; the composition root hands in the drivers' registry.
+    """
+
+    def __init__(self, box: CredentialBox, base_env: Mapping[str, str], factory: DriverFactory) -> None:
         self.box = box
         self.base_env = dict(base_env)
         self.factory = factory

@@ -14,10 +14,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from drivers.base import Address, Attachment, Driver, OutboundMessage, SendResult
 from engine.channels import Channel, dlq_queue, priority_queue
 from engine.credentials import TenantDrivers, sealed_for
-from engine.errors import DispatchError, FailureClass, PermanentError, ProviderDownError, RenderError
+from engine.delivery import Address, Attachment, Driver, OutboundMessage, SendResult
+from engine.errors import (
+    DispatchError,
+    FailureClass,
+    NotAttemptedError,
+    PermanentError,
+    ProviderDownError,
+    RenderError,
+    RetryableError,
+)
 from engine.ids import format_message_id
 from engine.metrics import MetricsBuffer
 from engine.models import ClaimedMessage
@@ -34,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 class AttachmentResolver(Protocol):
-    """Turns stored attachment references into what drivers send (drivers.attachments.S3AttachmentFetcher)."""
+    """Turns stored attachment references into what drivers send (the runtime hands one in)."""
 
     async def resolve(self, refs: Sequence[object]) -> tuple[Attachment, ...]: ...
 
@@ -232,19 +240,31 @@ class Dispatcher:
         items: list[tuple[ClaimedMessage, OutboundMessage]],
         started: datetime,
     ) -> list[Outcome]:
+        """Each provider of the chain in turn gets what the ones before it did not send: the messages whose
+        result is provider-wide (the failure itself, or never started after it). Every other outcome,
+        accepted or not, stays with the provider that produced it."""
         by_name = {d.provider: d for d in self.drivers.get(channel, ())}
         chain = [self._tenant_driver(items[0][0], channel, p) or by_name[p] for p in providers]
-        down: ProviderDownError | None = None
+        outcomes: list[Outcome] = []
+        pending = items
+        down: DispatchError = ProviderDownError(f"no {channel.value} provider configured")
         for driver in chain:
-            try:
-                results = await driver.send_batch([out for _, out in items])
-            except ProviderDownError as err:
-                log.warning("provider %s is down (%s); failing over", driver.provider, err.code or err)
-                down = err
-                continue
-            return [self._result_outcome(msg, res, started) for (msg, _), res in zip(items, results, strict=True)]
-        error: DispatchError = down or ProviderDownError(f"no {channel.value} provider configured")
-        return [self._failure_outcome(msg, error, started, provider=error.provider) for msg, _ in items]
+            results = await driver.send_batch([out for _, out in pending])
+            pairs = list(zip(pending, results, strict=True))
+            outcomes += [self._result_outcome(item[0], r, started) for item, r in pairs if not r.provider_down]
+            carried = [item for item, r in pairs if r.provider_down]
+            if not carried:
+                return outcomes
+            down = _provider_failure(results)
+            log.warning(
+                "provider %s is down (%s); failing over %d of %d message(s)",
+                driver.provider,
+                down.code or down,
+                len(carried),
+                len(pending),
+            )
+            pending = carried
+        return outcomes + [self._failure_outcome(msg, down, started, provider=down.provider) for msg, _ in pending]
 
     def _result_outcome(self, msg: ClaimedMessage, result: SendResult, started: datetime) -> Outcome:
         if result.error is None:
@@ -283,7 +303,13 @@ class Dispatcher:
             "error_code": error.code,
             "error_detail": (error.detail or type(error).__name__)[:500],
         }
-        meta = {"error_class": error.failure_class.value, "error_code": error.code, "provider": provider}
+        meta: dict[str, Any] = {
+            "error_class": error.failure_class.value,
+            "error_code": error.code,
+            "provider": provider,
+        }
+        if isinstance(error, RetryableError) and error.sent_maybe:
+            meta["sent_maybe"] = True  # the provider may have it: retried there, not failed over
         if decision.action is Action.RETRY:
             throttled = error.failure_class is FailureClass.THROTTLED
             return Outcome(
@@ -358,6 +384,12 @@ class Dispatcher:
                 self.metrics.inc("notifications_expired_total", channel=msg.channel.value)
             else:
                 self.metrics.inc("notifications_retried_total", reason=o.error_class or "unknown", provider=provider)
+
+
+def _provider_failure(results: Sequence[SendResult]) -> DispatchError:
+    """The provider-wide failure a batch met: the one a send answered, else a not-attempted one."""
+    down = [r.error for r in results if r.provider_down and r.error is not None]
+    return next((e for e in down if not isinstance(e, NotAttemptedError)), down[0])
 
 
 def _remaining_s(msg: ClaimedMessage, now: datetime) -> int | None:

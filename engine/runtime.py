@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
 
-from drivers import REGISTRY, create_driver
-from drivers.base import Driver
 from engine.broker import Broker
 from engine.broker.factory import make_broker
 from engine.cache import RedisIdempotencyCache
 from engine.channels import Channel
+from engine.delivery import Driver, DriverFactory
 from engine.errors import ConfigurationError
 from engine.settings import Settings
-from engine.storage.inbox import STORE_SPEC as INBOX_STORE_SPEC
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
 from engine.tenant_templates import TenantTemplateCache
@@ -52,27 +50,29 @@ class RuntimeConfig:
         }
 
 
-def provider_chains(
-    settings: Settings, env: Mapping[str, str], *, database_url: str | None = None
-) -> dict[Channel, list[Driver]]:
-    """Each channel's drivers in failover order.
+def driver_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
+    """Provider settings as drivers read them: ``env`` with the data directory the settings resolved."""
+    return {**env, "HERALD_DATA_DIR": str(settings.data_dir)}
+
+
+def provider_chains(settings: Settings, env: Mapping[str, str], factory: DriverFactory) -> dict[Channel, list[Driver]]:
+    """Each channel's drivers in failover order, built by ``factory`` (the composition root's).
 
     Raises:
         ConfigurationError: a listed provider is unknown or misses its settings (at start-up).
     """
-    merged = {"HERALD_INAPP_STORE": INBOX_STORE_SPEC, **env, "HERALD_DATA_DIR": str(settings.data_dir)}
-    if database_url:
-        merged["DATABASE_URL"] = database_url
-    return {channel: [create_driver(channel, p, merged) for p in settings.providers(channel)] for channel in Channel}
+    merged = driver_env(settings, env)
+    return {channel: [factory(channel, p, merged) for p in settings.providers(channel)] for channel in Channel}
 
 
-async def provider_report(settings: Settings, env: Mapping[str, str], *, database_url: str) -> list[dict[str, str]]:
-    """Every known provider: whether the channel uses it, and whether its settings are complete
+async def provider_report(
+    settings: Settings, env: Mapping[str, str], factory: DriverFactory, known: Iterable[tuple[Channel, str]]
+) -> list[dict[str, str]]:
+    """Every ``known`` provider: whether the channel uses it, and whether its settings are complete
     (the missing variable when not)."""
-    merged = {"HERALD_INAPP_STORE": INBOX_STORE_SPEC, **env, "HERALD_DATA_DIR": str(settings.data_dir)}
-    merged["DATABASE_URL"] = database_url
+    merged = driver_env(settings, env)
     report = []
-    for channel, provider in sorted(REGISTRY, key=lambda k: (k[0].value, k[1])):
+    for channel, provider in sorted(known, key=lambda k: (k[0].value, k[1])):
         chain = settings.providers(channel)
         entry = {
             "channel": channel.value,
@@ -81,7 +81,7 @@ async def provider_report(settings: Settings, env: Mapping[str, str], *, databas
             "failover_rank": chain.index(provider) + 1 if provider in chain else None,
         }
         try:
-            driver = create_driver(channel, provider, merged)
+            driver = factory(channel, provider, merged)
         except ConfigurationError as err:
             entry.update(status="unconfigured", detail=str(err))
         else:

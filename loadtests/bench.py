@@ -6,7 +6,7 @@ Prints renders/s of a typical email through Herald's renderer beside plain Jinja
 and, for the same PostgreSQL:
 - intake: Herald's full admission (validate, resolve template, idempotency, one-statement insert)
   beside a bare asyncpg INSERT of the same message row (the floor any design pays);
-- dispatch: Herald's sender pipeline (claim, render, send to an in-process driver, record) in batches
+- dispatch: Herald's sender pipeline (claim, render, send to the ``sink`` provider, record) in batches
   of 100 beside the same pipeline one message at a time (what per-message hops cost).
 Without --database-url (or DATABASE_URL) it uses the embedded PostgreSQL in a temporary directory.
 """
@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from drivers.fake import FakeDriver
+from drivers.sink import EmailSink
 from engine.auth import Principal
 from engine.channels import Channel
 from engine.dispatch import Dispatcher, DispatchOptions
@@ -94,7 +94,7 @@ async def run(dsn: str, n: int) -> dict[str, float]:
         return Dispatcher(
             repo,
             catalog,
-            {Channel.EMAIL: [FakeDriver()]},
+            {Channel.EMAIL: [EmailSink()]},
             policy=RetryPolicy(),
             metrics=MetricsBuffer(),
             options=DispatchOptions(),

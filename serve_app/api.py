@@ -18,14 +18,14 @@ from fastapi import FastAPI
 from ray import serve
 
 from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
-from drivers import REGISTRY
+from actors.wiring import DriverWiring
 from engine import redaction
 from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantCredentials, TenantDrivers
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.problems import ApiProblem
-from engine.runtime import Components, RuntimeConfig, open_components, provider_report
+from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
 from engine.template_service import TemplateService
 from engine.tenant_config import EditPolicy
 from engine.tenant_config.store import TenantStore
@@ -45,7 +45,10 @@ HEALTH_TIMEOUT_S = 3.0
 class RayOperations:
     """The routes' ``Operations``: what the cluster's actors report, asked through Ray."""
 
-    def __init__(self, config: RuntimeConfig, parts: Components, metrics: MetricsBuffer) -> None:
+    def __init__(
+        self, config: RuntimeConfig, parts: Components, metrics: MetricsBuffer, wiring: DriverWiring
+    ) -> None:
+        self.wiring = wiring
         self.config = config
         self.parts = parts
         self.metrics = metrics
@@ -87,7 +90,7 @@ class RayOperations:
     async def provider_report(self) -> list[dict[str, Any]]:
         if self._providers is None:
             self._providers = await provider_report(
-                self.config.settings, self.config.env, database_url=self.config.database_url
+                self.config.settings, self.config.env, self.wiring.factory, self.wiring.known
             )
         return self._providers
 
@@ -122,11 +125,11 @@ class HeraldApi:
         templates = TemplateService(
             TenantTemplateStore(parts.pool), parts.catalog, parts.tenant_templates, secret=secret, base_url=base_url
         )
+        wiring = DriverWiring(config.database_url)  # drivers are built here only to check settings
         drivers = TenantDrivers(
-            CredentialBox(settings.credentials_key or secret),
-            {**config.env, "HERALD_DATA_DIR": str(settings.data_dir), "DATABASE_URL": config.database_url},
+            CredentialBox(settings.credentials_key or secret), driver_env(settings, config.env), wiring.factory
         )
-        self.ops = RayOperations(config, parts, metrics)
+        self.ops = RayOperations(config, parts, metrics, wiring)
         self.state = ApiState(
             secret=secret,
             intake=intake,
@@ -137,7 +140,7 @@ class HeraldApi:
             tenants=TenantService(
                 TenantStore(parts.pool),
                 policy=EditPolicy(settings.tenant_editable_keys),
-                known_providers={c: {p for ch, p in REGISTRY if ch is c} for c in Channel},
+                known_providers={c: {p for ch, p in wiring.known if ch is c} for c in Channel},
                 on_change=intake.forget_tenant,
             ),
             ops=self.ops,

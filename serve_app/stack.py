@@ -37,10 +37,18 @@ def _ray_environment(settings: Settings) -> None:
         os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 
-async def _close_all(chains: dict[Any, list[Any]]) -> None:
-    for chain in chains.values():
-        for driver in chain:
-            await driver.aclose()
+async def _check_providers(settings: Settings, database_url: str) -> None:
+    """Build (and close) every configured driver, so a missing setting stops start-up naming it."""
+    from actors.wiring import DriverWiring
+    from engine.runtime import provider_chains
+
+    wiring = DriverWiring(database_url)
+    try:
+        for chain in provider_chains(settings, os.environ, wiring.factory).values():
+            for driver in chain:
+                await driver.aclose()
+    finally:
+        await wiring.aclose()
 
 
 @dataclass
@@ -61,13 +69,13 @@ class Stack:
         from actors.metrics import MetricsActor
         from actors.relay import RelayActor
         from actors.sender import SenderActor
-        from engine.runtime import RuntimeConfig, provider_chains
+        from engine.runtime import RuntimeConfig
         from serve_app.api import HeraldApi
 
         s = self.settings
         self.database_url = resolve_database_url(s)
         # Fail now, naming the variable, rather than at the first send.
-        asyncio.run(_close_all(provider_chains(s, os.environ, database_url=self.database_url)))
+        asyncio.run(_check_providers(s, self.database_url))
         applied = asyncio.run(migrate_url(self.database_url))
         config = RuntimeConfig.capture(s, self.database_url)
         for part, backend in config.backends().items():

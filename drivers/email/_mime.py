@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formataddr, make_msgid
 
-from drivers.base import Attachment, Content, OutboundMessage
+from engine.delivery import Attachment, Content, OutboundMessage
 from engine.errors import BadRecipientError, PermanentError
 
 #: Headers the driver writes itself; a template's custom headers may not override them.

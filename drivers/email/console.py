@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from drivers.base import Driver, OutboundMessage, SendResult
+from drivers.base import BaseDriver
 from drivers.console_sink import ConsoleSink
 from engine.channels import Channel
+from engine.delivery import OutboundMessage, SendResult
 
 
 def console_path(env: Mapping[str, str]) -> Path:
@@ -16,7 +17,7 @@ def console_path(env: Mapping[str, str]) -> Path:
     return data_dir / "console.jsonl"
 
 
-class ConsoleDriver(Driver):
+class ConsoleDriver(BaseDriver):
     """Shared behaviour of the console drivers: one JSONL record per message, written once."""
 
     provider: ClassVar[str] = "console"

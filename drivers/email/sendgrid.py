@@ -21,19 +21,13 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
-from drivers.base import Driver, OutboundMessage, SendResult
+from drivers.base import BaseDriver
 from drivers.email._mime import RESERVED_HEADERS, default_sender, recipient, with_attachment_links
+from drivers.http import HTTPX_ERRORS, json_body
+from drivers.toolkit import SettingsReader, classified, retry_after_s
 from engine.channels import Channel
-from engine.errors import (
-    BadRecipientError,
-    ConfigurationError,
-    DispatchError,
-    PermanentError,
-    ProviderDownError,
-    RetryableError,
-    ThrottledError,
-)
-from engine.redaction import redact
+from engine.delivery import OutboundMessage, SendResult
+from engine.errors import BadRecipientError, DispatchError, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +49,14 @@ class SendgridSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SendgridSettings:
-        """Raises: ConfigurationError naming the variable that is missing."""
-        api_key = env.get("HERALD_SENDGRID_API_KEY")
-        if not api_key:
-            raise ConfigurationError("HERALD_SENDGRID_API_KEY is not set")
+        """Raises: ConfigurationError naming the variable that is missing or malformed."""
+        read = SettingsReader(env)
         return cls(
-            api_key=api_key,
+            api_key=read.required("HERALD_SENDGRID_API_KEY"),
             sender=default_sender(env, "HERALD_SENDGRID_FROM"),
-            base_url=(env.get("HERALD_SENDGRID_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
-            timeout_s=float(env.get("HERALD_SENDGRID_TIMEOUT_S") or 10.0),
-            price_usd=float(env.get("HERALD_SENDGRID_PRICE_USD") or DEFAULT_PRICE_USD),
+            base_url=read.url("HERALD_SENDGRID_BASE_URL", DEFAULT_BASE_URL),
+            timeout_s=read.number("HERALD_SENDGRID_TIMEOUT_S", 10.0),
+            price_usd=read.number("HERALD_SENDGRID_PRICE_USD", DEFAULT_PRICE_USD),
         )
 
 
@@ -107,42 +99,29 @@ def payload(message: OutboundMessage, sender: str) -> dict[str, Any]:
     return doc
 
 
-def _retry_after(headers: httpx.Headers) -> float:
-    retry_after = headers.get("retry-after")
-    if retry_after and retry_after.strip().isdigit():
-        return float(retry_after)
-    reset = headers.get("x-ratelimit-reset")
-    if reset and reset.strip().isdigit():
-        return max(1.0, float(reset) - time.time())
-    return DEFAULT_RETRY_AFTER_S
+def _rate_limit_reset_s(headers: httpx.Headers) -> float | None:
+    """SendGrid's own hint when there is no Retry-After: ``X-RateLimit-Reset``, a unix time."""
+    reset = (headers.get("x-ratelimit-reset") or "").strip()
+    return max(1.0, float(reset) - time.time()) if reset.isdigit() else None
 
 
 def classify(response: httpx.Response) -> DispatchError:
     """Translate one non-202 answer."""
     status = response.status_code
-    errors: list[dict[str, Any]] = []
-    try:
-        doc = response.json()
-        if isinstance(doc, dict) and isinstance(doc.get("errors"), list):
-            errors = [e for e in doc["errors"] if isinstance(e, dict)]
-    except ValueError:
-        errors = []
-    detail = redact("; ".join(str(e.get("message") or "") for e in errors) or response.reason_phrase)[:300]
+    listed = json_body(response).get("errors")
+    errors = [e for e in listed if isinstance(e, dict)] if isinstance(listed, list) else []
     fields = [str(e.get("field") or "") for e in errors]
-    kw: dict[str, Any] = {
-        "provider": "sendgrid",
-        "code": fields[0] if fields and fields[0] else str(status),
-        "status_code": status,
-    }
-    if status == 429:
-        return ThrottledError(detail, retry_after_s=_retry_after(response.headers), **kw)
-    if status in (401, 403):
-        return ProviderDownError(detail, **kw)
-    if status == 400 and any(_names_recipient(f) for f in fields):
-        return BadRecipientError(detail, **kw)
-    if status >= 500:
-        return RetryableError(detail, **kw)
-    return PermanentError(detail, **kw)
+    recipient_field = status == 400 and any(_names_recipient(f) for f in fields)
+    after = retry_after_s(response.headers)
+    return classified(
+        BadRecipientError if recipient_field else None,
+        provider="sendgrid",
+        status=status,
+        detail="; ".join(str(e.get("message") or "") for e in errors) or response.reason_phrase,
+        code=fields[0] if fields and fields[0] else None,
+        retry_after_s=after if after is not None else _rate_limit_reset_s(response.headers),
+        throttle_after_s=DEFAULT_RETRY_AFTER_S,
+    )
 
 
 def _names_recipient(field_name: str) -> bool:
@@ -154,7 +133,7 @@ def _names_recipient(field_name: str) -> bool:
     )
 
 
-class SendgridDriver(Driver):
+class SendgridDriver(BaseDriver):
     """Email through SendGrid. One pooled httpx client per driver, opened on first use."""
 
     provider: ClassVar[str] = "sendgrid"
@@ -192,14 +171,8 @@ class SendgridDriver(Driver):
 
     async def _post(self, doc: dict[str, Any]) -> httpx.Response:
         """The one boundary where transport failures become Herald's classes."""
-        try:
+        with HTTPX_ERRORS.boundary(self.provider):
             return await self._http().post("/v3/mail/send", json=doc)
-        except httpx.TimeoutException as err:
-            raise RetryableError("SendGrid timeout", provider=self.provider, code="timeout") from err
-        except httpx.TransportError as err:
-            raise RetryableError(
-                f"SendGrid unreachable ({type(err).__name__})", provider=self.provider, code="connect"
-            ) from err
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -15,32 +15,19 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from aiobotocore.session import AioSession
-from botocore.exceptions import (
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError
 
-from drivers.aws_client import LazyAwsClient, credentials_from_env
-from drivers.base import Driver, OutboundMessage, SendResult
+from drivers.aws_client import AwsEndpoint, aws_boundary, error_parts
+from drivers.base import BaseDriver
 from drivers.email._mime import build_mime, default_sender, recipient
+from drivers.toolkit import SettingsReader, classified
 from engine.channels import Channel
-from engine.errors import (
-    ConfigurationError,
-    DispatchError,
-    PermanentError,
-    ProviderDownError,
-    RetryableError,
-    ThrottledError,
-)
-from engine.redaction import redact
+from engine.delivery import OutboundMessage, SendResult
+from engine.errors import DispatchError, PermanentError, ProviderDownError, RetryableError, ThrottledError
 
 log = logging.getLogger(__name__)
 
@@ -82,44 +69,28 @@ _TAG_VALUE = re.compile(r"[^A-Za-z0-9_-]")
 
 def classify(err: ClientError) -> DispatchError:
     """Translate one AWS error answer."""
-    error = err.response.get("Error", {})
-    code = str(error.get("Code") or "")
-    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    detail = redact(str(error.get("Message") or code))[:300]
+    code, status, message = error_parts(err)
     kind = SES_ERRORS.get(code)
-    if kind is None:
-        kind = ProviderDownError if status in (401, 403) else RetryableError if (status or 0) >= 500 else PermanentError
-    if kind is ThrottledError and "daily" in detail.lower():
+    if kind is ThrottledError and "daily" in message.lower():
         kind = ProviderDownError  # "Daily message quota exceeded": nothing goes until the window rolls
-    kw: dict[str, Any] = {"provider": "ses", "code": code or str(status), "status_code": status}
-    if issubclass(kind, ThrottledError):
-        return kind(detail, retry_after_s=THROTTLE_RETRY_AFTER_S, **kw)
-    return kind(detail, **kw)
+    return classified(
+        kind, provider="ses", status=status, detail=message, code=code, throttle_after_s=THROTTLE_RETRY_AFTER_S
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class SesSettings:
-    region: str
+    aws: AwsEndpoint
     sender: str
-    endpoint_url: str | None = None
     configuration_set: str | None = None
-    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
-    timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SesSettings:
-        """Raises: ConfigurationError naming the variable that is missing."""
-        region = env.get("HERALD_SES_REGION") or env.get("AWS_REGION")
-        if not region:
-            raise ConfigurationError("HERALD_SES_REGION (or AWS_REGION) is not set")
-        creds = credentials_from_env(env)
+        """Raises: ConfigurationError naming the variable that is missing or malformed."""
         return cls(
-            region=region,
+            aws=AwsEndpoint.from_env(env, "SES", also=("AWS_REGION",)),
             sender=default_sender(env, "HERALD_SES_FROM"),
-            endpoint_url=env.get("HERALD_SES_ENDPOINT_URL") or None,
-            configuration_set=env.get("HERALD_SES_CONFIGURATION_SET") or None,
-            credentials=creds,
-            timeout_s=float(env.get("HERALD_SES_TIMEOUT_S") or 10.0),
+            configuration_set=SettingsReader(env).optional("HERALD_SES_CONFIGURATION_SET"),
         )
 
 
@@ -140,7 +111,7 @@ def email_content(message: OutboundMessage, sender: str) -> tuple[dict[str, Any]
     return {"Simple": {"Subject": _text(content.subject or ""), "Body": body}}, 0
 
 
-class SesDriver(Driver):
+class SesDriver(BaseDriver):
     """Email through Amazon SES v2. One aiobotocore client per driver, opened on first use."""
 
     provider: ClassVar[str] = "ses"
@@ -148,21 +119,11 @@ class SesDriver(Driver):
 
     def __init__(self, settings: SesSettings, *, session: AioSession | None = None) -> None:
         self.settings = settings
-        self._client = LazyAwsClient(
-            "sesv2",
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            timeout_s=settings.timeout_s,
-            credentials=settings.credentials,
-            session=session,
-        )
+        self._client = settings.aws.client("sesv2", session=session)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         return cls(SesSettings.from_env(env))
-
-    async def _ses(self) -> Any:
-        return await self._client.get()
 
     async def send_one(self, message: OutboundMessage) -> SendResult:
         email = recipient(message, self.provider)
@@ -185,17 +146,9 @@ class SesDriver(Driver):
 
     async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
         """The one boundary where AWS failures become Herald's classes."""
-        client = await self._ses()
-        try:
+        client = await self._client.get()
+        with aws_boundary(self.provider, classify):
             doc: dict[str, Any] = await client.send_email(**params)
-        except ClientError as err:
-            raise classify(err) from err
-        except NoCredentialsError as err:
-            raise ProviderDownError("no AWS credentials", provider=self.provider, code="credentials") from err
-        except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError) as err:
-            raise RetryableError("SES unreachable", provider=self.provider, code="connect") from err
-        except ReadTimeoutError as err:
-            raise RetryableError("SES read timeout", provider=self.provider, code="timeout") from err
         return doc
 
     async def aclose(self) -> None:

@@ -24,9 +24,11 @@ import aiosmtplib
 import dkim
 import dkim.crypto
 
-from drivers.base import Driver, OutboundMessage, SendResult
+from drivers.base import BaseDriver
 from drivers.email._mime import build_mime, default_sender, recipient
+from drivers.toolkit import SettingsReader, TransportErrors, classified
 from engine.channels import Channel
+from engine.delivery import OutboundMessage, SendResult
 from engine.errors import (
     BadRecipientError,
     ConfigurationError,
@@ -35,7 +37,6 @@ from engine.errors import (
     ProviderDownError,
     RetryableError,
 )
-from engine.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ SMTP_CODES: dict[int, type[DispatchError]] = {
     551: BadRecipientError,
     553: BadRecipientError,
 }
+#: aiosmtplib: no connection (refused, DNS) or a connect timeout sent nothing; a later timeout or a
+#: dropped connection may have come after the message was handed over.
+SMTP_ERRORS = TransportErrors(
+    unreachable=(aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError),
+    timed_out=(aiosmtplib.SMTPTimeoutError,),
+    broken=(aiosmtplib.SMTPServerDisconnected,),
+)
 #: Headers signed by DKIM when present.
 DKIM_HEADERS = (
     b"From",
@@ -64,17 +72,6 @@ DKIM_HEADERS = (
     b"List-Unsubscribe",
     b"List-Unsubscribe-Post",
 )
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool | None:
-    value = (env.get(name) or "").strip().lower()
-    if not value:
-        return None
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigurationError(f"{name} must be true or false")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,24 +129,18 @@ class SmtpSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SmtpSettings:
         """Raises: ConfigurationError naming the variable that is missing or wrong."""
-        host = env.get("HERALD_SMTP_HOST")
-        if not host:
-            raise ConfigurationError("HERALD_SMTP_HOST is not set")
-        try:
-            port = int(env.get("HERALD_SMTP_PORT") or 587)
-        except ValueError as err:
-            raise ConfigurationError("HERALD_SMTP_PORT must be a number") from err
-        username, password = env.get("HERALD_SMTP_USERNAME") or None, env.get("HERALD_SMTP_PASSWORD") or None
+        read = SettingsReader(env)
+        username, password = read.optional("HERALD_SMTP_USERNAME"), read.optional("HERALD_SMTP_PASSWORD")
         if bool(username) != bool(password):
             raise ConfigurationError("HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD go together")
         return cls(
-            host=host,
+            host=read.required("HERALD_SMTP_HOST"),
             sender=default_sender(env, "HERALD_SMTP_FROM"),
-            port=port,
+            port=read.integer("HERALD_SMTP_PORT", 587),
             username=username,
             password=password,
-            starttls=_flag(env, "HERALD_SMTP_STARTTLS"),
-            timeout_s=float(env.get("HERALD_SMTP_TIMEOUT_S") or 30.0),
+            starttls=read.flag("HERALD_SMTP_STARTTLS"),
+            timeout_s=read.number("HERALD_SMTP_TIMEOUT_S", 30.0),
             dkim=DkimSettings.from_env(env),
         )
 
@@ -161,10 +152,10 @@ def classify(code: int, text: str, *, stage: str) -> DispatchError:
         kind = RetryableError if 400 <= code < 500 else ProviderDownError if code <= 0 else PermanentError
     if kind is BadRecipientError and stage != "RCPT":
         kind = PermanentError
-    return kind(redact(text)[:300], provider="smtp", code=str(code), status_code=code)
+    return classified(kind, provider="smtp", status=code, detail=text)
 
 
-class SmtpDriver(Driver):
+class SmtpDriver(BaseDriver):
     """Email over SMTP submission."""
 
     provider: ClassVar[str] = "smtp"
@@ -203,7 +194,8 @@ class SmtpDriver(Driver):
         if s.username:
             kw |= {"username": s.username, "password": s.password}
         try:
-            await aiosmtplib.send(data, sender=mail_from, recipients=[rcpt], **kw)
+            with SMTP_ERRORS.boundary(self.provider):
+                await aiosmtplib.send(data, sender=mail_from, recipients=[rcpt], **kw)
         except aiosmtplib.SMTPRecipientsRefused as err:
             first = err.recipients[0]
             raise classify(first.code, first.message, stage="RCPT") from err
@@ -213,11 +205,9 @@ class SmtpDriver(Driver):
             ) from err
         except aiosmtplib.SMTPResponseException as err:
             raise classify(err.code, err.message, stage="DATA") from err
-        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPConnectTimeoutError) as err:
-            raise ProviderDownError("SMTP server unreachable", provider=self.provider, code="connect") from err
-        except (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected) as err:
-            raise RetryableError(f"SMTP {type(err).__name__}", provider=self.provider, code="transport") from err
-        except aiosmtplib.SMTPNotSupported as err:
-            raise ProviderDownError(redact(str(err))[:300], provider=self.provider, code="not_supported") from err
+        except aiosmtplib.SMTPNotSupported as err:  # the server lacks what our settings ask for (AUTH, TLS)
+            raise classified(
+                ProviderDownError, provider=self.provider, status=None, detail=str(err), code="not_supported"
+            ) from err
         except aiosmtplib.SMTPException as err:
-            raise PermanentError(redact(str(err))[:300], provider=self.provider, code="smtp") from err
+            raise classified(PermanentError, provider=self.provider, status=None, detail=str(err), code="smtp") from err

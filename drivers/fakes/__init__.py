@@ -1,9 +1,14 @@
-"""Local emulators of every provider, for tests and for ``herald up --fake-providers``."""
+"""Local emulators of every provider, for tests and for ``herald up --fake-providers``.
+
+:mod:`drivers.fakes.base` holds what they share (server thread, fault plan, recorder, control
+endpoints); each provider's emulator is one module on it, and none imports another.
+"""
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +23,63 @@ FAKE_PROVIDERS: dict[str, str] = {
 
 @dataclass
 class AllFakes:
-    email: Any
-    mobile: Any
-    env: dict[str, str]
+    """Every emulator, running; ``env`` points each driver at its own (credentials are test values)."""
+
+    aws: Any = None  #: moto (SES, SNS, S3) behind its fault proxy
+    sendgrid: Any = None
+    smtp: Any = None
+    twilio: Any = None  #: SMS and WhatsApp
+    meta: Any = None
+    fcm: Any = None
+    apns: Any = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Forget every emulator's scripted faults, recordings and learned state."""
+        for handle in (self.aws, self.smtp):
+            handle.reset()
+        for running in (self.sendgrid, self.twilio, self.meta, self.fcm, self.apns):
+            running.emulator.reset()
 
     def stop(self) -> None:
-        self.mobile.stop()
-        self.email.stop()
+        for handle in (self.apns, self.fcm, self.meta, self.twilio, self.smtp, self.sendgrid, self.aws):
+            if handle is not None:
+                handle.stop()
 
 
 def run_fakes(directory: Path | None = None) -> AllFakes:
-    """Start every emulator; ``env`` points each driver at its emulator (credentials are test values)."""
-    from drivers.fakes.email import start_email_fakes
-    from drivers.fakes.twilio import start_mobile_fakes
+    """Start every emulator. ``directory`` receives the FCM service-account file, the APNs ``.p8`` key and
+    the APNs emulator's TLS CA. Attachments are read from moto's S3 (create buckets there with boto3 at
+    ``env["HERALD_S3_ENDPOINT_URL"]``)."""
+    from drivers.fakes.apns import start_apns
+    from drivers.fakes.aws import start_aws
+    from drivers.fakes.fcm import start_fcm
+    from drivers.fakes.meta import start_meta
+    from drivers.fakes.sendgrid import start_sendgrid
+    from drivers.fakes.smtp import start_smtp
+    from drivers.fakes.twilio import start_twilio
 
-    email, email_env = start_email_fakes()
+    where = directory or Path(tempfile.mkdtemp(prefix="herald-fakes-"))
+    fakes = AllFakes(env={"HERALD_EMAIL_FROM": "Herald <no-reply@herald.local>"})
+    starts: dict[str, Callable[[], tuple[Any, dict[str, str]]]] = {
+        "aws": lambda: _with_env(start_aws()),
+        "sendgrid": start_sendgrid,
+        "smtp": lambda: _with_env(start_smtp()),
+        "twilio": start_twilio,
+        "meta": start_meta,
+        "fcm": lambda: start_fcm(where),
+        "apns": lambda: start_apns(where),
+    }
     try:
-        mobile = start_mobile_fakes(directory or Path(tempfile.mkdtemp(prefix="herald-fakes-")))
+        for name, start in starts.items():
+            handle, env = start()
+            setattr(fakes, name, handle)
+            fakes.env.update(env)
     except BaseException:
-        email.stop()
+        fakes.stop()
         raise
-    # Attachments are fetched from moto's S3 (create buckets there with boto3 at ``env["HERALD_S3_ENDPOINT_URL"]``).
-    s3 = {"HERALD_S3_ENDPOINT_URL": email.aws.moto_url, "HERALD_S3_REGION": "us-east-1"}
-    return AllFakes(email, mobile, {**email_env, **mobile.env, **s3})
+    return fakes
+
+
+def _with_env(handle: Any) -> tuple[Any, dict[str, str]]:
+    return handle, handle.env()

@@ -35,7 +35,7 @@ from h2.connection import H2Connection
 from h2.events import DataReceived, RequestReceived, StreamEnded
 from h2.exceptions import H2Error
 
-from drivers.fakes.twilio import Emulator, Exchange, json_answer
+from drivers.fakes.base import Emulator, Exchange, json_answer
 
 KEY_ID = "EMUKEY0001"
 TEAM_ID = "EMUTEAM001"
@@ -351,9 +351,7 @@ class H2TlsServer:
                 base_url=self.url,
                 http_version="2",
             )
-            (status, answer_headers, payload), delay_s = self.emulator.respond(request)
-            if delay_s:
-                await asyncio.sleep(delay_s)
+            status, answer_headers, payload = await self.emulator.respond(request)
             out = [(":status", str(status)), *answer_headers.items()]
             if payload:
                 conn.send_headers(event.stream_id, [*out, ("content-length", str(len(payload)))])

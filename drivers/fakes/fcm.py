@@ -27,7 +27,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from drivers.fakes.twilio import Answer, Emulator, Exchange, RunningEmulator, json_answer
+from drivers.fakes.base import Answer, Emulator, Exchange, RunningEmulator, json_answer
 
 PROJECT_ID = "herald-emulator"
 CLIENT_EMAIL = f"herald-sender@{PROJECT_ID}.iam.gserviceaccount.com"

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.fakes.twilio import Answer, Emulator, Exchange, RunningEmulator, json_answer
+from drivers.fakes.base import Answer, Emulator, Exchange, RunningEmulator, json_answer
 
 TOKEN = "emulator-meta-system-user-token-0001"
 PHONE_NUMBER_ID = "106540352242922"

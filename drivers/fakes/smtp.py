@@ -1,12 +1,14 @@
 """SMTP emulator: an aiosmtpd server on a loopback port recording what it accepts.
 
-Optional AUTH (PLAIN/LOGIN without TLS, loopback only), scripted refusals per recipient and per stage
-(``MAIL``/``RCPT``/``DATA``), and DKIM verification with dkimpy against a public key the emulator serves
-as its own "DNS". Each accepted message is a :class:`ReceivedMail`.
+Optional AUTH (PLAIN/LOGIN without TLS, loopback only), scripted refusals per recipient, faults per stage
+(``MAIL``/``RCPT``/``DATA``) on the shared :class:`~drivers.fakes.base.FaultPlan` (the reply code is the
+fault's ``status``, its text the ``body``), and DKIM verification with dkimpy against a public key the
+emulator serves as its own "DNS". Each accepted message is a :class:`ReceivedMail`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -25,6 +27,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from drivers.fakes.base import Fault, FaultPlan
+
 USERNAME = "herald"
 PASSWORD = "emulator-smtp-password-0001"
 DKIM_SELECTOR = "herald"
@@ -39,13 +43,6 @@ class ReceivedMail:
     message: EmailMessage
     dkim_signed: bool
     dkim_valid: bool | None  #: None when unsigned
-
-
-@dataclass
-class SmtpFault:
-    stage: str  #: "MAIL" | "RCPT" | "DATA"
-    reply: str  #: e.g. "451 4.3.0 Try again later"
-    count: int = 1
 
 
 def make_dkim_key(directory: Path) -> tuple[Path, bytes]:
@@ -68,18 +65,18 @@ class SmtpState:
     dkim_txt: bytes | None = None  #: served for ``{selector}._domainkey.{domain}``
     messages: list[ReceivedMail] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)  #: address -> SMTP reply
-    faults: list[SmtpFault] = field(default_factory=list)
+    plan: FaultPlan = field(default_factory=FaultPlan)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    transactions: int = 0  #: ``MAIL`` commands seen, answered or faulted
 
-    def fault_for(self, stage: str) -> str | None:
-        with self.lock:
-            for fault in self.faults:
-                if fault.stage == stage:
-                    fault.count -= 1
-                    if fault.count <= 0:
-                        self.faults.remove(fault)
-                    return fault.reply
-        return None
+    async def fault_for(self, stage: str) -> str | None:
+        """The reply a scripted fault gives at ``stage`` (after its latency), if any."""
+        fault = self.plan.take(stage)
+        if fault is None:
+            return None
+        if fault.latency_ms:
+            await asyncio.sleep(fault.latency_ms / 1000)
+        return f"{fault.status} {fault.body or ''}".strip() if fault.status else None
 
 
 class RecordingHandler:
@@ -87,7 +84,9 @@ class RecordingHandler:
         self.state = state
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        reply = self.state.fault_for("MAIL")
+        with self.state.lock:
+            self.state.transactions += 1
+        reply = await self.state.fault_for("MAIL")
         if reply:
             return reply
         envelope.mail_from = address
@@ -95,14 +94,14 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        reply = self.state.fault_for("RCPT") or self.state.refused.get(address.lower())
+        reply = await self.state.fault_for("RCPT") or self.state.refused.get(address.lower())
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        reply = self.state.fault_for("DATA")
+        reply = await self.state.fault_for("DATA")
         if reply:
             return reply
         data: bytes = envelope.original_content or envelope.content
@@ -159,15 +158,28 @@ class SmtpHandle:
         with self.state.lock:
             self.state.refused[address.lower()] = reply
 
-    def fail(self, stage: str, reply: str, *, count: int = 1) -> None:
+    def fail(
+        self, stage: str, reply: str, *, count: int = 1, after: int = 0, latency_ms: int = 0, outage: bool = False
+    ) -> None:
+        """Answer ``stage`` (``MAIL``/``RCPT``/``DATA``) with ``reply`` (``"451 4.3.0 Try again later"``; an
+        empty reply only adds the latency)."""
+        code, _, text = reply.partition(" ")
+        fault = Fault(int(code or 0), text, count=count, latency_ms=latency_ms, outage=outage, after=after)
+        fault.path = stage.upper()  # the stage plays the part of the path
+        self.state.plan.add(fault)
+
+    @property
+    def transactions(self) -> int:
+        """Mail transactions begun (``MAIL`` commands), whatever their outcome."""
         with self.state.lock:
-            self.state.faults.append(SmtpFault(stage.upper(), reply, count))
+            return self.state.transactions
 
     def reset(self) -> None:
+        self.state.plan.clear()
         with self.state.lock:
             self.state.messages.clear()
             self.state.refused.clear()
-            self.state.faults.clear()
+            self.state.transactions = 0
 
     def env(self) -> dict[str, str]:
         env = {"HERALD_SMTP_HOST": self.host, "HERALD_SMTP_PORT": str(self.port), "HERALD_SMTP_STARTTLS": "false"}

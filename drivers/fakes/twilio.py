@@ -10,20 +10,17 @@ is ``201`` with the message resource (``sid``, ``status``, ``num_segments``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import secrets
-import threading
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any
 
-from drivers.fakes.sendgrid import ServerThread
+from drivers.fakes.base import Answer, Emulator, Exchange, RunningEmulator, json_answer
 from drivers.phone import parse_phone, sms_segments
 from engine.errors import BadRecipientError
 
@@ -178,203 +175,6 @@ def env_for(base_url: str, *, state: TwilioState | None = None) -> dict[str, str
     }
 
 
-# --- Emulator scaffolding ----------------------------------------------------------------------------
-# Fault plan, recorder and control endpoints shared by the SMS/WhatsApp/push emulators, with the same
-# control vocabulary as the email emulators (drivers/fakes/sendgrid.py), whose ServerThread serves them.
-# There is no shared drivers/fakes/base.py; this section is the candidate for one.
-
-#: (status, headers, body) of one emulated answer.
-Answer = tuple[int, dict[str, str], bytes]
-
-
-def json_answer(status: int, doc: Any, headers: dict[str, str] | None = None) -> Answer:
-    return status, {"content-type": "application/json", **(headers or {})}, json.dumps(doc).encode()
-
-
-@dataclass
-class Fault:
-    """A scripted answer for the next ``count`` requests whose path contains ``path`` (all of them while
-    ``outage``), after ``latency_ms``. ``status=0`` only adds the latency. ``body`` is sent as JSON, as-is
-    when it is a string (XML: set ``content-type``), or not at all."""
-
-    status: int = 503
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    count: int = 1
-    latency_ms: int = 0
-    outage: bool = False
-    path: str = ""
-
-    def answer(self) -> Answer:
-        if self.body is None:
-            return self.status, dict(self.headers), b""
-        if isinstance(self.body, str):
-            return self.status, dict(self.headers), self.body.encode()
-        return json_answer(self.status, self.body, self.headers)
-
-
-@dataclass(frozen=True)
-class Exchange:
-    """One request as an emulator sees it (header names lower-case)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    base_url: str
-    http_version: str = "1.1"
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]  #: ``authorization`` is masked
-    body: Any  #: JSON, form fields, or text
-    http_version: str = "1.1"
-
-
-class Emulator:
-    """Base of an emulator: subclasses implement :meth:`handle` (and may :meth:`reset_state`, :meth:`control`).
-
-    Control endpoints: ``POST /_fault`` (``{"status", "body", "headers", "count", "latency_ms", "outage",
-    "path"}``), ``GET /_received``, ``POST /_reset``, ``POST /_state`` (emulator-specific). An instance is
-    an ASGI app.
-    """
-
-    name = "emulator"
-
-    def __init__(self) -> None:
-        self.faults: list[Fault] = []
-        self.received: list[Received] = []
-        self._lock = threading.Lock()
-
-    def handle(self, request: Exchange) -> Answer:
-        raise NotImplementedError
-
-    def reset_state(self) -> None:
-        """Forget what the emulated provider learned (tokens, opt-outs)."""
-
-    def control(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Change the emulated provider's state (``POST /_state``)."""
-        return {}
-
-    def fail(
-        self,
-        status: int = 503,
-        body: Any = None,
-        *,
-        count: int = 1,
-        latency_ms: int = 0,
-        outage: bool = False,
-        path: str = "",
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        with self._lock:
-            self.faults.append(Fault(status, body, dict(headers or {}), count, latency_ms, outage, path))
-
-    def reset(self) -> None:
-        with self._lock:
-            self.faults.clear()
-            self.received.clear()
-        self.reset_state()
-
-    def respond(self, request: Exchange) -> tuple[Answer, float]:
-        """Control endpoints, else record, then a scripted fault or the provider's answer; and the delay
-        (seconds) to wait before sending it."""
-        control = self._control(request)
-        if control is not None:
-            return control, 0.0
-        self._record(request)
-        fault = self._take_fault(request.path)
-        if fault is None:
-            return self.handle(request), 0.0
-        answer = fault.answer() if fault.status else self.handle(request)
-        return answer, fault.latency_ms / 1000
-
-    def _take_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            fault = next((f for f in self.faults if f.path in path), None)
-            if fault is not None and not fault.outage:
-                fault.count -= 1
-                if fault.count <= 0:
-                    self.faults.remove(fault)
-            return fault
-
-    def _control(self, request: Exchange) -> Answer | None:
-        path, post = request.path, request.method == "POST"
-        if path == "/_fault" and post:
-            doc = json.loads(request.body or b"{}")
-            self.fail(
-                int(doc.get("status", 503)),
-                doc.get("body"),
-                count=int(doc.get("count", 1)),
-                latency_ms=int(doc.get("latency_ms", 0)),
-                outage=bool(doc.get("outage", False)),
-                path=str(doc.get("path", "")),
-                headers=dict(doc.get("headers") or {}),
-            )
-            return json_answer(200, {"ok": True})
-        if path == "/_received":
-            with self._lock:
-                return json_answer(200, [vars(r) for r in self.received])
-        if path == "/_reset" and post:
-            self.reset()
-            return json_answer(200, {"ok": True})
-        if path == "/_state" and post:
-            return json_answer(200, self.control(json.loads(request.body or b"{}")))
-        return None
-
-    def _record(self, request: Exchange) -> None:
-        headers = {k: ("***" if k == "authorization" else v) for k, v in request.headers.items()}
-        kind = request.headers.get("content-type", "")
-        parsed: Any = request.body.decode(errors="replace")
-        if "json" in kind:
-            parsed = json.loads(request.body or b"null")
-        elif "form" in kind:
-            parsed = dict(urllib.parse.parse_qsl(parsed))
-        with self._lock:
-            self.received.append(Received(request.method, request.path, headers, parsed, request.http_version))
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return  # lifespan: nothing to set up
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        host = dict(scope["headers"]).get(b"host", b"127.0.0.1").decode()
-        request = Exchange(
-            method=scope["method"],
-            path=scope["path"],
-            headers={k.decode().lower(): v.decode() for k, v in scope["headers"]},
-            body=b"".join(chunks),
-            base_url=f"{scope.get('scheme', 'http')}://{host}",
-            http_version=scope.get("http_version", "1.1"),
-        )
-        (status, headers, body), delay_s = self.respond(request)
-        if delay_s:
-            await asyncio.sleep(delay_s)
-        raw_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-class RunningEmulator:
-    """An emulator served on a loopback port (the email emulators' uvicorn :class:`ServerThread`)."""
-
-    def __init__(self, emulator: Emulator) -> None:
-        self.emulator = emulator
-        self._server = ServerThread(emulator, emulator.name)
-        self.port = self._server.port
-        self.url = self._server.url
-
-    def stop(self) -> None:
-        self._server.stop()
-
-
 class TwilioEmulator(Emulator):
     """The Twilio Messages API over HTTP."""
 
@@ -407,44 +207,3 @@ def start_twilio(state: TwilioState | None = None) -> tuple[RunningEmulator, dic
     """Start the Twilio emulator; returns it and the settings that point the drivers at it."""
     running = RunningEmulator(TwilioEmulator(state))
     return running, env_for(running.url, state=state)
-
-
-@dataclass
-class MobileFakes:
-    """The SMS, WhatsApp and push emulators started together, with the settings that point drivers at them."""
-
-    servers: list[Any]
-    env: dict[str, str]
-
-    def stop(self) -> None:
-        for server in reversed(self.servers):
-            server.stop()
-
-
-def start_mobile_fakes(directory: Path, *, moto_endpoint: str | None = None) -> MobileFakes:
-    """Start the Twilio, Meta, FCM and APNs emulators (and moto for SNS unless ``moto_endpoint`` is given).
-
-    ``directory`` receives the FCM service-account file, the APNs ``.p8`` key and the emulator's TLS CA.
-    """
-    from drivers.fakes.apns import start_apns
-    from drivers.fakes.fcm import start_fcm
-    from drivers.fakes.meta import start_meta
-
-    servers: list[Any] = []
-    env: dict[str, str] = {}
-    for start in (start_twilio, start_meta, lambda: start_fcm(directory), lambda: start_apns(directory)):
-        server, settings = start()
-        servers.append(server)
-        env.update(settings)
-    if moto_endpoint is None:
-        from moto.server import ThreadedMotoServer
-
-        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        moto.start()
-        servers.append(moto)
-        host, port = moto.get_host_and_port()
-        moto_endpoint = f"http://{host}:{port}"
-    env.update({"HERALD_SNS_REGION": "us-east-1", "HERALD_SNS_ENDPOINT_URL": moto_endpoint})
-    env.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    return MobileFakes(servers, env)

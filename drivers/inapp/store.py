@@ -1,60 +1,28 @@
-"""In-app driver: puts each message in the recipient's inbox through the :class:`InboxStore` port.
+"""In-app driver: puts each message in the recipient's inbox through the :class:`~engine.delivery.InboxStore`
+port.
 
-The driver knows nothing of the database: it builds :class:`InboxItem` rows and hands a whole batch to
-``InboxStore.put`` (one write per batch). Storing is idempotent on ``(tenant, message_id)``, so a
-redelivered batch does not show a message twice. :class:`MemoryInboxStore` is the in-process
-implementation for tests and development; the Postgres one is wired by the runtime.
-
-Settings: ``HERALD_INAPP_STORE`` = ``memory`` (process-local, for development) or ``module:factory``, a
-callable taking the settings mapping and returning an :class:`InboxStore`.
+The driver knows nothing of the database: it builds :class:`~engine.delivery.InboxItem` rows and hands a
+whole batch to ``InboxStore.put`` (one write per batch). Storing is idempotent on ``(tenant, message_id)``,
+so a redelivered batch does not show a message twice. The store is one of Herald's own services: the
+composition root hands it in (:class:`~drivers.base.DriverServices`), no setting names it.
+:class:`MemoryInboxStore` is the in-process store for tests and development.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar, Protocol, Self, runtime_checkable
+from typing import ClassVar, Self
 
-from drivers.base import Driver, OutboundMessage, SendResult
+from drivers.base import BaseDriver, DriverServices
+from drivers.toolkit import OS_ERRORS
 from engine.channels import Channel
-from engine.errors import ConfigurationError, PermanentError, ProviderDownError
+from engine.delivery import InboxItem, InboxStore, OutboundMessage, SendResult
+from engine.errors import ConfigurationError, DispatchError, PermanentError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class InboxItem:
-    """One inbox entry: what the inbox API lists for ``(tenant, user_id)``."""
-
-    tenant: str
-    user_id: str
-    message_id: str
-    body: str  #: rendered ``inapp.md`` (markdown)
-    title: str | None = None
-    data: Mapping[str, str] = field(default_factory=dict)
-    category: str | None = None
-    template_id: str = ""
-    locale: str = ""
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    expires_at: datetime | None = None  #: from the message TTL; the inbox hides it afterwards
-
-
-@runtime_checkable
-class InboxStore(Protocol):
-    """Storage port for in-app messages."""
-
-    async def put(self, items: Sequence[InboxItem]) -> None:
-        """Store the items, ignoring any ``(tenant, message_id)`` already stored.
-
-        Raises:
-            ProviderDownError: the store cannot take writes now (the driver also translates
-                ``OSError``/``TimeoutError`` into it).
-        """
-        ...
 
 
 class MemoryInboxStore:
@@ -79,38 +47,27 @@ class MemoryInboxStore:
         return list(reversed(self._items.get((tenant, user_id), [])))
 
 
-#: The shared development store behind ``HERALD_INAPP_STORE=memory``.
-_MEMORY_STORE = MemoryInboxStore()
-
-
-def load_store(env: Mapping[str, str]) -> InboxStore:
-    """Raises: ConfigurationError naming HERALD_INAPP_STORE when unset or unloadable."""
-    spec = env.get("HERALD_INAPP_STORE")
-    if not spec:
-        raise ConfigurationError("HERALD_INAPP_STORE is not set (memory, or module:factory)")
-    if spec == "memory":
-        return _MEMORY_STORE
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory: Callable[[Mapping[str, str]], InboxStore] = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigurationError(f"HERALD_INAPP_STORE: cannot load {spec!r} ({err})") from err
-    return factory(env)
-
-
-class InappDriver(Driver):
+class InappDriver(BaseDriver):
     """Stores in-app messages for ``to.user_id``; a batch is one ``put``."""
 
     provider: ClassVar[str] = "store"
     channel: ClassVar[Channel] = Channel.INAPP
 
     def __init__(self, store: InboxStore, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.store = store
+        self.store = store  #: belongs to whoever handed it in, who also closes it
         self._clock = clock
 
     @classmethod
+    def create(cls, env: Mapping[str, str], services: DriverServices) -> Self:
+        """Raises: ConfigurationError when the composition root handed in no inbox store."""
+        if services.inbox is None:
+            raise ConfigurationError("the in-app store needs Herald's inbox storage, handed in by the runtime")
+        return cls(services.inbox)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
-        return cls(load_store(env))
+        """Raises: ConfigurationError, always: the store is a service handed in (:meth:`create`), not a setting."""
+        return cls.create(env, DriverServices())
 
     def item(self, message: OutboundMessage) -> InboxItem:
         """The inbox row of one message.
@@ -142,23 +99,25 @@ class InappDriver(Driver):
         return (await self.send_batch([message]))[0]
 
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        results: list[SendResult | None] = []
+        """One ``put`` for the whole batch; a store that cannot be reached fails every stored message alike
+        (provider-wide when nothing was written, retryable on the same store when the write may have been)."""
+        results: dict[str, SendResult] = {}
         items: list[InboxItem] = []
         for message in messages:
             try:
                 items.append(self.item(message))
-                results.append(None)
             except PermanentError as err:
-                results.append(SendResult(message.message_id, self.provider, error=err))
+                results[message.message_id] = SendResult(message.message_id, self.provider, error=err)
         if items:
             try:
-                await self.store.put(items)
-            except (OSError, TimeoutError) as err:
-                raise ProviderDownError(f"inbox store: {type(err).__name__}", provider=self.provider) from err
+                with OS_ERRORS.boundary(self.provider):
+                    await self.store.put(items)
+            except DispatchError as err:
+                results.update({i.message_id: SendResult(i.message_id, self.provider, error=err) for i in items})
+                return [results[m.message_id] for m in messages]
         log.debug("inapp: stored %d of %d message(s)", len(items), len(messages))
         return [
-            r
-            if r is not None
-            else SendResult(m.message_id, self.provider, provider_message_id=m.message_id, cost_usd=0.0)
-            for m, r in zip(messages, results, strict=True)
+            results.get(m.message_id)
+            or SendResult(m.message_id, self.provider, provider_message_id=m.message_id, cost_usd=0.0)
+            for m in messages
         ]

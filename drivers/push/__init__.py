@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import OutboundMessage
-from engine.errors import BadRecipientError, ConfigurationError, PermanentError
+from engine.delivery import OutboundMessage
+from engine.errors import BadRecipientError, PermanentError
 
 PUSH_KEY = "push"
 #: APNs push types (apns-push-type).
@@ -109,28 +109,9 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-def require(env: Mapping[str, str], name: str) -> str:
-    """Raises: ConfigurationError naming the variable when it is unset."""
-    value = env.get(name)
-    if not value:
-        raise ConfigurationError(f"{name} is not set")
-    return value
-
-
 def mask_token(token: str) -> str:
     """A device token shown in logs and details: the first and last four characters."""
     return f"{token[:4]}…{token[-4:]}" if len(token) > 12 else "…"
-
-
-def retry_after_s(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta form); None when absent or an HTTP date."""
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:  # an HTTP date: the caller's default applies
-        return None
 
 
 class DeviceTokenLogFilter(logging.Filter):

@@ -31,17 +31,12 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from drivers.base import Driver, OutboundMessage, SendResult
-from drivers.push import (
-    PushOptions,
-    deep_merge,
-    device_token,
-    install_device_token_filter,
-    mask_token,
-    require,
-    retry_after_s,
-)
+from drivers.base import BaseDriver
+from drivers.http import HTTPX_ERRORS, json_body
+from drivers.push import PushOptions, deep_merge, device_token, install_device_token_filter, mask_token
+from drivers.toolkit import SettingsReader, classified, retry_after_s
 from engine.channels import Channel
+from engine.delivery import OutboundMessage, SendResult
 from engine.errors import (
     BadRecipientError,
     ConfigurationError,
@@ -108,29 +103,22 @@ def classify(status: int, body: Mapping[str, Any] | None, retry_after: float | N
     """Translate one APNs error answer ``{"reason": …, "timestamp": …}``."""
     doc = body or {}
     reason = str(doc.get("reason") or "")
-    entry = APNS_ERRORS.get(reason)
-    if entry is not None:
-        kind, default_after = entry
-    elif status == 403:
-        kind, default_after = ProviderDownError, None
-    elif status == 410:
-        kind, default_after = BadRecipientError, None
-    elif status == 429:
-        kind, default_after = ThrottledError, 60.0
-    elif status >= 500:
-        kind, default_after = RetryableError, None
-    else:
-        kind, default_after = PermanentError, None
+    kind, default_after = APNS_ERRORS.get(reason, (None, None))
+    if kind is None and status == 410:
+        kind = BadRecipientError  # the device token is no longer valid for the topic
     detail = reason or f"HTTP {status}"
     stamp = doc.get("timestamp")
     if isinstance(stamp, int | float):
         detail += f" (token invalid since {datetime.fromtimestamp(stamp / 1000, UTC).isoformat()})"
-    kw: dict[str, Any] = {"provider": "apns", "code": reason or str(status), "status_code": status}
-    err: DispatchError
-    if issubclass(kind, RetryableError):
-        err = kind(detail, retry_after_s=retry_after if retry_after is not None else default_after, **kw)
-    else:
-        err = kind(detail, **kw)
+    err = classified(
+        kind,
+        provider="apns",
+        status=status,
+        detail=detail,
+        code=reason or None,
+        retry_after_s=retry_after if retry_after is not None else default_after,
+        throttle_after_s=60.0,
+    )
     if isinstance(stamp, int | float):
         err.invalid_since_ms = int(stamp)  # type: ignore[attr-defined]
     return err
@@ -189,7 +177,8 @@ class ApnsSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ApnsSettings:
         """Raises: ConfigurationError naming the variable that is missing or wrong."""
-        path = require(env, "HERALD_APNS_KEY_FILE")
+        read = SettingsReader(env)
+        path = read.required("HERALD_APNS_KEY_FILE")
         try:
             key = load_pem_private_key(Path(path).read_bytes(), password=None)
         except (OSError, ValueError) as err:
@@ -198,17 +187,15 @@ class ApnsSettings:
             ) from err
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
             raise ConfigurationError("HERALD_APNS_KEY_FILE: not a P-256 (ES256) key")
-        default = (
-            APNS_SANDBOX_URL if env.get("HERALD_APNS_SANDBOX", "").lower() in ("1", "true") else APNS_PRODUCTION_URL
-        )
+        default = APNS_SANDBOX_URL if read.flag("HERALD_APNS_SANDBOX") else APNS_PRODUCTION_URL
         return cls(
             key=key,
-            key_id=require(env, "HERALD_APNS_KEY_ID"),
-            team_id=require(env, "HERALD_APNS_TEAM_ID"),
-            topic=require(env, "HERALD_APNS_TOPIC"),
-            base_url=(env.get("HERALD_APNS_BASE_URL") or default).rstrip("/"),
-            ca_file=env.get("HERALD_APNS_CA_FILE") or None,
-            timeout_s=float(env.get("HERALD_APNS_TIMEOUT_S") or 10.0),
+            key_id=read.required("HERALD_APNS_KEY_ID"),
+            team_id=read.required("HERALD_APNS_TEAM_ID"),
+            topic=read.required("HERALD_APNS_TOPIC"),
+            base_url=read.url("HERALD_APNS_BASE_URL", default),
+            ca_file=read.optional("HERALD_APNS_CA_FILE"),
+            timeout_s=read.number("HERALD_APNS_TIMEOUT_S", 10.0),
         )
 
 
@@ -264,7 +251,7 @@ def build_request(message: OutboundMessage, opts: PushOptions, topic: str) -> tu
     return headers, body
 
 
-class ApnsDriver(Driver):
+class ApnsDriver(BaseDriver):
     """Apple Push Notification service, token auth, HTTP/2."""
 
     provider: ClassVar[str] = "apns"
@@ -305,19 +292,15 @@ class ApnsDriver(Driver):
                 provider_message_id=response.headers.get("apns-id", headers["apns-id"]),
                 cost_usd=0.0,
             )
-        raise classify(response.status_code, _json(response), retry_after_s(response.headers))
+        raise classify(response.status_code, json_body(response), retry_after_s(response.headers))
 
     async def _post(self, device: str, headers: Mapping[str, str], body: bytes) -> httpx.Response:
         """One call; the boundary where transport failures are translated."""
         bearer = self.token.get()
-        try:
+        with HTTPX_ERRORS.boundary(self.provider):
             response = await self._client.post(
                 f"/3/device/{device}", content=body, headers={**headers, "authorization": f"bearer {bearer}"}
             )
-        except httpx.ConnectError as err:
-            raise ProviderDownError("APNs unreachable", provider=self.provider, code="connect") from err
-        except httpx.TransportError as err:
-            raise RetryableError(f"APNs transport: {type(err).__name__}", provider=self.provider) from err
         if response.status_code == 403 and _reason(response) == "ExpiredProviderToken":
             self.token.expire(bearer)
         return response
@@ -326,13 +309,5 @@ class ApnsDriver(Driver):
         await self._client.aclose()
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        doc = response.json()
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
 def _reason(response: httpx.Response) -> str:
-    return str(_json(response).get("reason") or "")
+    return str(json_body(response).get("reason") or "")

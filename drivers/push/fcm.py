@@ -28,9 +28,12 @@ import httpx
 from google.auth import crypt
 from google.auth import jwt as google_jwt
 
-from drivers.base import Driver, OutboundMessage, SendResult
-from drivers.push import PushOptions, deep_merge, device_token, require, retry_after_s
+from drivers.base import BaseDriver
+from drivers.http import HTTPX_ERRORS, json_body
+from drivers.push import PushOptions, deep_merge, device_token
+from drivers.toolkit import SettingsReader, classified, retry_after_s
 from engine.channels import Channel
+from engine.delivery import OutboundMessage, SendResult
 from engine.errors import (
     BadRecipientError,
     ConfigurationError,
@@ -84,27 +87,22 @@ def fcm_error_code(body: Mapping[str, Any] | None) -> tuple[str | None, bool]:
     return code or error.get("status"), token_field
 
 
-def classify(status: int, body: Mapping[str, Any] | None, retry_after_s: float | None) -> DispatchError:
+def classify(status: int, body: Mapping[str, Any] | None, retry_after: float | None) -> DispatchError:
     """Translate one FCM error answer ``{"error": {"code", "message", "status", "details"}}``."""
     code, token_field = fcm_error_code(body)
-    message = str(((body or {}).get("error") or {}).get("message") or f"HTTP {status}")[:300]
-    entry = FCM_ERRORS.get(code or "")
-    if entry is not None:
-        kind, default_after = entry
-    elif status in (401, 403):
-        kind, default_after = ProviderDownError, None
-    elif status == 429:
-        kind, default_after = ThrottledError, 60.0
-    elif status >= 500:
-        kind, default_after = RetryableError, None
-    else:
-        kind, default_after = PermanentError, None
+    message = str(((body or {}).get("error") or {}).get("message") or f"HTTP {status}")
+    kind, default_after = FCM_ERRORS.get(code or "", (None, None))
     if code == "INVALID_ARGUMENT" and (token_field or "registration token" in message):
         kind = BadRecipientError
-    kw: dict[str, Any] = {"provider": "fcm", "code": code or str(status), "status_code": status}
-    if issubclass(kind, RetryableError):
-        return kind(message, retry_after_s=retry_after_s if retry_after_s is not None else default_after, **kw)
-    return kind(message, **kw)
+    return classified(
+        kind,
+        provider="fcm",
+        status=status,
+        detail=message,
+        code=code,
+        retry_after_s=retry_after if retry_after is not None else default_after,
+        throttle_after_s=60.0,
+    )
 
 
 class ServiceAccountTokens:
@@ -189,7 +187,8 @@ class FcmSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FcmSettings:
         """Raises: ConfigurationError naming the variable that is missing or wrong."""
-        path = require(env, "HERALD_FCM_CREDENTIALS_FILE")
+        read = SettingsReader(env)
+        path = read.required("HERALD_FCM_CREDENTIALS_FILE")
         try:
             info = json.loads(Path(path).read_text())
         except (OSError, ValueError) as err:
@@ -199,15 +198,15 @@ class FcmSettings:
         missing = [k for k in ("client_email", "private_key", "token_uri") if k not in info]
         if missing:
             raise ConfigurationError(f"HERALD_FCM_CREDENTIALS_FILE: service-account JSON lacks {', '.join(missing)}")
-        project = env.get("HERALD_FCM_PROJECT_ID") or info.get("project_id")
+        project = read.optional("HERALD_FCM_PROJECT_ID") or info.get("project_id")
         if not project:
             raise ConfigurationError("HERALD_FCM_PROJECT_ID is not set (and the credentials name no project_id)")
         return cls(
             project_id=str(project),
             credentials=info,
-            base_url=(env.get("HERALD_FCM_BASE_URL") or FCM_BASE_URL).rstrip("/"),
-            token_uri=env.get("HERALD_FCM_TOKEN_URI") or None,
-            timeout_s=float(env.get("HERALD_FCM_TIMEOUT_S") or 10.0),
+            base_url=read.url("HERALD_FCM_BASE_URL", FCM_BASE_URL),
+            token_uri=read.optional("HERALD_FCM_TOKEN_URI"),
+            timeout_s=read.number("HERALD_FCM_TIMEOUT_S", 10.0),
         )
 
 
@@ -245,7 +244,7 @@ def build_message(message: OutboundMessage, token: str, opts: PushOptions) -> di
     return body
 
 
-class FcmDriver(Driver):
+class FcmDriver(BaseDriver):
     """Firebase Cloud Messaging (HTTP v1)."""
 
     provider: ClassVar[str] = "fcm"
@@ -273,34 +272,23 @@ class FcmDriver(Driver):
         token = device_token(message, self.provider)
         payload = {"message": build_message(message, token, PushOptions.from_message(message))}
         response = await self._post(payload)
-        if response.status_code == 401 and fcm_error_code(_json(response))[0] == "UNAUTHENTICATED":
+        if response.status_code == 401 and fcm_error_code(json_body(response))[0] == "UNAUTHENTICATED":
             response = await self._post(payload)  # the token was refused: _post dropped it, this gets a new one
         if response.status_code == 200:
-            name = str(_json(response).get("name") or "")
+            name = str(json_body(response).get("name") or "")
             log.debug("fcm %s accepted", message.message_id)
             return SendResult(message.message_id, self.provider, provider_message_id=name, cost_usd=0.0)
-        raise classify(response.status_code, _json(response), retry_after_s(response.headers))
+        raise classify(response.status_code, json_body(response), retry_after_s(response.headers))
 
     async def _post(self, payload: Mapping[str, Any]) -> httpx.Response:
         """One call; the boundary where transport failures are translated."""
         access = await self.tokens.token()
-        try:
+        with HTTPX_ERRORS.boundary(self.provider):
             response = await self._client.post(self._url, json=payload, headers={"Authorization": f"Bearer {access}"})
-        except httpx.ConnectError as err:
-            raise ProviderDownError("FCM unreachable", provider=self.provider, code="connect") from err
-        except httpx.TransportError as err:
-            raise RetryableError(f"FCM transport: {type(err).__name__}", provider=self.provider) from err
-        if response.status_code == 401 and fcm_error_code(_json(response))[0] == "UNAUTHENTICATED":
+        if response.status_code == 401 and fcm_error_code(json_body(response))[0] == "UNAUTHENTICATED":
             self.tokens.invalidate(access)  # FCM refused our OAuth token (THIRD_PARTY_AUTH_ERROR is not about it)
         return response
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        doc = response.json()
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}

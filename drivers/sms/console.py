@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from drivers.base import OutboundMessage
 from drivers.email.console import ConsoleDriver
 from engine.channels import Channel
+from engine.delivery import OutboundMessage
 
 
 class ConsoleSmsDriver(ConsoleDriver):

@@ -16,26 +16,20 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from aiobotocore.session import AioSession
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import ClientError
 
-from drivers.aws_client import LazyAwsClient, credentials_from_env
-from drivers.base import Driver, OutboundMessage
-from drivers.phone import SmsSendResult, parse_phone, scrub_numbers, sms_segments
+from drivers.aws_client import AwsEndpoint, aws_boundary, error_parts
+from drivers.base import BaseDriver
+from drivers.phone import SmsSendResult, scrub_numbers, sms_message
+from drivers.toolkit import SettingsReader, classified
 from engine.channels import Channel
+from engine.delivery import OutboundMessage
 from engine.errors import (
     BadRecipientError,
-    ConfigurationError,
     DispatchError,
     PermanentError,
     ProviderDownError,
@@ -87,51 +81,38 @@ _SENDER_ID = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
 
 def classify(err: ClientError) -> DispatchError:
     """Translate one AWS error answer."""
-    error = err.response.get("Error", {})
-    code = str(error.get("Code") or "")
-    message = scrub_numbers(str(error.get("Message") or code))[:300]
-    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code, status, message = error_parts(err)
     kind = SNS_ERRORS.get(code)
-    if kind is None:
-        kind = ProviderDownError if status in (401, 403) else RetryableError if (status or 0) >= 500 else PermanentError
     if code == "InvalidParameter" and "phonenumber" in message.lower().replace(" ", ""):
         kind = BadRecipientError
-    kw: dict[str, Any] = {"provider": "sns", "code": code or str(status), "status_code": status}
-    if issubclass(kind, ThrottledError):
-        return kind(message, retry_after_s=THROTTLE_RETRY_AFTER_S, **kw)
-    return kind(message, **kw)
+    return classified(
+        kind,
+        provider="sns",
+        status=status,
+        detail=scrub_numbers(message),
+        code=code,
+        throttle_after_s=THROTTLE_RETRY_AFTER_S,
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class SnsSettings:
-    region: str
-    endpoint_url: str | None = None
+    aws: AwsEndpoint
     sms_type: str = "Transactional"
     sender_id: str | None = None
     origination_number: str | None = None
     max_price: str | None = None
-    credentials: Mapping[str, str] = field(default_factory=dict, repr=False)
-    timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SnsSettings:
         """Raises: ConfigurationError naming the variable that is missing or wrong."""
-        region = env.get("HERALD_SNS_REGION")
-        if not region:
-            raise ConfigurationError("HERALD_SNS_REGION is not set")
-        sms_type = env.get("HERALD_SNS_SMS_TYPE") or "Transactional"
-        if sms_type not in SMS_TYPES:
-            raise ConfigurationError(f"HERALD_SNS_SMS_TYPE must be one of {', '.join(SMS_TYPES)}")
-        creds = credentials_from_env(env)
+        read = SettingsReader(env)
         return cls(
-            region=region,
-            endpoint_url=env.get("HERALD_SNS_ENDPOINT_URL") or None,
-            sms_type=sms_type,
-            sender_id=env.get("HERALD_SNS_SENDER_ID") or None,
-            origination_number=env.get("HERALD_SNS_ORIGINATION_NUMBER") or None,
-            max_price=env.get("HERALD_SNS_MAX_PRICE") or None,
-            credentials=creds,
-            timeout_s=float(env.get("HERALD_SNS_TIMEOUT_S") or 10.0),
+            aws=AwsEndpoint.from_env(env, "SNS"),
+            sms_type=read.choice("HERALD_SNS_SMS_TYPE", SMS_TYPES, "Transactional"),
+            sender_id=read.optional("HERALD_SNS_SENDER_ID"),
+            origination_number=read.optional("HERALD_SNS_ORIGINATION_NUMBER"),
+            max_price=read.optional("HERALD_SNS_MAX_PRICE"),
         )
 
 
@@ -159,7 +140,7 @@ def message_attributes(message: OutboundMessage, settings: SnsSettings) -> dict[
     return attrs
 
 
-class SnsDriver(Driver):
+class SnsDriver(BaseDriver):
     """SMS through Amazon SNS. One aiobotocore client per driver, opened on first use."""
 
     provider: ClassVar[str] = "sns"
@@ -167,28 +148,14 @@ class SnsDriver(Driver):
 
     def __init__(self, settings: SnsSettings, *, session: AioSession | None = None) -> None:
         self.settings = settings
-        self._client = LazyAwsClient(
-            "sns",
-            region=settings.region,
-            endpoint_url=settings.endpoint_url,
-            timeout_s=settings.timeout_s,
-            credentials=settings.credentials,
-            session=session,
-        )
+        self._client = settings.aws.client("sns", session=session)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
         return cls(SnsSettings.from_env(env))
 
-    async def _sns(self) -> Any:
-        return await self._client.get()
-
     async def send_one(self, message: OutboundMessage) -> SmsSendResult:
-        phone = parse_phone(message.to.phone)
-        body = message.content.text or ""
-        if not body.strip():
-            raise PermanentError("empty SMS body", provider=self.provider, code="empty_body")
-        parts = sms_segments(body)
+        phone, body, parts = sms_message(message, self.provider)
         doc = await self._publish(
             PhoneNumber=phone.e164, Message=body, MessageAttributes=message_attributes(message, self.settings)
         )
@@ -206,19 +173,9 @@ class SnsDriver(Driver):
 
     async def _publish(self, **params: Any) -> dict[str, Any]:
         """The one boundary where AWS failures become Herald's classes."""
-        client = await self._sns()
-        try:
+        client = await self._client.get()
+        with aws_boundary(self.provider, classify):
             doc: dict[str, Any] = await client.publish(**params)
-        except ClientError as err:
-            raise classify(err) from err
-        except (EndpointConnectionError, ConnectTimeoutError) as err:
-            raise ProviderDownError("SNS unreachable", provider=self.provider, code="connect") from err
-        except NoCredentialsError as err:
-            raise ProviderDownError("no AWS credentials", provider=self.provider, code="credentials") from err
-        except ReadTimeoutError as err:
-            raise RetryableError("SNS read timeout", provider=self.provider, code="timeout") from err
-        except BotoCoreError as err:
-            raise RetryableError(f"SNS: {type(err).__name__}", provider=self.provider) from err
         return doc
 
     async def aclose(self) -> None:

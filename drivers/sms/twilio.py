@@ -20,12 +20,14 @@ from typing import Any, ClassVar, Self
 import httpx
 import stamina
 
-from drivers.base import Driver, OutboundMessage
-from drivers.phone import SmsSendResult, parse_phone, scrub_numbers, sms_segments
+from drivers.base import BaseDriver
+from drivers.http import HTTPX_ERRORS, json_body
+from drivers.phone import SmsSendResult, scrub_numbers, sms_message
+from drivers.toolkit import SettingsReader, classified, retry_after_s
 from engine.channels import Channel
+from engine.delivery import OutboundMessage
 from engine.errors import (
     BadRecipientError,
-    ConfigurationError,
     DispatchError,
     PermanentError,
     ProviderDownError,
@@ -70,45 +72,20 @@ DEFAULT_RETRY_AFTER_S = 10.0
 TWILIO_SMS_PRICE_USD: dict[str, float] = {"US": 0.0083, "CA": 0.0083, "GB": 0.045, "IN": 0.08, "DE": 0.095}
 
 
-def classify(status: int, body: Mapping[str, Any] | None, retry_after_s: float | None) -> DispatchError:
+def classify(status: int, body: Mapping[str, Any] | None, retry_after: float | None) -> DispatchError:
     """Translate one Twilio error answer (legacy ``code``/``message`` or RFC 9457 ``code``/``detail``)."""
     doc = body or {}
     raw_code = doc.get("code")
     code = int(raw_code) if isinstance(raw_code, int | str) and str(raw_code).isdigit() else None
-    text = scrub_numbers(str(doc.get("message") or doc.get("detail") or f"HTTP {status}"))[:300]
-    kind = TWILIO_ERRORS.get(code) if code is not None else None
-    if kind is None:
-        kind = _by_status(status)
-    kw: dict[str, Any] = {"provider": "twilio", "code": str(code or status), "status_code": status}
-    if issubclass(kind, RetryableError):
-        default = DEFAULT_RETRY_AFTER_S if issubclass(kind, ThrottledError) else None
-        return kind(text, retry_after_s=retry_after_s if retry_after_s is not None else default, **kw)
-    return kind(text, **kw)
-
-
-def _by_status(status: int) -> type[DispatchError]:
-    if status in (401, 403):
-        return ProviderDownError
-    if status == 429:
-        return ThrottledError
-    if status >= 500:
-        return RetryableError
-    return PermanentError
-
-
-def retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:  # an HTTP date: rare here, fall back to the default pause
-        return None
-
-
-def _require(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name)
-    if not value:
-        raise ConfigurationError(f"{name} is not set")
-    return value
+    return classified(
+        TWILIO_ERRORS.get(code) if code is not None else None,
+        provider="twilio",
+        status=status,
+        detail=scrub_numbers(str(doc.get("message") or doc.get("detail") or f"HTTP {status}")),
+        code=str(code) if code else None,
+        retry_after_s=retry_after,
+        throttle_after_s=DEFAULT_RETRY_AFTER_S,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +99,15 @@ class TwilioSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, sender_var: str = "HERALD_TWILIO_FROM") -> TwilioSettings:
-        """Raises: ConfigurationError naming the missing variable."""
+        """Raises: ConfigurationError naming the missing or malformed variable."""
+        read = SettingsReader(env)
         return cls(
-            account_sid=_require(env, "HERALD_TWILIO_ACCOUNT_SID"),
-            auth_token=_require(env, "HERALD_TWILIO_AUTH_TOKEN"),
-            sender=_require(env, sender_var),
-            base_url=(env.get("HERALD_TWILIO_BASE_URL") or TWILIO_BASE_URL).rstrip("/"),
-            status_callback=env.get("HERALD_TWILIO_STATUS_CALLBACK") or None,
-            timeout_s=float(env.get("HERALD_TWILIO_TIMEOUT_S") or 10.0),
+            account_sid=read.required("HERALD_TWILIO_ACCOUNT_SID"),
+            auth_token=read.required("HERALD_TWILIO_AUTH_TOKEN"),
+            sender=read.required(sender_var),
+            base_url=read.url("HERALD_TWILIO_BASE_URL", TWILIO_BASE_URL),
+            status_callback=read.optional("HERALD_TWILIO_STATUS_CALLBACK"),
+            timeout_s=read.number("HERALD_TWILIO_TIMEOUT_S", 10.0),
         )
 
 
@@ -162,20 +140,12 @@ class TwilioMessages:
         data = dict(params)
         if self.settings.status_callback:
             data.setdefault("StatusCallback", self.settings.status_callback)
-        try:
+        with HTTPX_ERRORS.boundary("twilio"):
             response = await self._post(data)
-        except httpx.ConnectError as err:
-            raise ProviderDownError("Twilio unreachable", provider="twilio", code="connect") from err
-        except httpx.TransportError as err:
-            raise RetryableError(f"Twilio transport: {type(err).__name__}", provider="twilio") from err
         if response.status_code in (200, 201):
             doc: dict[str, Any] = response.json()
             return doc
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        raise classify(response.status_code, body if isinstance(body, dict) else None, retry_after(response.headers))
+        raise classify(response.status_code, json_body(response), retry_after_s(response.headers))
 
     async def _post(self, data: dict[str, str]) -> httpx.Response:
         # Only a failed connect is retried here: nothing reached Twilio, so nothing can be sent twice.
@@ -190,7 +160,7 @@ class TwilioMessages:
         await self._client.aclose()
 
 
-class TwilioSmsDriver(Driver):
+class TwilioSmsDriver(BaseDriver):
     """SMS through Twilio. Results carry the encoding, the billed segments and the routing country."""
 
     provider: ClassVar[str] = "twilio"
@@ -205,11 +175,7 @@ class TwilioSmsDriver(Driver):
         return cls(TwilioSettings.from_env(env))
 
     async def send_one(self, message: OutboundMessage) -> SmsSendResult:
-        phone = parse_phone(message.to.phone)
-        body = message.content.text or ""
-        if not body.strip():
-            raise PermanentError("empty SMS body", provider=self.provider, code="empty_body")
-        parts = sms_segments(body)
+        phone, body, parts = sms_message(message, self.provider)
         sender = message.sender or self.settings.sender or ""
         params = {"To": phone.e164, "Body": body, **sender_params(sender)}
         if message.ttl_seconds:

@@ -19,13 +19,15 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
-from drivers.base import Driver, OutboundMessage, SendResult
+from drivers.base import BaseDriver
+from drivers.http import HTTPX_ERRORS, json_body
 from drivers.phone import parse_phone, scrub_numbers, whatsapp_address
+from drivers.toolkit import SettingsReader, classified
 from drivers.whatsapp import WhatsappTemplate, template_price
 from engine.channels import Channel
+from engine.delivery import OutboundMessage, SendResult
 from engine.errors import (
     BadRecipientError,
-    ConfigurationError,
     DispatchError,
     PermanentError,
     ProviderDownError,
@@ -95,34 +97,21 @@ def classify(status: int, body: Mapping[str, Any] | None) -> DispatchError:
     error = (body or {}).get("error") or {}
     raw = error.get("code")
     code = raw if isinstance(raw, int) else None
-    message = scrub_numbers(str(error.get("message") or f"HTTP {status}"))[:300]
-    kind: type[DispatchError]
+    kind: type[DispatchError] | None = None
     default_after: float | None = None
     if code is not None and code in META_ERRORS:
         kind, default_after = META_ERRORS[code]
-    elif (code is not None and 200 <= code <= 299) or status in (401, 403):
+    elif code is not None and 200 <= code <= 299:
         kind = ProviderDownError
-    elif status == 429:
-        kind, default_after = ThrottledError, 60.0
-    elif status >= 500:
-        kind = RetryableError
-    else:
-        kind = PermanentError
-    kw: dict[str, Any] = {
-        "provider": "meta",
-        "code": str(code if code is not None else status),
-        "status_code": status,
-    }
-    if issubclass(kind, RetryableError):
-        return kind(message, retry_after_s=default_after, **kw)
-    return kind(message, **kw)
-
-
-def _require(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name)
-    if not value:
-        raise ConfigurationError(f"{name} is not set")
-    return value
+    return classified(
+        kind,
+        provider="meta",
+        status=status,
+        detail=scrub_numbers(str(error.get("message") or f"HTTP {status}")),
+        code=str(code) if code is not None else None,
+        retry_after_s=default_after,
+        throttle_after_s=60.0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +124,14 @@ class MetaSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MetaSettings:
-        """Raises: ConfigurationError naming the missing variable."""
+        """Raises: ConfigurationError naming the missing or malformed variable."""
+        read = SettingsReader(env)
         return cls(
-            token=_require(env, "HERALD_META_TOKEN"),
-            phone_number_id=_require(env, "HERALD_META_PHONE_NUMBER_ID"),
-            base_url=(env.get("HERALD_META_BASE_URL") or META_BASE_URL).rstrip("/"),
-            api_version=env.get("HERALD_META_API_VERSION") or "v23.0",
-            timeout_s=float(env.get("HERALD_META_TIMEOUT_S") or 10.0),
+            token=read.required("HERALD_META_TOKEN"),
+            phone_number_id=read.required("HERALD_META_PHONE_NUMBER_ID"),
+            base_url=read.url("HERALD_META_BASE_URL", META_BASE_URL),
+            api_version=read.optional("HERALD_META_API_VERSION") or "v23.0",
+            timeout_s=read.number("HERALD_META_TIMEOUT_S", 10.0),
         )
 
 
@@ -167,7 +157,7 @@ def build_payload(to: str, message: OutboundMessage, template: WhatsappTemplate 
     return payload
 
 
-class MetaWhatsappDriver(Driver):
+class MetaWhatsappDriver(BaseDriver):
     """WhatsApp Cloud API driver: one HTTP/2 pool, one call per message."""
 
     provider: ClassVar[str] = "meta"
@@ -206,19 +196,12 @@ class MetaWhatsappDriver(Driver):
 
     async def _post(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """The one boundary where Graph failures become Herald's classes."""
-        try:
+        with HTTPX_ERRORS.boundary(self.provider):
             response = await self._client.post(self._path, json=payload)
-        except httpx.ConnectError as err:
-            raise ProviderDownError("Meta Graph unreachable", provider="meta", code="connect") from err
-        except httpx.TransportError as err:
-            raise RetryableError(f"Meta transport: {type(err).__name__}", provider="meta") from err
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code == 200 and isinstance(body, dict):
+        body = json_body(response)
+        if response.status_code == 200:
             return body
-        raise classify(response.status_code, body if isinstance(body, dict) else None)
+        raise classify(response.status_code, body)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -18,11 +18,12 @@ from typing import ClassVar, Self
 
 import httpx
 
-from drivers.base import Driver, OutboundMessage, SendResult
+from drivers.base import BaseDriver
 from drivers.phone import parse_phone, whatsapp_address
 from drivers.sms.twilio import TwilioMessages, TwilioSettings
 from drivers.whatsapp import TWILIO_WHATSAPP_FEE_USD, WhatsappTemplate, template_price
 from engine.channels import Channel
+from engine.delivery import OutboundMessage, SendResult
 from engine.errors import PermanentError
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def _whatsapp_from(sender: str) -> str:
     return sender if sender.startswith("whatsapp:") else f"whatsapp:{sender}"
 
 
-class TwilioWhatsappDriver(Driver):
+class TwilioWhatsappDriver(BaseDriver):
     """WhatsApp via Twilio; a template needs its Twilio Content sid (``content_sid``)."""
 
     provider: ClassVar[str] = "twilio"

@@ -1,21 +1,18 @@
-"""The Postgres adapter of the in-app driver's ``InboxStore`` port, and the inbox reads of the API.
-
-The driver loads it by name (``HERALD_INAPP_STORE=engine.storage.inbox:from_env``), so drivers/ never
-imports engine storage.
+"""The Postgres adapter of the in-app driver's :class:`~engine.delivery.InboxStore` port, and the inbox
+reads of the API. The composition root builds it and hands it to the in-app driver.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from engine.delivery import InboxItem
 from engine.ids import new_id
-
-STORE_SPEC = "engine.storage.inbox:from_env"
 
 _PUT = """
 INSERT INTO inbox_items (id, tenant_id, user_id, message_id, title, body, data, category, template_id,
@@ -50,33 +47,35 @@ class PostgresInboxStore:
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
         return self._pool
 
-    async def put(self, items: Sequence[Any]) -> None:
+    async def put(self, items: Sequence[InboxItem]) -> None:
+        """Raises: OSError, TimeoutError when the database cannot be reached (the port's contract)."""
         if not items:
             return
-        pool = await self._get_pool()
-        await pool.execute(
-            _PUT,
-            [new_id() for _ in items],
-            [i.tenant for i in items],
-            [i.user_id for i in items],
-            [i.message_id for i in items],
-            [i.title for i in items],
-            [i.body for i in items],
-            [json.dumps(dict(i.data)) for i in items],
-            [i.category for i in items],
-            [i.template_id for i in items],
-            [i.locale for i in items],
-            [i.created_at for i in items],
-            [i.expires_at for i in items],
-        )
+        try:
+            pool = await self._get_pool()
+            await pool.execute(
+                _PUT,
+                [new_id() for _ in items],
+                [i.tenant for i in items],
+                [i.user_id for i in items],
+                [i.message_id for i in items],
+                [i.title for i in items],
+                [i.body for i in items],
+                [json.dumps(dict(i.data)) for i in items],
+                [i.category for i in items],
+                [i.template_id for i in items],
+                [i.locale for i in items],
+                [i.created_at for i in items],
+                [i.expires_at for i in items],
+            )
+        except (asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError) as err:
+            raise ConnectionRefusedError(f"inbox database refused the connection ({type(err).__name__})") from err
+        except asyncpg.ConnectionDoesNotExistError as err:
+            raise ConnectionResetError("inbox database connection lost") from err
 
     async def aclose(self) -> None:
         if self._pool is not None:
             await self._pool.close()
-
-
-def from_env(env: Mapping[str, str]) -> PostgresInboxStore:
-    return PostgresInboxStore(env["DATABASE_URL"])
 
 
 async def list_inbox(pool: asyncpg.Pool, tenant_id: uuid.UUID, user_id: str, limit: int = 50) -> list[dict[str, Any]]:

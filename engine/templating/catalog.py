@@ -19,8 +19,8 @@ from typing import Any
 
 from jinja2 import Template, meta, nodes
 
-from drivers.base import Content
 from engine.channels import Channel
+from engine.delivery import Content
 from engine.errors import RenderError
 
 from .budget import Budget, RenderLimits, RenderState, rendering

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from drivers.base import Content
 from engine.channels import Channel
+from engine.delivery import Content
 
 from .budget import PREVIEW_LIMITS, RenderLimits
 from .catalog import PROVIDED_NAMES, ResolvedTemplate, TemplateCatalog, content_for

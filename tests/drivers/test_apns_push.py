@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from drivers import create_driver
-from drivers.base import Address, Content, OutboundMessage
-from drivers.fakes.apns import ApnsEmulator, H2TlsServer, start_apns
+from drivers.fakes.apns import ApnsEmulator
 from drivers.push.apns import ApnsDriver, ApnsSettings
 from engine.channels import Channel
+from engine.delivery import Address, Content, OutboundMessage
 from engine.errors import ConfigurationError, FailureClass, ProviderDownError
 
 DEVICE = "a1" * 32
@@ -40,31 +39,9 @@ def push(i: int | str, token: str | None = DEVICE, *, priority: str = "normal", 
     )
 
 
-async def settle() -> None:
-    """Driver.send_batch re-raises ProviderDown while sibling sends may still be in flight: let them end,
-    so that they neither reach the next test's emulator state nor outlive the driver."""
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    if others:
-        await asyncio.wait(others, timeout=2)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[H2TlsServer, dict[str, str]]]:
-    running, env = start_apns(tmp_path_factory.mktemp("apns"))
-    yield running, env
-    running.stop()
-
-
 @pytest.fixture
-def env(server: tuple[H2TlsServer, dict[str, str]]) -> dict[str, str]:
-    server[0].emulator.reset()
-    return dict(server[1])
-
-
-@pytest.fixture
-def emu(server: tuple[H2TlsServer, dict[str, str]]) -> ApnsEmulator:
-    assert isinstance(server[0].emulator, ApnsEmulator)
-    return server[0].emulator
+def emu(apns_emu: ApnsEmulator) -> ApnsEmulator:
+    return apns_emu
 
 
 @pytest.fixture
@@ -161,14 +138,13 @@ async def test_auth_failures_are_provider_down(env: dict[str, str], tmp_path: Pa
         )
     )
     async with ApnsDriver.from_env({**env, "HERALD_APNS_KEY_FILE": str(other)}) as drv:
-        with pytest.raises(ProviderDownError) as info:
-            await drv.send_batch([push(1), push(2)])
-        await settle()
-    assert (info.value.code, info.value.status_code) == ("InvalidProviderToken", 403)
+        results = await drv.send_batch([push(1), push(2)])
+    assert all(isinstance(r.error, ProviderDownError) for r in results)
+    assert results[0].error is not None
+    assert (results[0].error.code, results[0].error.status_code) == ("InvalidProviderToken", 403)
     async with ApnsDriver.from_env({**env, "HERALD_APNS_TOPIC": "com.example.other"}) as drv:
-        with pytest.raises(ProviderDownError) as info:
-            await drv.send_batch([push(1)])
-    assert info.value.code == "BadTopic"
+        [result] = await drv.send_batch([push(1)])
+    assert isinstance(result.error, ProviderDownError) and result.error.code == "BadTopic"
 
 
 async def test_provider_token_is_reused_then_refreshed(env: dict[str, str], emu: ApnsEmulator) -> None:
@@ -194,22 +170,15 @@ async def test_expired_provider_token_is_renewed_once(env: dict[str, str], emu: 
     assert [r.path for r in emu.received] == [f"/3/device/{DEVICE}"] * 2
     emu.fail(403, {"reason": "ExpiredProviderToken"}, count=2)
     async with ApnsDriver.from_env(env) as drv:
-        with pytest.raises(ProviderDownError) as info:
-            await drv.send_batch([push(2)])
-    assert info.value.code == "ExpiredProviderToken"
-
-
-async def test_unreachable_is_provider_down(env: dict[str, str]) -> None:
-    async with ApnsDriver.from_env({**env, "HERALD_APNS_BASE_URL": "https://127.0.0.1:9"}) as drv:
-        with pytest.raises(ProviderDownError):
-            await drv.send_batch([push(1)])
+        [result] = await drv.send_batch([push(2)])
+    assert isinstance(result.error, ProviderDownError) and result.error.code == "ExpiredProviderToken"
 
 
 async def test_untrusted_certificate_is_provider_down(env: dict[str, str]) -> None:
     untrusted = {k: v for k, v in env.items() if k != "HERALD_APNS_CA_FILE"}
     async with ApnsDriver.from_env(untrusted) as drv:
-        with pytest.raises(ProviderDownError):
-            await drv.send_batch([push(1)])
+        [result] = await drv.send_batch([push(1)])
+    assert isinstance(result.error, ProviderDownError) and result.error.code == "connect"
 
 
 @pytest.mark.parametrize(
@@ -245,17 +214,14 @@ async def test_no_secret_or_token_in_logs(
         assert secret not in text
 
 
-async def test_aioapns_against_the_emulator(server: tuple[H2TlsServer, dict[str, str]]) -> None:
+async def test_aioapns_against_the_emulator(env: dict[str, str], emu: ApnsEmulator) -> None:
     """aioapns keeps the host in a protocol class attribute: a subclass points it at the emulator."""
     from aioapns import APNs, NotificationRequest, PushType
     from aioapns.connection import APNsProductionClientProtocol
 
-    running, env = server
-    running.emulator.reset()
-
     class EmulatorProtocol(APNsProductionClientProtocol):
         APNS_SERVER = "127.0.0.1"
-        APNS_PORT = int(running.url.rsplit(":", 1)[1])
+        APNS_PORT = int(env["HERALD_APNS_BASE_URL"].rsplit(":", 1)[1])
 
     context = ssl.create_default_context(cafile=env["HERALD_APNS_CA_FILE"])
     context.set_alpn_protocols(["h2"])
@@ -271,8 +237,7 @@ async def test_aioapns_against_the_emulator(server: tuple[H2TlsServer, dict[str,
         NotificationRequest(device_token=DEVICE, message={"aps": {"alert": "hi"}}, push_type=PushType.ALERT)
     )
     assert ok.is_successful, ok.description
-    assert isinstance(running.emulator, ApnsEmulator)
-    running.emulator.control({"unregistered": {DEVICE: 1714644067512}})
+    emu.control({"unregistered": {DEVICE: 1714644067512}})
     gone = await client.send_notification(
         NotificationRequest(device_token=DEVICE, message={"aps": {"alert": "hi"}}, notification_id=str(uuid.uuid4()))
     )

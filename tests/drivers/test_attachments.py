@@ -5,18 +5,19 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 
 import httpx
 import pytest
 
 from drivers.attachments import AttachmentLimits, S3AttachmentFetcher
-from drivers.base import Address, Attachment, Content, OutboundMessage
 from drivers.email._mime import build_mime
 from drivers.email.sendgrid import payload
-from drivers.fakes.aws import AwsHandle, start_aws
+from drivers.fakes import AllFakes
+from drivers.fakes.aws import AwsHandle
 from engine.channels import Channel
+from engine.delivery import Address, Attachment, Content, OutboundMessage
 from engine.errors import ConfigurationError, PermanentError, RetryableError
 from engine.models import AttachmentRef
 
@@ -26,8 +27,9 @@ LARGE = os.urandom(4000)
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[AwsHandle]:
-    handle = start_aws()
+def stored(fakes: AllFakes) -> AwsHandle:
+    """The session's moto with this module's objects in S3."""
+    handle: AwsHandle = fakes.aws
     s3 = handle.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     s3.put_object(Bucket=BUCKET, Key="invoices/2024/invoice.pdf", Body=SMALL, ContentType="application/pdf")
@@ -35,8 +37,13 @@ def aws() -> Iterator[AwsHandle]:
     s3.put_object(Bucket=BUCKET, Key="big/archive.bin", Body=LARGE, ContentType="application/zip")
     for n in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"many/part{n}.txt", Body=b"x" * 600, ContentType="text/plain")
-    yield handle
-    handle.stop()
+    return handle
+
+
+@pytest.fixture
+def aws(stored: AwsHandle) -> AwsHandle:
+    stored.reset()
+    return stored
 
 
 def env(aws: AwsHandle, url: str | None = None, **extra: str) -> dict[str, str]:

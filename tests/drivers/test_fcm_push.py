@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from drivers import create_driver
-from drivers.base import Address, Content, OutboundMessage
-from drivers.fakes.fcm import FcmEmulator, FcmState, start_fcm
-from drivers.fakes.twilio import RunningEmulator
+from drivers.fakes.fcm import FcmEmulator, FcmState
 from drivers.push.fcm import FcmDriver, FcmSettings
 from engine.channels import Channel
+from engine.delivery import Address, Content, OutboundMessage
 from engine.errors import ConfigurationError, FailureClass, ProviderDownError
 
 TOKEN = "bk3RNwTe3H0:CI2k_HHwgIpoDKCIZvvDMExUdFQ3P1-EXAMPLE-0001"
@@ -43,31 +41,9 @@ def fcm_error(status: int, rpc: str, code: str) -> dict[str, Any]:
     }
 
 
-async def settle() -> None:
-    """Driver.send_batch re-raises ProviderDown while sibling sends may still be in flight: let them end,
-    so that they neither reach the next test's emulator state nor outlive the driver."""
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    if others:
-        await asyncio.wait(others, timeout=2)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningEmulator, dict[str, str]]]:
-    running, env = start_fcm(tmp_path_factory.mktemp("fcm"))
-    yield running, env
-    running.stop()
-
-
 @pytest.fixture
-def env(server: tuple[RunningEmulator, dict[str, str]]) -> dict[str, str]:
-    server[0].emulator.reset()
-    return dict(server[1])
-
-
-@pytest.fixture
-def emu(server: tuple[RunningEmulator, dict[str, str]]) -> FcmEmulator:
-    assert isinstance(server[0].emulator, FcmEmulator)
-    return server[0].emulator
+def emu(fcm_emu: FcmEmulator) -> FcmEmulator:
+    return fcm_emu
 
 
 @pytest.fixture
@@ -171,10 +147,8 @@ async def test_fcm_codes(
 
 async def test_third_party_auth_error_is_provider_down(driver: FcmDriver, emu: FcmEmulator) -> None:
     emu.fail(401, fcm_error(401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR"), path="messages:send")
-    with pytest.raises(ProviderDownError) as info:
-        await driver.send_batch([push(1), push(2)])
-    await settle()
-    assert info.value.code == "THIRD_PARTY_AUTH_ERROR"
+    [result] = await driver.send_batch([push(1)])
+    assert isinstance(result.error, ProviderDownError) and result.error.code == "THIRD_PARTY_AUTH_ERROR"
 
 
 async def test_refused_access_token_is_refreshed_once(driver: FcmDriver, emu: FcmEmulator) -> None:
@@ -207,9 +181,8 @@ async def test_still_unauthenticated_after_refresh_is_provider_down(driver: FcmD
         }
     }
     emu.fail(401, refused, count=2, path="messages:send")
-    with pytest.raises(ProviderDownError) as info:
-        await driver.send_batch([push(1)])
-    assert info.value.code == "UNAUTHENTICATED"
+    [result] = await driver.send_batch([push(1)])
+    assert isinstance(result.error, ProviderDownError) and result.error.code == "UNAUTHENTICATED"
 
 
 async def test_token_exchange_refused_is_provider_down(env: dict[str, str], tmp_path: Path) -> None:
@@ -218,17 +191,17 @@ async def test_token_exchange_refused_is_provider_down(env: dict[str, str], tmp_
     creds.write_text(json.dumps(foreign.credentials_json(env["HERALD_FCM_TOKEN_URI"])))
     env["HERALD_FCM_CREDENTIALS_FILE"] = str(creds)
     async with FcmDriver.from_env(env) as drv:
-        with pytest.raises(ProviderDownError) as info:
-            await drv.send_batch([push(1), push(2)])
-        await settle()
-    assert info.value.code == "token" and "invalid_grant" in info.value.detail
+        results = await drv.send_batch([push(1), push(2)])
+    assert all(isinstance(r.error, ProviderDownError) for r in results)
+    assert results[0].error is not None and results[0].error.code == "token"
+    assert "invalid_grant" in results[0].error.detail
 
 
-async def test_unreachable_is_provider_down(env: dict[str, str]) -> None:
+async def test_unreachable_token_endpoint_is_provider_down(env: dict[str, str]) -> None:
     env["HERALD_FCM_TOKEN_URI"] = "http://127.0.0.1:9/token"
     async with FcmDriver.from_env(env) as drv:
-        with pytest.raises(ProviderDownError):
-            await drv.send_batch([push(1)])
+        [result] = await drv.send_batch([push(1)])
+    assert isinstance(result.error, ProviderDownError) and result.error.code == "token"
 
 
 def test_settings(env: dict[str, str], tmp_path: Path) -> None:
@@ -268,15 +241,14 @@ async def test_no_secret_or_token_in_logs(
 
 
 def test_firebase_admin_sdk_against_the_emulator(
-    server: tuple[RunningEmulator, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str], emu: FcmEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """firebase-admin's FCM URL is a class constant: overriding it is enough to point the SDK here."""
     import firebase_admin
     from firebase_admin import credentials, messaging
 
-    running, env = server
-    running.emulator.reset()
-    monkeypatch.setattr(messaging._MessagingService, "FCM_URL", running.url + "/v1/projects/{0}/messages:send")
+    url = env["HERALD_FCM_BASE_URL"]
+    monkeypatch.setattr(messaging._MessagingService, "FCM_URL", url + "/v1/projects/{0}/messages:send")
     app = firebase_admin.initialize_app(
         credentials.Certificate(env["HERALD_FCM_CREDENTIALS_FILE"]), name=f"emulator-{time.monotonic_ns()}"
     )
@@ -286,8 +258,7 @@ def test_firebase_admin_sdk_against_the_emulator(
             app=app,
         )
         assert name.startswith("projects/herald-emulator/messages/")
-        assert isinstance(running.emulator, FcmEmulator)
-        running.emulator.control({"unregistered": [TOKEN]})
+        emu.control({"unregistered": [TOKEN]})
         with pytest.raises(messaging.UnregisteredError):
             messaging.send(messaging.Message(token=TOKEN), app=app)
     finally:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from drivers import create_driver
-from drivers.base import Address, Content, OutboundMessage
-from drivers.inapp.store import InappDriver, InboxItem, InboxStore, MemoryInboxStore
+from drivers.base import DriverServices
+from drivers.inapp.store import InappDriver, MemoryInboxStore
 from engine.channels import Channel
-from engine.errors import ConfigurationError, FailureClass, ProviderDownError
+from engine.delivery import Address, Content, InboxItem, InboxStore, OutboundMessage
+from engine.errors import ConfigurationError, FailureClass, ProviderDownError, RetryableError
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -49,8 +50,11 @@ class CountingStore(MemoryInboxStore):
 
 
 class BrokenStore:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
     async def put(self, items: Sequence[InboxItem]) -> None:
-        raise ConnectionRefusedError("database down")
+        raise self.error
 
 
 async def test_stores_for_the_recipient_with_one_put_per_batch() -> None:
@@ -86,24 +90,25 @@ async def test_partial_failures_are_per_message_results() -> None:
     assert [i.message_id for i in store.inbox("t_001", "u_42")] == ["msg_1"]
 
 
-async def test_store_outage_is_provider_down_for_the_batch() -> None:
-    with pytest.raises(ProviderDownError):
-        await InappDriver(BrokenStore()).send_batch([msg(1), msg(2)])
+async def test_store_outage_fails_every_stored_message_alike() -> None:
+    """One put per batch: the whole batch is provider-wide when the store refuses the connection, and
+    retryable in place when the write timed out (it may have landed; storing again is a no-op)."""
+    refused = BrokenStore(ConnectionRefusedError("database down"))
+    down = await InappDriver(refused).send_batch([msg(1), msg(2, user=None)])
+    assert isinstance(down[0].error, ProviderDownError) and down[0].provider_down
+    assert down[1].error is not None and down[1].error.code == "missing_user_id"  # its own outcome stays
+    [slow] = await InappDriver(BrokenStore(TimeoutError())).send_batch([msg(1)])
+    assert isinstance(slow.error, RetryableError) and slow.error.sent_maybe
 
 
-def memory_factory(env: Mapping[str, str]) -> InboxStore:
-    return CountingStore()
-
-
-async def test_from_env() -> None:
-    with pytest.raises(ConfigurationError, match="HERALD_INAPP_STORE"):
+def test_the_store_is_handed_in_never_named_by_a_setting() -> None:
+    with pytest.raises(ConfigurationError, match="inbox storage"):
         create_driver(Channel.INAPP, "store", {})
-    with pytest.raises(ConfigurationError, match="HERALD_INAPP_STORE"):
-        create_driver(Channel.INAPP, "store", {"HERALD_INAPP_STORE": "nowhere.module:factory"})
-    driver = create_driver(Channel.INAPP, "store", {"HERALD_INAPP_STORE": f"{__name__}:memory_factory"})
-    assert isinstance(driver, InappDriver) and isinstance(driver.store, CountingStore)
-    dev = create_driver(Channel.INAPP, "store", {"HERALD_INAPP_STORE": "memory"})
-    assert isinstance(dev, InappDriver) and isinstance(dev.store, MemoryInboxStore)
+    with pytest.raises(ConfigurationError, match="inbox storage"):
+        create_driver(Channel.INAPP, "store", {"HERALD_INAPP_STORE": "engine.storage.inbox:from_env"})
+    store = CountingStore()
+    driver = create_driver(Channel.INAPP, "store", {}, DriverServices(inbox=store))
+    assert isinstance(driver, InappDriver) and driver.store is store
 
 
 async def test_nothing_personal_in_logs(caplog: pytest.LogCaptureFixture) -> None:

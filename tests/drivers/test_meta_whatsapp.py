@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from drivers import create_driver
-from drivers.base import Address, Content, OutboundMessage
-from drivers.fakes.meta import MetaEmulator, start_meta
-from drivers.fakes.twilio import RunningEmulator
+from drivers.fakes.meta import MetaEmulator
 from drivers.whatsapp.meta import MetaWhatsappDriver
 from engine.channels import Channel
+from engine.delivery import Address, Content, OutboundMessage
 from engine.errors import ConfigurationError, FailureClass, ProviderDownError
 
 NUMBER = "+14155552671"
@@ -32,31 +30,9 @@ def graph(code: int, message: str = "x") -> dict[str, Any]:
     return {"error": {"message": f"(#{code}) {message}", "type": "OAuthException", "code": code, "fbtrace_id": "Az"}}
 
 
-async def settle() -> None:
-    """Driver.send_batch re-raises ProviderDown while sibling sends may still be in flight: let them end,
-    so that they neither reach the next test's emulator state nor outlive the driver."""
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    if others:
-        await asyncio.wait(others, timeout=2)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[RunningEmulator, dict[str, str]]]:
-    running, env = start_meta()
-    yield running, env
-    running.stop()
-
-
 @pytest.fixture
-def env(server: tuple[RunningEmulator, dict[str, str]]) -> dict[str, str]:
-    server[0].emulator.reset()
-    return dict(server[1])
-
-
-@pytest.fixture
-def emu(server: tuple[RunningEmulator, dict[str, str]]) -> MetaEmulator:
-    assert isinstance(server[0].emulator, MetaEmulator)
-    return server[0].emulator
+def emu(meta_emu: MetaEmulator) -> MetaEmulator:
+    return meta_emu
 
 
 @pytest.fixture
@@ -165,17 +141,15 @@ async def test_meta_codes(
 async def test_bad_token_is_provider_down(env: dict[str, str]) -> None:
     env["HERALD_META_TOKEN"] = "expired"
     async with MetaWhatsappDriver.from_env(env) as drv:
-        with pytest.raises(ProviderDownError) as info:
-            await drv.send_batch([wa(1, template=TEMPLATE), wa(2, template=TEMPLATE)])
-        await settle()
-    assert (info.value.code, info.value.status_code) == ("190", 401)
+        results = await drv.send_batch([wa(1, template=TEMPLATE), wa(2, template=TEMPLATE)])
+    assert all(isinstance(r.error, ProviderDownError) for r in results)
+    assert results[0].error is not None and (results[0].error.code, results[0].error.status_code) == ("190", 401)
 
 
 async def test_account_problem_is_provider_down(driver: MetaWhatsappDriver, emu: MetaEmulator) -> None:
     emu.fail(400, graph(131031, "Business account locked"))
-    with pytest.raises(ProviderDownError):
-        await driver.send_batch([wa(1, template=TEMPLATE)])
-    await settle()
+    [result] = await driver.send_batch([wa(1, template=TEMPLATE)])
+    assert isinstance(result.error, ProviderDownError) and result.error.code == "131031"
 
 
 async def test_wrong_phone_number_id_is_permanent(env: dict[str, str]) -> None:

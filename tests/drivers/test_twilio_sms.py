@@ -1,22 +1,20 @@
-"""TwilioSmsDriver against the Twilio emulator over loopback (and the twilio SDK against the emulator)."""
+"""TwilioSmsDriver's Twilio specifics against its emulator (and the twilio SDK against the emulator). The
+failure classes, transport errors, outages and log redaction are in the contract suite."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from drivers import create_driver
-from drivers.base import Address, Content, OutboundMessage
-from drivers.fakes.twilio import MESSAGING_SERVICE_SID, RunningEmulator, TwilioEmulator, start_twilio
+from drivers.fakes.twilio import MESSAGING_SERVICE_SID, TwilioEmulator
 from drivers.phone import SmsSendResult
 from drivers.sms.twilio import TwilioSmsDriver
 from engine.channels import Channel
-from engine.errors import ConfigurationError, FailureClass, ProviderDownError, RetryableError
+from engine.delivery import Address, Content, OutboundMessage
+from engine.errors import ConfigurationError, FailureClass, ProviderDownError
 
 OK_NUMBER = "+14155552671"
 OTHER_NUMBER = "+14155552672"
@@ -26,32 +24,9 @@ def sms(i: int, to: str = OK_NUMBER, text: str = "Your code is 123456", **kw: ob
     return OutboundMessage(f"msg_{i}", "t_001", Channel.SMS, Address(phone=to), Content(text=text), **kw)  # type: ignore[arg-type]
 
 
-async def settle() -> None:
-    """Driver.send_batch re-raises ProviderDown while sibling sends may still be in flight: let them end,
-    so that they neither reach the next test's emulator state nor outlive the driver."""
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    if others:
-        await asyncio.wait(others, timeout=2)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[RunningEmulator, dict[str, str]]]:
-    running, env = start_twilio()
-    yield running, env
-    running.stop()
-
-
 @pytest.fixture
-def env(server: tuple[RunningEmulator, dict[str, str]]) -> dict[str, str]:
-    server[0].emulator.reset()
-    return dict(server[1])
-
-
-@pytest.fixture
-def emu(server: tuple[RunningEmulator, dict[str, str]]) -> TwilioEmulator:
-    emulator = server[0].emulator
-    assert isinstance(emulator, TwilioEmulator)
-    return emulator
+def emu(twilio_emu: TwilioEmulator) -> TwilioEmulator:
+    return twilio_emu
 
 
 @pytest.fixture
@@ -132,34 +107,12 @@ async def test_invalid_to_reported_by_twilio(driver: TwilioSmsDriver, emu: Twili
     assert result.error.code == "21211" and "4155552671" not in result.error.detail
 
 
-async def test_throttled_with_retry_after(driver: TwilioSmsDriver, emu: TwilioEmulator) -> None:
-    emu.fail(429, {"code": 20429, "message": "Too Many Requests", "status": 429}, headers={"Retry-After": "3"})
-    [throttled, after] = await driver.send_batch([sms(1), sms(2)])
-    errors = [r.error for r in (throttled, after) if r.error is not None]
-    assert len(errors) == 1 and errors[0].failure_class is FailureClass.THROTTLED
-    assert isinstance(errors[0], RetryableError) and errors[0].retry_after_s == 3.0
-
-
-async def test_server_error_is_retryable(driver: TwilioSmsDriver, emu: TwilioEmulator) -> None:
-    emu.fail(503, {"code": 20500, "message": "Internal Server Error", "status": 503})
-    [result] = await driver.send_batch([sms(1)])
-    assert result.error is not None and result.error.failure_class is FailureClass.RETRYABLE
-
-
-async def test_bad_credentials_are_provider_down_for_the_whole_batch(env: dict[str, str]) -> None:
+async def test_credentials_the_emulator_refuses_are_provider_down(env: dict[str, str]) -> None:
     env["HERALD_TWILIO_AUTH_TOKEN"] = "wrong-token"
     async with TwilioSmsDriver.from_env(env) as drv:
-        with pytest.raises(ProviderDownError) as info:
-            await drv.send_batch([sms(1), sms(2)])
-        await settle()
-    assert info.value.code == "20003" and info.value.status_code == 401
-
-
-async def test_unreachable_is_provider_down(env: dict[str, str]) -> None:
-    env["HERALD_TWILIO_BASE_URL"] = "http://127.0.0.1:9"  # discard port: nothing listens
-    async with TwilioSmsDriver.from_env(env) as drv:
-        with pytest.raises(ProviderDownError):
-            await drv.send_batch([sms(1)])
+        results = await drv.send_batch([sms(1), sms(2)])
+    assert all(isinstance(r.error, ProviderDownError) for r in results)
+    assert results[0].error is not None and (results[0].error.code, results[0].error.status_code) == ("20003", 401)
 
 
 @pytest.mark.parametrize("missing", ["HERALD_TWILIO_ACCOUNT_SID", "HERALD_TWILIO_AUTH_TOKEN", "HERALD_TWILIO_FROM"])
@@ -174,43 +127,21 @@ def test_registry_builds_it(env: dict[str, str]) -> None:
     assert env["HERALD_TWILIO_AUTH_TOKEN"] not in repr(TwilioSmsDriver.from_env(env).settings)
 
 
-async def test_no_secret_or_number_in_logs(
-    driver: TwilioSmsDriver, emu: TwilioEmulator, env: dict[str, str], caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    emu.control({"opted_out": [OTHER_NUMBER]})
-    emu.fail(
-        400,
-        {"code": 21211, "message": f"The 'To' number {OK_NUMBER} is not valid", "status": 400},
-    )
-    results = await driver.send_batch([sms(1), sms(2, to=OTHER_NUMBER), sms(3, to="+15558675310"), sms(4)])
-    assert sum(r.ok for r in results) == 1
-    token = env["HERALD_TWILIO_AUTH_TOKEN"]
-    basic = base64.b64encode(f"{env['HERALD_TWILIO_ACCOUNT_SID']}:{token}".encode()).decode()
-    ours = [r for r in caplog.records if not r.threadName.startswith("fake-")]
-    assert ours, "expected DEBUG records from the driver and httpx"
-    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in ours) + repr([r.error for r in results])
-    for secret in (token, basic, "4155552671", "4155552672", "5558675310", "123456"):
-        assert secret not in text
-
-
-def test_twilio_sdk_against_the_emulator(server: tuple[RunningEmulator, dict[str, str]]) -> None:
+def test_twilio_sdk_against_the_emulator(env: dict[str, str], emu: TwilioEmulator) -> None:
     from twilio.base.exceptions import TwilioRestException
     from twilio.rest import Client
 
-    running, env = server
-    running.emulator.reset()
+    url = env["HERALD_TWILIO_BASE_URL"]
     client = Client(env["HERALD_TWILIO_ACCOUNT_SID"], env["HERALD_TWILIO_AUTH_TOKEN"])
-    client.api.base_url = running.url
+    client.api.base_url = url
     message = client.messages.create(to=OK_NUMBER, from_=env["HERALD_TWILIO_FROM"], body="x" * 200)
     assert message.sid.startswith("SM") and message.status == "queued" and message.num_segments == "2"
-    assert isinstance(running.emulator, TwilioEmulator)
-    running.emulator.control({"opted_out": [OK_NUMBER]})
+    emu.control({"opted_out": [OK_NUMBER]})
     with pytest.raises(TwilioRestException) as info:
         client.messages.create(to=OK_NUMBER, from_=env["HERALD_TWILIO_FROM"], body="hi")
     assert info.value.code == 21610 and info.value.status == 400
     bad = Client(env["HERALD_TWILIO_ACCOUNT_SID"], "wrong")
-    bad.api.base_url = running.url
+    bad.api.base_url = url
     with pytest.raises(TwilioRestException) as auth:
         bad.messages.create(to=OK_NUMBER, from_=env["HERALD_TWILIO_FROM"], body="hi")
     assert auth.value.code == 20003 and auth.value.status == 401
@@ -226,8 +157,8 @@ async def test_transport_is_shared_and_closed(env: dict[str, str]) -> None:
     assert isinstance(drv.api._client, httpx.AsyncClient)
 
 
-def test_control_endpoints_over_http(server: tuple[RunningEmulator, dict[str, str]], env: dict[str, str]) -> None:
-    base = server[0].url
+def test_control_endpoints_over_http(env: dict[str, str]) -> None:
+    base = env["HERALD_TWILIO_BASE_URL"]
     path = f"{base}/2010-04-01/Accounts/{env['HERALD_TWILIO_ACCOUNT_SID']}/Messages.json"
     auth = (env["HERALD_TWILIO_ACCOUNT_SID"], env["HERALD_TWILIO_AUTH_TOKEN"])
     form = {"To": OK_NUMBER, "From": env["HERALD_TWILIO_FROM"], "Body": "hi"}

@@ -1,21 +1,21 @@
-"""TwilioWhatsappDriver against the Twilio emulator: whatsapp:+E164 addresses, Content templates, text."""
+"""TwilioWhatsappDriver against the Twilio emulator: whatsapp:+E164 addresses, Content templates, text. The failure
+classes, transport errors, outages and log redaction are in the contract suite."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from drivers import create_driver
-from drivers.base import Address, Content, OutboundMessage
-from drivers.fakes.twilio import CONTENT_SID, WHATSAPP_FROM, RunningEmulator, TwilioEmulator, start_twilio
+from drivers.fakes.twilio import CONTENT_SID, WHATSAPP_FROM, TwilioEmulator
 from drivers.whatsapp.twilio import TwilioWhatsappDriver
 from engine.channels import Channel
-from engine.errors import ConfigurationError, FailureClass, ProviderDownError, RetryableError
+from engine.delivery import Address, Content, OutboundMessage
+from engine.errors import ConfigurationError, FailureClass, RetryableError
 
 NUMBER = "+14155552671"
 
@@ -35,31 +35,9 @@ TEMPLATE = {
 }
 
 
-async def settle() -> None:
-    """Driver.send_batch re-raises ProviderDown while sibling sends may still be in flight: let them end,
-    so that they neither reach the next test's emulator state nor outlive the driver."""
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-    if others:
-        await asyncio.wait(others, timeout=2)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[RunningEmulator, dict[str, str]]]:
-    running, env = start_twilio()
-    yield running, env
-    running.stop()
-
-
 @pytest.fixture
-def env(server: tuple[RunningEmulator, dict[str, str]]) -> dict[str, str]:
-    server[0].emulator.reset()
-    return dict(server[1])
-
-
-@pytest.fixture
-def emu(server: tuple[RunningEmulator, dict[str, str]]) -> TwilioEmulator:
-    assert isinstance(server[0].emulator, TwilioEmulator)
-    return server[0].emulator
+def emu(twilio_emu: TwilioEmulator) -> TwilioEmulator:
+    return twilio_emu
 
 
 @pytest.fixture
@@ -123,14 +101,6 @@ async def test_whatsapp_codes(
     assert result.error is not None and result.error.failure_class is expected
     if expected is FailureClass.THROTTLED:
         assert isinstance(result.error, RetryableError) and result.error.retry_after_s
-
-
-async def test_auth_failure_is_provider_down(env: dict[str, str]) -> None:
-    env["HERALD_TWILIO_AUTH_TOKEN"] = "nope"
-    async with TwilioWhatsappDriver.from_env(env) as drv:
-        with pytest.raises(ProviderDownError):
-            await drv.send_batch([wa(1), wa(2)])
-        await settle()
 
 
 def test_from_env_needs_the_whatsapp_sender(env: dict[str, str]) -> None:

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from drivers.base import Address, Content, OutboundMessage
 from drivers.fakes.meta import MetaEmulator, start_meta
 from drivers.fakes.twilio import RunningEmulator, TwilioEmulator, start_twilio
 from drivers.whatsapp.meta import MetaWhatsappDriver
 from drivers.whatsapp.twilio import TwilioWhatsappDriver
 from engine.channels import Channel
+from engine.delivery import Address, Content, OutboundMessage
 from engine.errors import FailureClass
 from engine.templating import TemplateCatalog
 

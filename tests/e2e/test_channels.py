@@ -166,7 +166,7 @@ def test_s3_attachments_go_inline_and_missing_ones_fail(herald: Herald) -> None:
         missing = post(api, {**body, "attachments": [{"s3": f"s3://{bucket}/nope.pdf"}]}).json()["message_id"]
         failed = herald.wait_status(api, missing, lambda s: s not in ("queued", "sending"))
     assert failed["status"] == "failed" and failed["attempts"][0]["error"]["code"] == "attachment_not_found"
-    mails = [m for m in herald.fakes.email.smtp.messages if "receipt@example.com" in m.rcpt_tos]
+    mails = [m for m in herald.fakes.smtp.messages if "receipt@example.com" in m.rcpt_tos]
     assert mails and b'filename="r-123.pdf"' in mails[-1].data
 
 

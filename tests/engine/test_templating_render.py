@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from drivers.base import Content
 from engine.channels import Channel
+from engine.delivery import Content
 from engine.errors import RenderError
 from engine.templating import (
     InMemorySource,

@@ -249,3 +249,25 @@ async def test_expired_lease_is_reclaimed_and_late_writes_do_not_go_backwards(pi
     await pipe.pump(rounds=2)
     assert (await pipe.status(tenant.id, public_id))["status"] == "sent"
     assert (await pipe.dispatcher.process([mid])).claimed == 0  # a redelivered envelope sends nothing twice
+
+
+async def test_mid_batch_outage_fails_over_only_what_was_not_sent(
+    repo, catalog, database_url, principal, tenant
+) -> None:
+    primary, backup = FakeDriver("primary"), FakeDriver("backup")
+    primary.down_after(3, ProviderDownError("account paused", code="AccountSendingPausedException"))
+    pipe = Pipeline(repo, catalog, database_url, primary, backup)
+    await pipe.broker.connect()
+    ours = [await pipe.submit(principal, otp(f"outage{i}@example.com")) for i in range(6)]
+    await pipe.pump()
+    by_provider = {d.name: {m.message_id for m in d.sent} & set(ours) for d in (primary, backup)}
+    assert len(by_provider["primary"]) == 3 and len(by_provider["backup"]) == 3
+    assert not by_provider["primary"] & by_provider["backup"]  # nothing the primary accepted went again
+    # the backup was handed only the ones the primary never sent: the one refused and the two never started
+    assert [set(call) & set(ours) for call in backup.calls if set(call) & set(ours)] == [by_provider["backup"]]
+    for public_id in ours:
+        row = await pipe.status(tenant.id, public_id)
+        assert row["status"] == "sent"
+        assert public_id in by_provider[row["provider"]]
+        assert [a["outcome"] for a in row["attempt_rows"]] == ["sent"]
+    await pipe.broker.close()
