@@ -1,4 +1,4 @@
-"""The ``herald`` command: up, demo, token, send, migrate, fakes."""
+"""The ``herald`` command: up, demo, token, send, migrate, fakes, config."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ def _setup_logging(level: str) -> None:
 
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     redaction.install()
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the settings as read from the environment (secrets masked); main() already failed on a bad one."""
+    from engine.settings import settings_view
+
+    if args.check:
+        print("configuration ok")
+        return 0
+    rows = settings_view(settings)
+    width = max(len(f"{name}={value}") for name, value, _ in rows)
+    for name, value, from_env in rows:
+        line = f"{name}={value}"
+        print(line if from_env else f"{line:<{width}}  # default")
+    return 0
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -232,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", type=float, default=15.0, help="seconds to wait for a final status (0: don't)")
     sub.add_parser("migrate", help="apply pending database migrations")
     sub.add_parser("fakes", help="run the provider emulators in the foreground")
+    config = sub.add_parser("config", help="print the settings read from the environment (secrets masked)")
+    config.add_argument("--check", action="store_true", help="only validate: print 'configuration ok' or the error")
     return parser
 
 
@@ -242,6 +259,7 @@ COMMANDS = {
     "send": cmd_send,
     "migrate": cmd_migrate,
     "fakes": cmd_fakes,
+    "config": cmd_config,
 }
 
 
