@@ -126,58 +126,96 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if view.get("status") not in ("failed", "dead", "expired") else 1
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.is_set():
-        stop.wait(1.0)
+class StopSignals:
+    """SIGINT and SIGTERM for the long-running commands.
+
+    While starting, the first signal raises KeyboardInterrupt, so start-up unwinds into the stop; while
+    running it ends :meth:`wait`; once stopping, later signals are only noted (the stop is bounded).
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.starting = True
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.requested.is_set():
+            log.warning("%s: already stopping", name)
+            return
+        self.requested.set()
+        log.info("%s: stopping", name)
+        if self.starting:
+            raise KeyboardInterrupt
+
+    def wait(self) -> None:
+        self.starting = False
+        while not self.requested.wait(1.0):
+            pass
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from serve_app.stack import Stack
 
-    fakes = _start_fakes() if args.fake_providers else None
-    if fakes is not None:
-        settings = load_settings()  # now pointing every provider at its emulator
+    signals = StopSignals()
     stack = Stack(settings)
+    fakes = None
     try:
+        stack.prepare()  # fails fast: the data directory in use, or the HTTP port taken
+        if args.fake_providers:
+            fakes = _start_fakes(settings)
+            stack.settings = load_settings()  # now pointing every provider at its emulator
         stack.start()
-        # Installed after ray.init, which replaces the process's signal handlers.
-        print(f"Herald is up at {settings.base_url}  (Ctrl-C to stop)")
-        print("  get a token:  herald token --tenant t_001")
-        _wait_for_signal()
+        print(f"Herald is up at {settings.base_url}  (Ctrl-C to stop)", flush=True)
+        print("  get a token:  herald token --tenant t_001", flush=True)
+        signals.wait()
         log.info("stopping: finishing in-flight work")
+    except KeyboardInterrupt:
+        log.info("stopping: interrupted while starting")
     finally:
+        signals.starting = False
         stack.stop()
         if fakes is not None:
             fakes.stop()
     return 0
 
 
-def _start_fakes() -> Any:
-    """Start the emulators and point this process's provider settings at them."""
+def _start_fakes(settings: Settings) -> Any:
+    """Start the emulators and point this process's provider settings at them.
+
+    Their settings are also written to ``$HERALD_DATA_DIR/fakes.env``, to look at what they received
+    (``curl $HERALD_TWILIO_BASE_URL/_received``) or script their state.
+    """
     import os
 
     from drivers.fakes import FAKE_PROVIDERS, run_fakes
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        fakes = run_fakes()
+        fakes = run_fakes(settings.data_dir / "fakes")
     except ImportError as err:
         raise ConfigurationError(f"the provider emulators need: pip install -e '.[fakes]' ({err})") from err
     os.environ.update(fakes.env)
     for name, providers in FAKE_PROVIDERS.items():
         os.environ.setdefault(name, providers)
-    log.info("provider emulators running; providers: %s", ", ".join(f"{k}={os.environ[k]}" for k in FAKE_PROVIDERS))
+    env_file = settings.data_dir / "fakes.env"
+    env_file.write_text("".join(f"export {name}={value}\n" for name, value in sorted(fakes.env.items())))
+    log.info(
+        "provider emulators running (settings in %s); providers: %s",
+        env_file,
+        ", ".join(f"{k}={os.environ[k]}" for k in FAKE_PROVIDERS),
+    )
     return fakes
 
 
-def cmd_fakes(_: Settings, __: argparse.Namespace) -> int:
-    fakes = _start_fakes()
+def cmd_fakes(settings: Settings, __: argparse.Namespace) -> int:
+    signals = StopSignals()
+    fakes = _start_fakes(settings)
     for name, value in sorted(fakes.env.items()):
-        print(f"export {name}={value}")
+        print(f"export {name}={value}", flush=True)
     try:
-        _wait_for_signal()
+        signals.wait()
     finally:
         fakes.stop()
     return 0
@@ -187,6 +225,7 @@ def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
     from drivers.email.console import console_path
     from serve_app.stack import Stack
 
+    StopSignals()  # any signal while the demo runs unwinds into the stop
     stack = Stack(settings)
     try:
         stack.start()
