@@ -225,7 +225,7 @@ def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
     from drivers.email.console import console_path
     from serve_app.stack import Stack
 
-    StopSignals()  # any signal while the demo runs unwinds into the stop
+    signals = StopSignals()  # any signal while the demo runs unwinds into the stop
     stack = Stack(settings)
     try:
         stack.start()
@@ -244,7 +244,11 @@ def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
         view = send_and_wait(settings, token, body, f"demo-{uuid.uuid4().hex[:12]}", wait_s=30)
         _show_demo(view, console_path({"HERALD_DATA_DIR": str(settings.data_dir)}))
         return 0 if view.get("status") == "sent" else 1
+    except KeyboardInterrupt:
+        log.info("stopping: interrupted")
+        return 1
     finally:
+        signals.starting = False
         stack.stop()
 
 

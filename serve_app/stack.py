@@ -135,7 +135,7 @@ class Stack:
             log_to_driver=True,
             configure_logging=False,
         )
-        if previous is not None:  # ray.init replaces the process's SIGTERM handler with its own exit
+        if callable(previous):  # ray.init replaced the handler the caller installed with its own exit
             signal.signal(signal.SIGTERM, previous)
 
     def _start_actors(self, config: Any, timeout_s: float) -> None:
