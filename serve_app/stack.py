@@ -106,6 +106,8 @@ class Stack:
             log.info("%-18s %s", part + ":", backend)
         log.info("database url:      %s; migrations applied now: %d", redact_dsn(self.database_url), len(applied))
         self._start_ray()
+        if self.run_file is not None:  # Ray's own processes, should this one be killed while starting
+            self.run_file.record_children()
         self._start_actors(config, timeout_s)
         self._start_serve(config)
         self._wait_healthy(timeout_s)

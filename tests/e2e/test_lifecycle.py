@@ -3,7 +3,6 @@ fast, naming the port, when the HTTP port is taken."""
 
 from __future__ import annotations
 
-import signal
 import socket
 import time
 import uuid
@@ -37,9 +36,7 @@ def test_up_after_sigkill_recovers_the_same_data_dir() -> None:
             )
             assert r.status_code == 202, r.text
             message_id = r.json()["message_id"]
-        first.track()
-        first.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
-        first.proc.wait(timeout=30)  # type: ignore[union-attr]
+        first.kill()
         orphans = {p.name() for p in first.alive()}
         assert "postgres" in orphans, orphans  # the embedded server outlives a killed herald
 
@@ -53,7 +50,7 @@ def test_up_after_sigkill_recovers_the_same_data_dir() -> None:
         assert view.status_code == 200 and view.json()["status"] in ("queued", "sending", "sent")
 
         third = run_herald("up", env={**env, "HERALD_HTTP_PORT": str(free_port())}, timeout_s=60)
-        assert third.returncode == 2 and f"another herald (pid {second.proc.pid})" in third.stderr  # type: ignore[union-attr]
+        assert third.returncode == 2 and f"another herald (pid {second.pid})" in third.stderr
 
         code, _ = second.stop()
     finally:

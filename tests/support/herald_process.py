@@ -139,6 +139,18 @@ class HeraldUp:
         psutil.wait_procs(self.alive(), timeout=max(0.1, timeout_s - (time.monotonic() - began)))
         return code, time.monotonic() - began
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or ``kill -9`` would: nothing of Herald's own stop runs."""
+        assert self.proc is not None
+        self.track()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
     def kill_everything(self) -> None:
         """Test clean-up: whatever this run left (after a failure, or a SIGKILL on purpose)."""
         if self.proc is not None and self.proc.poll() is None:
