@@ -211,13 +211,17 @@ def _start_fakes(settings: Settings) -> Any:
 
 def cmd_fakes(settings: Settings, __: argparse.Namespace) -> int:
     signals = StopSignals()
-    fakes = _start_fakes(settings)
-    for name, value in sorted(fakes.env.items()):
-        print(f"export {name}={value}", flush=True)
+    fakes = None
     try:
+        fakes = _start_fakes(settings)
+        for name, value in sorted(fakes.env.items()):
+            print(f"export {name}={value}", flush=True)
         signals.wait()
+    except KeyboardInterrupt:
+        pass  # stopped while starting
     finally:
-        fakes.stop()
+        if fakes is not None:
+            fakes.stop()
     return 0
 
 
