@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from engine.channels import Channel
 from engine.errors import ConfigurationError
@@ -30,7 +37,7 @@ def _default_data_dir() -> Path:
 class Settings(BaseSettings):
     """Herald's configuration. Every field is an environment variable (the alias)."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     database_url: str | None = Field(None, alias="DATABASE_URL")
     amqp_url: str | None = Field(None, alias="AMQP_URL")
@@ -96,6 +103,19 @@ class Settings(BaseSettings):
             raise ValueError(f"not keys of the tenant config: {', '.join(unknown)}")
         return value
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings reads the environment (the process's, or a given mapping) through EnvironSource
+        # and passes the values in, so a test's mapping is never mixed with the process environment.
+        return (init_settings,)
+
     @field_validator("data_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -137,21 +157,101 @@ class Settings(BaseSettings):
         return path.read_text().strip()
 
 
+#: Settings whose value is never shown (``herald config``, error messages).
+SECRET_SETTINGS = frozenset({"HERALD_JWT_SECRET", "HERALD_CREDENTIALS_KEY"})
+#: Settings holding a URL that may carry a password, shown with the password masked.
+URL_SETTINGS = frozenset({"DATABASE_URL", "AMQP_URL", "REDIS_URL", "RAY_ADDRESS"})
+
+
+def shown_value(name: str, value: str) -> str:
+    """How a variable's raw value may be shown: secrets masked, passwords in URLs masked."""
+    if name in SECRET_SETTINGS:
+        return "***" if value else ""
+    if name in URL_SETTINGS:
+        from engine.storage.dsn import redact_dsn
+
+        return redact_dsn(value)
+    return value
+
+
+class EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (default: the process environment).
+
+    List settings are ``NoDecode``: they arrive as text and the CSV validator splits them.
+
+    Raises:
+        ConfigurationError: a value cannot be decoded; the message names the variable.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        ignore_empty = self.env_ignore_empty
+        return {
+            (k if self.case_sensitive else k.lower()): v
+            for k, v in self._environ.items()
+            if not (ignore_empty and v == "")
+        }
+
+    def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as err:
+            name = field.alias or field_name
+            shown = shown_value(name, str(value))
+            raise ConfigurationError(f"invalid configuration: {name}={shown!r}: {err}") from None
+
+
+def _describe(err: ValidationError, environ: Mapping[str, str]) -> str:
+    problems = []
+    for e in err.errors():
+        loc = e["loc"]
+        if not loc:  # a check across several settings: its message names them
+            problems.append(f"settings: {e['msg']}")
+            continue
+        head = str(loc[0])
+        name = Settings.model_fields[head].alias or head if head in Settings.model_fields else head
+        item = f" (item {int(loc[1]) + 1})" if len(loc) > 1 and isinstance(loc[1], int) else ""
+        shown = shown_value(name, environ.get(name, ""))
+        problems.append(f"{name}={shown!r}{item}: {e['msg']}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(_as_text(v) for v in value)
+    return str(value)
+
+
+def settings_view(settings: Settings, environ: Mapping[str, str] | None = None) -> list[tuple[str, str, bool]]:
+    """Every setting as ``(variable, value as it would be written, set in the environment)``, secrets masked."""
+    environ = os.environ if environ is None else environ
+    rows = []
+    for name, field in Settings.model_fields.items():
+        variable = field.alias or name
+        rows.append((variable, shown_value(variable, _as_text(getattr(settings, name))), bool(environ.get(variable))))
+    return rows
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read settings from ``env`` (default: the process environment).
+    """Read settings from ``env`` (default: the process environment) and nothing else.
+
+    Empty variables count as unset.
 
     Raises:
         ConfigurationError: a variable has a bad value; the message names it.
     """
-    source = dict(os.environ if env is None else env)
-    known = {f.alias for f in Settings.model_fields.values() if f.alias}
-    values = {k: v for k, v in source.items() if k in known and v != ""}
+    environ = os.environ if env is None else env
+    values = EnvironSource(Settings, environ)()
     try:
-        return Settings.model_validate(values)
+        return Settings(**values)
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            field = str(e["loc"][0]) if e["loc"] else "?"
-            alias = Settings.model_fields[field].alias if field in Settings.model_fields else field
-            problems.append(f"{alias}={source.get(alias or '', '')!r}: {e['msg']}")
-        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
+        raise ConfigurationError(_describe(err, environ)) from None

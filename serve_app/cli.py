@@ -1,4 +1,4 @@
-"""The ``herald`` command: up, demo, token, send, migrate, fakes."""
+"""The ``herald`` command: up, demo, token, send, migrate, fakes, config."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ def _setup_logging(level: str) -> None:
 
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     redaction.install()
+
+
+def cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the settings as read from the environment (secrets masked); main() already failed on a bad one."""
+    from engine.settings import settings_view
+
+    if args.check:
+        print("configuration ok")
+        return 0
+    rows = settings_view(settings)
+    width = max(len(f"{name}={value}") for name, value, _ in rows)
+    for name, value, from_env in rows:
+        line = f"{name}={value}"
+        print(line if from_env else f"{line:<{width}}  # default")
+    return 0
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -119,60 +134,102 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if view.get("status") not in ("failed", "dead", "expired") else 1
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.is_set():
-        stop.wait(1.0)
+class StopSignals:
+    """SIGINT and SIGTERM for the long-running commands.
+
+    While starting, the first signal raises KeyboardInterrupt, so start-up unwinds into the stop; while
+    running it ends :meth:`wait`; once stopping, later signals are only noted (the stop is bounded).
+    """
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.starting = True
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.requested.is_set():
+            log.warning("%s: already stopping", name)
+            return
+        self.requested.set()
+        log.info("%s: stopping", name)
+        if self.starting:
+            raise KeyboardInterrupt
+
+    def wait(self) -> None:
+        self.starting = False
+        while not self.requested.wait(1.0):
+            pass
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from serve_app.stack import Stack
 
-    fakes = _start_fakes() if args.fake_providers else None
-    if fakes is not None:
-        settings = load_settings()  # now pointing every provider at its emulator
+    signals = StopSignals()
     stack = Stack(settings)
+    fakes = None
     try:
+        stack.prepare()  # fails fast: the data directory in use, or the HTTP port taken
+        if args.fake_providers:
+            fakes = _start_fakes(settings)
+            stack.settings = load_settings()  # now pointing every provider at its emulator
         stack.start()
-        # Installed after ray.init, which replaces the process's signal handlers.
-        print(f"Herald is up at {settings.base_url}  (Ctrl-C to stop)")
-        print("  get a token:  herald token --tenant t_001")
-        _wait_for_signal()
+        print(f"Herald is up at {settings.base_url}  (Ctrl-C to stop)", flush=True)
+        print("  get a token:  herald token --tenant t_001", flush=True)
+        signals.wait()
         log.info("stopping: finishing in-flight work")
+    except KeyboardInterrupt:
+        log.info("stopping: interrupted while starting")
     finally:
+        signals.starting = False
         stack.stop()
         if fakes is not None:
             fakes.stop()
     return 0
 
 
-def _start_fakes() -> Any:
-    """Start the emulators and point this process's provider settings at them."""
+def _start_fakes(settings: Settings) -> Any:
+    """Start the emulators and point this process's provider settings at them.
+
+    Their settings are also written to ``$HERALD_DATA_DIR/fakes.env``, to look at what they received
+    (``curl $HERALD_TWILIO_BASE_URL/_received``) or script their state.
+    """
     import os
 
     from drivers.fakes import FAKE_PROVIDERS, run_fakes
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        fakes = run_fakes()
+        fakes = run_fakes(settings.data_dir / "fakes")
     except ImportError as err:
         raise ConfigurationError(f"the provider emulators need: pip install -e '.[fakes]' ({err})") from err
     os.environ.update(fakes.env)
     for name, providers in FAKE_PROVIDERS.items():
         os.environ.setdefault(name, providers)
-    log.info("provider emulators running; providers: %s", ", ".join(f"{k}={os.environ[k]}" for k in FAKE_PROVIDERS))
+    env_file = settings.data_dir / "fakes.env"
+    env_file.write_text("".join(f"export {name}={value}\n" for name, value in sorted(fakes.env.items())))
+    log.info(
+        "provider emulators running (settings in %s); providers: %s",
+        env_file,
+        ", ".join(f"{k}={os.environ[k]}" for k in FAKE_PROVIDERS),
+    )
     return fakes
 
 
-def cmd_fakes(_: Settings, __: argparse.Namespace) -> int:
-    fakes = _start_fakes()
-    for name, value in sorted(fakes.env.items()):
-        print(f"export {name}={value}")
+def cmd_fakes(settings: Settings, __: argparse.Namespace) -> int:
+    signals = StopSignals()
+    fakes = None
     try:
-        _wait_for_signal()
+        fakes = _start_fakes(settings)
+        for name, value in sorted(fakes.env.items()):
+            print(f"export {name}={value}", flush=True)
+        signals.wait()
+    except KeyboardInterrupt:
+        pass  # stopped while starting
     finally:
-        fakes.stop()
+        if fakes is not None:
+            fakes.stop()
     return 0
 
 
@@ -180,6 +237,7 @@ def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
     from drivers.email.console import console_path
     from serve_app.stack import Stack
 
+    signals = StopSignals()  # any signal while the demo runs unwinds into the stop
     stack = Stack(settings)
     try:
         stack.start()
@@ -198,7 +256,11 @@ def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
         view = send_and_wait(settings, token, body, f"demo-{uuid.uuid4().hex[:12]}", wait_s=30)
         _show_demo(view, console_path({"HERALD_DATA_DIR": str(settings.data_dir)}))
         return 0 if view.get("status") == "sent" else 1
+    except KeyboardInterrupt:
+        log.info("stopping: interrupted")
+        return 1
     finally:
+        signals.starting = False
         stack.stop()
 
 
@@ -242,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", type=float, default=15.0, help="seconds to wait for a final status (0: don't)")
     sub.add_parser("migrate", help="apply pending database migrations")
     sub.add_parser("fakes", help="run the provider emulators in the foreground")
+    config = sub.add_parser("config", help="print the settings read from the environment (secrets masked)")
+    config.add_argument("--check", action="store_true", help="only validate: print 'configuration ok' or the error")
     return parser
 
 
@@ -252,6 +316,7 @@ COMMANDS = {
     "send": cmd_send,
     "migrate": cmd_migrate,
     "fakes": cmd_fakes,
+    "config": cmd_config,
 }
 
 

@@ -1,24 +1,42 @@
 """Starting and stopping a whole Herald: database, migrations, Ray, actors and the Serve app.
 
 Used by ``herald up`` / ``herald demo`` and by the integration tests (one stack per test session).
+
+A stop is bounded: senders finish the batch in hand, the relay stops and Serve drains in-flight requests,
+all at once and within :data:`DRAIN_BUDGET_S`; then Ray, and the embedded PostgreSQL when this stack
+started it, are shut down. Whatever did not finish in time is safe to cut: accepted messages are in the
+outbox, and a claimed message's lease expires and it is sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.settings import Settings
 from engine.storage.dsn import redact_dsn
 from engine.storage.migrate import migrate_url
+from serve_app.ports import PortHold, ray_port_environment
+from serve_app.runfile import RunFile, stop_leftovers
 
 log = logging.getLogger("herald")
 
 APP_NAME = "herald"
+#: Senders, relay and Serve stop gracefully within this; what is left is then cut.
+DRAIN_BUDGET_S = 7.0
+#: A sender's grace for the batch in hand (inside the drain budget, leaving it time to close).
+SENDER_GRACE_S = 4.0
+#: Serve replicas: how long in-flight requests may finish once a replica is told to stop.
+REPLICA_SHUTDOWN_S = 3.0
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -33,8 +51,12 @@ def _ray_environment(settings: Settings) -> None:
     """Variables Ray and Serve read at start-up (before ``ray.init``)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # The proxy's socket must share the port with PortHold's (see serve_app.ports), and drain quickly.
+    os.environ["SERVE_SOCKET_REUSE_PORT_ENABLED"] = "1"
+    os.environ.setdefault("RAY_SERVE_PROXY_GRACEFUL_SHUTDOWN_TIMEOUT_S", "2")
     if settings.direct_ingress:
         os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    os.environ.update(ray_port_environment(settings.http_port, os.environ))
 
 
 async def _check_providers(settings: Settings, database_url: str) -> None:
@@ -55,24 +77,34 @@ async def _check_providers(settings: Settings, database_url: str) -> None:
 class Stack:
     settings: Settings
     database_url: str = ""
-    actors: list[Any] = field(default_factory=list)
     senders: list[Any] = field(default_factory=list)
     relay: Any = None
     metrics: Any = None
     owns_ray: bool = False
+    run_file: RunFile | None = None
+    port: PortHold | None = None
+    embedded: bool = False
+
+    def prepare(self) -> None:
+        """The checks that fail fast, before anything starts: no other Herald runs from the data directory
+        (cleaning up after one that was killed), and the HTTP port is free (then held, see serve_app.ports).
+
+        Raises:
+            ConfigurationError: the data directory is in use, or the port is taken; the message names it.
+        """
+        if self.run_file is None:
+            run_file = RunFile.in_dir(self.settings.data_dir)
+            run_file.claim()
+            self.run_file = run_file
+        if self.port is None and not self.settings.ray_address:
+            self.port = PortHold.take(self.settings.http_host, self.settings.http_port)
 
     def start(self, *, timeout_s: float = 120.0) -> None:
-        import ray
-        from ray import serve
-
-        from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
-        from actors.metrics import MetricsActor
-        from actors.relay import RelayActor
-        from actors.sender import SenderActor
         from engine.runtime import RuntimeConfig
-        from serve_app.api import HeraldApi
 
+        self.prepare()
         s = self.settings
+        self.embedded = not s.database_url
         self.database_url = resolve_database_url(s)
         # Fail now, naming the variable, rather than at the first send.
         asyncio.run(_check_providers(s, self.database_url))
@@ -81,31 +113,71 @@ class Stack:
         for part, backend in config.backends().items():
             log.info("%-18s %s", part + ":", backend)
         log.info("database url:      %s; migrations applied now: %d", redact_dsn(self.database_url), len(applied))
+        self._start_ray()
+        if self.run_file is not None:  # Ray's own processes, should this one be killed while starting
+            self.run_file.record_children()
+        self._start_actors(config, timeout_s)
+        self._start_serve(config)
+        self._wait_healthy(timeout_s)
+        if self.port is not None:  # Serve's proxy listens on it now
+            self.port.release()
+        if self.run_file is not None:
+            self.run_file.record_children()
+        log.info("herald is up at %s", s.base_url)
 
+    def _start_ray(self) -> None:
+        import ray
+
+        from actors import NAMESPACE
+
+        s = self.settings
         _ray_environment(s)
-        if not ray.is_initialized():
-            ray.init(
-                address=s.ray_address or "local",
-                namespace=NAMESPACE,
-                include_dashboard=False,
-                object_store_memory=s.object_store_mb * 1024 * 1024 if not s.ray_address else None,
-                log_to_driver=True,
-                configure_logging=False,
-            )
-            self.owns_ray = True
+        if ray.is_initialized():
+            return
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main else None
+        self.owns_ray = True
+        ray.init(
+            address=s.ray_address or "local",
+            namespace=NAMESPACE,
+            include_dashboard=False,
+            object_store_memory=s.object_store_mb * 1024 * 1024 if not s.ray_address else None,
+            log_to_driver=True,
+            configure_logging=False,
+        )
+        if callable(previous):  # ray.init replaced the handler the caller installed with its own exit
+            signal.signal(signal.SIGTERM, previous)
+
+    def _start_actors(self, config: Any, timeout_s: float) -> None:
+        import ray
+
+        from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+        from actors.metrics import MetricsActor
+        from actors.relay import RelayActor
+        from actors.sender import SenderActor
+
         self.metrics = MetricsActor.options(name=METRICS_ACTOR, namespace=NAMESPACE, get_if_exists=True).remote()
         self.relay = RelayActor.options(name=RELAY_ACTOR, namespace=NAMESPACE).remote(config)
         self.senders = [
             SenderActor.options(name=f"{SENDER_ACTOR_PREFIX}{i}", namespace=NAMESPACE).remote(config, i)
-            for i in range(s.senders)
+            for i in range(self.settings.senders)
         ]
         ray.get([self.relay.health.remote(), *(a.health.remote() for a in self.senders)], timeout=timeout_s)
+
+    def _start_serve(self, config: Any) -> None:
+        from ray import serve
+
+        from serve_app.api import HeraldApi
+
+        s = self.settings
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
         quiet = s.log_level.upper() not in ("DEBUG", "INFO")
-        api = HeraldApi.options(logging_config={"log_level": s.log_level.upper(), "enable_access_log": not quiet})
+        api = HeraldApi.options(
+            logging_config={"log_level": s.log_level.upper(), "enable_access_log": not quiet},
+            graceful_shutdown_wait_loop_s=0.5,
+            graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S,
+        )
         serve.run(api.bind(config), name=APP_NAME, route_prefix="/", blocking=False)
-        self._wait_healthy(timeout_s)
-        log.info("herald is up at %s", s.base_url)
 
     def _wait_healthy(self, timeout_s: float) -> None:
         import httpx
@@ -124,21 +196,85 @@ class Stack:
         raise RuntimeError(f"herald did not become healthy in {timeout_s:.0f}s: {last}")
 
     def stop(self) -> None:
-        """Finish in-flight batches, return unacked work to the broker, then stop Serve and Ray."""
+        """Drain (bounded), then stop Ray and, at the same time, the embedded PostgreSQL this stack started
+        (nothing uses it once drained). Safe to call after a partial start, and more than once."""
+        phases: dict[str, float] = {}
+        began = time.monotonic()
+        try:
+            self._drain_and_kill(phases)
+        finally:
+            database = threading.Thread(target=self._stop_database, args=(phases,), name="herald-stop-database")
+            database.start()
+            try:
+                self._shutdown_ray(phases)
+            finally:
+                database.join()
+                if self.port is not None:
+                    self.port.release()
+                if self.run_file is not None:
+                    self.run_file.release()
+                    self.run_file = None
+        spent = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in phases.items())
+        log.info("stopped in %.1fs (%s)", time.monotonic() - began, spent or "nothing was running")
+
+    def _drain_and_kill(self, phases: dict[str, float]) -> None:
+        if "ray" not in sys.modules:
+            return  # never started
         import ray
-        from ray import serve
 
         if not ray.is_initialized():
             return
+        mark = time.monotonic()
         try:
-            ray.get([a.stop.remote() for a in self.senders], timeout=30)
-            if self.relay is not None:
-                ray.get(self.relay.stop.remote(), timeout=15)
-        except (ray.exceptions.RayError, TimeoutError) as err:
-            log.warning("graceful stop incomplete: %s", err)
-        serve.shutdown()
-        for actor in [*self.senders, self.relay, self.metrics]:
-            if actor is not None:
-                ray.kill(actor, no_restart=True)
-        if self.owns_ray:
-            ray.shutdown()
+            asyncio.run(self._drain(mark + DRAIN_BUDGET_S))
+        finally:
+            for actor in [*self.senders, self.relay, self.metrics]:
+                if actor is not None:
+                    with contextlib.suppress(ray.exceptions.RayError, ValueError):  # already gone
+                        ray.kill(actor, no_restart=True)
+            self.senders, self.relay, self.metrics = [], None, None
+            phases["drain"] = time.monotonic() - mark
+
+    def _shutdown_ray(self, phases: dict[str, float]) -> None:
+        if not self.owns_ray:
+            return
+        import ray
+
+        mark = time.monotonic()
+        ray.shutdown()
+        self.owns_ray = False
+        if self.run_file is not None:  # anything of Ray's that outlived its shutdown
+            left = stop_leftovers(self.run_file.children(), grace_s=2.0)
+            if left:
+                log.warning("stopped what Ray left running after its shutdown: %s", ", ".join(left))
+        phases["ray"] = time.monotonic() - mark
+
+    def _stop_database(self, phases: dict[str, float]) -> None:
+        if not self.embedded:
+            return
+        from engine.storage.embedded import release_embedded
+
+        mark = time.monotonic()
+        if not release_embedded(self.settings.data_dir):
+            log.warning("the embedded PostgreSQL in %s is still running", self.settings.data_dir / "pg")
+        self.embedded = False
+        phases["database"] = time.monotonic() - mark
+
+    async def _drain(self, deadline: float) -> None:
+        """Senders finish the batch in hand, the relay stops, Serve drains: concurrently, until ``deadline``."""
+        from ray import serve
+
+        steps: dict[str, Awaitable[Any]] = {
+            f"sender {i}": a.stop.remote(grace_s=SENDER_GRACE_S) for i, a in enumerate(self.senders)
+        }
+        if self.relay is not None:
+            steps["relay"] = self.relay.stop.remote()
+        steps["serve"] = serve.shutdown_async()
+        tasks = {name: asyncio.ensure_future(step) for name, step in steps.items()}
+        await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))
+        for name, task in tasks.items():
+            if not task.done():
+                task.cancel()
+                log.warning("%s did not stop within %.0fs; cut (leases of its work expire)", name, DRAIN_BUDGET_S)
+            elif not task.cancelled() and task.exception() is not None:
+                log.warning("%s did not stop cleanly: %s", name, task.exception())
