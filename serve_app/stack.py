@@ -57,7 +57,8 @@ class Stack:
         import ray
         from ray import serve
 
-        from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+        from actors import FEEDBACK_ACTOR, METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+        from actors.feedback import FeedbackActor
         from actors.metrics import MetricsActor
         from actors.relay import RelayActor
         from actors.sender import SenderActor
@@ -91,6 +92,7 @@ class Stack:
             SenderActor.options(name=f"{SENDER_ACTOR_PREFIX}{i}", namespace=NAMESPACE).remote(config, i)
             for i in range(s.senders)
         ]
+        self.actors.append(FeedbackActor.options(name=FEEDBACK_ACTOR, namespace=NAMESPACE).remote(config))
         ray.get([self.relay.health.remote(), *(a.health.remote() for a in self.senders)], timeout=timeout_s)
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
         quiet = s.log_level.upper() not in ("DEBUG", "INFO")
@@ -126,10 +128,11 @@ class Stack:
             ray.get([a.stop.remote() for a in self.senders], timeout=30)
             if self.relay is not None:
                 ray.get(self.relay.stop.remote(), timeout=15)
+            ray.get([a.stop.remote() for a in self.actors], timeout=20)
         except (ray.exceptions.RayError, TimeoutError) as err:
             log.warning("graceful stop incomplete: %s", err)
         serve.shutdown()
-        for actor in [*self.senders, self.relay, self.metrics]:
+        for actor in [*self.senders, *self.actors, self.relay, self.metrics]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
         if self.owns_ray:
