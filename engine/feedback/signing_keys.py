@@ -93,6 +93,14 @@ class WebhookSecrets:
         assert row is not None
         return self._secrets(row)
 
+    async def show(self, tenant_id: uuid.UUID) -> dict[str, object]:
+        """``GET /api/webhooks/secret``: ``{"secret": "whsec_...", "previous_expires_at", "rotated_at"}``."""
+        return (await self.get(tenant_id)).view(self.clock())
+
+    async def rotate_and_show(self, tenant_id: uuid.UUID, *, actor: str) -> dict[str, object]:
+        """``POST /api/webhooks/secret/rotate``: the new secret, and until when the previous one signs."""
+        return (await self.rotate(tenant_id, actor=actor)).view(self.clock())
+
     async def rotate(self, tenant_id: uuid.UUID, *, actor: str) -> TenantSecrets:
         """A new current secret; the one it replaces signs beside it for the overlap (audit-logged)."""
         now = self.clock()

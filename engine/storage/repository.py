@@ -1,7 +1,8 @@
 """The Postgres repository: every statement the engine runs, batched where the hot path needs it.
 
 Per batch of claimed messages a sender runs two statements: the claim and :meth:`record` (status,
-attempts, events and outbox rows in one statement with data-modifying CTEs).
+attempts, events, outbox rows, suppressions and analytics rollups in one statement with data-modifying
+CTEs; the event rows' trigger queues them for the tenant's webhook endpoints in the same statement).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ rate gauges, all on the real PostgreSQL."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,9 +15,13 @@ from drivers.email.sendgrid_webhooks import parse_events
 from drivers.fake import FakeDriver
 from engine.auth import Principal
 from engine.channels import Channel
+from engine.credentials import CredentialBox
 from engine.dispatch import Dispatcher, DispatchOptions
 from engine.feedback.analytics import Analytics, GroupBy
-from engine.feedback.ingest import FeedbackIngest
+from engine.feedback.endpoints import WebhookEndpoints
+from engine.feedback.ingest import FeedbackIngest, IngestReport
+from engine.feedback.schemas import AnalyticsOut, EndpointOut, IngestOut, QueuedTestEventOut, SecretOut
+from engine.feedback.signing_keys import WebhookSecrets
 from engine.intake import Intake
 from engine.metrics import MetricsAggregator, MetricsBuffer
 from engine.problems import ApiProblem
@@ -181,3 +186,17 @@ async def test_the_analytics_query_names_what_is_wrong(repo: Repository, tenant)
     assert not_a_date.value.errors[0].loc == ("query", "since")
     empty = await analytics.query(tenant, {"group_by": ["day"]})
     assert empty.rows == () and empty.total.sent == 0 and empty.as_dict()["total"]["open_rate"] is None
+
+
+async def test_what_the_engine_returns_fits_the_response_models(repo: Repository, tenant) -> None:
+    report = await Analytics(repo.pool).query(tenant, {"group_by": "channel,template,provider,day"})
+    AnalyticsOut.model_validate(report.as_dict())
+    endpoints = WebhookEndpoints(repo.pool, allow_private=True)
+    endpoint = await endpoints.create(tenant, {"url": "http://127.0.0.1:9/x", "event_types": ["NotificationOpened"]})
+    EndpointOut.model_validate(endpoint.as_dict())
+    QueuedTestEventOut.model_validate(await endpoints.send_test(tenant, endpoint.as_dict()["id"]))
+    secrets = WebhookSecrets(repo.pool, CredentialBox("k"))
+    shown = SecretOut.model_validate(await secrets.show(tenant.id))
+    rotated = SecretOut.model_validate(await secrets.rotate_and_show(tenant.id, actor=tenant.slug))
+    assert shown.secret.startswith("whsec_") and rotated.secret != shown.secret and rotated.previous_expires_at
+    IngestOut.model_validate(asdict(IngestReport(received=3, recorded=2, duplicates=1)))

@@ -243,3 +243,28 @@ async def test_a_sendgrid_batch_of_1000_is_two_statements(repo, tenant, database
     figures = await _rollup(repo, tenant)
     assert figures["delivered"] == 200 + 10 and figures["bounced"] == 200 and figures["opened"] == 200
     assert figures["clicked"] == 200
+
+
+async def test_raw_payloads_and_orphans_are_dropped_after_the_retention(repo, ingest, tenant) -> None:
+    old, fresh = await sent_messages(repo.pool, tenant, 2)
+    ghost = Sent(uuid.uuid4(), uuid.uuid4().hex[:22], "ghost@example.com")
+    batch = [sendgrid_event(old, "delivered"), sendgrid_event(fresh, "delivered"), sendgrid_event(ghost, "open")]
+    await ingest.ingest("sendgrid", Channel.EMAIL, parse_events(body(batch)))
+    await repo.pool.execute(
+        "UPDATE provider_event_payloads p SET received_at = now() - interval '31 days' "
+        "FROM notification_events e WHERE e.id = p.event_id AND e.message_id = $1",
+        old.id,
+    )
+    await repo.pool.execute(
+        "UPDATE orphan_events SET received_at = now() - interval '31 days' WHERE payload->>'sg_message_id' LIKE $1",
+        ghost.pmid + "%",
+    )
+    report = await ingest.purge(30)
+    assert report.payloads >= 1 and report.orphans >= 1
+    kept = await repo.pool.fetch(
+        "SELECT e.message_id FROM provider_event_payloads p JOIN notification_events e ON e.id = p.event_id "
+        "WHERE e.tenant_id = $1",
+        tenant.id,
+    )
+    assert [r["message_id"] for r in kept] == [fresh.id]
+    assert len(await _events(repo, old)) == 1  # the normalized event stays; only the raw payload goes

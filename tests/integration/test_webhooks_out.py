@@ -26,6 +26,7 @@ from engine.dispatch import Dispatcher, DispatchOptions
 from engine.feedback.delivery import DeliveryOptions, WebhookDeliveryWorker
 from engine.feedback.endpoints import WebhookEndpoints
 from engine.feedback.ingest import FeedbackIngest
+from engine.feedback.schemas import DeliveryOut
 from engine.feedback.signing_keys import WebhookSecrets
 from engine.ids import parse_message_id
 from engine.intake import Intake
@@ -164,6 +165,7 @@ async def test_a_500_is_retried_with_the_same_id_until_it_is_taken(parts, tenant
             break
         await asyncio.sleep(0.06)
     assert [a.status_code for a in log[0].attempt_log] == [500, 503, 200]
+    DeliveryOut.model_validate(log[0].as_dict())
     assert log[0].status == "delivered" and log[0].attempts == 3
     assert {h["webhook-id"] for h, _ in receiver.received} == {queued["webhook_id"]}
     assert len({b for _, b in receiver.received}) == 1  # the same body every time
