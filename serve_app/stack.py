@@ -93,7 +93,9 @@ class Stack:
             for i in range(s.senders)
         ]
         self.actors.append(FeedbackActor.options(name=FEEDBACK_ACTOR, namespace=NAMESPACE).remote(config))
-        ray.get([self.relay.health.remote(), *(a.health.remote() for a in self.senders)], timeout=timeout_s)
+        ray.get(
+            [self.relay.health.remote(), *(a.health.remote() for a in [*self.senders, *self.actors])], timeout=timeout_s
+        )
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
         quiet = s.log_level.upper() not in ("DEBUG", "INFO")
         api = HeraldApi.options(logging_config={"log_level": s.log_level.upper(), "enable_access_log": not quiet})
