@@ -160,7 +160,7 @@ class Analytics:
             ApiProblem: 422 naming the parameter (not a date, unknown grouping, range backwards or too long).
         """
         try:
-            request = AnalyticsQuery.model_validate(dict(params))
+            request = AnalyticsQuery.model_validate({k: v for k, v in params.items() if v not in (None, "", [])})
         except ValidationError as err:
             errors = from_pydantic(err.errors(include_url=False), prefix="query")
             raise ApiProblem(422, "the analytics query is not valid", errors=errors) from None
