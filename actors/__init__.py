@@ -3,4 +3,5 @@
 NAMESPACE = "herald"
 METRICS_ACTOR = "herald-metrics"
 RELAY_ACTOR = "herald-relay"
+FEEDBACK_ACTOR = "herald-feedback"
 SENDER_ACTOR_PREFIX = "herald-sender-"

@@ -162,6 +162,7 @@ class Dispatcher:
             base_url=self.options.base_url,
             link_secret=self.options.link_secret,
             recipient=address[1] if address else None,
+            category=msg.category,
         )
         content = self.catalog.render(resolved, msg.variables, msg.channel, context=context)
         to = msg.to
@@ -227,7 +228,7 @@ class Dispatcher:
         address = msg.address()
         if msg.channel is not Channel.EMAIL or not address or not msg.tenant_config.unsubscribe:
             return {}
-        token = sign_unsubscribe(self.options.link_secret, msg.tenant_slug, address[1])
+        token = sign_unsubscribe(self.options.link_secret, msg.tenant_slug, address[1], category=msg.category)
         return {
             "List-Unsubscribe": f"<{unsubscribe_url(self.options.base_url, token)}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",

@@ -211,7 +211,7 @@ class Intake:
             requested_locale=request.locale,
             to=request.to.model_dump(mode="json", exclude_none=True),
             variables=request.variables,
-            metadata=request.metadata.model_dump(mode="json", exclude_none=True),
+            metadata=_pinned_metadata(request, resolved),
             priority=request.priority,
             schedule_at=schedule_at if scheduled else None,
             ttl_seconds=request.ttl_seconds,
@@ -272,6 +272,12 @@ def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
             "tenant_id does not match the token's tenant",
             errors=[FieldError(("body", "tenant_id"), "must be the token's tenant")],
         )
+def _pinned_metadata(request: NotificationRequest, resolved: ResolvedTemplate) -> dict[str, Any]:
+    """The request's metadata with its category pinned: the request's own, else the template's, so the
+    suppression check and unsubscribe links know the category without reading the manifest again."""
+    metadata = request.metadata.model_dump(mode="json", exclude_none=True)
+    metadata.setdefault("category", resolved.manifest.category)
+    return metadata
 
 
 def _key_reused() -> ApiProblem:

@@ -20,6 +20,9 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "notifications_retried_total": ("reason", "provider"),
     "notifications_dead_lettered_total": ("channel",),
     "notifications_expired_total": ("channel",),
+    "notifications_delivered_total": ("channel", "provider", "tenant"),
+    "notifications_bounced_total": ("channel", "provider", "tenant"),
+    "webhook_deliveries_total": ("outcome",),
 }
 
 HISTOGRAMS: dict[str, tuple[str, ...]] = {
@@ -29,6 +32,9 @@ HISTOGRAMS: dict[str, tuple[str, ...]] = {
 GAUGES: dict[str, tuple[str, ...]] = {
     "provider_circuit_open": ("provider",),
     "queue_depth": ("queue",),
+    # Human opens and clicks per delivered message over the analytics window (from the rollups).
+    "open_rate": ("tenant", "template_id"),
+    "click_rate": ("tenant", "template_id"),
 }
 
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)

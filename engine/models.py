@@ -275,8 +275,19 @@ class ClaimedMessage:
     attachments: tuple[dict[str, Any], ...] = ()  #: ``{"s3", "filename", "content_type"}`` references
     tenant_config_version: int = 1
 
+    @property
+    def category(self) -> str | None:
+        """The message's category (``metadata.category``, pinned from the template's manifest at admission)."""
+        value = (self.metadata or {}).get("category")
+        return value if isinstance(value, str) and value else None
+
     def address(self) -> tuple[str, str] | None:
-        """The (kind, address) a suppression list would hold for this recipient."""
+        """The (kind, address) a suppression list would hold for this recipient on this channel."""
+        token = (self.to.get("push") or {}).get("token") or self.to.get("device_token")
+        if self.channel is Channel.PUSH and token:
+            return ("device_token", str(token))
+        if self.channel in (Channel.SMS, Channel.WHATSAPP) and self.to.get("phone"):
+            return ("phone", str(self.to["phone"]))
         if self.to.get("email"):
             return ("email", str(self.to["email"]).lower())
         if self.to.get("phone"):

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     inapp_providers: CsvTuple = Field(("store",), alias="HERALD_INAPP_PROVIDERS")
     link_tracking: bool = Field(True, alias="HERALD_LINK_TRACKING")
     webhooks_allow_private: bool = Field(False, alias="HERALD_WEBHOOKS_ALLOW_PRIVATE")
+    provider_event_retention_days: int = Field(30, ge=1, le=3650, alias="HERALD_PROVIDER_EVENT_RETENTION_DAYS")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=60, alias="HERALD_WEBHOOK_TIMEOUT_SECONDS")
+    webhook_retry_base_s: float = Field(10.0, gt=0, alias="HERALD_WEBHOOK_RETRY_BASE_SECONDS")
+    webhook_retry_for_s: float = Field(24 * 3600.0, gt=0, alias="HERALD_WEBHOOK_RETRY_FOR_SECONDS")
+    webhook_disable_after_s: float = Field(3 * 24 * 3600.0, gt=0, alias="HERALD_WEBHOOK_DISABLE_AFTER_SECONDS")
+    webhook_concurrency: int = Field(16, ge=1, le=512, alias="HERALD_WEBHOOK_CONCURRENCY")
+    analytics_rate_window_days: int = Field(7, ge=1, le=366, alias="HERALD_ANALYTICS_RATE_WINDOW_DAYS")
     email_from: str = Field("Herald <no-reply@herald.local>", alias="HERALD_EMAIL_FROM")
     #: Tenant config keys (dotted paths) a tenant admin may change on its own tenant.
     tenant_editable_keys: CsvTuple = Field(DEFAULT_TENANT_EDITABLE, alias="HERALD_TENANT_EDITABLE_KEYS")

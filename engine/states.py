@@ -93,3 +93,11 @@ class EventType(StrEnum):
     BOUNCED = "NotificationBounced"
     OPENED = "NotificationOpened"
     CLICKED = "NotificationClicked"
+    # What providers report after the send (see engine.feedback.ingest.EVENT_NAMES).
+    PROCESSED = "NotificationProcessed"  #: the provider accepted it for sending
+    FORWARDED = "NotificationForwarded"  #: handed on to the carrier or to WhatsApp
+    DEFERRED = "NotificationDeferred"
+    DROPPED = "NotificationDropped"
+    COMPLAINED = "NotificationComplained"
+    READ = "NotificationRead"
+    PROVIDER_EVENT = "NotificationProviderEvent"  #: a provider event of a kind we do not know

@@ -1,7 +1,11 @@
-"""Tracked links: a tenant's shortlinks and clicks on links inside messages.
+"""Our own tracking: opens (the pixel), clicks on links inside messages, a tenant's shortlinks, and
+one-click unsubscribes.
 
-Tokens are signed and stateless (made while rendering, no write per render). A click is one statement:
-a ``NotificationClicked`` event on the message the token names, or a shortlink's click count.
+Tokens are signed and stateless (made while rendering, no write per render). An open or a click is one
+statement: the message's engagement counters (first and last time, count, how many looked human), a
+``NotificationOpened`` / ``NotificationClicked`` event (every click; the first human and the first
+machine open) and the analytics rollups. Machine opens and clicks (Apple's privacy proxy, link scanners)
+are flagged and kept out of the human rates (see :mod:`engine.feedback.agents`).
 """
 
 from __future__ import annotations
@@ -12,24 +16,19 @@ from typing import Any
 
 import asyncpg
 
+from engine.feedback.agents import classify_agent
 from engine.ids import new_id, parse_message_id
 from engine.models import Tenant
 from engine.states import EventType
-from engine.templating.links import click_url, sign_link, verify_link, verify_unsubscribe
+from engine.storage.feedback_sql import TRACK
+from engine.templating.links import click_url, sign_link, verify_link, verify_open, verify_unsubscribe
 
 SHORTLINK_PREFIX = "sl_"
 
-_MESSAGE_CLICK = """
-INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
-SELECT $1, m.tenant_id, m.id, $2, $3::jsonb
-FROM messages m JOIN tenants t ON t.id = m.tenant_id
-WHERE m.id = $4 AND t.slug = $5
-"""
-
 _UNSUBSCRIBE = """
-INSERT INTO suppressions (id, tenant_id, kind, address, reason)
-SELECT $1, t.id, $2, $3, 'unsubscribed' FROM tenants t WHERE t.slug = $4
-ON CONFLICT (tenant_id, kind, address) DO NOTHING
+INSERT INTO suppressions (id, tenant_id, kind, address, category, reason)
+SELECT $1, t.id, $2, $3, $5, 'unsubscribed' FROM tenants t WHERE t.slug = $4
+ON CONFLICT (tenant_id, kind, address, category) DO NOTHING
 """
 
 _SHORTLINK_CLICK = """
@@ -83,16 +82,52 @@ class Tracking:
         return Shortlink(link_id, row["url"], click_url(self.base_url, token), row["clicks"])
 
     async def unsubscribe(self, token: str) -> bool:
-        """Put the token's address on its tenant's suppression list (RFC 8058 one-click); False if invalid."""
+        """Put the token's address on its tenant's suppression list (RFC 8058 one-click) for the category
+        the message was sent in (every category for tokens that name none); False if invalid."""
         target = verify_unsubscribe(self.secret, token)
         if target is None:
             return False
         kind = "email" if "@" in target.address else "phone"
         address = target.address.lower() if kind == "email" else target.address
-        result = await self.pool.execute(_UNSUBSCRIBE, new_id(), kind, address, target.tenant)
+        result = await self.pool.execute(_UNSUBSCRIBE, new_id(), kind, address, target.tenant, target.category)
         return result.endswith(" 1") or result.endswith(" 0")
 
-    async def click(self, token: str) -> str | None:
+    async def open(self, token: str, *, user_agent: str | None = None, ip: str | None = None) -> bool:
+        """Record an open of the pixel's message; False for a tampered or unknown token (the route serves
+        the same image either way)."""
+        target = verify_open(self.secret, token)
+        message_id = parse_message_id(target.message_id) if target else None
+        if target is None or message_id is None:
+            return False
+        return await self._track(message_id, target.tenant, "open", user_agent, ip, {})
+
+    async def _track(
+        self,
+        message_id: uuid.UUID,
+        tenant: str,
+        kind: str,
+        user_agent: str | None,
+        ip: str | None,
+        meta: dict[str, Any],
+    ) -> bool:
+        verdict = classify_agent(user_agent, ip)
+        event = EventType.OPENED if kind == "open" else EventType.CLICKED
+        meta = {**meta, "source": "herald", "agent": verdict.agent.value, "machine": verdict.machine}
+        found = await self.pool.fetchval(
+            TRACK,
+            message_id,
+            tenant,
+            kind,
+            not verdict.machine,
+            verdict.agent.value,
+            new_id(),
+            event.value,
+            meta,  # the pool's jsonb codec encodes it
+            kind == "click",
+        )
+        return bool(found)
+
+    async def click(self, token: str, *, user_agent: str | None = None, ip: str | None = None) -> str | None:
         """Record the click; the URL to redirect to, or None for a tampered or unknown token."""
         target = verify_link(self.secret, token)
         if target is None:
@@ -108,7 +143,6 @@ class Tracking:
             if message_id is None:
                 return None
             meta = {"url": target.url, "link_index": target.index}
-            result = await self.pool.execute(
-                _MESSAGE_CLICK, new_id(), EventType.CLICKED.value, meta, message_id, target.tenant
-            )
+            found = await self._track(message_id, target.tenant, "click", user_agent, ip, meta)
+            return target.url if found else None
         return target.url if result.endswith(" 1") else None

@@ -79,6 +79,7 @@ class Stack:
     database_url: str = ""
     senders: list[Any] = field(default_factory=list)
     relay: Any = None
+    feedback: Any = None
     metrics: Any = None
     owns_ray: bool = False
     run_file: RunFile | None = None
@@ -151,7 +152,8 @@ class Stack:
     def _start_actors(self, config: Any, timeout_s: float) -> None:
         import ray
 
-        from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+        from actors import FEEDBACK_ACTOR, METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+        from actors.feedback import FeedbackActor
         from actors.metrics import MetricsActor
         from actors.relay import RelayActor
         from actors.sender import SenderActor
@@ -162,7 +164,9 @@ class Stack:
             SenderActor.options(name=f"{SENDER_ACTOR_PREFIX}{i}", namespace=NAMESPACE).remote(config, i)
             for i in range(self.settings.senders)
         ]
-        ray.get([self.relay.health.remote(), *(a.health.remote() for a in self.senders)], timeout=timeout_s)
+        self.feedback = FeedbackActor.options(name=FEEDBACK_ACTOR, namespace=NAMESPACE).remote(config)
+        workers = [self.relay, self.feedback, *self.senders]
+        ray.get([a.health.remote() for a in workers], timeout=timeout_s)
 
     def _start_serve(self, config: Any) -> None:
         from ray import serve
@@ -228,11 +232,11 @@ class Stack:
         try:
             asyncio.run(self._drain(mark + DRAIN_BUDGET_S))
         finally:
-            for actor in [*self.senders, self.relay, self.metrics]:
+            for actor in [*self.senders, self.relay, self.feedback, self.metrics]:
                 if actor is not None:
                     with contextlib.suppress(ray.exceptions.RayError, ValueError):  # already gone
                         ray.kill(actor, no_restart=True)
-            self.senders, self.relay, self.metrics = [], None, None
+            self.senders, self.relay, self.feedback, self.metrics = [], None, None, None
             phases["drain"] = time.monotonic() - mark
 
     def _shutdown_ray(self, phases: dict[str, float]) -> None:
@@ -269,6 +273,8 @@ class Stack:
         }
         if self.relay is not None:
             steps["relay"] = self.relay.stop.remote()
+        if self.feedback is not None:
+            steps["feedback"] = self.feedback.stop.remote()
         steps["serve"] = serve.shutdown_async()
         tasks = {name: asyncio.ensure_future(step) for name, step in steps.items()}
         await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))

@@ -82,6 +82,9 @@ class DeliveryEvent:
     description: str | None = None  #: the provider's explanation (SMTP response, error title)
     url: str | None = None  #: the link of a click
     user_agent: str | None = None  #: of an open or click
+    ip: str | None = None  #: the address an open or click came from, where the provider reports it
+    #: the provider's own verdict that an open was a machine's (SendGrid ``sg_machine_open``), if it gives one
+    machine: bool | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -1,8 +1,9 @@
 """The Postgres repository: every statement the engine runs, batched where the hot path needs it.
 
 Per batch of claimed messages a sender runs two statements: the claim and :meth:`record` (status,
-attempts, events and outbox rows in one statement with data-modifying CTEs), plus one that reloads
-tenant configs only when the claim shows a ``config_version`` newer than the one this process holds.
+attempts, events, outbox rows, suppressions and analytics rollups in one statement with data-modifying
+CTEs; the event rows' trigger queues them for the tenant's webhook endpoints in the same statement).
+Tenant configs are reloaded only when the claim shows a ``config_version`` newer than the one held.
 """
 
 from __future__ import annotations

@@ -85,8 +85,12 @@ RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config_version, m.ch
           m.expires_at,
           EXISTS (SELECT 1 FROM suppressions s
                   WHERE s.tenant_id = m.tenant_id
+                    AND (s.category IS NULL OR s.category = m.metadata->>'category')
                     AND ((s.kind = 'email' AND s.address = lower(m."to"->>'email'))
-                         OR (s.kind = 'phone' AND s.address = m."to"->>'phone'))) AS suppressed,
+                         OR (s.kind = 'phone' AND s.address = m."to"->>'phone')
+                         OR (s.kind = 'device_token'
+                             AND s.address = coalesce(m."to"->'push'->>'token', m."to"->>'device_token')))
+                 ) AS suppressed,
           (SELECT coalesce(json_agg(json_build_object('s3', a.storage, 'filename', a.filename,
                                                       'content_type', a.content_type)), '[]'::json)
            FROM attachments a WHERE a.message_id = m.id) AS attachment_refs
@@ -113,7 +117,7 @@ WITH u AS (
         sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE m.sent_at END
     FROM u
     WHERE m.id = u.id AND m.status = 'sending'
-    RETURNING m.id
+    RETURNING m.id, m.channel, m.template_id, m.template_version, m.created_at
 ), att AS (
     INSERT INTO attempts (id, tenant_id, message_id, attempt_no, provider, provider_message_id, outcome,
                           error_class, error_code, error_detail, cost_usd, started_at)
@@ -135,7 +139,21 @@ WITH u AS (
     SELECT u.event_id, u.tenant_id, u.suppress_kind, u.suppress_address, coalesce(u.error_code, u.error_class)
     FROM u JOIN upd ON upd.id = u.id
     WHERE u.suppress_kind IS NOT NULL
-    ON CONFLICT (tenant_id, kind, address) DO NOTHING
+    ON CONFLICT (tenant_id, kind, address, category) DO NOTHING
+), roll AS (
+    INSERT INTO analytics_daily AS r
+        (tenant_id, day, channel, template_id, template_version, provider, sent, failed, suppressed, expired)
+    SELECT u.tenant_id, (upd.created_at AT TIME ZONE 'UTC')::date, upd.channel, upd.template_id,
+           upd.template_version, coalesce(u.provider, ''),
+           count(*) FILTER (WHERE u.status = 'sent'), count(*) FILTER (WHERE u.status IN ('failed', 'dead')),
+           count(*) FILTER (WHERE u.status = 'suppressed'), count(*) FILTER (WHERE u.status = 'expired')
+    FROM u JOIN upd ON upd.id = u.id
+    WHERE u.status IN ('sent', 'failed', 'dead', 'suppressed', 'expired')
+    GROUP BY 1, 2, 3, 4, 5, 6
+    ORDER BY 1, 2, 3, 4, 5, 6  -- one lock order for every writer of the rollups
+    ON CONFLICT (tenant_id, day, channel, template_id, template_version, provider) DO UPDATE
+    SET sent = r.sent + EXCLUDED.sent, failed = r.failed + EXCLUDED.failed,
+        suppressed = r.suppressed + EXCLUDED.suppressed, expired = r.expired + EXCLUDED.expired
 )
 SELECT count(*) FROM upd
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ from .budget import Budget, RenderLimits, RenderState, rendering
 from .context import RenderContext
 from .errors import ChannelNotSupported, UnknownLocale, UnknownTemplate, UnknownVersion
 from .failures import RENDER_FAILURES, render_failure, stream
-from .links import sign_unsubscribe, unsubscribe_url
+from .links import open_url, sign_open, sign_unsubscribe, unsubscribe_url
 from .loader import PartialLoader
 from .locales import locale_chain
 from .manifest import Manifest
+from .pixel import insert_pixel
 from .refs import TemplateRef
 from .sandbox import HeraldSandbox, make_environment
 from .sources import FilesystemSource, TemplateSource, TenantSources
@@ -201,7 +202,10 @@ class TemplateCatalog:
         if check.errors:
             raise RenderError("; ".join(p.message for p in check.errors), code="invalid_variables")
         rendered = self.render_parts(resolved, channel, check.values, context=context, limits=limits)
-        return content_for(channel, rendered.texts)
+        content = content_for(channel, rendered.texts)
+        if channel is Channel.EMAIL and content.html and context is not None:
+            content = _with_open_pixel(content, context)
+        return content
 
     def render_parts(
         self,
@@ -338,9 +342,17 @@ def _provided(ctx: RenderContext, uses: frozenset[str]) -> dict[str, Any]:
         scope["message_id"] = ctx.message_id
     # Signing costs an HMAC: only for templates that show the link.
     if "unsubscribe_url" in uses and ctx.link_secret and ctx.tenant and ctx.recipient:
-        token = sign_unsubscribe(ctx.link_secret, ctx.tenant, ctx.recipient)
+        token = sign_unsubscribe(ctx.link_secret, ctx.tenant, ctx.recipient, category=ctx.category)
         scope["unsubscribe_url"] = unsubscribe_url(ctx.base_url, token)
     return scope
+
+
+def _with_open_pixel(content: Content, ctx: RenderContext) -> Content:
+    """Tracked HTML email gets its open pixel (a signed token naming the message, nothing stored)."""
+    if not (ctx.tracking and ctx.link_secret and ctx.tenant and ctx.message_id and content.html):
+        return content
+    url = open_url(ctx.base_url, sign_open(ctx.link_secret, ctx.tenant, ctx.message_id))
+    return replace(content, html=insert_pixel(content.html, url))
 
 
 def _one_line(text: str | None) -> str | None:

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 class RenderContext:
     """Per-message facts for rendering.
 
-    ``tracking`` turns ``link()`` URLs into signed click redirects under ``base_url`` (it needs
-    ``link_secret`` and ``message_id``; without them links stay untracked and preview says so).
-    ``unsubscribe_url`` is offered to templates when ``link_secret``, ``tenant`` and ``recipient`` are
-    known. ``timezone`` (IANA name) is where ``format_datetime`` shows times.
+    ``tracking`` turns ``link()`` URLs into signed click redirects under ``base_url`` and puts an open
+    pixel into HTML email (both need ``link_secret`` and ``message_id``; without them links stay untracked
+    and preview says so). ``unsubscribe_url`` is offered to templates when ``link_secret``, ``tenant`` and
+    ``recipient`` are known; it unsubscribes from ``category`` (every category when ``None``).
+    ``timezone`` (IANA name) is where ``format_datetime`` shows times.
     """
 
     tenant: str | None = None
@@ -22,3 +23,4 @@ class RenderContext:
     link_secret: str = ""
     recipient: str | None = None
     timezone: str = "UTC"
+    category: str | None = None

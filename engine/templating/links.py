@@ -1,8 +1,10 @@
-"""Signed, stateless link tokens: tracked clicks and unsubscribes, with no database write per render.
+"""Signed, stateless link tokens: tracked clicks, open pixels and unsubscribes, with no database write per
+render.
 
 A token is ``base64url(payload || tag)`` without padding, where ``tag`` is the first 16 bytes of
-HMAC-SHA256(secret, payload). The payload starts with a kind byte (``c`` click, ``u`` unsubscribe) so a
-token of one kind can never be replayed as the other, then the fields joined by the ASCII unit separator
+HMAC-SHA256(secret, payload). The payload starts with a kind (``c1`` click, ``o1`` open, ``u1``/``u2``
+unsubscribe, ``u2`` naming the category) so a token of one kind can never be replayed as another, then
+the fields joined by the ASCII unit separator
 (which cannot occur in a tenant slug, message id, URL or address: they are checked). A token that was
 altered in any way fails verification and yields None, never an exception.
 """
@@ -20,12 +22,17 @@ from dataclasses import dataclass
 CLICK_PATH = "/l/"
 #: Path under the public base URL where one-click unsubscribes are served.
 UNSUBSCRIBE_PATH = "/u/"
+#: Path under the public base URL where open pixels are served (``/t/o/<token>.gif``).
+OPEN_PATH = "/t/o/"
+OPEN_SUFFIX = ".gif"
 
 _TAG_BYTES = 16  # 128-bit tag: forging needs 2**128 tries, and it keeps URLs short
 _SEP = "\x1f"
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _CLICK = "c1"
+_OPEN = "o1"
 _UNSUBSCRIBE = "u1"
+_UNSUBSCRIBE_CATEGORY = "u2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +47,20 @@ class LinkTarget:
 
 @dataclass(frozen=True, slots=True)
 class UnsubscribeTarget:
-    """Who asked to stop receiving messages, from which tenant."""
+    """Who asked to stop receiving messages, from which tenant, and of which category (``None``: every
+    category; tokens made before categories were carried)."""
 
     tenant: str
     address: str
+    category: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTarget:
+    """The message an open pixel belongs to."""
+
+    tenant: str
+    message_id: str
 
 
 def sign_link(secret: str | bytes, tenant: str, message_id: str, url: str, *, index: int = 0) -> str:
@@ -65,17 +82,38 @@ def verify_link(secret: str | bytes, token: str) -> LinkTarget | None:
     return LinkTarget(tenant=fields[1], message_id=fields[2], url=fields[4], index=int(fields[3]))
 
 
-def sign_unsubscribe(secret: str | bytes, tenant: str, address: str) -> str:
-    """A token for a one-click unsubscribe of ``address`` from ``tenant``'s messages.
+def sign_open(secret: str | bytes, tenant: str, message_id: str) -> str:
+    """A token for the open pixel of one message.
 
     Raises:
         ValueError: empty secret, or a field holding control characters.
     """
+    return _sign(secret, (_OPEN, tenant, message_id))
+
+
+def verify_open(secret: str | bytes, token: str) -> OpenTarget | None:
+    """The message of an open token (with or without its ``.gif`` suffix), or None when it is not genuine."""
+    fields = _verify(secret, token.removesuffix(OPEN_SUFFIX), _OPEN, 3)
+    return None if fields is None else OpenTarget(tenant=fields[1], message_id=fields[2])
+
+
+def sign_unsubscribe(secret: str | bytes, tenant: str, address: str, *, category: str | None = None) -> str:
+    """A token for a one-click unsubscribe of ``address`` from ``tenant``'s messages of ``category``
+    (every category when ``None``).
+
+    Raises:
+        ValueError: empty secret, or a field holding control characters.
+    """
+    if category:
+        return _sign(secret, (_UNSUBSCRIBE_CATEGORY, tenant, address, category))
     return _sign(secret, (_UNSUBSCRIBE, tenant, address))
 
 
 def verify_unsubscribe(secret: str | bytes, token: str) -> UnsubscribeTarget | None:
-    """The tenant and address of an unsubscribe token, or None when it is not genuine."""
+    """The tenant, address and category of an unsubscribe token, or None when it is not genuine."""
+    fields = _verify(secret, token, _UNSUBSCRIBE_CATEGORY, 4)
+    if fields is not None:
+        return UnsubscribeTarget(tenant=fields[1], address=fields[2], category=fields[3])
     fields = _verify(secret, token, _UNSUBSCRIBE, 3)
     return None if fields is None else UnsubscribeTarget(tenant=fields[1], address=fields[2])
 
@@ -86,6 +124,10 @@ def click_url(base_url: str, token: str) -> str:
 
 def unsubscribe_url(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}{UNSUBSCRIBE_PATH}{token}"
+
+
+def open_url(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}{OPEN_PATH}{token}{OPEN_SUFFIX}"
 
 
 def _key(secret: str | bytes) -> bytes:
