@@ -61,7 +61,7 @@ async def test_analytics_figures_equal_the_events_sent(repo: Repository, catalog
             principal,
             {
                 "channel": "email",
-                "template_id": "otp_login",
+                "template_id": "otp_login:v3",
                 "to": {"email": f"a{i}@example.com"},
                 "variables": {"code": "123456"},
             },

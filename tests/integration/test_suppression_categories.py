@@ -100,11 +100,11 @@ async def test_a_bad_number_suppresses_the_number(sender, repo, tenant) -> None:
     body = {
         "channel": "sms",
         "template_id": "otp_login",
-        "to": {"phone": "+447700900555", "email": "o@example.com"},
+        "to": {"phone": "+447911123456", "email": "o@example.com"},
         "variables": {"code": "1"},
     }
     assert await sender.send(body) == "failed"
-    assert await _suppressions(repo, tenant.id) == [("phone", "+447700900555", None)]
+    assert await _suppressions(repo, tenant.id) == [("phone", "+447911123456", None)]
 
 
 async def test_one_click_unsubscribe_stops_only_its_category(sender, repo, tenant) -> None:
@@ -113,7 +113,7 @@ async def test_one_click_unsubscribe_stops_only_its_category(sender, repo, tenan
     assert await tracking.unsubscribe(token)
     assert await _suppressions(repo, tenant.id) == [("email", "reader@example.com", "marketing")]
     assert await sender.send(email("reader@example.com", "marketing")) == "suppressed"
-    assert await sender.send(email("reader@example.com")) == "sent"  # the template's category: transactional
+    assert await sender.send(email("reader@example.com")) == "sent"  # the template's category: auth
     legacy = sign_unsubscribe("unsub-secret", tenant.slug, "reader@example.com")
     assert await tracking.unsubscribe(legacy)
     assert await sender.send(email("reader@example.com")) == "suppressed"
@@ -125,4 +125,4 @@ async def test_the_category_is_pinned_at_admission(sender, repo, tenant) -> None
     rows = await repo.pool.fetch(
         "SELECT metadata->>'category' AS c FROM messages WHERE tenant_id = $1 ORDER BY created_at", tenant.id
     )
-    assert [r["c"] for r in rows] == ["transactional", "marketing"]
+    assert [r["c"] for r in rows] == ["auth", "marketing"]  # otp_login is an auth template
