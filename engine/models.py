@@ -6,9 +6,19 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationInfo, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from engine.channels import Channel, Priority
@@ -64,7 +74,9 @@ class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     category: str | None = Field(None, max_length=64)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=32
+    )
 
 
 class NotificationRequest(BaseModel):
@@ -195,6 +207,8 @@ class NewMessage:
     callback_url: str | None
     trace_id: str | None
     attachments: tuple[AttachmentRef, ...] = ()
+    category: str | None = None  #: ``metadata.category``, else the template manifest's
+    tags: tuple[str, ...] = ()
 
     @property
     def scheduled(self) -> bool:
