@@ -48,9 +48,7 @@ TERMINAL: frozenset[Status] = frozenset(
 #: ``delivered -> bounced`` is an asynchronous hard bounce, reported after the receiving server had accepted
 #: the message. ``cancelled`` is reachable only before sending starts, ``deduplicated`` before or at the claim.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.SCHEDULED: frozenset(
-        {Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.DEDUPLICATED}
-    ),
+    Status.SCHEDULED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.DEDUPLICATED}),
     Status.QUEUED: frozenset(
         {
             Status.SENDING,
@@ -61,9 +59,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
             Status.DEDUPLICATED,
         }
     ),
-    Status.THROTTLED: frozenset(
-        {Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.DEDUPLICATED}
-    ),
+    Status.THROTTLED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.DEDUPLICATED}),
     Status.SENDING: frozenset(
         {
             Status.SENT,

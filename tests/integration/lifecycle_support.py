@@ -13,6 +13,7 @@ from engine.auth import Principal
 from engine.broker.pgqueue import PgQueueBroker
 from engine.channels import Channel
 from engine.dispatch import Dispatcher, DispatchOptions
+from engine.errors import DispatchError
 from engine.ids import parse_message_id
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
@@ -34,13 +35,18 @@ def otp(email: str = "ada@example.com", **extra: Any) -> dict[str, Any]:
 
 
 class ClockedDriver(FakeDriver):
-    """A fake driver that also notes the wall-clock time of each send, by message id."""
+    """A fake driver that notes the wall-clock time of each send, by message id, and fails every send to
+    an address in ``failing`` until it is taken out (other tests' leftovers never eat the failures)."""
 
     def __init__(self, name: str = "fake") -> None:
         super().__init__(name)
         self.sent_at: dict[str, float] = {}
+        self.failing: dict[str, DispatchError] = {}
 
     async def send_one(self, message: OutboundMessage) -> SendResult:
+        failure = self.failing.get(message.to.email or "")
+        if failure is not None:
+            raise failure
         result = await super().send_one(message)
         self.sent_at[message.message_id] = time.time()
         return result
@@ -53,7 +59,7 @@ class Harness:
         catalog: TemplateCatalog,
         database_url: str,
         *,
-        driver: FakeDriver | None = None,
+        driver: ClockedDriver | None = None,
         retry_delays_s: tuple[float, ...] = (0.05, 0.05, 0.05),
     ) -> None:
         self.repo = repo
