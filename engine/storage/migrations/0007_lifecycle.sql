@@ -40,6 +40,9 @@ FROM messages m
 CROSS JOIN LATERAL jsonb_array_elements_text(m.metadata->'tags') AS t(tag)
 WHERE jsonb_typeof(m.metadata->'tags') = 'array' AND length(t.tag) BETWEEN 1 AND 128;
 
+-- A tenant's scheduled messages whose time has come (its oldest waiting message, in the queues view).
+CREATE INDEX messages_tenant_scheduled ON messages (tenant_id, schedule_at) WHERE status = 'scheduled';
+
 -- The DLQ is the dead messages: newest dead first, per tenant and platform-wide.
 CREATE INDEX messages_dead_tenant ON messages (tenant_id, updated_at, id) WHERE status = 'dead';
 CREATE INDEX messages_dead ON messages (updated_at, id) WHERE status = 'dead';
