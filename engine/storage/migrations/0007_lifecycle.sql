@@ -1,6 +1,9 @@
 -- Delivery lifecycle: cancel, reschedule and DLQ replay, finding a tenant's messages, queue statistics.
 -- Every index that serves a tenant's query has tenant_id first; lists are newest first with
 -- (created_at, id) as the cursor, so each filter below is one ordered index range.
+-- The messages indexes are built inside this migration's transaction (writes to messages wait meanwhile);
+-- on a large live table, build them beforehand with CREATE INDEX CONCURRENTLY under the same names and
+-- this migration skips them (IF NOT EXISTS).
 
 -- The category a message was accepted in: metadata.category, else its template manifest's (pinned at
 -- admission, like the template version). Rows accepted before this migration are found by
@@ -11,17 +14,17 @@ ALTER TABLE messages ADD COLUMN pinned_provider text;
 
 DROP INDEX messages_tenant_created;
 DROP INDEX messages_tenant_status;
-CREATE INDEX messages_tenant_recent ON messages (tenant_id, created_at, id);
-CREATE INDEX messages_tenant_status_recent ON messages (tenant_id, status, created_at, id);
-CREATE INDEX messages_tenant_channel_recent ON messages (tenant_id, channel, created_at, id);
-CREATE INDEX messages_tenant_template_recent ON messages (tenant_id, template_id, created_at, id);
-CREATE INDEX messages_tenant_category_recent
+CREATE INDEX IF NOT EXISTS messages_tenant_recent ON messages (tenant_id, created_at, id);
+CREATE INDEX IF NOT EXISTS messages_tenant_status_recent ON messages (tenant_id, status, created_at, id);
+CREATE INDEX IF NOT EXISTS messages_tenant_channel_recent ON messages (tenant_id, channel, created_at, id);
+CREATE INDEX IF NOT EXISTS messages_tenant_template_recent ON messages (tenant_id, template_id, created_at, id);
+CREATE INDEX IF NOT EXISTS messages_tenant_category_recent
     ON messages (tenant_id, (coalesce(category, metadata->>'category')), created_at, id);
-CREATE INDEX messages_tenant_email_recent
+CREATE INDEX IF NOT EXISTS messages_tenant_email_recent
     ON messages (tenant_id, (lower("to"->>'email')), created_at, id) WHERE "to" ? 'email';
-CREATE INDEX messages_tenant_phone_recent
+CREATE INDEX IF NOT EXISTS messages_tenant_phone_recent
     ON messages (tenant_id, ("to"->>'phone'), created_at, id) WHERE "to" ? 'phone';
-CREATE INDEX messages_tenant_user_recent
+CREATE INDEX IF NOT EXISTS messages_tenant_user_recent
     ON messages (tenant_id, ("to"->>'user_id'), created_at, id) WHERE "to" ? 'user_id';
 
 -- A message's tags (metadata.tags), one row each, so "the tenant's messages tagged X, newest first" is an
@@ -41,17 +44,17 @@ CROSS JOIN LATERAL jsonb_array_elements_text(m.metadata->'tags') AS t(tag)
 WHERE jsonb_typeof(m.metadata->'tags') = 'array' AND length(t.tag) BETWEEN 1 AND 128;
 
 -- A tenant's scheduled messages whose time has come (its oldest waiting message, in the queues view).
-CREATE INDEX messages_tenant_scheduled ON messages (tenant_id, schedule_at) WHERE status = 'scheduled';
+CREATE INDEX IF NOT EXISTS messages_tenant_scheduled ON messages (tenant_id, schedule_at) WHERE status = 'scheduled';
 
 -- The DLQ is the dead messages: newest dead first, per tenant and platform-wide.
-CREATE INDEX messages_dead_tenant ON messages (tenant_id, updated_at, id) WHERE status = 'dead';
-CREATE INDEX messages_dead ON messages (updated_at, id) WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS messages_dead_tenant ON messages (tenant_id, updated_at, id) WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS messages_dead ON messages (updated_at, id) WHERE status = 'dead';
 
 -- The relay reads due rows priority by priority, oldest first, in index order: rows scheduled for later
 -- are never read, however many there are. Cancel, reschedule and replay find a message's rows by id.
 DROP INDEX outbox_due;
 CREATE INDEX outbox_due ON outbox (priority, available_at, id);
-CREATE INDEX outbox_message ON outbox (message_id);
+CREATE INDEX IF NOT EXISTS outbox_message ON outbox (message_id);
 
 -- Consumers of the Postgres queue announce themselves here (every few seconds while they consume), so
 -- the queues view can count them as RabbitMQ does.
