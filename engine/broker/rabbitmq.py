@@ -163,32 +163,43 @@ class RabbitMQBroker(Broker):
             raise
 
     async def _declare(self, connection: AbstractRobustConnection) -> None:
+        # Declared on the publishing (robust) channel, so a reconnect declares them again.
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         self._publish_channel = channel
         for queue in ALL_QUEUES:
+            name = self._name(queue)
             if queue not in DLQ_QUEUES:
-                await channel.declare_queue(self._name(queue), durable=True)
-        for queue in DLQ_QUEUES:
-            await self._declare_capped(connection, self._name(queue))
+                await channel.declare_queue(name, durable=True)
+            elif await self._declare_capped(connection, name):
+                await channel.declare_queue(name, durable=True, arguments=self._dlq_arguments)
+            else:
+                await channel.declare_queue(name, durable=True, passive=True)  # keep it as it is
 
-    async def _declare_capped(self, connection: AbstractRobustConnection, name: str) -> None:
+    @property
+    def _dlq_arguments(self) -> dict[str, Any]:
+        return {"x-max-length": self.dlq_max_length, "x-overflow": "drop-head"}
+
+    async def _declare_capped(self, connection: AbstractRobustConnection, name: str) -> bool:
+        """Declare a DLQ queue with its cap; False when it exists with other arguments (left alone, with a
+        warning naming the policy that caps it)."""
         # Its own channel: a declare whose arguments differ from the existing queue's closes its channel.
         channel = await connection.channel()
         try:
-            await channel.declare_queue(
-                name, durable=True, arguments={"x-max-length": self.dlq_max_length, "x-overflow": "drop-head"}
-            )
+            await channel.declare_queue(name, durable=True, arguments=self._dlq_arguments)
         except ChannelPreconditionFailed:
             log.warning(
-                "rabbitmq: %s exists without a length cap; cap it with a policy: rabbitmqctl set_policy "
-                'herald-dlq \'^%s\' \'{"max-length": %d, "overflow": "drop-head"}\' --apply-to queues',
+                "rabbitmq: %s exists with other arguments than a cap of %d; cap it with a policy: rabbitmqctl "
+                'set_policy herald-dlq \'^%s\' \'{"max-length": %d, "overflow": "drop-head"}\' --apply-to queues',
                 name,
+                self.dlq_max_length,
                 name.replace(".", "\\."),
                 self.dlq_max_length,
             )
+            return False
         finally:
             if not channel.is_closed:
                 await channel.close()
+        return True
 
     async def _connected(self) -> AbstractRobustConnection:
         """The live connection.
