@@ -63,7 +63,7 @@ MESSAGE_VIEW = """
 SELECT m.id, m.channel, m.template_id, m.template_version, m.locale, m.requested_locale, m.priority,
        m.status, m.provider, m.provider_message_id, m.attempts, m.schedule_at, m.expires_at,
        m.idempotency_key, m.metadata, m.created_at, m.updated_at, m.sent_at,
-       (SELECT coalesce(json_agg(a ORDER BY a.attempt_no, a.started_at), '[]'::json) FROM (
+       (SELECT coalesce(json_agg(a ORDER BY a.started_at, a.attempt_no), '[]'::json) FROM (
             SELECT attempt_no, provider, provider_message_id, outcome, error_class, error_code,
                    error_detail, cost_usd, started_at, finished_at
             FROM attempts WHERE tenant_id = $1 AND message_id = $2) a) AS attempt_rows,

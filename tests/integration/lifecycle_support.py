@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from drivers.base import OutboundMessage, SendResult
@@ -110,3 +111,14 @@ def uuid_of(public_id: str) -> uuid.UUID:
     mid = parse_message_id(public_id)
     assert mid is not None
     return mid
+
+
+async def leave_nothing_to_send(repo: Repository, since: datetime) -> None:
+    """Other tests' relays take every due outbox row of the session's database: what a test accepted and
+    left unsent is cancelled, so nobody else sends it."""
+    await repo.pool.execute("DELETE FROM outbox WHERE created_at >= $1", since)
+    await repo.pool.execute(
+        """UPDATE messages SET status = 'cancelled', claimed_until = NULL
+           WHERE created_at >= $1 AND status IN ('queued', 'scheduled', 'throttled', 'sending')""",
+        since,
+    )

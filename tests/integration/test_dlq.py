@@ -22,11 +22,18 @@ from engine.problems import ApiProblem
 from engine.storage.dlq_store import DeadLetterStore
 from engine.storage.repository import Repository
 from engine.templating import TemplateCatalog
-from tests.integration.lifecycle_support import Harness, otp, uuid_of
+from tests.integration.lifecycle_support import Harness, leave_nothing_to_send, otp, uuid_of
 
 pytestmark = pytest.mark.integration
 
 PROVIDERS = {Channel.EMAIL: {"fake", "backup"}, Channel.SMS: {"twilio"}}
+
+
+@pytest.fixture(autouse=True)
+async def _nothing_left_to_send(repo: Repository) -> AsyncIterator[None]:
+    started = await repo.pool.fetchval("SELECT now()")
+    yield
+    await leave_nothing_to_send(repo, started)
 
 
 @pytest.fixture
@@ -92,6 +99,15 @@ async def test_exhausted_dead_replayed_queued_then_sent_once_even_when_replayed_
     assert await h.status(tenant.id, public_id) == "sent" and times_sent(h, public_id) == 1
     types = [e["type"] for e in await h.events(tenant.id, public_id)]
     assert types.count("NotificationReplayed") == 1 and types[-1] == "NotificationSent"
+    view = await repo.message_view(tenant.id, uuid_of(public_id))
+    assert view is not None  # attempts in the order they were made, the replay's numbered from 1 again
+    assert [(a["attempt_no"], a["outcome"]) for a in view["attempt_rows"]] == [
+        (1, "queued"),
+        (2, "queued"),
+        (3, "queued"),
+        (4, "dead"),
+        (1, "sent"),
+    ]
     assert public_id not in [i.message_id for i in (await dlq.list_dead(scope)).items]
 
 

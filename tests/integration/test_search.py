@@ -22,11 +22,18 @@ from engine.storage.queue_store import QueueStore
 from engine.storage.repository import Repository
 from engine.storage.search_store import MessageQuery, SearchStore, search_statement
 from engine.templating import TemplateCatalog
-from tests.integration.lifecycle_support import Harness, otp
+from tests.integration.lifecycle_support import Harness, leave_nothing_to_send, otp
 
 pytestmark = pytest.mark.integration
 
 STATUSES = ("queued", "sent", "delivered", "failed", "dead", "scheduled", "cancelled", "expired")
+
+
+@pytest.fixture(autouse=True)
+async def _nothing_left_to_send(repo: Repository) -> AsyncIterator[None]:
+    started = await repo.pool.fetchval("SELECT now()")
+    yield
+    await leave_nothing_to_send(repo, started)
 
 
 @pytest.fixture
