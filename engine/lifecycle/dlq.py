@@ -161,26 +161,27 @@ class DeadLetterService:
         else:
             query = await self._query(scope, DeadFilter(), ("body", "filter", "tenant"))
             selector = {"all": True}
-        result = ReplayResult(matched=0, replayed=0, expired=0, skipped=0, to_provider=request.to_provider)
 
         def decide(found: list[Candidate]) -> Replay:
-            nonlocal result
             chosen = [m for m in found if serves is None or m.channel in serves]
-            expire = [m for m in chosen if m.expired]
-            requeue = [m for m in chosen if not m.expired]
-            result = result.model_copy(
-                update={
-                    "matched": len(found),
-                    "replayed": len(requeue),
-                    "expired": len(expire),
-                    "skipped": len(found) - len(chosen),
-                }
+            return Replay(
+                requeue=[m for m in chosen if not m.expired],
+                expire=[m for m in chosen if m.expired],
+                skipped=len(found) - len(chosen),
+                pinned_provider=request.to_provider,
+                actor=scope.actor,
+                audit_tenant_id=scope.tenant_id,
+                audit_detail={"selector": selector, "scope": scope.tenant_slug or "platform"},
             )
-            detail = {"selector": selector, "scope": scope.tenant_slug or "platform", **result.model_dump()}
-            return Replay(requeue, expire, request.to_provider, scope.actor, scope.tenant_id, detail)
 
-        await self.store.replay(query, decide)
-        return result
+        done = await self.store.replay(query, decide)
+        return ReplayResult(
+            matched=done.matched,
+            replayed=len(done.requeue),
+            expired=len(done.expire),
+            skipped=done.skipped,
+            to_provider=done.pinned_provider,
+        )
 
     # -- steps -------------------------------------------------------------------------------------
 

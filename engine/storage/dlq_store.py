@@ -74,14 +74,24 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    """What a replay writes: the messages it requeues and expires, and its audit record."""
+    """What a replay writes: the messages it requeues and expires (the rest of those it locked stay dead),
+    and its audit record, whose detail gets the counts added."""
 
     requeue: Sequence[Candidate]
     expire: Sequence[Candidate]
+    skipped: int
     pinned_provider: str | None
     actor: str
     audit_tenant_id: uuid.UUID | None
     audit_detail: dict[str, Any]
+
+    @property
+    def matched(self) -> int:
+        return len(self.requeue) + len(self.expire) + self.skipped
+
+    def audit(self) -> dict[str, Any]:
+        counts = {"matched": self.matched, "replayed": len(self.requeue), "expired": len(self.expire)}
+        return {**self.audit_detail, **counts, "skipped": self.skipped, "to_provider": self.pinned_provider}
 
 
 _FROM = """
@@ -169,10 +179,10 @@ class DeadLetterStore:
         sql = f"SELECT m.channel, last.error_class, count(*) AS n {_FROM} WHERE {c.sql()} GROUP BY 1, 2"
         return [DeadCount(r["channel"], r["error_class"], r["n"]) for r in await self.pool.fetch(sql, *c.args)]
 
-    async def replay(self, q: DeadQuery, decide: Callable[[list[Candidate]], Replay]) -> int:
+    async def replay(self, q: DeadQuery, decide: Callable[[list[Candidate]], Replay]) -> Replay:
         """Lock the dead messages ``q`` selects (skipping any a concurrent replay holds), let ``decide``
         turn them into a :class:`Replay`, and write it: statuses, attempt budgets, outbox rows, events and
-        the audit record, in one transaction. Returns how many messages moved."""
+        the audit record, in one transaction. Returns what was written."""
         c = _conditions(q)
         lock = (
             "SELECT m.id, m.tenant_id, m.channel, m.priority, coalesce(m.expires_at <= now(), false) AS expired"
@@ -184,7 +194,11 @@ class DeadLetterStore:
                 Candidate(r["id"], r["tenant_id"], Channel(r["channel"]), Priority(r["priority"]), r["expired"])
                 for r in rows
             ]
-            return await self._apply(conn, decide(found))
+            plan = decide(found)
+            moved = await self._apply(conn, plan)
+            if moved != len(plan.requeue) + len(plan.expire):  # locked since read: cannot happen, never half
+                raise RuntimeError(f"replay moved {moved} of {len(plan.requeue) + len(plan.expire)} locked rows")
+        return plan
 
     async def _apply(self, conn: asyncpg.Connection, plan: Replay) -> int:
         moves = [(m, Status.QUEUED, EventType.REPLAYED) for m in plan.requeue]
@@ -202,6 +216,6 @@ class DeadLetterStore:
             {"actor": plan.actor, "replay": True, "to_provider": plan.pinned_provider},
             plan.audit_tenant_id,
             plan.actor,
-            plan.audit_detail,
+            plan.audit(),
         )
         return moved
