@@ -8,17 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    EmailStr,
-    Field,
-    HttpUrl,
-    StringConstraints,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from engine.channels import Channel, Priority
@@ -74,7 +64,7 @@ class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     category: str | None = Field(None, max_length=64)
-    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+    tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         default_factory=list, max_length=32
     )
 
