@@ -157,7 +157,7 @@ async def test_filters_find_what_admission_pinned(
 ) -> None:
     tagged = await h.submit(principal, otp(metadata={"category": "auth", "tags": ["otp", "login"]}))
     plain = await h.submit(principal, otp("Grace@Example.com"))
-    sms = await h.submit(principal, {**otp(), "channel": "sms", "to": {"phone": "+44 7700 900123", "user_id": "u_42"}})
+    sms = await h.submit(principal, {**otp(), "channel": "sms", "to": {"phone": "+44 7911 123456", "user_id": "u_42"}})
 
     async def found(**filters: Any) -> list[str]:
         return [i.message_id for i in (await search.search(tenant, filters)).items]
@@ -167,7 +167,7 @@ async def test_filters_find_what_admission_pinned(
     assert await found(category="auth") == [tagged]
     assert await found(category="transactional") == [sms, plain]  # the manifest's, pinned at admission
     assert await found(recipient="grace@example.COM") == [plain]
-    assert await found(recipient="+447700900123") == [sms] and await found(user_id="u_42") == [sms]
+    assert await found(recipient="+447911123456") == [sms] and await found(user_id="u_42") == [sms]
     assert await found(channel="sms") == [sms]
     assert await found(status="queued") == [sms, plain, tagged] and await found(status="sent") == []
     assert await found(template_id="otp_login:v3", channel="email") == [plain, tagged]
