@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from engine.auth import Principal
+from engine.channels import Channel
 from engine.lifecycle.queues import TenantQueues
 from engine.lifecycle.search import MessageSearch, SearchFilters
 from engine.models import Tenant
@@ -153,9 +154,10 @@ async def test_dlq_pages_are_index_ranges_for_a_tenant_and_for_the_platform(
 
 
 async def test_filters_find_what_admission_pinned(
-    h: Harness, search: MessageSearch, principal: Principal, tenant: Tenant
+    h: Harness, search: MessageSearch, principal: Principal, tenant: Tenant, catalog: TemplateCatalog
 ) -> None:
-    tagged = await h.submit(principal, otp(metadata={"category": "auth", "tags": ["otp", "login"]}))
+    manifest = catalog.resolve("otp_login:v3", locale="en-GB", channel=Channel.EMAIL, tenant=tenant.slug).manifest
+    tagged = await h.submit(principal, otp(metadata={"category": "security", "tags": ["otp", "login"]}))
     plain = await h.submit(principal, otp("Grace@Example.com"))
     sms = await h.submit(principal, {**otp(), "channel": "sms", "to": {"phone": "+44 7911 123456", "user_id": "u_42"}})
 
@@ -164,8 +166,8 @@ async def test_filters_find_what_admission_pinned(
 
     assert await found() == [sms, plain, tagged]  # newest first
     assert await found(tag="otp") == [tagged] and await found(tag="nope") == []
-    assert await found(category="auth") == [tagged]
-    assert await found(category="transactional") == [sms, plain]  # the manifest's, pinned at admission
+    assert await found(category="security") == [tagged]
+    assert await found(category=manifest.category) == [sms, plain]  # the manifest's, pinned at admission
     assert await found(recipient="grace@example.COM") == [plain]
     assert await found(recipient="+447911123456") == [sms] and await found(user_id="u_42") == [sms]
     assert await found(channel="sms") == [sms]
@@ -175,7 +177,7 @@ async def test_filters_find_what_admission_pinned(
     future = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
     assert await found(created_after=future) == [] and len(await found(created_before=future)) == 3
     [item] = (await search.search(tenant, {"tag": "otp"})).items
-    assert item.tags == ["otp", "login"] and item.category == "auth" and item.to == {"email": "ada@example.com"}
+    assert item.tags == ["otp", "login"] and item.category == "security" and item.to == {"email": "ada@example.com"}
 
 
 async def test_a_recipients_history_in_pages(
