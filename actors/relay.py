@@ -78,6 +78,8 @@ class RelayActor:
 
     async def stop(self) -> None:
         self.stop_event.set()
+        self.stats_task.cancel()  # a look at the queues in progress is not worth waiting for
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.stats_task
         await asyncio.wait_for(self.task, timeout=10)
-        await asyncio.wait_for(self.stats_task, timeout=10)
         await self.parts.aclose()
