@@ -35,6 +35,7 @@ GAUGES: dict[str, tuple[str, ...]] = {
     # Human opens and clicks per delivered message over the analytics window (from the rollups).
     "open_rate": ("tenant", "template_id"),
     "click_rate": ("tenant", "template_id"),
+    "queue_oldest_age_seconds": ("queue",),
 }
 
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)
