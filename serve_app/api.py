@@ -30,6 +30,7 @@ from engine.feedback.ingest import FeedbackIngest
 from engine.feedback.signing_keys import WebhookSecrets
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
+from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
 from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
 from engine.template_service import TemplateService
@@ -115,6 +116,7 @@ class HeraldApi:
     async def __init__(self, config: RuntimeConfig) -> None:
         redaction.install()
         settings, secret, base_url = config.settings, config.secret, config.settings.base_url
+        CallbackPolicy.set_default(settings.webhooks_allow_private)  # the request bodies FastAPI validates
         self.parts = parts = await open_components(config, cache=True, pool_size=10)
         metrics = MetricsBuffer()
         intake = Intake(
