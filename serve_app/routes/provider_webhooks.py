@@ -130,7 +130,7 @@ async def whatsapp_webhook(
     response_class=PlainTextResponse,
     responses={
         200: {"description": "`hub.challenge`, as sent", "content": {"text/plain": {"schema": {"type": "string"}}}},
-        **problems(403, 422, 503),
+        **problems(400, 403, 422, 503),
     },
     openapi_extra={"security": []},
 )

@@ -4,15 +4,9 @@ retries, checks both secrets around a rotation, and sees a time range replayed."
 
 from __future__ import annotations
 
-import json
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
@@ -20,76 +14,16 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from tests.e2e.conftest import Herald
 from tests.e2e.test_api import new_tenant, post
+from tests.support.receiver import Delivery, Receiver
 
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
-
-
-@dataclass(frozen=True)
-class Delivery:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    answered: int
-
-    @property
-    def doc(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self.body)
-        return loaded
-
-
-class Receiver:
-    """A tenant's webhook server: records every request, answers 500 to the next ``fail[path]`` of them."""
-
-    def __init__(self) -> None:
-        self.deliveries: list[Delivery] = []
-        self.fail: dict[str, int] = {}
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                with receiver.lock:
-                    failing = receiver.fail.get(self.path, 0) > 0
-                    if failing:
-                        receiver.fail[self.path] -= 1
-                    status = 500 if failing else 200
-                    headers = {k.lower(): v for k, v in self.headers.items()}
-                    receiver.deliveries.append(Delivery(self.path, headers, body, status))
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def at(self, path: str) -> list[Delivery]:
-        with self.lock:
-            return [d for d in self.deliveries if d.path == path]
-
-    def wait(self, path: str, done: Callable[[list[Delivery]], bool], timeout_s: float = 30) -> list[Delivery]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            found = self.at(path)
-            if done(found):
-                return found
-            time.sleep(0.1)
-        raise AssertionError(f"{path}: {[(d.doc['type'], d.answered) for d in self.at(path)]}")
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     running = Receiver()
     yield running
-    running.server.shutdown()
-    running.server.server_close()
+    running.stop()
 
 
 def delivered_types(deliveries: list[Delivery]) -> list[str]:
