@@ -6,6 +6,7 @@ tenant's own credentials behind ``?tenant=``, and the webhooks' own body limit."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -16,15 +17,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
 from drivers.fakes.aws import SES_TOPIC_ARN
+from engine.models import Tenant
 from tests.drivers.test_twilio_webhooks import SMS_DELIVERED, SMS_UNDELIVERED, WA_FAILED, WA_READ
 from tests.e2e.conftest import Herald
 from tests.e2e.test_api import new_tenant, post
 from tests.e2e.test_channels import approve_whatsapp_template
+from tests.integration.feedback_support import Sent, sendgrid_event, sent_messages
 
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
 
@@ -235,3 +239,40 @@ def test_a_tenants_own_meta_app_verifies_its_webhook_and_reaches_only_its_messag
         assert nobody.status_code == 403
     with herald.client(owner) as api:
         assert "NotificationRead" not in [e["type"] for e in api.get(f"/api/notifications/{mid}").json()["events"]]
+
+
+# -- a batch of 1,000 ------------------------------------------------------------------------------------
+
+
+def test_a_sendgrid_batch_of_1000_events_is_one_request_through_the_route(
+    herald: Herald, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slug = new_tenant()
+    herald.token(slug)  # creates the tenant
+    [row] = herald.sql("SELECT id FROM tenants WHERE slug = $1", slug)
+
+    async def make() -> list[Sent]:
+        conn = await asyncpg.connect(herald.stack.database_url)
+        try:
+            return await sent_messages(conn, Tenant(row["id"], slug, slug), 3000)  # type: ignore[arg-type]
+        finally:
+            await conn.close()
+
+    messages = asyncio.run(make())
+    signer = herald.fakes.sendgrid.emulator
+    chunks = [messages[i : i + 1000] for i in range(0, len(messages), 1000)]
+    batches = [json.dumps([sendgrid_event(m, "delivered") for m in chunk]).encode() for chunk in chunks]
+    started = time.perf_counter()
+    for batch in batches:
+        r = webhook(herald, "/webhooks/email/sendgrid", batch, signer.signed(batch))
+        assert r.status_code == 200 and r.json()["moved"] == 1000, r.text
+    elapsed = time.perf_counter() - started
+    with capsys.disabled():
+        print(f"\nwebhook ingest through POST /webhooks/email/sendgrid: 3 batches of 1000 in {elapsed:.2f}s, "
+              f"{3000 / elapsed:,.0f} events/s (verify, parse, match, move, record)")  # fmt: skip
+    counts = herald.sql(
+        "SELECT status, count(*) AS n FROM messages m JOIN tenants t ON t.id = m.tenant_id WHERE t.slug = $1 "
+        "GROUP BY status",
+        slug,
+    )
+    assert {r["status"]: r["n"] for r in counts} == {"delivered": 3000}
