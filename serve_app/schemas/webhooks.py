@@ -117,8 +117,8 @@ def request_body(*content: tuple[str, dict[str, Any]], description: str) -> dict
 
 EMAIL_BODY = request_body(
     ("application/json", {"oneOf": [{"type": "array", "items": _ref("SendgridEvent")}, _ref("SnsMessage")]}),
-    ("text/plain", {"type": "string", "description": "SNS posts its JSON message as text/plain"}),
-    description="SendGrid: a JSON array of events. SES: the SNS message (SNS sends it as text/plain).",
+    description="SendGrid: a JSON array of events. SES: the SNS message (which SNS posts as text/plain: the raw "
+    "body is read whatever its content type).",
 )
 TWILIO_BODY = request_body(
     ("application/x-www-form-urlencoded", _ref("TwilioStatusCallback")), description="Twilio's form parameters"
