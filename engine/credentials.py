@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 #: Only provider settings may be overridden per tenant.
 SETTING_NAME = re.compile(r"^(HERALD|AWS)_[A-Z0-9_]{1,64}$")
+#: Set on the settings of a driver built with a tenant's own credentials: the tenant's slug, for the
+#: status callback URLs it asks its provider for (the webhook then verifies with the tenant's secret).
+WEBHOOK_TENANT_SETTING = "HERALD_WEBHOOK_TENANT"
 
 
 class CredentialBox:
@@ -73,7 +76,8 @@ class TenantDrivers:
         key = (tenant, channel, provider, sealed)
         found = self._drivers.get(key)
         if found is None:
-            found = self._drivers[key] = self.build(channel, provider, self.box.open(sealed))
+            settings = {**self.box.open(sealed), WEBHOOK_TENANT_SETTING: tenant}
+            found = self._drivers[key] = self.build(channel, provider, settings)
         return found
 
     async def aclose(self) -> None:

@@ -23,6 +23,18 @@ MAX_TTL_S = 30 * 24 * 3600
 ALLOW_PRIVATE_CALLBACKS = "allow_private_callbacks"
 
 
+class CallbackPolicy:
+    """What a validation without that context key decides. The API edge (FastAPI) validates request bodies
+    without any context, so the process serving HTTP sets this once from HERALD_WEBHOOKS_ALLOW_PRIVATE;
+    everywhere else it stays strict."""
+
+    allow_private_by_default: bool = False
+
+    @classmethod
+    def set_default(cls, allowed: bool) -> None:
+        cls.allow_private_by_default = allowed
+
+
 class PushTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -150,7 +162,8 @@ class NotificationRequest(BaseModel):
     @classmethod
     def _callback_url(cls, value: HttpUrl | None, info: ValidationInfo) -> HttpUrl | None:
         if value is not None:
-            allow_private = bool((info.context or {}).get(ALLOW_PRIVATE_CALLBACKS))
+            context = info.context or {}
+            allow_private = bool(context.get(ALLOW_PRIVATE_CALLBACKS, CallbackPolicy.allow_private_by_default))
             try:
                 check_callback_url(str(value), allow_private=allow_private)
             except UnsafeCallbackUrl as err:

@@ -51,8 +51,12 @@ class RuntimeConfig:
 
 
 def driver_env(settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
-    """Provider settings as drivers read them: ``env`` with the data directory the settings resolved."""
-    return {**env, "HERALD_DATA_DIR": str(settings.data_dir)}
+    """Provider settings as drivers read them: ``env`` with the data directory and the public URL the
+    settings resolved (status callback URLs are built from ``HERALD_PUBLIC_URL``)."""
+    merged = {**env, "HERALD_DATA_DIR": str(settings.data_dir)}
+    if settings.public_url:
+        merged["HERALD_PUBLIC_URL"] = settings.public_url
+    return merged
 
 
 def provider_chains(settings: Settings, env: Mapping[str, str], factory: DriverFactory) -> dict[Channel, list[Driver]]:

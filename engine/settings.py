@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     http_port: int = Field(8000, ge=1, le=65535, alias="HERALD_HTTP_PORT")
     public_url: str | None = Field(None, alias="HERALD_PUBLIC_URL")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="HERALD_MAX_BODY_BYTES")
+    webhook_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, alias="HERALD_WEBHOOK_MAX_BODY_BYTES")
     jwt_secret: str | None = Field(None, alias="HERALD_JWT_SECRET")
     credentials_key: str | None = Field(None, alias="HERALD_CREDENTIALS_KEY")
     log_level: str = Field("INFO", alias="HERALD_LOG_LEVEL")

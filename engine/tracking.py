@@ -10,6 +10,7 @@ are flagged and kept out of the human rates (see :mod:`engine.feedback.agents`).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,9 @@ from engine.models import Tenant
 from engine.states import EventType
 from engine.storage.feedback_sql import TRACK
 from engine.templating.links import click_url, sign_link, verify_link, verify_open, verify_unsubscribe
+from engine.templating.pixel import TRANSPARENT_GIF
+
+log = logging.getLogger(__name__)
 
 SHORTLINK_PREFIX = "sl_"
 
@@ -100,6 +104,16 @@ class Tracking:
         if target is None or message_id is None:
             return False
         return await self._track(message_id, target.tenant, "open", user_agent, ip, {})
+
+    async def pixel(self, token: str, *, user_agent: str | None = None, ip: str | None = None) -> bytes:
+        """``GET /t/o/<token>.gif``: record the open when the token is genuine, and the image in every case
+        (a tampered token, or a database that cannot be reached, still gets the pixel: a broken image in
+        a reader's mail is worse than an open not counted)."""
+        try:
+            await self.open(token, user_agent=user_agent, ip=ip)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            log.warning("an open was not recorded: %s", type(err).__name__)
+        return TRANSPARENT_GIF
 
     async def _track(
         self,

@@ -17,13 +17,20 @@ import ray
 from fastapi import FastAPI
 from ray import serve
 
-from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+from actors import FEEDBACK_ACTOR, METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
 from actors.wiring import DriverWiring
+from drivers.webhooks import create_receiver
 from engine import redaction
 from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantCredentials, TenantDrivers
+from engine.feedback.analytics import Analytics
+from engine.feedback.endpoints import WebhookEndpoints
+from engine.feedback.inbound import ProviderWebhooks
+from engine.feedback.ingest import FeedbackIngest
+from engine.feedback.signing_keys import WebhookSecrets
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
+from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
 from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
 from engine.template_service import TemplateService
@@ -45,9 +52,7 @@ HEALTH_TIMEOUT_S = 3.0
 class RayOperations:
     """The routes' ``Operations``: what the cluster's actors report, asked through Ray."""
 
-    def __init__(
-        self, config: RuntimeConfig, parts: Components, metrics: MetricsBuffer, wiring: DriverWiring
-    ) -> None:
+    def __init__(self, config: RuntimeConfig, parts: Components, metrics: MetricsBuffer, wiring: DriverWiring) -> None:
         self.wiring = wiring
         self.config = config
         self.parts = parts
@@ -65,6 +70,7 @@ class RayOperations:
         checks["relay"] = await self._actor_check(RELAY_ACTOR, lambda h: bool(h["running"] and h["broker"]))
         for i in range(self.config.settings.senders):
             checks[f"sender-{i}"] = await self._actor_check(f"{SENDER_ACTOR_PREFIX}{i}", lambda h: bool(h["running"]))
+        checks["feedback"] = await self._actor_check(FEEDBACK_ACTOR, lambda h: bool(h["running"]))
         return checks
 
     async def _actor_check(self, name: str, healthy: Callable[[dict[str, Any]], bool]) -> str:
@@ -110,6 +116,7 @@ class HeraldApi:
     async def __init__(self, config: RuntimeConfig) -> None:
         redaction.install()
         settings, secret, base_url = config.settings, config.secret, config.settings.base_url
+        CallbackPolicy.set_default(settings.webhooks_allow_private)  # the request bodies FastAPI validates
         self.parts = parts = await open_components(config, cache=True, pool_size=10)
         metrics = MetricsBuffer()
         intake = Intake(
@@ -126,9 +133,9 @@ class HeraldApi:
             TenantTemplateStore(parts.pool), parts.catalog, parts.tenant_templates, secret=secret, base_url=base_url
         )
         wiring = DriverWiring(config.database_url)  # drivers are built here only to check settings
-        drivers = TenantDrivers(
-            CredentialBox(settings.credentials_key or secret), driver_env(settings, config.env), wiring.factory
-        )
+        box = CredentialBox(settings.credentials_key or secret)
+        provider_env = driver_env(settings, config.env)
+        drivers = TenantDrivers(box, provider_env, wiring.factory)
         self.ops = RayOperations(config, parts, metrics, wiring)
         self.state = ApiState(
             secret=secret,
@@ -144,6 +151,17 @@ class HeraldApi:
                 on_change=intake.forget_tenant,
             ),
             ops=self.ops,
+            webhooks=ProviderWebhooks(
+                FeedbackIngest(parts.pool, metrics=metrics),
+                create_receiver,
+                provider_env,
+                tenants=intake.tenant,
+                box=box,
+            ),
+            endpoints=WebhookEndpoints(parts.pool, allow_private=settings.webhooks_allow_private),
+            webhook_secrets=WebhookSecrets(parts.pool, box),
+            analytics=Analytics(parts.pool),
+            public_url=base_url.rstrip("/"),
         )
         self._flusher = asyncio.get_running_loop().create_task(self.ops.flush_forever())
 

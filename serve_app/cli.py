@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import shlex
 import signal
 import sys
 import threading
@@ -193,22 +194,26 @@ def _start_fakes(settings: Settings) -> Any:
     """Start the emulators and point this process's provider settings at them.
 
     Their settings are also written to ``$HERALD_DATA_DIR/fakes.env``, to look at what they received
-    (``curl $HERALD_TWILIO_BASE_URL/_received``) or script their state.
+    (``curl $HERALD_TWILIO_BASE_URL/_received``) or script their state. They report deliveries to
+    Herald's webhooks under ``HERALD_PUBLIC_URL`` (where Herald listens, when it is not set), with the
+    keys and secrets that verify them in the settings.
     """
     import os
 
     from drivers.fakes import FAKE_PROVIDERS, run_fakes
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    public_url = settings.base_url
     try:
-        fakes = run_fakes(settings.data_dir / "fakes")
+        fakes = run_fakes(settings.data_dir / "fakes", public_url=public_url)
     except ImportError as err:
         raise ConfigurationError(f"the provider emulators need: pip install -e '.[fakes]' ({err})") from err
+    fakes.env.setdefault("HERALD_PUBLIC_URL", public_url)
     os.environ.update(fakes.env)
     for name, providers in FAKE_PROVIDERS.items():
         os.environ.setdefault(name, providers)
     env_file = settings.data_dir / "fakes.env"
-    env_file.write_text("".join(f"export {name}={value}\n" for name, value in sorted(fakes.env.items())))
+    env_file.write_text("".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(fakes.env.items())))
     log.info(
         "provider emulators running (settings in %s); providers: %s",
         env_file,
@@ -223,7 +228,7 @@ def cmd_fakes(settings: Settings, __: argparse.Namespace) -> int:
     try:
         fakes = _start_fakes(settings)
         for name, value in sorted(fakes.env.items()):
-            print(f"export {name}={value}", flush=True)
+            print(f"export {name}={shlex.quote(value)}", flush=True)
         signals.wait()
     except KeyboardInterrupt:
         pass  # stopped while starting

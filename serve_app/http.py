@@ -16,6 +16,7 @@ from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
 from serve_app.docs import mount_docs
 from serve_app.limits import RequestLimitMiddleware, RequestLimits
 from serve_app.schemas.problems import problem_components
+from serve_app.schemas.webhooks import SECURITY_SCHEMES, body_components
 
 
 def problem_response(problem: ApiProblem, request: Request) -> JSONResponse:
@@ -76,7 +77,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    # The problem+json responses (serve_app.schemas.problems) refer to these shared components.
-    schema.setdefault("components", {}).setdefault("schemas", {}).update(problem_components())
+    # The problem+json responses (serve_app.schemas.problems) and the provider webhooks' bodies and
+    # signature schemes (serve_app.schemas.webhooks) refer to these shared components.
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).update({**problem_components(), **body_components()})
+    components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     app.openapi_schema = schema
     return schema

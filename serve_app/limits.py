@@ -12,7 +12,8 @@
 
 Everything else, including bodies that are not JSON at all, goes on untouched: the route answers them.
 Answers are RFC 9457 problem+json in the API's envelope. The body limit is ``HERALD_MAX_BODY_BYTES``
-(1 MiB); a route prefix may take its own (batch routes, provider webhooks), see :class:`RequestLimits`.
+(1 MiB); a route prefix may take its own, see :class:`RequestLimits`: provider webhooks (``/webhooks/``,
+SendGrid's batches of a few thousand events) take ``HERALD_WEBHOOK_MAX_BODY_BYTES`` (5 MiB).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from engine.models import FieldError
 from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
 
 MIB = 1024 * 1024
+#: Where providers post their webhooks: their own body limit.
+WEBHOOKS_PREFIX = "/webhooks"
 #: Containers (objects and arrays) a JSON body may nest; no request Herald takes needs more than a few.
 MAX_JSON_DEPTH = 64
 #: An unpaired surrogate: UTF-8 cannot encode it, so neither can PostgreSQL (nor can it hold NUL).
@@ -56,14 +59,17 @@ class RequestLimits:
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, routes: Mapping[str, int] | None = None
     ) -> RequestLimits:
-        """The limits of the process serving HTTP (``HERALD_MAX_BODY_BYTES``), plus per-prefix ones.
+        """The limits of the process serving HTTP (``HERALD_MAX_BODY_BYTES``; ``/webhooks`` takes
+        ``HERALD_WEBHOOK_MAX_BODY_BYTES``), plus the per-prefix ones given.
 
         Raises:
             ConfigurationError: a setting has a bad value (it names the variable).
         """
         from engine.settings import load_settings
 
-        return cls(max_bytes=load_settings(env).max_body_bytes, routes=dict(routes or {}))
+        settings = load_settings(env)
+        prefixes = {WEBHOOKS_PREFIX: settings.webhook_max_body_bytes, **(routes or {})}
+        return cls(max_bytes=settings.max_body_bytes, routes=prefixes)
 
     def for_path(self, path: str) -> int:
         best, limit = -1, self.max_bytes

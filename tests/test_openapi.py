@@ -15,10 +15,24 @@ from engine.problems import PROBLEM_CONTENT_TYPE
 from serve_app.routes import build_app
 
 #: Operations anyone may call (bind them to an internal interface in production, or they are links in emails).
-OPEN = {"healthz", "metrics", "follow_link", "unsubscribe", "unsubscribe_page"}
+OPEN = {"healthz", "metrics", "follow_link", "unsubscribe", "unsubscribe_page", "open_pixel", "meta_verification"}
 #: Their answers are not JSON.
-NOT_JSON = {"metrics", "follow_link", "unsubscribe", "unsubscribe_page"}
+NOT_JSON = {"metrics", "follow_link", "unsubscribe", "unsubscribe_page", "open_pixel", "meta_verification"}
 TENANT_SCOPES = {"send", "read", "templates", "admin"}
+#: Provider webhooks: authenticated by the provider's signature (one of these schemes), not a token.
+WEBHOOKS = {
+    "email_webhook": {"sendgrid_signature", "sns_signature"},
+    "sms_twilio_webhook": {"twilio_signature"},
+    "whatsapp_webhook": {"meta_signature", "twilio_signature"},
+}
+#: POST operations that take no body.
+NO_BODY = {
+    "publish_template",
+    "unsubscribe",
+    "enable_webhook_endpoint",
+    "test_webhook_endpoint",
+    "rotate_webhook_secret",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +63,12 @@ def test_every_operation_names_its_security_and_scope(doc: dict[str, Any]) -> No
         if op["operationId"] in OPEN:
             assert security == [], f"{method} {path}"
             continue
+        if op["operationId"] in WEBHOOKS:
+            schemes = {name for requirement in security for name in requirement}
+            assert schemes == WEBHOOKS[op["operationId"]], f"{method} {path}: {security}"
+            assert all(doc["components"]["securitySchemes"][name]["type"] == "apiKey" for name in schemes)
+            assert {"401", "403"} <= set(op["responses"]), f"{method} {path}"
+            continue
         scopes = {scope for requirement in security for scope in requirement["bearer"]}
         assert scopes and scopes <= TENANT_SCOPES | {"platform"}, f"{method} {path}: {security}"
         assert "401" in op["responses"] and "403" in op["responses"], f"{method} {path}"
@@ -59,7 +79,10 @@ def test_every_operation_names_its_security_and_scope(doc: dict[str, Any]) -> No
 
 def test_every_body_and_answer_has_a_schema(doc: dict[str, Any]) -> None:
     for path, method, op in operations(doc):
-        if method in ("post", "put", "patch") and op["operationId"] not in {"publish_template", "unsubscribe"}:
+        if op["operationId"] in WEBHOOKS:
+            assert all(c["schema"] for c in op["requestBody"]["content"].values()), f"{method} {path}"
+            assert {"400", "413", "502", "503"} <= set(op["responses"]), f"{method} {path}"
+        elif method in ("post", "put", "patch") and op["operationId"] not in NO_BODY:
             body = op["requestBody"]["content"]["application/json"]["schema"]
             assert "$ref" in body, f"{method} {path} reads an undeclared body"
             assert {"400", "413", "422"} <= set(op["responses"]), f"{method} {path}: not JSON, too large, invalid"
@@ -69,7 +92,9 @@ def test_every_body_and_answer_has_a_schema(doc: dict[str, Any]) -> None:
                 problem = content[PROBLEM_CONTENT_TYPE]
                 assert problem["schema"] == {"$ref": "#/components/schemas/Problem"} and problem["example"]
                 continue
-            if status.startswith("2") and op["operationId"] not in NOT_JSON:
+            if status == "204":
+                assert not content, f"{method} {path}: a 204 has no body"
+            elif status.startswith("2") and op["operationId"] not in NOT_JSON:
                 schema = content["application/json"]["schema"]
                 assert schema.get("$ref") or schema.get("oneOf") or schema.get("anyOf"), f"{method} {path} {status}"
             elif not status.startswith(("2", "3")):

@@ -22,6 +22,7 @@ from typing import Any
 
 from drivers.email._sns import (
     DEFAULT_CERT_URL_PATTERN,
+    DEFAULT_SUBSCRIBE_URL_PATTERN,
     NOTIFICATION,
     SUBSCRIPTION_CONFIRMATION,
     SnsMessage,
@@ -33,6 +34,7 @@ from engine.feedback.events import BounceKind, DeliveryEvent, EventType, RejectR
 PROVIDER = "ses"
 MESSAGE_ID_TAG = "herald_message_id"
 CERT_URL_PATTERN_SETTING = "HERALD_SES_SNS_CERT_URL_PATTERN"
+SUBSCRIBE_URL_PATTERN_SETTING = "HERALD_SES_SNS_SUBSCRIBE_URL_PATTERN"
 TOPIC_ARNS_SETTING = "HERALD_SES_SNS_TOPIC_ARNS"
 
 #: ``eventType`` / ``notificationType`` -> our type.
@@ -89,11 +91,18 @@ class SesWebhook:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **kw: Any) -> SesWebhook:
-        """``HERALD_SES_SNS_CERT_URL_PATTERN`` (a regex over the whole URL; AWS's by default) and
+        """``HERALD_SES_SNS_CERT_URL_PATTERN`` and ``HERALD_SES_SNS_SUBSCRIBE_URL_PATTERN`` (regexes over the
+        whole URL; AWS's by default: an emulator serving its own certificate sets both) and
         ``HERALD_SES_SNS_TOPIC_ARNS`` (comma-separated; any topic when empty)."""
         topics = tuple(t.strip() for t in env.get(TOPIC_ARNS_SETTING, "").split(",") if t.strip())
-        pattern = env.get(CERT_URL_PATTERN_SETTING) or DEFAULT_CERT_URL_PATTERN
-        return cls(SnsVerifier(cert_url_pattern=pattern, topic_arns=topics, **kw))
+        return cls(
+            SnsVerifier(
+                cert_url_pattern=env.get(CERT_URL_PATTERN_SETTING) or DEFAULT_CERT_URL_PATTERN,
+                subscribe_url_pattern=env.get(SUBSCRIBE_URL_PATTERN_SETTING) or DEFAULT_SUBSCRIBE_URL_PATTERN,
+                topic_arns=topics,
+                **kw,
+            )
+        )
 
     async def receive(self, body: bytes, headers: Mapping[str, str] | None = None) -> SesDelivery:
         """Raises: the :class:`~drivers.email._sns.SnsVerifier` errors (all ``WebhookError``)."""

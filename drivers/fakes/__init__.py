@@ -47,10 +47,21 @@ class AllFakes:
                 handle.stop()
 
 
-def run_fakes(directory: Path | None = None) -> AllFakes:
+#: Where each emulator that reports deliveries posts them, under Herald's public URL (Twilio is told
+#: per message, by the ``StatusCallback`` Herald sends).
+WEBHOOK_PATHS: dict[str, str] = {
+    "sendgrid": "/webhooks/email/sendgrid",
+    "ses": "/webhooks/email/ses",
+    "meta": "/webhooks/whatsapp/meta",
+}
+
+
+def run_fakes(directory: Path | None = None, *, public_url: str | None = None) -> AllFakes:
     """Start every emulator. ``directory`` receives the FCM service-account file, the APNs ``.p8`` key and
     the APNs emulator's TLS CA. Attachments are read from moto's S3 (create buckets there with boto3 at
-    ``env["HERALD_S3_ENDPOINT_URL"]``)."""
+    ``env["HERALD_S3_ENDPOINT_URL"]``). With ``public_url`` (Herald's ``HERALD_PUBLIC_URL``) the emulators
+    report deliveries to Herald's webhooks as the providers do (:data:`WEBHOOK_PATHS`), and ``env`` holds
+    the keys and secrets that verify them."""
     from drivers.fakes.apns import start_apns
     from drivers.fakes.aws import start_aws
     from drivers.fakes.fcm import start_fcm
@@ -61,12 +72,14 @@ def run_fakes(directory: Path | None = None) -> AllFakes:
 
     where = directory or Path(tempfile.mkdtemp(prefix="herald-fakes-"))
     fakes = AllFakes(env={"HERALD_EMAIL_FROM": "Herald <no-reply@herald.local>"})
+    base = public_url.rstrip("/") if public_url else None
+    hooks = {name: f"{base}{path}" if base else None for name, path in WEBHOOK_PATHS.items()}
     starts: dict[str, Callable[[], tuple[Any, dict[str, str]]]] = {
-        "aws": lambda: _with_env(start_aws()),
-        "sendgrid": start_sendgrid,
+        "aws": lambda: _with_env(start_aws(sns_endpoint=hooks["ses"])),
+        "sendgrid": lambda: start_sendgrid(webhook_url=hooks["sendgrid"]),
         "smtp": lambda: _with_env(start_smtp()),
         "twilio": start_twilio,
-        "meta": start_meta,
+        "meta": lambda: start_meta(webhook_url=hooks["meta"]),
         "fcm": lambda: start_fcm(where),
         "apns": lambda: start_apns(where),
     }

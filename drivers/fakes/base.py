@@ -1,12 +1,17 @@
-"""What every provider emulator shares: the server thread, the fault plan, the recorder and the control
-endpoints. Emulators import this module and nothing of each other.
+"""What every provider emulator shares: the server thread, the fault plan, the recorder, the control
+endpoints and the notifier that calls back the way providers do. Emulators import this module and
+nothing of each other.
 
 An HTTP emulator subclasses :class:`Emulator` (an ASGI app) and implements :meth:`Emulator.handle`; it is
 served on a loopback port by :class:`RunningEmulator`. Control endpoints, the same on every HTTP
 emulator: ``POST /_fault`` (``{"status", "body", "headers", "count", "after", "latency_ms", "outage",
-"path"}``), ``GET /_received``, ``POST /_reset``, ``POST /_state`` (emulator-specific). Emulators that do
-not speak HTTP/1.1 (SMTP, APNs' HTTP/2) keep their own server and use :class:`FaultPlan` and
-:class:`Emulator` the same way.
+"path"}``), ``GET /_received``, ``POST /_reset``, ``POST /_state`` (emulator-specific), ``GET /_callbacks``
+(what the emulator posted back and how Herald answered). Emulators that do not speak HTTP/1.1 (SMTP,
+APNs' HTTP/2) keep their own server and use :class:`FaultPlan` and :class:`Emulator` the same way.
+
+An emulator whose provider reports deliveries (status callbacks, event webhooks, SNS notifications)
+posts them, signed as the provider signs them, through its :class:`Notifier`: a little after the send
+(so the sender has recorded it, as with a real provider), retrying on 5xx and connection failures.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import json
 import socket
 import threading
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import httpx
 
 #: (status, headers, body) of one emulated answer.
 Answer = tuple[int, dict[str, str], bytes]
@@ -139,6 +146,78 @@ class Received:
     http_version: str = "1.1"
 
 
+@dataclass(frozen=True)
+class Callback:
+    """One request an emulated provider makes to the webhook it was given."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+@dataclass
+class CallbackRecord:
+    """What became of one callback: the last status Herald answered (None: never reached) after attempts."""
+
+    url: str
+    status: int | None
+    attempts: int
+    body: str
+
+
+class Notifier:
+    """Posts callbacks from the emulator's own event loop, after ``delay_s``, in the order they were
+    queued for one message (``post`` takes them as a sequence); 5xx and connection failures are retried
+    ``attempts`` times, ``backoff_s`` apart, as providers retry."""
+
+    def __init__(self, *, delay_s: float = 0.3, attempts: int = 4, backoff_s: float = 0.5) -> None:
+        self.delay_s = delay_s
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.records: list[CallbackRecord] = []
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = threading.Lock()
+
+    def post(self, *callbacks: Callback, delay_s: float | None = None) -> None:
+        """Queue ``callbacks`` (posted one after the other). Call it from the emulator's event loop."""
+        wait = self.delay_s if delay_s is None else delay_s
+        task = asyncio.get_running_loop().create_task(self._run(callbacks, wait))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, callbacks: tuple[Callback, ...], delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        for callback in callbacks:
+            await self._deliver(callback)
+
+    async def _deliver(self, callback: Callback) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=10, trust_env=False)
+        status: int | None = None
+        attempt = 0
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = await self._client.post(callback.url, content=callback.body, headers=callback.headers)
+                status = response.status_code
+            except httpx.HTTPError:
+                status = None
+            if (status is not None and status < 500) or attempt == self.attempts:
+                break
+            await asyncio.sleep(self.backoff_s * attempt)
+        record = CallbackRecord(callback.url, status, attempt, callback.body.decode(errors="replace"))
+        with self._lock:
+            self.records.append(record)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.records.clear()
+
+    def report(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [asdict(r) for r in self.records]
+
+
 class Emulator:
     """Base of an emulator: subclasses implement :meth:`handle` (or :meth:`handle_async` when answering
     needs I/O), and may implement :meth:`reset_state` and :meth:`control`. An instance is an ASGI app."""
@@ -148,6 +227,7 @@ class Emulator:
     def __init__(self) -> None:
         self.plan = FaultPlan()
         self.received: list[Received] = []
+        self.notifier = Notifier()
         self._lock = threading.Lock()
 
     def handle(self, request: Exchange) -> Answer:
@@ -186,6 +266,7 @@ class Emulator:
         self.plan.clear()
         with self._lock:
             self.received.clear()
+        self.notifier.reset()
         self.reset_state()
 
     def accepted(self) -> int:
@@ -225,6 +306,8 @@ class Emulator:
         if path == "/_received":
             with self._lock:
                 return json_answer(200, [vars(r) for r in self.received])
+        if path == "/_callbacks":
+            return json_answer(200, self.notifier.report())
         if path == "/_reset" and post:
             self.reset()
             return json_answer(200, {"ok": True})

@@ -10,22 +10,34 @@ parameter count (``132000``), the button components an approved template takes (
 the same code on its copy-code button: ``131009``), the 24 h window for free-form text when the emulator tracks windows
 (``131047``), and recipients that are not on WhatsApp (``131026``). Success is ``200`` with
 ``contacts`` and ``messages[0].id`` (``wamid.…``).
+
+With a webhook URL (``webhook_url``, or ``POST /_state {"webhook_url": ...}``) every accepted message is
+reported as Meta reports it: status webhooks signed with ``X-Hub-Signature-256`` (HMAC-SHA256 under the
+app secret, ``HERALD_META_APP_SECRET``), ``sent`` then ``delivered``, or ``failed`` with the error code set
+for the number by ``POST /_state {"fail": {"digits": 131049}}``; each status echoes the send's
+``biz_opaque_callback_data``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.fakes.base import Answer, Emulator, Exchange, RunningEmulator, json_answer
+from drivers.fakes.base import Answer, Callback, Emulator, Exchange, RunningEmulator, json_answer
 
 TOKEN = "emulator-meta-system-user-token-0001"
 PHONE_NUMBER_ID = "106540352242922"
+APP_SECRET = "emulator-meta-app-secret-0001"
+VERIFY_TOKEN = "emulator-meta-verify-token-0001"
+DISPLAY_NUMBER = "15550783881"
 #: Meta's parameter object for each button sub-type that takes a value.
 _BUTTON_PARAMETER = {"url": "text", "quick_reply": "payload", "copy_code": "coupon_code"}
 #: The longest one-time code an authentication template takes.
@@ -99,6 +111,9 @@ class MetaState:
     #: None: every service window is open; a set: only these recipients (digits) wrote in the last 24 h.
     open_windows: set[str] | None = None
     not_on_whatsapp: set[str] = field(default_factory=set)
+    app_secret: str = APP_SECRET
+    #: recipient (digits) -> the error code its ``failed`` status webhook reports after the send
+    fail: dict[str, int] = field(default_factory=dict)
 
 
 class MetaApi:
@@ -237,23 +252,44 @@ def _validate_code(body: list[Any], buttons: dict[str, dict[str, Any]]) -> tuple
 
 
 def env_for(base_url: str, *, state: MetaState | None = None) -> dict[str, str]:
-    """The settings that point the Meta driver at an emulator."""
+    """The settings that point the Meta driver, and the webhook's verification, at an emulator."""
     s = state or MetaState()
     return {
         "HERALD_META_TOKEN": s.token,
         "HERALD_META_PHONE_NUMBER_ID": s.phone_number_id,
         "HERALD_META_BASE_URL": base_url,
+        "HERALD_META_APP_SECRET": s.app_secret,
+        "HERALD_META_VERIFY_TOKEN": VERIFY_TOKEN,
+    }
+
+
+def meta_signature(app_secret: str, body: bytes) -> str:
+    """``X-Hub-Signature-256`` of a webhook POST of ``body``."""
+    return "sha256=" + hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def status_payload(phone_number_id: str, status: dict[str, Any]) -> dict[str, Any]:
+    """One status in the envelope Meta posts."""
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": phone_number_id},
+        "statuses": [status],
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
     }
 
 
 class MetaEmulator(Emulator):
-    """The WhatsApp Cloud API over HTTP."""
+    """The WhatsApp Cloud API over HTTP, and the status webhooks it posts."""
 
     name = "meta"
 
-    def __init__(self, state: MetaState | None = None) -> None:
+    def __init__(self, state: MetaState | None = None, *, webhook_url: str | None = None) -> None:
         super().__init__()
         self.api = MetaApi(state)
+        self.webhook_url = webhook_url
 
     def handle(self, request: Exchange) -> Answer:
         if request.method != "POST":
@@ -262,16 +298,56 @@ class MetaEmulator(Emulator):
             payload = json.loads(request.body or b"null")
         except ValueError:
             payload = None
-        return json_answer(*self.api.send(request.path, request.headers.get("authorization"), payload))
+        status, doc = self.api.send(request.path, request.headers.get("authorization"), payload)
+        if status == 200 and self.webhook_url:
+            self._report(payload, str(doc["messages"][0]["id"]))
+        return json_answer(status, doc)
+
+    def _report(self, payload: dict[str, Any], wamid: str) -> None:
+        to = str(payload["to"])
+        now = int(time.time())
+        common: dict[str, Any] = {"id": wamid, "recipient_id": to}
+        if payload.get("biz_opaque_callback_data"):
+            common["biz_opaque_callback_data"] = payload["biz_opaque_callback_data"]
+        pricing = {"billable": True, "pricing_model": "PMP", "category": "utility", "type": "regular"}
+        steps = [{**common, "status": "sent", "timestamp": str(now), "pricing": pricing}]
+        code = self.api.state.fail.get(to)
+        if code is None:
+            steps.append({**common, "status": "delivered", "timestamp": str(now + 1), "pricing": pricing})
+        else:
+            error = {
+                "code": code,
+                "title": "Message failed",
+                "message": "Message failed",
+                "error_data": {"details": f"emulated failure {code}"},
+            }
+            steps.append({**common, "status": "failed", "timestamp": str(now + 1), "errors": [error]})
+        self.notifier.post(*(self.signed(status_payload(self.api.state.phone_number_id, s)) for s in steps))
+
+    def signed(self, doc: dict[str, Any]) -> Callback:
+        """A webhook POST of ``doc`` as Meta signs it."""
+        assert self.webhook_url is not None
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "facebookexternalua",
+            "x-hub-signature-256": meta_signature(self.api.state.app_secret, body),
+        }
+        return Callback(self.webhook_url, body, headers)
 
     def reset_state(self) -> None:
         self.api.state.open_windows = None
         self.api.state.not_on_whatsapp.clear()
+        self.api.state.fail.clear()
 
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Body: ``open_windows`` (digits, or null: all open), ``not_on_whatsapp`` (digits), ``templates``
-        (``{name: {language: body parameter count, or {"body", "buttons": [{"sub_type"}], "category"}}}``)."""
+        (``{name: {language: body parameter count, or {"body", "buttons": [{"sub_type"}], "category"}}}``),
+        ``fail`` (``{digits: error code}``: the status webhook after the send says failed), ``webhook_url``."""
         state = self.api.state
+        if "webhook_url" in doc:
+            self.webhook_url = doc["webhook_url"]
+        state.fail.update({str(k): int(v) for k, v in (doc.get("fail") or {}).items()})
         if "open_windows" in doc:
             state.open_windows = None if doc["open_windows"] is None else set(doc["open_windows"])
         state.not_on_whatsapp.update(doc.get("not_on_whatsapp", []))
@@ -281,7 +357,10 @@ class MetaEmulator(Emulator):
         return {"templates": sorted(state.templates)}
 
 
-def start_meta(state: MetaState | None = None) -> tuple[RunningEmulator, dict[str, str]]:
-    """Start the Meta emulator; returns it and the settings that point the driver at it."""
-    running = RunningEmulator(MetaEmulator(state))
+def start_meta(
+    state: MetaState | None = None, *, webhook_url: str | None = None
+) -> tuple[RunningEmulator, dict[str, str]]:
+    """Start the Meta emulator (posting status webhooks to ``webhook_url``, if given); returns it and the
+    settings that point the driver and the webhook's verification at it."""
+    running = RunningEmulator(MetaEmulator(state, webhook_url=webhook_url))
     return running, env_for(running.url, state=state)

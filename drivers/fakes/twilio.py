@@ -6,11 +6,18 @@
 (``21602``; known Content sid ``21655``; JSON ``ContentVariables`` ``21656``), same channel on both sides
 (``21910``), body length (``21617``), opted-out recipients (``21610``) and landlines (``21614``). Success
 is ``201`` with the message resource (``sid``, ``status``, ``num_segments``).
+
+A message created with a ``StatusCallback`` gets its status callbacks there, as Twilio sends them: form
+posts signed with ``X-Twilio-Signature`` (HMAC-SHA1 under the auth token over the callback URL and the
+sorted parameters), ``sent`` then ``delivered``, or ``undelivered`` with the ``ErrorCode`` set for the
+number by ``POST /_state {"undelivered": {"+E164": 30005}}``.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -20,7 +27,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-from drivers.fakes.base import Answer, Emulator, Exchange, RunningEmulator, json_answer
+from drivers.fakes.base import Answer, Callback, Emulator, Exchange, RunningEmulator, json_answer
 from drivers.phone import parse_phone, sms_segments
 from engine.errors import BadRecipientError
 
@@ -56,6 +63,7 @@ class TwilioState:
     content: dict[str, int] = field(default_factory=lambda: {CONTENT_SID: 1})
     opted_out: set[str] = field(default_factory=set)  #: replied STOP
     landlines: set[str] = field(default_factory=set)
+    undelivered: dict[str, int] = field(default_factory=dict)  #: number -> the ErrorCode its callback reports
 
 
 class TwilioApi:
@@ -175,8 +183,14 @@ def env_for(base_url: str, *, state: TwilioState | None = None) -> dict[str, str
     }
 
 
+def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
+    """``X-Twilio-Signature`` as Twilio computes it for a form POST (single-valued parameters)."""
+    text = url + "".join(name + params[name] for name in sorted(params))
+    return base64.b64encode(hmac.new(auth_token.encode(), text.encode(), hashlib.sha1).digest()).decode()
+
+
 class TwilioEmulator(Emulator):
-    """The Twilio Messages API over HTTP."""
+    """The Twilio Messages API over HTTP, and the status callbacks it makes."""
 
     name = "twilio"
 
@@ -188,18 +202,52 @@ class TwilioEmulator(Emulator):
         if request.method != "POST":
             return json_answer(*_error(405, 20004, "Method not allowed"))
         form = dict(urllib.parse.parse_qsl(request.body.decode()))
-        return json_answer(*self.api.create_message(request.path, request.headers.get("authorization"), form))
+        status, doc = self.api.create_message(request.path, request.headers.get("authorization"), form)
+        if status == 201 and form.get("StatusCallback"):
+            self._report(form["StatusCallback"], doc)
+        return json_answer(status, doc)
+
+    def _report(self, url: str, resource: dict[str, Any]) -> None:
+        to = str(resource["to"])
+        code = self.api.state.undelivered.get(to.removeprefix("whatsapp:"))
+        base = {
+            "AccountSid": self.api.state.account_sid,
+            "ApiVersion": "2010-04-01",
+            "From": str(resource.get("from") or resource.get("messaging_service_sid") or ""),
+            "MessageSid": resource["sid"],
+            "SmsSid": resource["sid"],
+            "To": to,
+        }
+        if to.startswith("whatsapp:"):
+            base["ChannelPrefix"] = "whatsapp"
+        steps = [{"MessageStatus": "sent", "SmsStatus": "sent"}]
+        if code is None:
+            steps.append({"MessageStatus": "delivered", "SmsStatus": "delivered", "RawDlrDoneDate": "2405021021"})
+        else:
+            steps.append({"MessageStatus": "undelivered", "SmsStatus": "undelivered", "ErrorCode": str(code)})
+        self.notifier.post(*(self._callback(url, {**base, **step}) for step in steps))
+
+    def _callback(self, url: str, params: dict[str, str]) -> Callback:
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "user-agent": "TwilioProxy/1.1",
+            "x-twilio-signature": twilio_signature(self.api.state.auth_token, url, params),
+        }
+        return Callback(url, urllib.parse.urlencode(params).encode(), headers)
 
     def reset_state(self) -> None:
         self.api.state.opted_out.clear()
         self.api.state.landlines.clear()
+        self.api.state.undelivered.clear()
 
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``{"opted_out": [...], "landlines": [...]}`` (E.164), ``{"content": {sid: variable count}}``
-        (approved Content templates)."""
+        (approved Content templates), ``{"undelivered": {"+E164": error code}}`` (its status callback says
+        undelivered with that ``ErrorCode``)."""
         self.api.state.content.update(doc.get("content", {}))
         self.api.state.opted_out.update(doc.get("opted_out", []))
         self.api.state.landlines.update(doc.get("landlines", []))
+        self.api.state.undelivered.update({str(k): int(v) for k, v in (doc.get("undelivered") or {}).items()})
         return {"opted_out": len(self.api.state.opted_out), "landlines": len(self.api.state.landlines)}
 
 

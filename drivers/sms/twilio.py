@@ -5,9 +5,16 @@ the message resource (``sid``, ``num_segments``). :class:`TwilioMessages` is the
 the API and translates its failures (:data:`TWILIO_ERRORS` + :func:`classify`); the WhatsApp driver
 reuses it with ``whatsapp:`` addresses.
 
+Every message asks for status callbacks: ``StatusCallback`` is Herald's own webhook under
+``HERALD_PUBLIC_URL`` (``/webhooks/sms/twilio``, ``/webhooks/whatsapp/twilio``) with the message's id in
+``herald_message_id``, and ``tenant=<slug>`` when the driver sends with a tenant's own account (so the
+webhook verifies with that account's auth token); Twilio signs that whole URL.
+``HERALD_TWILIO_STATUS_CALLBACK`` replaces it with a fixed URL; without either, no callback is asked for.
+
 Settings (``from_env``): ``HERALD_TWILIO_ACCOUNT_SID``, ``HERALD_TWILIO_AUTH_TOKEN``, ``HERALD_TWILIO_FROM``
 (a number, an alphanumeric sender id, or a Messaging Service ``MG…`` sid), optional
-``HERALD_TWILIO_BASE_URL`` (an emulator), ``HERALD_TWILIO_STATUS_CALLBACK``, ``HERALD_TWILIO_TIMEOUT_S``.
+``HERALD_TWILIO_BASE_URL`` (an emulator), ``HERALD_TWILIO_STATUS_CALLBACK``, ``HERALD_TWILIO_TIMEOUT_S``;
+``HERALD_PUBLIC_URL`` and ``HERALD_WEBHOOK_TENANT`` are Herald's own.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
+from urllib.parse import urlencode
 
 import httpx
 import stamina
@@ -96,6 +104,8 @@ class TwilioSettings:
     base_url: str = TWILIO_BASE_URL
     status_callback: str | None = None
     timeout_s: float = 10.0
+    public_url: str | None = None  #: HERALD_PUBLIC_URL: where Twilio reaches Herald's status webhooks
+    webhook_tenant: str | None = None  #: the tenant whose own account this is (HERALD_WEBHOOK_TENANT)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, sender_var: str = "HERALD_TWILIO_FROM") -> TwilioSettings:
@@ -108,7 +118,20 @@ class TwilioSettings:
             base_url=read.url("HERALD_TWILIO_BASE_URL", TWILIO_BASE_URL),
             status_callback=read.optional("HERALD_TWILIO_STATUS_CALLBACK"),
             timeout_s=read.number("HERALD_TWILIO_TIMEOUT_S", 10.0),
+            public_url=read.url("HERALD_PUBLIC_URL", "") or None,
+            webhook_tenant=read.optional("HERALD_WEBHOOK_TENANT"),
         )
+
+    def status_callback_for(self, channel: Channel, message_id: str) -> str | None:
+        """The ``StatusCallback`` of one message (see the module docstring), or None."""
+        if self.status_callback:
+            return self.status_callback
+        if not self.public_url:
+            return None
+        query = {"herald_message_id": message_id}
+        if self.webhook_tenant:
+            query["tenant"] = self.webhook_tenant
+        return f"{self.public_url}/webhooks/{channel.value}/twilio?{urlencode(query)}"
 
 
 def sender_params(sender: str) -> dict[str, str]:
@@ -137,11 +160,8 @@ class TwilioMessages:
         Raises:
             DispatchError: the classified failure (ProviderDownError when Twilio cannot be reached).
         """
-        data = dict(params)
-        if self.settings.status_callback:
-            data.setdefault("StatusCallback", self.settings.status_callback)
         with HTTPX_ERRORS.boundary("twilio"):
-            response = await self._post(data)
+            response = await self._post(dict(params))
         if response.status_code in (200, 201):
             doc: dict[str, Any] = response.json()
             return doc
@@ -178,6 +198,9 @@ class TwilioSmsDriver(BaseDriver):
         phone, body, parts = sms_message(message, self.provider)
         sender = message.sender or self.settings.sender or ""
         params = {"To": phone.e164, "Body": body, **sender_params(sender)}
+        callback = self.settings.status_callback_for(self.channel, message.message_id)
+        if callback:
+            params["StatusCallback"] = callback
         if message.ttl_seconds:
             params["ValidityPeriod"] = str(max(1, min(message.ttl_seconds, 36000)))
         doc = await self.api.create(params)

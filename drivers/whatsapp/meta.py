@@ -1,6 +1,7 @@
 """WhatsApp through Meta's Cloud API (Graph): ``POST {base}/{version}/{phone-number-id}/messages``.
 
-Templates (name, language, body parameters, buttons such as an authentication template's copy-code
+Each message carries Herald's id as ``biz_opaque_callback_data``, which Meta echoes in its status
+webhooks. Templates (name, language, body parameters, buttons such as an authentication template's copy-code
 button) are first-class (see :mod:`drivers.whatsapp`); free-form text only reaches a user inside the
 24 h service window. Recipients are bare digits (no ``+``). Failures are classified by Graph's
 ``error.code`` in :data:`META_ERRORS` (HTTP is 400 for most of them).
@@ -142,6 +143,8 @@ def build_payload(to: str, message: OutboundMessage, template: WhatsappTemplate 
         PermanentError: a free-form message without text.
     """
     payload: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
+    # Meta echoes this in every status webhook of the message: events name Herald's message directly.
+    payload["biz_opaque_callback_data"] = message.message_id
     if template is not None:
         spec: dict[str, Any] = {"name": template.name, "language": {"code": template.language}}
         components = template.meta_components()

@@ -6,7 +6,8 @@
   in constant time on the raw bytes. The scheme has no timestamp; Meta retries for days and may deliver
   twice, and the dedupe key (wamid + status) makes a replay harmless.
 - ``entry[].changes[].value.statuses[]`` (``sent``, ``delivered``, ``read``, ``failed`` with ``errors``)
-  become events; incoming messages in the same payload are not delivery feedback and are skipped.
+  become events; incoming messages in the same payload are not delivery feedback and are skipped. A
+  status echoes the ``biz_opaque_callback_data`` the send carried (Herald's ``msg_…``).
 
 A route calls :meth:`MetaWebhookVerifier.handshake` for the GET, and :meth:`MetaWebhookVerifier.verify`
 then :func:`parse_statuses` for a POST.
@@ -137,6 +138,7 @@ def to_event(status: Mapping[str, Any], received_at: datetime) -> DeliveryEvent:
         occurred_at = received_at
     wamid = str(status["id"]) if status.get("id") else None
     recipient = str(status.get("recipient_id") or "")
+    echoed = status.get("biz_opaque_callback_data")
     return DeliveryEvent(
         type=kind,
         provider=PROVIDER,
@@ -144,6 +146,7 @@ def to_event(status: Mapping[str, Any], received_at: datetime) -> DeliveryEvent:
         occurred_at=occurred_at,
         dedupe_key=f"{PROVIDER}:{wamid}:{name}",
         provider_message_id=wamid,
+        message_id=echoed if isinstance(echoed, str) and echoed.startswith("msg_") else None,
         recipient=("+" + recipient.lstrip("+")) if recipient else None,
         reject_reason=reason,
         error_code=str(code) if code is not None else None,

@@ -76,6 +76,9 @@ class TwilioWhatsappDriver(BaseDriver):
         phone = parse_phone(message.to.phone)
         template = WhatsappTemplate.from_extra(message.extra)
         params = self.build_params(message, whatsapp_address(phone, "twilio"), template)
+        callback = self.settings.status_callback_for(self.channel, message.message_id)
+        if callback:
+            params["StatusCallback"] = callback
         doc = await self.api.create(params)
         meta_price = template_price(template, phone.region)
         log.debug("twilio whatsapp %s accepted (%s)", message.message_id, "template" if template else "text")

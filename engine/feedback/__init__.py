@@ -6,6 +6,8 @@
   of :mod:`engine.states`) and whether it suppresses the address;
 - :mod:`engine.feedback.signing`: Standard Webhooks signatures on the events Herald sends out;
 - :mod:`engine.feedback.callback_urls`: where Herald may send them (no private or metadata addresses);
+- :mod:`engine.feedback.inbound`: a provider webhook request verified by its receiver (Herald's or the
+  ``?tenant=``'s own credentials), then recorded;
 - :mod:`engine.feedback.plan` and :mod:`engine.feedback.ingest`: a batch of verified provider events
   recorded in two statements (status moves, dedupe, orphans, raw payloads, suppressions, rollups);
 - :mod:`engine.feedback.agents`: machine opens and clicks (Apple's privacy proxy, link scanners);

@@ -152,6 +152,29 @@ class WebhookUpstreamError(WebhookError):
     status_code = 502
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """One provider webhook request as a receiver sees it: the raw bytes, before anything is parsed.
+
+    ``url`` is the URL the provider was given and called (``HERALD_PUBLIC_URL`` + path + query), not what
+    a proxy in front of Herald rewrote it to: Twilio signs it.
+    """
+
+    body: bytes
+    headers: Mapping[str, str]
+    url: str
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReceipt:
+    """What a verified request brought: events to record, or an SNS subscription to confirm (GET
+    ``confirm_url``)."""
+
+    events: tuple[DeliveryEvent, ...] = ()
+    confirm_url: str | None = None
+
+
 def get_header(headers: Mapping[str, str], name: str) -> str | None:
     """A request header by name, whatever the case of the mapping's keys (Starlette's headers are
     case-insensitive already; a plain dict may not be)."""

@@ -34,15 +34,18 @@ from fastapi import APIRouter, FastAPI
 from serve_app.http import create_app
 from serve_app.routes import (
     admin,
+    analytics,
     inbox,
     links,
     metrics,
     notifications,
     partials,
     preview,
+    provider_webhooks,
     templates,
     tenants,
     unsubscribe,
+    webhook_endpoints,
 )
 from serve_app.routes.deps import ApiState
 
@@ -56,6 +59,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     inbox.router,
     admin.router,
     tenants.router,
+    provider_webhooks.router,
+    webhook_endpoints.router,
+    analytics.router,
     metrics.router,
 )
 

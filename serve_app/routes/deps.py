@@ -19,6 +19,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityS
 
 from engine.auth import ADMIN, PLATFORM, AuthError, PlatformPrincipal, Principal, decode_token, verify_token
 from engine.credentials import TenantCredentials
+from engine.feedback.analytics import Analytics
+from engine.feedback.endpoints import WebhookEndpoints
+from engine.feedback.inbound import ProviderWebhooks
+from engine.feedback.signing_keys import WebhookSecrets
 from engine.intake import Intake
 from engine.models import Tenant
 from engine.problems import ApiProblem
@@ -59,6 +63,11 @@ class ApiState:
     credentials: TenantCredentials
     tenants: TenantService
     ops: Operations
+    webhooks: ProviderWebhooks  #: provider webhooks in
+    endpoints: WebhookEndpoints  #: tenants' endpoints for events out
+    webhook_secrets: WebhookSecrets
+    analytics: Analytics
+    public_url: str  #: HERALD_PUBLIC_URL (else where the API listens): the URLs providers were given
 
 
 def api_state(request: Request) -> ApiState:
@@ -149,3 +158,4 @@ AdminOrPlatform = Annotated[PlatformPrincipal | TenantCaller, Security(admin_cal
 OR_PLATFORM: dict[str, Any] = {"security": [{BEARER: [PLATFORM]}]}
 #: ``openapi_extra`` of routes that need no token.
 OPEN: dict[str, Any] = {"security": []}
+#: Provider webhooks name their provider's signature scheme instead (serve_app.schemas.webhooks).

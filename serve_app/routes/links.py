@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import RedirectResponse, Response
 
 from engine.problems import ApiProblem
+from engine.templating.pixel import PIXEL_HEADERS
 from serve_app.routes.deps import OPEN, Reader, Sender, State
 from serve_app.schemas.links import Shortlink, ShortlinkRequest
 from serve_app.schemas.problems import problems
@@ -47,9 +48,33 @@ async def get_shortlink(
     },
     openapi_extra=OPEN,
 )
-async def follow_link(token: Token, state: State) -> RedirectResponse:
-    """302 to the link's URL, recording the click; a tampered or unknown token is 404."""
-    url = await state.tracking.click(token)
+async def follow_link(token: Token, request: Request, state: State) -> RedirectResponse:
+    """302 to the link's URL, recording the click (with the user agent and address that tell a person
+    from a link scanner); a tampered or unknown token is 404."""
+    url = await state.tracking.click(token, user_agent=request.headers.get("user-agent"), ip=client_ip(request))
     if url is None:
         raise ApiProblem(404, "unknown link")
     return RedirectResponse(url, status_code=302)
+
+
+@router.get(
+    "/t/o/{token}.gif",
+    response_class=Response,
+    responses={
+        200: {"description": "A 1x1 transparent GIF, never cached", "content": {"image/gif": {}}},
+        **problems(422),
+    },
+    openapi_extra=OPEN,
+)
+async def open_pixel(token: Token, request: Request, state: State) -> Response:
+    """The open pixel of tracked HTML email: records the open (first/last time, count, whether a person
+    or a machine such as Apple's privacy proxy fetched it) and always answers the image."""
+    image = await state.tracking.pixel(token, user_agent=request.headers.get("user-agent"), ip=client_ip(request))
+    return Response(image, media_type="image/gif", headers=PIXEL_HEADERS)
+
+
+def client_ip(request: Request) -> str | None:
+    """Where the request came from: the first ``X-Forwarded-For`` hop behind a proxy, else the peer. Only
+    used to tell machine opens and clicks from people's, never to authenticate."""
+    forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+    return forwarded or (request.client.host if request.client else None)

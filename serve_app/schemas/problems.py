@@ -61,6 +61,7 @@ _EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]] | None]] = {
         "the request is not valid",
         [{"loc": ["body", "channel"], "msg": "Input should be 'email', 'sms', 'push', 'whatsapp' or 'inapp'"}],
     ),
+    502: ("Bad gateway", "the SNS signing certificate could not be fetched", None),
     503: ("Service unavailable", "the broker cannot be reached", None),
 }
 
@@ -73,6 +74,7 @@ _DESCRIPTIONS = {
     412: "If-Match names a version that is no longer current",
     413: "The body is too large",
     422: "A field is not valid; `errors` names each",
+    502: "Something Herald had to fetch from the provider could not be fetched; send it again",
     503: "A part Herald needs is unavailable",
 }
 

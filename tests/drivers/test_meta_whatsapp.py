@@ -50,6 +50,7 @@ async def test_template_message(driver: MetaWhatsappDriver, emu: MetaEmulator, e
     assert request.body == {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
+        "biz_opaque_callback_data": "msg_1",
         "to": "14155552671",  # bare digits
         "type": "template",
         "template": {

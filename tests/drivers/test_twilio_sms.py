@@ -57,14 +57,17 @@ async def test_unicode_multipart_counts_ucs2_segments(driver: TwilioSmsDriver) -
 async def test_sender_override_messaging_service_ttl_and_status_callback(
     env: dict[str, str], emu: TwilioEmulator
 ) -> None:
-    env["HERALD_TWILIO_STATUS_CALLBACK"] = "https://herald.example/webhooks/sms/twilio"
+    # A fixed callback wins over the one under HERALD_PUBLIC_URL (a closed local port: the emulator's
+    # callbacks to it go nowhere).
+    env["HERALD_TWILIO_STATUS_CALLBACK"] = "http://127.0.0.1:9/webhooks/sms/twilio"
+    env["HERALD_PUBLIC_URL"] = "http://127.0.0.1:9"
     async with TwilioSmsDriver.from_env(env) as drv:
         [result] = await drv.send_batch([sms(1, sender=MESSAGING_SERVICE_SID, ttl_seconds=600)])
     assert result.ok
     body = emu.received[0].body
     assert body["MessagingServiceSid"] == MESSAGING_SERVICE_SID and "From" not in body
     assert body["ValidityPeriod"] == "600"
-    assert body["StatusCallback"] == "https://herald.example/webhooks/sms/twilio"
+    assert body["StatusCallback"] == "http://127.0.0.1:9/webhooks/sms/twilio"
 
 
 async def test_failure_classes_in_one_partial_batch(driver: TwilioSmsDriver, emu: TwilioEmulator) -> None:

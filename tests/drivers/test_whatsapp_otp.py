@@ -71,6 +71,7 @@ async def test_meta_gets_the_authentication_template_with_its_copy_code_button(
     assert received.body == {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
+        "biz_opaque_callback_data": "msg_1",
         "to": "14155550123",
         "type": "template",
         "template": {

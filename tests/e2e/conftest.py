@@ -26,6 +26,8 @@ from engine.settings import Settings, load_settings
 from tests.support.tcpproxy import TcpProxy
 
 SECRET = "e2e-secret-0123456789-0123456789-abcdef"
+#: Statuses of a message its provider accepted: emulators report deliveries back within a second.
+ACCEPTED = frozenset({"sent", "delivered"})
 
 
 def free_port() -> int:
@@ -121,10 +123,17 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     database_url = stack_database_url
 
     data_dir = tmp_path_factory.mktemp("herald-data")
+    port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
     env = {
         "DATABASE_URL": database_url,
         "HERALD_DATA_DIR": str(data_dir),
-        "HERALD_HTTP_PORT": str(free_port()),
+        "HERALD_HTTP_PORT": str(port),
+        # Providers' callbacks (the emulators') reach the webhooks here; tests' receivers are local.
+        "HERALD_PUBLIC_URL": public_url,
+        "HERALD_WEBHOOKS_ALLOW_PRIVATE": "true",
+        "HERALD_WEBHOOK_RETRY_BASE_SECONDS": "0.3",
+        "HERALD_WEBHOOK_TIMEOUT_SECONDS": "5",
         "HERALD_JWT_SECRET": SECRET,
         "HERALD_QUEUE_PREFIX": f"test-{uuid.uuid4().hex[:8]}.",
         "HERALD_SEND_LEASE_SECONDS": "3",
@@ -142,7 +151,8 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         env["REDIS_URL"] = os.environ["REDIS_URL"]
     # Every real driver runs against its emulator; console stays first for email and SMS so a
     # tenant without a provider choice gets the console JSONL, and tests pick a provider per tenant.
-    fakes = run_fakes(data_dir / "fakes")
+    # The emulators report deliveries to the stack's webhooks, signed with the keys in fakes.env.
+    fakes = run_fakes(data_dir / "fakes", public_url=public_url)
     saved = dict(os.environ)
     os.environ.update(fakes.env)  # the stack hands HERALD_*/AWS_* provider settings to its actors
     env.update(

@@ -39,6 +39,7 @@ def test_healthz_reports_every_part(herald: Herald) -> None:
     assert r.status_code == 200, r.text
     checks = r.json()["checks"]
     assert checks["database"] == "ok" and checks["relay"] == "ok" and checks["sender-0"] == "ok"
+    assert checks["feedback"] == "ok"
 
 
 def test_post_is_sent_with_events_and_rendered_message(herald: Herald) -> None:

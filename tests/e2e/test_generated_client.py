@@ -38,7 +38,12 @@ def client_package(herald: Herald, tmp_path_factory: pytest.TempPathFactory) -> 
     validate(doc)
     root = tmp_path_factory.mktemp("generated")
     (root / "openapi.json").write_text(json.dumps(doc))
-    config = {"post_hooks": [], "project_name_override": PACKAGE, "package_name_override": PACKAGE}
+    config = {
+        "post_hooks": [],
+        "project_name_override": PACKAGE,
+        "package_name_override": PACKAGE,
+        "content_type_overrides": {"image/gif": "application/octet-stream"},  # the open pixel, as bytes
+    }
     (root / "config.json").write_text(json.dumps(config))
     args = ["generate", "--path", "openapi.json", "--config", "config.json", "--meta", "none", "--output-path", PACKAGE]
     done = subprocess.run(

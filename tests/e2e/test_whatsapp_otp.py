@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.e2e.conftest import Herald
+from tests.e2e.conftest import ACCEPTED, Herald
 from tests.e2e.test_api import new_tenant, post
 
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
@@ -37,7 +37,7 @@ def test_otp_login_v4_goes_as_an_authentication_template_and_is_sent(herald: Her
         assert r.json()["template"] == "otp_login:v4"
         view = herald.wait_status(api, r.json()["message_id"], lambda s: s not in ("queued", "sending"))
     received = httpx.get(f"{base}/_received", timeout=10).json()
-    assert view["status"] == "sent", ([a["error"] for a in view["attempts"]], json.dumps(received)[-1500:])
+    assert view["status"] in ACCEPTED, ([a["error"] for a in view["attempts"]], json.dumps(received)[-1500:])
     assert view["provider"] == provider and view["provider_message_id"]
     mine = [x for x in received if code in json.dumps(x)]
     assert mine, json.dumps(received)[-1500:]

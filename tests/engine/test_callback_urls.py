@@ -19,7 +19,7 @@ from engine.feedback.callback_urls import (
 )
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
-from engine.models import ALLOW_PRIVATE_CALLBACKS, NotificationRequest
+from engine.models import ALLOW_PRIVATE_CALLBACKS, CallbackPolicy, NotificationRequest
 from engine.problems import ApiProblem, from_pydantic
 from engine.settings import load_settings
 
@@ -115,6 +115,20 @@ def test_the_message_model_accepts_public_and_private_when_allowed() -> None:
         {**BODY, "callback_url": "http://127.0.0.1:9000/e"}, context={ALLOW_PRIVATE_CALLBACKS: True}
     )
     assert str(dev.callback_url) == "http://127.0.0.1:9000/e"
+
+
+def test_the_process_default_decides_validation_without_a_context() -> None:
+    """The API edge validates bodies without a context: the serving process's setting decides there."""
+    body = {**BODY, "callback_url": "http://127.0.0.1:9000/e"}
+    CallbackPolicy.set_default(True)
+    try:
+        assert str(NotificationRequest.model_validate(body).callback_url) == "http://127.0.0.1:9000/e"
+        with pytest.raises(ValidationError):  # an explicit context still wins
+            NotificationRequest.model_validate(body, context={ALLOW_PRIVATE_CALLBACKS: False})
+    finally:
+        CallbackPolicy.set_default(False)
+    with pytest.raises(ValidationError):
+        NotificationRequest.model_validate(body)
 
 
 @pytest.mark.parametrize("allow", [False, True])

@@ -1,0 +1,168 @@
+"""Provider webhook receivers: each checks a request by its provider's own scheme, then parses it.
+
+One receiver per ``(channel, provider)`` that reports deliveries, built from provider settings like a
+driver (:func:`create_receiver`; the composition root hands it to the engine's
+:class:`~engine.feedback.inbound.ProviderWebhooks`). :meth:`WebhookReceiver.receive` verifies first and
+parses only what it verified, so a forged request never reaches the parser, let alone storage.
+
+=================  ===========================================  ==============================================
+route              verified by                                   settings
+=================  ===========================================  ==============================================
+email/sendgrid     ECDSA P-256 over timestamp + body             ``HERALD_SENDGRID_WEBHOOK_PUBLIC_KEY``
+email/ses          SNS signature v1/v2, certificate allow-list   ``HERALD_SES_SNS_CERT_URL_PATTERN``,
+                                                                 ``_SUBSCRIBE_URL_PATTERN``, ``_TOPIC_ARNS``
+sms/twilio         ``X-Twilio-Signature`` over URL + form        ``HERALD_TWILIO_AUTH_TOKEN``
+whatsapp/twilio    the same                                      the same
+whatsapp/meta      ``X-Hub-Signature-256`` (+ the GET handshake)  ``HERALD_META_APP_SECRET``, ``_VERIFY_TOKEN``
+=================  ===========================================  ==============================================
+
+``HERALD_WEBHOOK_TOLERANCE_SECONDS`` (300) is how far a signed timestamp (SendGrid, SNS) may be from our
+clock before the request counts as a replay. SNS SMS reports no deliveries, so it has no receiver.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import ClassVar, Self
+
+from drivers.email import sendgrid_webhooks, ses_webhooks
+from drivers.sms import twilio_webhooks
+from drivers.toolkit import SettingsReader
+from drivers.whatsapp import meta_webhooks
+from engine.channels import Channel
+from engine.errors import ConfigurationError
+from engine.feedback.events import WebhookError, WebhookReceipt, WebhookRequest
+
+TOLERANCE_SETTING = "HERALD_WEBHOOK_TOLERANCE_SECONDS"
+DEFAULT_TOLERANCE_S = 300.0
+
+
+def _tolerance_s(env: Mapping[str, str]) -> float:
+    return SettingsReader(env).number(TOLERANCE_SETTING, DEFAULT_TOLERANCE_S)
+
+
+class WebhookReceiver(ABC):
+    """One provider's webhook on one channel."""
+
+    provider: ClassVar[str]
+    channel: ClassVar[Channel]
+
+    @classmethod
+    @abstractmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        """Raises: ConfigurationError naming the setting that is missing or malformed."""
+
+    @abstractmethod
+    async def receive(self, request: WebhookRequest) -> WebhookReceipt:
+        """Verify the request, then parse it.
+
+        Raises:
+            WebhookError: a forgery or replay (401/403, nothing to record), a body that is not the
+                provider's (400), or a signing certificate we could not fetch (502).
+        """
+
+    def handshake(self, request: WebhookRequest) -> str:
+        """The body of the answer to a provider's verification GET.
+
+        Raises:
+            WebhookError: the provider has no such handshake, or the request does not pass it.
+        """
+        raise WebhookError(f"{self.provider} has no verification handshake", status_code=405)
+
+
+class SendgridReceiver(WebhookReceiver):
+    provider: ClassVar[str] = "sendgrid"
+    channel: ClassVar[Channel] = Channel.EMAIL
+
+    def __init__(self, verifier: sendgrid_webhooks.SendgridWebhookVerifier) -> None:
+        self.verifier = verifier
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls(sendgrid_webhooks.SendgridWebhookVerifier.from_env(env, tolerance_s=_tolerance_s(env)))
+
+    async def receive(self, request: WebhookRequest) -> WebhookReceipt:
+        self.verifier.verify(request.body, request.headers)
+        return WebhookReceipt(events=sendgrid_webhooks.parse_events(request.body))
+
+
+class SesReceiver(WebhookReceiver):
+    provider: ClassVar[str] = "ses"
+    channel: ClassVar[Channel] = Channel.EMAIL
+
+    def __init__(self, webhook: ses_webhooks.SesWebhook) -> None:
+        self.webhook = webhook  #: keeps the signing certificates it fetched
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls(ses_webhooks.SesWebhook.from_env(env, tolerance_s=_tolerance_s(env)))
+
+    async def receive(self, request: WebhookRequest) -> WebhookReceipt:
+        delivery = await self.webhook.receive(request.body, request.headers)
+        return WebhookReceipt(events=delivery.events, confirm_url=delivery.subscribe_url)
+
+
+class TwilioSmsReceiver(WebhookReceiver):
+    provider: ClassVar[str] = "twilio"
+    channel: ClassVar[Channel] = Channel.SMS
+
+    def __init__(self, verifier: twilio_webhooks.TwilioWebhookVerifier) -> None:
+        self.verifier = verifier
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls(twilio_webhooks.TwilioWebhookVerifier.from_env(env))
+
+    async def receive(self, request: WebhookRequest) -> WebhookReceipt:
+        self.verifier.verify(request.url, request.body, request.headers)
+        events = twilio_webhooks.parse_status_callback(
+            request.body, url=request.url, channel=self.channel, received_at=datetime.now(UTC)
+        )
+        return WebhookReceipt(events=events)
+
+
+class TwilioWhatsappReceiver(TwilioSmsReceiver):
+    channel: ClassVar[Channel] = Channel.WHATSAPP
+
+
+class MetaReceiver(WebhookReceiver):
+    provider: ClassVar[str] = "meta"
+    channel: ClassVar[Channel] = Channel.WHATSAPP
+
+    def __init__(self, verifier: meta_webhooks.MetaWebhookVerifier) -> None:
+        self.verifier = verifier
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        return cls(meta_webhooks.MetaWebhookVerifier.from_env(env))
+
+    async def receive(self, request: WebhookRequest) -> WebhookReceipt:
+        self.verifier.verify(request.body, request.headers)
+        return WebhookReceipt(events=meta_webhooks.parse_statuses(request.body))
+
+    def handshake(self, request: WebhookRequest) -> str:
+        return self.verifier.handshake(request.query)
+
+
+RECEIVERS: dict[tuple[Channel, str], type[WebhookReceiver]] = {
+    (Channel.EMAIL, "sendgrid"): SendgridReceiver,
+    (Channel.EMAIL, "ses"): SesReceiver,
+    (Channel.SMS, "twilio"): TwilioSmsReceiver,
+    (Channel.WHATSAPP, "twilio"): TwilioWhatsappReceiver,
+    (Channel.WHATSAPP, "meta"): MetaReceiver,
+}
+
+
+def create_receiver(channel: Channel, provider: str, env: Mapping[str, str]) -> WebhookReceiver:
+    """The receiver of ``(channel, provider)`` from its settings.
+
+    Raises:
+        ConfigurationError: no webhook for that provider on that channel, or a setting it needs is missing.
+    """
+    cls = RECEIVERS.get((channel, provider))
+    if cls is None:
+        known = sorted(f"{c.value}/{p}" for c, p in RECEIVERS)
+        raise ConfigurationError(f"no {channel.value} webhook for {provider!r}; known: {', '.join(known)}")
+    return cls.from_env(env)
