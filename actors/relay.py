@@ -1,15 +1,24 @@
-"""The relay actor: runs the outbox relay (and lease reclaim) in the background."""
+"""The relay actor: runs the outbox relay (and lease reclaim) in the background, and refreshes the queue
+statistics and gauges every ``HERALD_QUEUE_STATS_SECONDS``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any
 
+import asyncpg
 import ray
 
+from actors import METRICS_ACTOR, NAMESPACE
 from engine import redaction
+from engine.broker import BrokerUnavailable
+from engine.lifecycle.queues import QueueMonitor
+from engine.metrics import MetricsBuffer
 from engine.relay import Relay, RelayOptions
 from engine.runtime import RuntimeConfig, open_components
+from engine.storage.queue_store import QueueStore
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +36,15 @@ class RelayActor:
             RelayOptions(batch=s.relay_batch, envelope_max_ids=s.envelope_max_ids, poll_s=s.relay_poll_s),
             listen_dsn=config.database_url,
         )
+        self.monitor = QueueMonitor(
+            self.parts.broker, lambda: self.relay.published_by_queue, QueueStore(self.parts.pool)
+        )
+        self.metrics = MetricsBuffer()
+        self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self.stop_event = asyncio.Event()
-        self.task = asyncio.get_running_loop().create_task(self.relay.run(self.stop_event))
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self.relay.run(self.stop_event))
+        self.stats_task = loop.create_task(self._stats_forever(s.queue_stats_s))
 
     async def health(self) -> dict[str, object]:
         return {"running": not self.task.done(), "broker": self.relay.healthy, "published": self.relay.published}
@@ -37,7 +53,33 @@ class RelayActor:
         assert self.parts.broker is not None
         return await self.parts.broker.depths()
 
+    async def queues(self) -> dict[str, Any]:
+        """The platform's queues view (``QueuesSnapshot``): the latest refresh, or a fresh one."""
+        snapshot = self.monitor.latest or await self.monitor.refresh()
+        return snapshot.model_dump(mode="json")
+
+    async def refresh_queue_gauges(self) -> None:
+        """Look at the broker again and ship ``queue_depth`` / ``queue_oldest_age_seconds``."""
+        try:
+            await self.monitor.refresh()
+        except (BrokerUnavailable, OSError, asyncpg.PostgresError) as err:
+            log.warning("queue statistics unavailable: %s", err)
+            return
+        self.monitor.gauges(self.metrics)
+        delta = self.metrics.drain()
+        if delta:
+            self.metrics_actor.apply.remote(delta)
+
+    async def _stats_forever(self, every_s: float) -> None:
+        while not self.stop_event.is_set():
+            await self.refresh_queue_gauges()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), every_s)
+
     async def stop(self) -> None:
         self.stop_event.set()
+        self.stats_task.cancel()  # a look at the queues in progress is not worth waiting for
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.stats_task
         await asyncio.wait_for(self.task, timeout=10)
         await self.parts.aclose()

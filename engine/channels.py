@@ -38,4 +38,6 @@ def dlq_queue(channel: Channel) -> str:
     return f"notifications.dlq.{channel.value}"
 
 
-ALL_QUEUES: tuple[str, ...] = tuple(priority_queue(p) for p in PRIORITY_ORDER) + tuple(dlq_queue(c) for c in Channel)
+#: The dead-letter copies for outside consumers (capped; PostgreSQL is the DLQ's truth).
+DLQ_QUEUES: tuple[str, ...] = tuple(dlq_queue(c) for c in Channel)
+ALL_QUEUES: tuple[str, ...] = tuple(priority_queue(p) for p in PRIORITY_ORDER) + DLQ_QUEUES

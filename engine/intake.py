@@ -221,6 +221,8 @@ class Intake:
             callback_url=str(request.callback_url) if request.callback_url else None,
             trace_id=request.trace_id,
             attachments=tuple(request.attachments),
+            category=request.metadata.category or resolved.manifest.category,
+            tags=tuple(request.metadata.tags),
         )
         created, stored = await self.repo.accept(
             message, response, status=status, idempotency_ttl_s=self.idempotency_ttl_s

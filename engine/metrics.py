@@ -32,6 +32,7 @@ HISTOGRAMS: dict[str, tuple[str, ...]] = {
 GAUGES: dict[str, tuple[str, ...]] = {
     "provider_circuit_open": ("provider",),
     "queue_depth": ("queue",),
+    "queue_oldest_age_seconds": ("queue",),
     # Human opens and clicks per delivered message over the analytics window (from the rollups).
     "open_rate": ("tenant", "template_id"),
     "click_rate": ("tenant", "template_id"),

@@ -6,7 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import phonenumbers
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationInfo, field_validator
@@ -98,7 +98,9 @@ class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     category: str | None = Field(None, max_length=64)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    tags: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=32
+    )
 
 
 class NotificationRequest(BaseModel):
@@ -245,6 +247,8 @@ class NewMessage:
     callback_url: str | None
     trace_id: str | None
     attachments: tuple[AttachmentRef, ...] = ()
+    category: str | None = None  #: ``metadata.category``, else the template manifest's
+    tags: tuple[str, ...] = ()
 
     @property
     def scheduled(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.models import FieldError
@@ -37,16 +37,21 @@ class ApiProblem(Exception):
         errors: Sequence[FieldError] = (),
         type_: str = "about:blank",
         headers: dict[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> None:
+        """``extensions``: RFC 9457 extension members (``{"current_status": "sent"}`` on a refused cancel);
+        they never replace a standard member."""
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = list(errors)
         self.type = type_
         self.headers = headers or {}
+        self.extensions = dict(extensions or {})
 
     def body(self, instance: str | None = None) -> dict[str, Any]:
         doc: dict[str, Any] = {
+            **self.extensions,
             "type": self.type,
             "title": _TITLES.get(self.status, "Error"),
             "status": self.status,

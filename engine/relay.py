@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -56,6 +56,8 @@ class Relay:
         self.broker = broker
         self.options = options
         self.published = 0
+        #: Envelopes published per queue since start (the queues' inflow, for the queues view).
+        self.published_by_queue: Counter[str] = Counter()
         self.healthy = False
         self._wake = asyncio.Event()
 
@@ -71,6 +73,7 @@ class Relay:
                 return 0
             for queue, envelopes in build_envelopes(rows, self.options.envelope_max_ids).items():
                 await self.broker.publish(queue, envelopes)
+                self.published_by_queue[queue] += len(envelopes)
         self.published += len(rows)
         return len(rows)
 

@@ -126,6 +126,7 @@ async def open_components(
             queue_prefix=s.queue_prefix,
             prefetch=s.sender_prefetch,
             lease_s=s.send_lease_s,
+            dlq_max_length=s.dlq_max_length,
         )
         await parts.broker.connect()
     return parts

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     envelope_max_ids: int = Field(100, ge=1, le=1000, alias="HERALD_ENVELOPE_MAX_IDS")
     idempotency_ttl_s: int = Field(7 * 24 * 3600, ge=60, alias="HERALD_IDEMPOTENCY_TTL_SECONDS")
     retry_delays_s: CsvFloats = Field((10.0, 60.0, 300.0), alias="HERALD_RETRY_DELAYS")
+    #: Cap of each notifications.dlq.<channel> queue (a copy for outside consumers; the oldest go first).
+    dlq_max_length: int = Field(10_000, ge=1, le=10_000_000, alias="HERALD_DLQ_MAX_LENGTH")
+    #: How often the relay refreshes the queue statistics and the queue_depth/queue_oldest_age gauges.
+    queue_stats_s: float = Field(5.0, gt=0, le=3600, alias="HERALD_QUEUE_STATS_SECONDS")
 
     email_providers: CsvTuple = Field(("console",), alias="HERALD_EMAIL_PROVIDERS")
     sms_providers: CsvTuple = Field(("console",), alias="HERALD_SMS_PROVIDERS")

@@ -22,13 +22,14 @@ class Status(StrEnum):
     EXPIRED = "expired"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    DEDUPLICATED = "deduplicated"
 
 
 #: Statuses a message can still leave by being sent.
 PENDING: frozenset[Status] = frozenset({Status.SCHEDULED, Status.QUEUED, Status.THROTTLED})
 
 #: Statuses in which the message is done: nothing sends it again. Only a late hard bounce
-#: (``delivered -> bounced``) and a DLQ replay (``dead -> queued``) leave one.
+#: (``delivered -> bounced``) and a DLQ replay (``dead -> queued``, or ``expired`` past its TTL) leave one.
 TERMINAL: frozenset[Status] = frozenset(
     {
         Status.DELIVERED,
@@ -38,16 +39,27 @@ TERMINAL: frozenset[Status] = frozenset(
         Status.EXPIRED,
         Status.DEAD,
         Status.CANCELLED,
+        Status.DEDUPLICATED,
     }
 )
 
 #: Allowed moves. ``sending -> queued`` is a retry (or a lease returned on shutdown);
-#: ``dead -> queued`` is a DLQ replay; ``delivered -> bounced`` is an asynchronous hard bounce, reported
-#: after the receiving server had accepted the message.
+#: ``dead -> queued`` is a DLQ replay, and ``dead -> expired`` a replay of one whose TTL has passed;
+#: ``delivered -> bounced`` is an asynchronous hard bounce, reported after the receiving server had accepted
+#: the message. ``cancelled`` is reachable only before sending starts, ``deduplicated`` before or at the claim.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.SCHEDULED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED}),
-    Status.QUEUED: frozenset({Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.SUPPRESSED, Status.THROTTLED}),
-    Status.THROTTLED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED}),
+    Status.SCHEDULED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.DEDUPLICATED}),
+    Status.QUEUED: frozenset(
+        {
+            Status.SENDING,
+            Status.CANCELLED,
+            Status.EXPIRED,
+            Status.SUPPRESSED,
+            Status.THROTTLED,
+            Status.DEDUPLICATED,
+        }
+    ),
+    Status.THROTTLED: frozenset({Status.QUEUED, Status.SENDING, Status.CANCELLED, Status.EXPIRED, Status.DEDUPLICATED}),
     Status.SENDING: frozenset(
         {
             Status.SENT,
@@ -59,16 +71,18 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
             Status.SUPPRESSED,
             Status.DELIVERED,
             Status.BOUNCED,
+            Status.DEDUPLICATED,
         }
     ),
     Status.SENT: frozenset({Status.DELIVERED, Status.BOUNCED, Status.FAILED}),
-    Status.DEAD: frozenset({Status.QUEUED}),
+    Status.DEAD: frozenset({Status.QUEUED, Status.EXPIRED}),
     Status.DELIVERED: frozenset({Status.BOUNCED}),
     Status.BOUNCED: frozenset(),
     Status.FAILED: frozenset(),
     Status.SUPPRESSED: frozenset(),
     Status.EXPIRED: frozenset(),
     Status.CANCELLED: frozenset(),
+    Status.DEDUPLICATED: frozenset(),
 }
 
 
@@ -93,6 +107,10 @@ class EventType(StrEnum):
     BOUNCED = "NotificationBounced"
     OPENED = "NotificationOpened"
     CLICKED = "NotificationClicked"
+    CANCELLED = "NotificationCancelled"
+    RESCHEDULED = "NotificationRescheduled"
+    REPLAYED = "NotificationReplayed"
+    DEDUPLICATED = "NotificationDeduplicated"
     # What providers report after the send (see engine.feedback.ingest.EVENT_NAMES).
     PROCESSED = "NotificationProcessed"  #: the provider accepted it for sending
     FORWARDED = "NotificationForwarded"  #: handed on to the carrier or to WhatsApp

@@ -1,5 +1,5 @@
 """The broker port: queues of message references (ids), never payloads."""
 
-from .base import Broker, BrokerUnavailable, Delivery, Envelope
+from .base import DLQ_MAX_LENGTH, Broker, BrokerUnavailable, Delivery, Envelope, QueueStats
 
-__all__ = ["Broker", "BrokerUnavailable", "Delivery", "Envelope"]
+__all__ = ["DLQ_MAX_LENGTH", "Broker", "BrokerUnavailable", "Delivery", "Envelope", "QueueStats"]

@@ -12,6 +12,9 @@ Semantics both adapters guarantee:
   that is available is always returned before any normal or low one still waiting in the broker.
 - A delivery not acked is delivered again (``redelivered=True``) after ``nack(requeue=True)``, after the
   consumer's connection is lost, or (Postgres queue) after its visibility lease runs out.
+- The ``notifications.dlq.<channel>`` queues hold at most ``dlq_max_length`` envelopes: publishing more
+  drops the oldest (nobody inside Herald consumes them; PostgreSQL is the DLQ's truth).
+- ``stats`` reports each queue's ready depth, its consumers and the age of its oldest ready envelope.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from engine.channels import Priority
 
 ENVELOPE_VERSION = 1
+#: Default cap of each ``notifications.dlq.<channel>`` queue (HERALD_DLQ_MAX_LENGTH).
+DLQ_MAX_LENGTH = 10_000
 
 
 class BrokerUnavailable(Exception):
@@ -56,6 +61,16 @@ class Envelope:
             tenant=tenant,
             traceparent=traceparent,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One queue as the broker sees it now."""
+
+    queue: str
+    depth: int  #: envelopes ready to be delivered (not those a consumer holds unacked)
+    consumers: int
+    oldest_age_s: float | None  #: how long the oldest ready envelope has waited; None when there is none
 
 
 class Delivery(ABC):
@@ -107,6 +122,14 @@ class Broker(ABC):
     @abstractmethod
     async def depths(self) -> dict[str, int]:
         """Messages ready in each queue (for ``/admin/queues`` and autoscaling)."""
+
+    @abstractmethod
+    async def stats(self) -> dict[str, QueueStats]:
+        """Every queue of :data:`~engine.channels.ALL_QUEUES`: depth, consumers, age of the oldest.
+
+        Raises:
+            BrokerUnavailable: the broker cannot be reached.
+        """
 
     async def health(self) -> bool:
         try:

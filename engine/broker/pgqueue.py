@@ -13,6 +13,10 @@
   lease, which the senders' claim statement makes harmless (at-least-once, as with RabbitMQ).
 - ``nack(requeue=False)`` drops the row: the message's state lives in Postgres, and the retry policy,
   not the queue, decides about dead letters.
+- A publish to a ``notifications.dlq.<channel>`` queue deletes, in the same statement, the oldest rows
+  beyond ``dlq_max_length`` (RabbitMQ's ``x-max-length`` with ``drop-head``).
+- A broker that consumes announces itself in ``queue_consumers`` every ``CONSUMER_BEAT_S`` while it calls
+  ``get``; ``stats`` counts those seen in the last ``CONSUMER_ALIVE_S`` as the priority queues' consumers.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 
 import asyncpg
 
-from engine.channels import ALL_QUEUES, PRIORITY_ORDER, priority_queue
+from engine.channels import ALL_QUEUES, DLQ_QUEUES, PRIORITY_ORDER, priority_queue
+from engine.ids import new_id
 
-from .base import Broker, BrokerUnavailable, Delivery, Envelope
+from .base import DLQ_MAX_LENGTH, Broker, BrokerUnavailable, Delivery, Envelope, QueueStats
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +67,40 @@ WHERE id IN (
 RETURNING id, queue, body, headers::text AS headers, delivery_count
 """
 
+# The same insert, keeping the queue at its cap: the rows it would push past the cap go, oldest first (the
+# delete does not see the rows this statement inserts, so it keeps cap - len(batch) of the older ones).
+_PUBLISH_CAPPED = """
+WITH ins AS (
+    INSERT INTO queue_items (queue, priority, body, headers)
+    SELECT $1, p, b, h::jsonb FROM unnest($2::smallint[], $3::bytea[], $4::text[]) AS u(p, b, h)
+)
+DELETE FROM queue_items WHERE id IN (
+    SELECT id FROM queue_items WHERE queue = $1 ORDER BY visible_at DESC, id DESC OFFSET $5
+)
+"""
+
 _DELETE = "DELETE FROM queue_items WHERE id = ANY($1::bigint[])"
+
+_STATS = """
+SELECT q.name AS queue, i.depth, i.oldest, now() AS at,
+       (SELECT count(*) FROM queue_consumers c
+        WHERE q.name = ANY(c.queues) AND c.last_seen > now() - make_interval(secs => $2)) AS consumers
+FROM unnest($1::text[]) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS depth, min(created_at) AS oldest FROM queue_items
+    WHERE queue = q.name AND visible_at <= now()
+) i
+"""
+
+_BEAT = """
+INSERT INTO queue_consumers (id, queues) VALUES ($1, $2)
+ON CONFLICT (id) DO UPDATE SET last_seen = now()
+"""
+_GONE = "DELETE FROM queue_consumers WHERE id = $1 OR last_seen < now() - interval '1 hour'"
+
+#: How often a consuming broker announces itself, and how long an announcement counts.
+CONSUMER_BEAT_S = 5.0
+CONSUMER_ALIVE_S = 3 * CONSUMER_BEAT_S
 
 # Only the holder of the current lease may hand the row back early.
 _REQUEUE = "UPDATE queue_items SET visible_at = now() WHERE id = $1 AND delivery_count = $2"
@@ -146,6 +185,7 @@ class PgQueueBroker(Broker):
         poll_s: float = 0.25,
         ack_flush_s: float = 0.05,
         connect_timeout_s: float = 5.0,
+        dlq_max_length: int = DLQ_MAX_LENGTH,
     ) -> None:
         if pool is None and dsn is None:
             raise ValueError("PgQueueBroker needs a pool or a dsn")
@@ -165,6 +205,9 @@ class PgQueueBroker(Broker):
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._relisten_at = 0.0
+        self.dlq_max_length = dlq_max_length
+        self._consumer_id = new_id()
+        self._beat_at: float | None = None  #: when this broker last announced itself as a consumer
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -248,6 +291,9 @@ class PgQueueBroker(Broker):
             self._pending_deletes.clear()
         try:
             await self._drop_listener()
+            if self._beat_at is not None:
+                with _unavailable("leave the consumers"):
+                    await self._pool.execute(_GONE, self._consumer_id)
         except BrokerUnavailable as err:
             log.warning("postgres queue: closing: %s", err)
         if self._owns_pool:
@@ -262,18 +308,20 @@ class PgQueueBroker(Broker):
             json.dumps({k: v for k, v in (("tenant", e.tenant), ("traceparent", e.traceparent)) if v})
             for e in envelopes
         ]
+        capped = queue in DLQ_QUEUES
+        if capped:
+            envelopes, headers = envelopes[-self.dlq_max_length :], headers[-self.dlq_max_length :]
+        args = [self.prefix + queue, [e.priority.rank for e in envelopes], [e.to_bytes() for e in envelopes], headers]
         with _unavailable(f"publish to {queue}"):
-            await self.pool.execute(
-                _PUBLISH,
-                self.prefix + queue,
-                [e.priority.rank for e in envelopes],
-                [e.to_bytes() for e in envelopes],
-                headers,
-            )
+            if capped:
+                await self.pool.execute(_PUBLISH_CAPPED, *args, max(self.dlq_max_length - len(envelopes), 0))
+            else:
+                await self.pool.execute(_PUBLISH, *args)
 
     async def get(self, max_envelopes: int, timeout_s: float) -> list[Delivery]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        await self._announce(loop.time())
         while True:
             self._wake.clear()
             deliveries = await self._take(max_envelopes)
@@ -283,6 +331,13 @@ class PgQueueBroker(Broker):
             await self._relisten_now_and_then(loop.time())
             with contextlib.suppress(TimeoutError):  # the poll fallback: look again even without a NOTIFY
                 await asyncio.wait_for(self._wake.wait(), min(self.poll_s, remaining))
+
+    async def _announce(self, now: float) -> None:
+        if self._beat_at is not None and now - self._beat_at < CONSUMER_BEAT_S:
+            return
+        with _unavailable("announce the consumer"):
+            await self.pool.execute(_BEAT, self._consumer_id, self._priority_queues)
+        self._beat_at = now
 
     async def _take(self, limit: int) -> list[Delivery]:
         acked, self._pending_deletes = self._pending_deletes, []
@@ -379,3 +434,14 @@ class PgQueueBroker(Broker):
         for r in rows:
             counts[r["queue"][len(self.prefix) :]] = r["n"]
         return counts
+
+    async def stats(self) -> dict[str, QueueStats]:
+        with _unavailable("stats"):
+            rows = await self.pool.fetch(_STATS, self._all_queues, CONSUMER_ALIVE_S)
+        out = {}
+        for r in rows:
+            queue = r["queue"][len(self.prefix) :]
+            oldest: datetime | None = r["oldest"]
+            age = max((r["at"] - oldest).total_seconds(), 0.0) if oldest is not None else None
+            out[queue] = QueueStats(queue, r["depth"], r["consumers"], age)
+        return out

@@ -12,6 +12,12 @@ manual acks, and a consumer that serves high before normal before low.
   discarded (RabbitMQ delivers them again, ``redelivered=True``).
 - The connection is robust: it reconnects by itself every ``reconnect_interval_s``; meanwhile
   ``publish``, ``get`` and ``depths`` raise :class:`BrokerUnavailable` at once instead of waiting.
+- ``notifications.dlq.<channel>`` queues are declared with ``x-max-length`` (``dlq_max_length``) and
+  ``x-overflow: drop-head``. A queue that already exists without them keeps its arguments (RabbitMQ refuses
+  to change them); a warning names the policy that caps it instead.
+- Every message carries a ``published_ms`` header. ``stats`` reads depth and consumers from a passive
+  declare, and the age of the oldest ready message by fetching the head message and returning it at once
+  (``basic.get`` + ``nack(requeue=True)``: it keeps its place, and is marked redelivered).
 """
 
 from __future__ import annotations
@@ -19,17 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
 
-from engine.channels import ALL_QUEUES, PRIORITY_ORDER, Priority, priority_queue
+from engine.channels import ALL_QUEUES, DLQ_QUEUES, PRIORITY_ORDER, Priority, priority_queue
 
-from .base import Broker, BrokerUnavailable, Delivery, Envelope
+from .base import DLQ_MAX_LENGTH, Broker, BrokerUnavailable, Delivery, Envelope, QueueStats
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +122,10 @@ class RabbitMQBroker(Broker):
         connect_timeout_s: float = 5.0,
         confirm_timeout_s: float = 10.0,
         reconnect_interval_s: float = 2.0,
+        dlq_max_length: int = DLQ_MAX_LENGTH,
     ) -> None:
         self.url = url
+        self.dlq_max_length = dlq_max_length
         self.prefetch = prefetch
         self.prefix = queue_prefix
         self.connect_timeout_s = connect_timeout_s
@@ -154,10 +163,43 @@ class RabbitMQBroker(Broker):
             raise
 
     async def _declare(self, connection: AbstractRobustConnection) -> None:
+        # Declared on the publishing (robust) channel, so a reconnect declares them again.
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         self._publish_channel = channel
         for queue in ALL_QUEUES:
-            await channel.declare_queue(self._name(queue), durable=True)
+            name = self._name(queue)
+            if queue not in DLQ_QUEUES:
+                await channel.declare_queue(name, durable=True)
+            elif await self._declare_capped(connection, name):
+                await channel.declare_queue(name, durable=True, arguments=self._dlq_arguments)
+            else:
+                await channel.declare_queue(name, durable=True, passive=True)  # keep it as it is
+
+    @property
+    def _dlq_arguments(self) -> dict[str, Any]:
+        return {"x-max-length": self.dlq_max_length, "x-overflow": "drop-head"}
+
+    async def _declare_capped(self, connection: AbstractRobustConnection, name: str) -> bool:
+        """Declare a DLQ queue with its cap; False when it exists with other arguments (left alone, with a
+        warning naming the policy that caps it)."""
+        # Its own channel: a declare whose arguments differ from the existing queue's closes its channel.
+        channel = await connection.channel()
+        try:
+            await channel.declare_queue(name, durable=True, arguments=self._dlq_arguments)
+        except ChannelPreconditionFailed:
+            log.warning(
+                "rabbitmq: %s exists with other arguments than a cap of %d; cap it with a policy: rabbitmqctl "
+                'set_policy herald-dlq \'^%s\' \'{"max-length": %d, "overflow": "drop-head"}\' --apply-to queues',
+                name,
+                self.dlq_max_length,
+                name.replace(".", "\\."),
+                self.dlq_max_length,
+            )
+            return False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return True
 
     async def _connected(self) -> AbstractRobustConnection:
         """The live connection.
@@ -188,7 +230,11 @@ class RabbitMQBroker(Broker):
         await self._drop()
 
     def _message(self, envelope: Envelope) -> aio_pika.Message:
-        headers: dict[str, Any] = {"priority": envelope.priority.value, "envelope_version": envelope.version}
+        headers: dict[str, Any] = {
+            "priority": envelope.priority.value,
+            "envelope_version": envelope.version,
+            "published_ms": int(time.time() * 1000),
+        }
         if envelope.tenant:
             headers["tenant"] = envelope.tenant
         if envelope.traceparent:
@@ -318,3 +364,36 @@ class RabbitMQBroker(Broker):
             finally:
                 await channel.close()
         return counts
+
+    async def stats(self) -> dict[str, QueueStats]:
+        connection = await self._connected()
+        out: dict[str, QueueStats] = {}
+        with _unavailable("read queue stats"):
+            channel = await asyncio.wait_for(connection.channel(), self.connect_timeout_s)
+            try:
+                for queue in ALL_QUEUES:
+                    declared = await channel.declare_queue(
+                        self._name(queue), durable=True, passive=True, timeout=self.connect_timeout_s
+                    )
+                    result = declared.declaration_result
+                    depth = int(result.message_count or 0)
+                    age = await self._head_age_s(declared) if depth else None
+                    out[queue] = QueueStats(queue, depth, int(result.consumer_count or 0), age)
+            finally:
+                await channel.close()
+        return out
+
+    async def _head_age_s(self, queue: aio_pika.abc.AbstractQueue) -> float | None:
+        """The age of the queue's head message, which is handed straight back (it keeps its place)."""
+        head = await queue.get(no_ack=False, fail=False, timeout=self.connect_timeout_s)
+        if head is None:
+            return None
+        try:
+            published = (head.headers or {}).get("published_ms")
+            if isinstance(published, int):
+                return max(time.time() - published / 1000, 0.0)
+            if head.timestamp is not None:
+                return max(time.time() - head.timestamp.timestamp(), 0.0)
+            return None
+        finally:
+            await head.nack(requeue=True)

@@ -143,6 +143,8 @@ class Repository:
             [a.s3 for a in att],
             [a.filename for a in att],
             [a.content_type for a in att],
+            msg.category,
+            list(dict.fromkeys(msg.tags)),
         )
         if created:
             return True, None

@@ -16,8 +16,8 @@ SELECT {_TENANT_COLUMNS} FROM tenants WHERE slug = $2
 LIMIT 1
 """
 
-# One round trip per accepted request: the idempotency key, the message, its outbox row, its first
-# event and its attachments. An expired key may be reused; a live one makes every other insert a no-op.
+# One round trip per accepted request: the idempotency key, the message, its tags, its outbox row, its
+# first event and its attachments. An expired key may be reused; a live one makes every other insert a no-op.
 ACCEPT = """
 WITH idem AS (
     INSERT INTO idempotency_keys AS k
@@ -32,10 +32,13 @@ WITH idem AS (
 ), msg AS (
     INSERT INTO messages (id, tenant_id, channel, template_id, template_version, locale, requested_locale,
                           "to", variables, metadata, priority, schedule_at, ttl_seconds, expires_at,
-                          idempotency_key, callback_url, trace_id, status)
-    SELECT message_id, $1, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $2, $19, $20, $21
+                          idempotency_key, callback_url, trace_id, status, category)
+    SELECT message_id, $1, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $2, $19, $20, $21, $31
     FROM idem
-    RETURNING id
+    RETURNING id, created_at
+), tags AS (
+    INSERT INTO message_tags (tenant_id, tag, created_at, message_id)
+    SELECT $1, t.tag, msg.created_at, msg.id FROM msg, unnest($32::text[]) AS t(tag)
 ), ob AS (
     INSERT INTO outbox (tenant_id, message_id, queue, priority, available_at)
     SELECT $1, id, $22, $23, greatest(coalesce($16, now()), now()) FROM msg
@@ -60,7 +63,7 @@ MESSAGE_VIEW = """
 SELECT m.id, m.channel, m.template_id, m.template_version, m.locale, m.requested_locale, m.priority,
        m.status, m.provider, m.provider_message_id, m.attempts, m.schedule_at, m.expires_at,
        m.idempotency_key, m.metadata, m.created_at, m.updated_at, m.sent_at,
-       (SELECT coalesce(json_agg(a ORDER BY a.attempt_no, a.started_at), '[]'::json) FROM (
+       (SELECT coalesce(json_agg(a ORDER BY a.started_at, a.attempt_no), '[]'::json) FROM (
             SELECT attempt_no, provider, provider_message_id, outcome, error_class, error_code,
                    error_detail, cost_usd, started_at, finished_at
             FROM attempts WHERE tenant_id = $1 AND message_id = $2) a) AS attempt_rows,
@@ -180,14 +183,21 @@ WITH stale AS (
 SELECT count(*) FROM upd
 """
 
-TAKE_OUTBOX = """
+# Due rows, high priority first, oldest first within a priority: one ordered range of the outbox_due
+# index (priority, available_at, id) per priority, read lazily (a branch is not read once the limit is
+# met), so rows scheduled for later are never read however many there are.
+_DUE_AT_PRIORITY = """SELECT * FROM (
+        SELECT id FROM outbox WHERE priority = {rank} AND available_at <= now()
+        ORDER BY available_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) p{rank}"""
+TAKE_OUTBOX = f"""
 DELETE FROM outbox o
 USING (
-    SELECT id FROM outbox
-    WHERE available_at <= now()
-    ORDER BY priority, id
+    SELECT id FROM (
+        {_DUE_AT_PRIORITY.format(rank=0)}
+        UNION ALL {_DUE_AT_PRIORITY.format(rank=1)}
+        UNION ALL {_DUE_AT_PRIORITY.format(rank=2)}
+    ) ranked
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
 ) due
 WHERE o.id = due.id
 RETURNING o.id, o.tenant_id, o.message_id, o.queue, o.priority

@@ -9,7 +9,7 @@ keys, so a typo is an error naming the dotted path, never a setting silently ign
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, get_args, get_origin
 
 from babel import Locale, UnknownLocaleError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
@@ -21,7 +21,15 @@ ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$
 #: ``<channel>:<provider>``, the key of a tenant's sealed provider settings.
 CredentialKey = Annotated[str, StringConstraints(pattern=r"^[a-z]+:[a-z][a-z0-9_]{0,31}$")]
 
+#: A message category as dedupe rules name it (``metadata.category`` or the template manifest's).
+CategoryName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+#: A backoff step, in seconds: up to a day.
+RetryDelay = Annotated[float, Field(gt=0, le=86_400)]
+
 REGION_PATTERN = r"^[a-z]{2}(-[a-z0-9]{1,16}){0,2}$"
+#: Dedupe windows that apply unless a tenant sets its own: one-time codes are not sent twice in 30 s.
+DEFAULT_DEDUPE_WINDOWS: dict[str, int] = {"auth": 30}
+MAX_RETRIES = 10
 #: Keys no patch may name: written by their own routes (``PUT /admin/credentials/...``), never shown.
 MANAGED_KEYS = frozenset({"credentials"})
 
@@ -76,6 +84,48 @@ class ProvidersConfig(Section):
         return self.channel(channel).allow
 
 
+class ChannelRetries(Section):
+    """``retries.<channel>``."""
+
+    delays_s: tuple[RetryDelay, ...] | None = Field(
+        None,
+        max_length=MAX_RETRIES,
+        description="seconds before each retry on this channel ([]: no retry); null: retries.delays_s",
+    )
+
+
+class RetriesConfig(Section):
+    """``retries``: the backoff steps, for the tenant and per channel. Each step is jittered by 20 %."""
+
+    delays_s: tuple[RetryDelay, ...] | None = Field(
+        None,
+        max_length=MAX_RETRIES,
+        description="seconds before each retry ([]: no retry); null: the platform's HERALD_RETRY_DELAYS",
+    )
+    email: ChannelRetries = Field(default_factory=ChannelRetries)
+    sms: ChannelRetries = Field(default_factory=ChannelRetries)
+    push: ChannelRetries = Field(default_factory=ChannelRetries)
+    whatsapp: ChannelRetries = Field(default_factory=ChannelRetries)
+    inapp: ChannelRetries = Field(default_factory=ChannelRetries)
+
+    def delays_for(self, channel: Channel) -> tuple[float, ...] | None:
+        """The channel's steps, else the tenant's, else None (the platform's)."""
+        own: ChannelRetries = getattr(self, channel.value)
+        return own.delays_s if own.delays_s is not None else self.delays_s
+
+
+class DedupeRule(Section):
+    """``dedupe.<category>``."""
+
+    window_seconds: int | None = Field(
+        None,
+        ge=0,
+        le=86_400,
+        description="the same content to the same recipient inside this window is sent once; 0: off; "
+        "null: the category's default (30 for auth, else off)",
+    )
+
+
 class TenantConfig(Section):
     """A tenant's settings, as ``GET /api/tenant`` shows them (``credentials`` are never serialized)."""
 
@@ -87,7 +137,25 @@ class TenantConfig(Section):
     )
     unsubscribe: StrictBool = Field(False, description="email carries RFC 8058 one-click List-Unsubscribe headers")
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    dedupe: dict[CategoryName, DedupeRule] = Field(
+        default_factory=lambda: _with_default_windows({}),
+        max_length=64,
+        description="per message category: the recipient dedupe window",
+    )
     credentials: dict[CredentialKey, str] = Field(default_factory=dict, exclude=True, repr=False)
+
+    @field_validator("dedupe")
+    @classmethod
+    def _default_windows(cls, value: dict[str, DedupeRule]) -> dict[str, DedupeRule]:
+        return _with_default_windows(value)
+
+    def dedupe_window_s(self, category: str | None) -> int:
+        """The recipient dedupe window of ``category`` in seconds (0: no dedupe)."""
+        rule = self.dedupe.get(category) if category else None
+        if rule is None or rule.window_seconds is None:
+            return 0
+        return rule.window_seconds
 
     @field_validator("default_locale")
     @classmethod
@@ -113,16 +181,32 @@ class TenantConfig(Section):
         return doc
 
 
+def _with_default_windows(rules: dict[str, DedupeRule]) -> dict[str, DedupeRule]:
+    """Every category with a default window shows it; a rule whose window is null takes its default."""
+    out = {c: DedupeRule(window_seconds=w) for c, w in DEFAULT_DEDUPE_WINDOWS.items()}
+    for category, rule in rules.items():
+        window = rule.window_seconds if rule.window_seconds is not None else DEFAULT_DEDUPE_WINDOWS.get(category, 0)
+        out[category] = DedupeRule(window_seconds=window)
+    return out
+
+
 def section_at(path: tuple[str | int, ...]) -> type[Section] | None:
-    """The section model found at ``path`` (``("providers", "email")``), or None when there is none."""
+    """The section model found at ``path`` (``("providers", "email")``, ``("dedupe", "auth")``), or None
+    when there is none. In a mapping of sections (``dedupe``) the part after the field is an entry's key."""
     model: type[Section] = TenantConfig
-    for part in path:
+    parts = list(path)
+    while parts:
+        part = parts.pop(0)
         field = model.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
             return None
         nested = _section_of(field.annotation)
         if nested is None:
             return None
+        if get_origin(field.annotation) is dict:
+            if not parts:
+                return None  # the mapping itself, not one of its sections
+            parts.pop(0)
         model = nested
     return model
 

@@ -51,6 +51,9 @@ def problems_of(err: ValidationError) -> list[ConfigProblem]:
     out = []
     for e in err.errors(include_url=False):
         path: Path = tuple(e["loc"])
+        if path and path[-1] == "[key]":  # pydantic's mark of a bad mapping key (a dedupe category)
+            out.append(ConfigProblem(path[:-1], "not a valid name here: lower-case letters, digits, _ and -"))
+            continue
         if e["type"] == "extra_forbidden":
             section = section_at(path[:-1])
             known = ", ".join(known_keys(section)) if section else ""

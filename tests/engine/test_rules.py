@@ -42,7 +42,7 @@ class TestStateMachine:
     def test_terminal_states_have_no_exit_but_dlq_replay_and_a_late_hard_bounce(self) -> None:
         for status in TERMINAL - {Status.DEAD, Status.DELIVERED}:
             assert TRANSITIONS[status] == frozenset()
-        assert TRANSITIONS[Status.DEAD] == frozenset({Status.QUEUED})
+        assert TRANSITIONS[Status.DEAD] == frozenset({Status.QUEUED, Status.EXPIRED})
         assert TRANSITIONS[Status.DELIVERED] == frozenset({Status.BOUNCED})
 
     def test_every_status_has_a_row(self) -> None:

@@ -58,7 +58,11 @@ def test_allow_list_in_the_spec_shape() -> None:
 @pytest.mark.parametrize(
     ("doc", "path", "why"),
     [
-        ({"colour": "blue"}, "colour", "unknown key (known here: default_locale, providers, region, unsubscribe)"),
+        (
+            {"colour": "blue"},
+            "colour",
+            "unknown key (known here: dedupe, default_locale, providers, region, retries, unsubscribe)",
+        ),
         ({"providers": {"fax": {"allow": ["x"]}}}, "providers.fax", "unknown key (known here: email, inapp, push"),
         ({"providers": {"email": {"allow": ["ses"], "deny": []}}}, "providers.email.deny", "unknown key"),
         ({"providers": {"email": ["ses"]}}, "providers.email", 'old shape; send {"allow": [...]}'),
@@ -70,12 +74,49 @@ def test_allow_list_in_the_spec_shape() -> None:
         ({"default_locale": "xx-QQ"}, "default_locale", "not a known locale"),
         ({"unsubscribe": "yes"}, "unsubscribe", "valid boolean"),
         ({"region": "Europe/West"}, "region", "should match pattern"),
+        ({"retries": {"delays_s": [0]}}, "retries.delays_s.0", "greater than 0"),
+        ({"retries": {"delays_s": [1] * 11}}, "retries.delays_s", "at most 10 items"),
+        ({"retries": {"fax": {}}}, "retries.fax", "unknown key (known here: delays_s, email, inapp, push"),
+        ({"retries": {"sms": {"delays_s": [90000]}}}, "retries.sms.delays_s.0", "less than or equal to 86400"),
+        ({"dedupe": {"Auth Codes": {"window_seconds": 30}}}, "dedupe.Auth Codes", "not a valid name here"),
+        ({"dedupe": {"auth": {"window": 30}}}, "dedupe.auth.window", "unknown key (known here: window_seconds)"),
+        ({"dedupe": {"auth": {"window_seconds": -1}}}, "dedupe.auth.window_seconds", "greater than or equal to 0"),
+        ({"dedupe": {"auth": 30}}, "dedupe.auth", "should be an object"),
     ],
 )
 def test_bad_documents_name_the_dotted_path_and_why(doc: dict[str, Any], path: str, why: str) -> None:
     found = problems(doc)
     assert path in found, found
     assert why in found[path]
+
+
+def test_retries_per_tenant_and_channel_default_to_the_platform() -> None:
+    assert TenantConfig().retries.delays_for(Channel.EMAIL) is None  # HERALD_RETRY_DELAYS: 10, 60, 300
+    config = validate_config({"retries": {"delays_s": [5, 30], "sms": {"delays_s": []}}})
+    assert config.retries.delays_for(Channel.EMAIL) == (5.0, 30.0)
+    assert config.retries.delays_for(Channel.SMS) == ()  # no retry: the first failure is the last
+    assert config.stored() == {"retries": {"delays_s": [5.0, 30.0], "sms": {"delays_s": []}}}
+
+
+def test_dedupe_windows_auth_by_default_others_off_unless_set() -> None:
+    default = TenantConfig()
+    assert default.document()["dedupe"] == {"auth": {"window_seconds": 30}} and default.stored() == {}
+    windows = [default.dedupe_window_s(c) for c in ("auth", "marketing", None)]
+    assert windows == [30, 0, 0]
+    config = validate_config(merge_patch(default.document(), {"dedupe": {"marketing": {"window_seconds": 600}}}))
+    assert (config.dedupe_window_s("auth"), config.dedupe_window_s("marketing")) == (30, 600)
+    off = validate_config(merge_patch(config.document(), {"dedupe": {"auth": {"window_seconds": 0}}}))
+    assert off.dedupe_window_s("auth") == 0
+    reset = validate_config(merge_patch(off.document(), {"dedupe": {"auth": None}}))
+    assert reset.dedupe_window_s("auth") == 30  # null resets a key to its default
+
+
+def test_retries_and_dedupe_are_paths_the_platform_can_hand_to_tenants() -> None:
+    assert check_paths(("dedupe", "retries", "retries.sms", "retries.sms.delays_s", "dedupe.auth.window_seconds")) == []
+    policy = EditPolicy(("dedupe",))
+    before = TenantConfig().document()
+    after = merge_patch(before, {"dedupe": {"otp": {"window_seconds": 10}}, "retries": {"delays_s": [1]}})
+    assert policy.refused(changed_paths(before, after)) == ["retries.delays_s"]
 
 
 def test_every_problem_is_reported_at_once() -> None:
