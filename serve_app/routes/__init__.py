@@ -34,6 +34,7 @@ from fastapi import APIRouter, FastAPI
 from serve_app.http import create_app
 from serve_app.routes import (
     admin,
+    dlq,
     inbox,
     links,
     metrics,
@@ -55,6 +56,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     unsubscribe.router,
     inbox.router,
     admin.router,
+    dlq.router,
     tenants.router,
     metrics.router,
 )
