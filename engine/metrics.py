@@ -32,10 +32,10 @@ HISTOGRAMS: dict[str, tuple[str, ...]] = {
 GAUGES: dict[str, tuple[str, ...]] = {
     "provider_circuit_open": ("provider",),
     "queue_depth": ("queue",),
-    "queue_oldest_age_seconds": ("queue",),
     # Human opens and clicks per delivered message over the analytics window (from the rollups).
     "open_rate": ("tenant", "template_id"),
     "click_rate": ("tenant", "template_id"),
+    "queue_oldest_age_seconds": ("queue",),
 }
 
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)

@@ -107,10 +107,6 @@ class EventType(StrEnum):
     BOUNCED = "NotificationBounced"
     OPENED = "NotificationOpened"
     CLICKED = "NotificationClicked"
-    CANCELLED = "NotificationCancelled"
-    RESCHEDULED = "NotificationRescheduled"
-    REPLAYED = "NotificationReplayed"
-    DEDUPLICATED = "NotificationDeduplicated"
     # What providers report after the send (see engine.feedback.ingest.EVENT_NAMES).
     PROCESSED = "NotificationProcessed"  #: the provider accepted it for sending
     FORWARDED = "NotificationForwarded"  #: handed on to the carrier or to WhatsApp
@@ -119,3 +115,7 @@ class EventType(StrEnum):
     COMPLAINED = "NotificationComplained"
     READ = "NotificationRead"
     PROVIDER_EVENT = "NotificationProviderEvent"  #: a provider event of a kind we do not know
+    CANCELLED = "NotificationCancelled"
+    RESCHEDULED = "NotificationRescheduled"
+    REPLAYED = "NotificationReplayed"
+    DEDUPLICATED = "NotificationDeduplicated"
