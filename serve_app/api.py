@@ -29,6 +29,7 @@ from engine.feedback.inbound import ProviderWebhooks
 from engine.feedback.ingest import FeedbackIngest
 from engine.feedback.signing_keys import WebhookSecrets
 from engine.intake import Intake
+from engine.lifecycle import Lifecycle, QueuesSnapshot
 from engine.metrics import MetricsBuffer
 from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
@@ -81,13 +82,13 @@ class RayOperations:
             return f"error: {type(err).__name__}"
         return "ok" if healthy(report) else f"unhealthy: {report}"
 
-    async def queue_depths(self) -> dict[str, int]:
+    async def queues(self) -> QueuesSnapshot:
         try:
             relay = ray.get_actor(RELAY_ACTOR, namespace=NAMESPACE)
-            depths: dict[str, int] = await asyncio.wait_for(relay.depths.remote(), HEALTH_TIMEOUT_S * 2)
+            snapshot = await asyncio.wait_for(relay.queues.remote(), HEALTH_TIMEOUT_S * 2)
         except (ValueError, TimeoutError, ray.exceptions.RayError) as err:
-            raise ApiProblem(503, f"the queue depths cannot be read: {type(err).__name__}") from None
-        return depths
+            raise ApiProblem(503, f"the queue statistics cannot be read: {type(err).__name__}") from None
+        return QueuesSnapshot.model_validate(snapshot)
 
     async def metrics_text(self) -> str:
         text: str = await self.metrics_actor.render.remote(self.metrics.drain())
@@ -150,6 +151,7 @@ class HeraldApi:
                 known_providers={c: {p for ch, p in wiring.known if ch is c} for c in Channel},
                 on_change=intake.forget_tenant,
             ),
+            lifecycle=Lifecycle.on(parts.pool, providers={c: settings.providers(c) for c in Channel}),
             ops=self.ops,
             webhooks=ProviderWebhooks(
                 FeedbackIngest(parts.pool, metrics=metrics),

@@ -5,6 +5,7 @@
 - :mod:`.search`: a tenant's messages by filter, newest first (``GET /api/notifications``).
 - :mod:`.queues`: the queues view and gauges (``GET /admin/queues``).
 - :mod:`.scope`: who asks (the platform operator, or one tenant's admin).
+- :mod:`.services`: all of them on one pool (:class:`Lifecycle`, what the API holds).
 """
 
 from .dlq import DeadFilter, DeadLetterService, DeadPage, ReplayRequest, ReplayResult
@@ -12,6 +13,7 @@ from .queues import QueueMonitor, QueuesSnapshot, TenantQueues, TenantQueuesView
 from .scheduling import Cancelled, Rescheduled, RescheduleRequest, SchedulingService
 from .scope import AdminScope
 from .search import MessagePage, MessageSearch, SearchFilters
+from .services import Lifecycle
 
 __all__ = [
     "AdminScope",
@@ -19,6 +21,7 @@ __all__ = [
     "DeadFilter",
     "DeadLetterService",
     "DeadPage",
+    "Lifecycle",
     "MessagePage",
     "MessageSearch",
     "QueueMonitor",

@@ -35,6 +35,7 @@ from serve_app.http import create_app
 from serve_app.routes import (
     admin,
     analytics,
+    dlq,
     inbox,
     links,
     metrics,
@@ -58,6 +59,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     unsubscribe.router,
     inbox.router,
     admin.router,
+    dlq.router,
     tenants.router,
     provider_webhooks.router,
     webhook_endpoints.router,

@@ -17,7 +17,6 @@ from serve_app.schemas.admin import (
     CredentialsRequest,
     CredentialsStored,
     Health,
-    OutboxFigures,
     PlatformQueues,
     ProviderReport,
     QueueReport,
@@ -72,14 +71,10 @@ async def set_credentials(
 
 @router.get("/admin/queues", response_model=QueueReport, responses=problems(401, 403, 503), openapi_extra=OR_PLATFORM)
 async def queues(caller: AdminOrPlatform, state: State) -> PlatformQueues | TenantQueues:
-    """The platform: messages ready in each queue, the outbox, every tenant's messages by status.
-    A tenant admin: its own tenant's messages by status."""
+    """The platform: per broker queue its depth, consumers, the age of its oldest envelope and the rates in
+    and out over the last minute, and the outbox. A tenant admin: its own messages by status (last 24 h)
+    and how many wait, with the age of the oldest."""
     if isinstance(caller, PlatformPrincipal):
-        outbox = await state.repo.outbox_counts()
-        return PlatformQueues(
-            queues=await state.ops.queue_depths(),
-            outbox=OutboxFigures(pending=outbox.pending, later=outbox.later),
-            messages_by_status=await state.repo.counts_by_status(),
-        )
-    counts = await state.repo.counts_by_status(caller.tenant.id)
-    return TenantQueues(tenant=caller.tenant.slug, messages_by_status=counts)
+        return PlatformQueues.model_validate(await state.ops.queues(), from_attributes=True)
+    view = await state.lifecycle.tenant_queues.view(caller.tenant)
+    return TenantQueues.model_validate(view, from_attributes=True)

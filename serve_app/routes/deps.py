@@ -24,6 +24,7 @@ from engine.feedback.endpoints import WebhookEndpoints
 from engine.feedback.inbound import ProviderWebhooks
 from engine.feedback.signing_keys import WebhookSecrets
 from engine.intake import Intake
+from engine.lifecycle import Lifecycle, QueuesSnapshot
 from engine.models import Tenant
 from engine.problems import ApiProblem
 from engine.storage.repository import Repository
@@ -41,8 +42,9 @@ class Operations(Protocol):
     async def health_checks(self) -> dict[str, str]:
         """Each part's state: ``ok``, or what is wrong."""
 
-    async def queue_depths(self) -> dict[str, int]:
-        """Messages ready in each broker queue. Raises: ApiProblem 503 when the broker cannot be read."""
+    async def queues(self) -> QueuesSnapshot:
+        """Each broker queue's depth, rates, oldest age and consumers, and the outbox (the relay's view).
+        Raises: ApiProblem 503 when the relay cannot say."""
 
     async def metrics_text(self) -> str:
         """Prometheus exposition of every process's counters."""
@@ -62,6 +64,7 @@ class ApiState:
     tracking: Tracking
     credentials: TenantCredentials
     tenants: TenantService
+    lifecycle: Lifecycle
     ops: Operations
     webhooks: ProviderWebhooks  #: provider webhooks in
     endpoints: WebhookEndpoints  #: tenants' endpoints for events out

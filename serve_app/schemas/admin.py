@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
 from engine.channels import Channel
+from engine.lifecycle import QueuesSnapshot, TenantQueuesView
 
 #: Only provider settings may be overridden per tenant (engine.credentials.SETTING_NAME).
 SettingName = Annotated[str, StringConstraints(pattern=r"^(HERALD|AWS)_[A-Z0-9_]{1,64}$")]
@@ -47,26 +48,17 @@ class CredentialsStored(BaseModel):
     names: list[str] = Field(description="the settings stored (their values are never shown)")
 
 
-class OutboxFigures(BaseModel):
-    pending: int = Field(description="rows not yet published")
-    later: int = Field(description="of those, rows due later (retries, scheduled sends)")
-
-
-class PlatformQueues(BaseModel):
-    """The platform operator's view: every queue, the outbox, every tenant's messages by status."""
+class PlatformQueues(QueuesSnapshot):
+    """The platform operator's view, from the relay: per broker queue its depth, consumers, the age of its
+    oldest ready envelope and the rates in and out over the last minute; and the outbox backlog."""
 
     view: Literal["platform"] = "platform"
-    queues: dict[str, int] = Field(description="messages ready in each broker queue")
-    outbox: OutboxFigures
-    messages_by_status: dict[str, int]
 
 
-class TenantQueues(BaseModel):
-    """A tenant admin's view: its own messages by status."""
+class TenantQueues(TenantQueuesView):
+    """A tenant admin's view: its own messages by status, and how many wait with the age of the oldest."""
 
     view: Literal["tenant"] = "tenant"
-    tenant: str
-    messages_by_status: dict[str, int]
 
 
 QueueReport = Annotated[PlatformQueues | TenantQueues, Field(discriminator="view")]

@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.channels import Channel, Priority
+from engine.lifecycle import SearchFilters
+from engine.lifecycle.search import MAX_PAGE
 from engine.states import Status
 
 
@@ -80,3 +82,11 @@ class NotificationView(BaseModel):
     sent_at: datetime | None = None
     attempts: list[Attempt]
     events: list[Event]
+
+
+class NotificationSearch(SearchFilters):
+    """``GET /api/notifications``: every filter narrows (a recipient's history: ``recipient`` or ``user_id``
+    alone); pass a page's ``next_cursor`` back as ``cursor``, with the same filters, for the next one."""
+
+    cursor: str | None = Field(None, max_length=200, description="the previous page's next_cursor")
+    limit: int = Field(50, ge=1, le=MAX_PAGE, description="messages per page")

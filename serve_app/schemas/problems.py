@@ -46,6 +46,9 @@ class Problem(BaseModel):
     detail: str
     instance: str | None = None
     errors: list[FieldProblem] | None = None
+    current_status: str | None = Field(
+        None, description="a 409 about a message's state: the status it has now (cancel, reschedule)"
+    )
 
 
 _EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]] | None]] = {
@@ -92,6 +95,23 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": REF_PREFIX + "Problem"}, "example": example}},
         }
     return out
+
+
+def state_conflict() -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry of a 409 refused by the message's state: ``current_status`` says which."""
+    example = {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "the notification is sent: only one that has not started sending can be cancelled",
+        "current_status": "sent",
+    }
+    return {
+        409: {
+            "description": "The message's status does not allow it; `current_status` is the status it has",
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": REF_PREFIX + "Problem"}, "example": example}},
+        }
+    }
 
 
 def problem_components() -> dict[str, Any]:

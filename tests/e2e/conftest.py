@@ -138,6 +138,7 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         "HERALD_QUEUE_PREFIX": f"test-{uuid.uuid4().hex[:8]}.",
         "HERALD_SEND_LEASE_SECONDS": "3",
         "HERALD_RELAY_POLL_SECONDS": "0.2",
+        "HERALD_QUEUE_STATS_SECONDS": "1",  # the queues view and gauges a test waits for
         "HERALD_SENDERS": "2",
         "HERALD_LOG_LEVEL": "WARNING",
     }

@@ -2,8 +2,9 @@
 
 About 20 cases per operation (positive data, then data that breaks the schema), with valid tokens: the
 platform's for platform routes, otherwise an admin token of a throwaway tenant, so whatever the
-destructive routes change belongs to nobody else. Each answer must be no 5xx and match what the
-document promises (status code, content type, headers, body schema).
+destructive routes change belongs to nobody else (routes either may call, such as the DLQ replay, get the
+tenant's: the platform's `{"all": true}` would replay every tenant's dead messages). Each answer must be
+no 5xx and match what the document promises (status code, content type, headers, body schema).
 """
 
 from __future__ import annotations

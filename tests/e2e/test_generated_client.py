@@ -85,6 +85,10 @@ def test_generated_client_sends_reads_previews_and_reads_problems(herald: Herald
     assert [e.type_ for e in view.events] == ["NotificationAccepted", "NotificationSent"]
     missing = part(client_package, "api.notifications.get_notification").sync("msg_" + "0" * 32, client=api)
     assert isinstance(missing, models.Problem) and missing.status == 404
+    found = part(client_package, "api.notifications.search_notifications").sync(client=api, recipient="ada@example.com")
+    assert isinstance(found, models.MessagePage) and [m.message_id for m in found.items] == [message_id]
+    refused = part(client_package, "api.notifications.cancel_notification").sync(message_id, client=api)
+    assert isinstance(refused, models.Problem) and refused.status == 409 and refused.current_status == "sent"
 
     body = models.PreviewRequest.from_dict({**otp(), "tenant_id": tenant, "priority": "high"})
     shown = part(client_package, "api.templates.preview").sync(client=api, body=body)
@@ -100,13 +104,18 @@ def test_generated_client_platform_and_open_routes(herald: Herald, client_packag
     models = part(client_package, "models")
     platform = client_package.AuthenticatedClient(base_url=herald.base_url, token=herald.platform_token())
     queues = part(client_package, "api.admin.queues").sync(client=platform)
-    assert isinstance(queues, models.PlatformQueues) and "notifications.high" in queues.queues.additional_properties
+    assert isinstance(queues, models.PlatformQueues) and "notifications.high" in [q.queue for q in queues.queues]
     report = part(client_package, "api.admin.providers").sync(client=platform)
     assert isinstance(report, models.ProviderReport) and report.providers
     tenant_admin = client_package.AuthenticatedClient(
         base_url=herald.base_url, token=herald.token(new_tenant(), admin=True)
     )
     own = part(client_package, "api.admin.queues").sync(client=tenant_admin)
-    assert isinstance(own, models.TenantQueues)
+    assert isinstance(own, models.TenantQueues) and own.waiting == 0
+    dead = part(client_package, "api.dlq.list_dead_letters").sync(client=tenant_admin)
+    assert isinstance(dead, models.DeadPage) and dead.counts.total == 0
+    replay = part(client_package, "api.dlq.replay_dead_letters")
+    nothing = replay.sync(client=tenant_admin, body=models.ReplayRequest(all_=True))
+    assert isinstance(nothing, models.ReplayResult) and nothing.matched == 0
     health = part(client_package, "api.admin.healthz").sync(client=client_package.Client(base_url=herald.base_url))
     assert isinstance(health, models.Health) and health.status.value == "ok"
