@@ -63,7 +63,7 @@ class EndpointCreate(BaseModel):
     description: str | None = Field(None, max_length=200)
 
 
-class ReplayRequest(BaseModel):
+class DeliveryReplayRequest(BaseModel):
     """``POST /api/webhooks/endpoints/{id}/replay``: the tenant's events recorded in ``[since, until)``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -283,7 +283,7 @@ class WebhookEndpoints:
         """Queue the tenant's events recorded in ``[since, until)`` again for this endpoint (its filter
         applies); returns how many. Raises: ApiProblem 422 naming ``since``/``until``."""
         endpoint = await self.get(tenant, public_id)
-        request: ReplayRequest = _parse(ReplayRequest, body)
+        request: DeliveryReplayRequest = _parse(DeliveryReplayRequest, body)
         until = request.until or self.clock()
         if request.since >= until:
             raise ApiProblem(422, "since must be before until", errors=[FieldError(("body", "since"), "after until")])

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from engine.feedback.endpoints import EndpointCreate, ReplayRequest
+from engine.feedback.endpoints import DeliveryReplayRequest, EndpointCreate
 from engine.feedback.schemas import (
     DeliveryList,
     DeliveryOut,
@@ -111,7 +111,7 @@ async def list_webhook_deliveries(
     responses=problems(400, 401, 403, 404, 409, 413, 422),
 )
 async def replay_webhook_events(
-    endpoint_id: EndpointId, body: ReplayRequest, caller: TenantAdmin, state: State
+    endpoint_id: EndpointId, body: DeliveryReplayRequest, caller: TenantAdmin, state: State
 ) -> ReplayOut:
     """Queue the tenant's events recorded in ``[since, until)`` again for this endpoint (its event-type
     filter applies), at most 31 days and 10,000 events per call."""
