@@ -3,7 +3,8 @@
 The tree encodes what the engine does next by type::
 
     DispatchError
-    ├── RetryableError          transient: retry later (10s/60s/5m + jitter), may fail over
+    ├── RetryableError          transient: retry later (10s/60s/5m + jitter), may fail over;
+    │   │                       ``outcome_unknown``: timed out after sending, retried on the same provider
     │   └── ThrottledError      the provider said slow down; ``retry_after_s`` wins over backoff
     ├── ProviderDownError       provider-wide (auth, outage, paused account): fail over at once,
     │                           trips the breaker, does not use up the message's attempts
@@ -64,9 +65,14 @@ def _rebuild(cls: type[DispatchError], detail: str, state: dict[str, object]) ->
 class RetryableError(DispatchError):
     failure_class = FailureClass.RETRYABLE
 
-    def __init__(self, detail: str = "", *, retry_after_s: float | None = None, **kw: object) -> None:
+    def __init__(
+        self, detail: str = "", *, retry_after_s: float | None = None, outcome_unknown: bool = False, **kw: object
+    ) -> None:
         super().__init__(detail, **kw)  # type: ignore[arg-type]
         self.retry_after_s = retry_after_s
+        #: The request reached the provider and no answer came back (a read timeout): it may have been
+        #: sent, so it is retried on the same provider (which may dedupe it) rather than failed over.
+        self.outcome_unknown = outcome_unknown
 
 
 class ThrottledError(RetryableError):
