@@ -20,6 +20,9 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "notifications_retried_total": ("reason", "provider"),
     "notifications_dead_lettered_total": ("channel",),
     "notifications_expired_total": ("channel",),
+    #: Every provider call's outcome per message, failovers included (a message may touch several).
+    "provider_sent_total": ("channel", "provider"),
+    "provider_failed_total": ("channel", "provider", "reason"),
 }
 
 HISTOGRAMS: dict[str, tuple[str, ...]] = {
@@ -27,7 +30,8 @@ HISTOGRAMS: dict[str, tuple[str, ...]] = {
 }
 
 GAUGES: dict[str, tuple[str, ...]] = {
-    "provider_circuit_open": ("provider",),
+    #: 1 while the platform's breaker for the provider on the channel is open or probing (health actor).
+    "provider_circuit_open": ("provider", "channel"),
     "queue_depth": ("queue",),
 }
 

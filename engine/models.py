@@ -204,6 +204,9 @@ class ClaimedMessage:
     expires_at: datetime | None
     suppressed: bool = False  #: the address is on the tenant's suppression list
     attachments: tuple[dict[str, Any], ...] = ()  #: ``{"s3", "filename", "content_type"}`` references
+    tenant_region: str = "eu"
+    #: The provider whose attempt timed out after sending on the last pass (the retry goes there).
+    pinned_provider: str | None = None
 
     def address(self) -> tuple[str, str] | None:
         """The (kind, address) a suppression list would hold for this recipient."""

@@ -16,7 +16,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from engine.channels import Channel
 from engine.errors import ConfigurationError
 
-
 #: A list setting: read from the environment as comma-separated text, never decoded as JSON first.
 CsvTuple = Annotated[tuple[str, ...], NoDecode]
 CsvFloats = Annotated[tuple[float, ...], NoDecode]

@@ -163,6 +163,8 @@ class Repository:
                 tenant_slug=r["slug"],
                 tenant_templates_version=r["templates_version"],
                 tenant_config=r["tenant_config"],
+                tenant_region=r["tenant_region"],
+                pinned_provider=r["pinned_provider"],
                 channel=Channel(r["channel"]),
                 template_id=r["template_id"],
                 template_version=r["template_version"],
@@ -189,6 +191,7 @@ class Repository:
         if not outcomes:
             return 0
         o = outcomes
+        tried = [(x.message_id, t) for x in o for t in x.tried]
         moved: int = await self.pool.fetchval(
             sql.RECORD,
             [x.message_id for x in o],
@@ -213,6 +216,15 @@ class Repository:
             [new_id() for _ in o],
             [x.suppress[0] if x.suppress else None for x in o],
             [x.suppress[1] if x.suppress else None for x in o],
+            [x.attempt_outcome for x in o],
+            [new_id() for _ in tried],
+            [mid for mid, _ in tried],
+            [t.provider for _, t in tried],
+            [t.started_at for _, t in tried],
+            [t.error_class for _, t in tried],
+            [t.error_code for _, t in tried],
+            [t.error_detail for _, t in tried],
+            [t.outcome for _, t in tried],
         )
         return moved
 
