@@ -8,7 +8,8 @@ import os
 
 import ray
 
-from actors import METRICS_ACTOR, NAMESPACE
+from actors import HEALTH_ACTOR, METRICS_ACTOR, NAMESPACE, ROUTING_ACTOR
+from actors.routing import ActorFeed
 from drivers.attachments import S3AttachmentFetcher
 from engine import redaction
 from engine.credentials import CredentialBox, TenantDrivers
@@ -30,6 +31,12 @@ class SenderActor:
         self.parts = await open_components(config, broker=True, pool_size=3)
         self.drivers = provider_chains(s, config.env, database_url=config.database_url)
         self.metrics = MetricsBuffer()
+        self.feed = ActorFeed(
+            ray.get_actor(HEALTH_ACTOR, namespace=NAMESPACE),
+            ray.get_actor(ROUTING_ACTOR, namespace=NAMESPACE),
+            refresh_s=s.routing_refresh_s,
+        )
+        await self.feed.start()
         self.dispatcher = dispatcher = Dispatcher(
             self.parts.repo,
             self.parts.catalog,
@@ -49,6 +56,7 @@ class SenderActor:
                 CredentialBox(s.credentials_key or config.secret),
                 {**config.env, "HERALD_DATA_DIR": str(s.data_dir), "DATABASE_URL": config.database_url},
             ),
+            feed=self.feed,
         )
         assert self.parts.broker is not None
         self.loop = SenderLoop(self.parts.broker, dispatcher, max_envelopes=s.sender_prefetch, on_batch=self._flush)
@@ -73,6 +81,7 @@ class SenderActor:
         """Finish the batch in hand, return unacked envelopes to the broker, close."""
         await self.loop.stop(grace_s)
         self._flush()
+        await self.feed.aclose()
         if isinstance(self.dispatcher.attachments, S3AttachmentFetcher):
             await self.dispatcher.attachments.aclose()
         if self.dispatcher.tenant_drivers is not None:

@@ -8,6 +8,7 @@ import contextlib
 import html
 import json
 import logging
+import time
 from typing import Any
 
 import ray
@@ -16,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from ray import serve
 
 from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+from actors.routing import ActorRoutingState
 from engine import redaction
 from engine.auth import AuthError, Principal, verify_token
 from engine.channels import Channel
@@ -26,6 +28,7 @@ from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.models import FieldError, Tenant
 from engine.problems import ApiProblem
+from engine.routing.service import RoutingService
 from engine.runtime import RuntimeConfig, open_components, provider_report
 from engine.storage.inbox import list_inbox
 from engine.template_service import TemplateService
@@ -42,6 +45,8 @@ app = create_app()
 #: How often the ingress ships its counters to the aggregator when nobody reads /metrics.
 METRICS_FLUSH_S = 1.0
 HEALTH_TIMEOUT_S = 3.0
+#: How long the providers page trusts its check of each provider's settings (the live state is never cached).
+PROVIDER_CONFIG_TTL_S = 60.0
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=512, health_check_period_s=5)
@@ -70,7 +75,10 @@ class HeraldApi:
             base_url=base_url,
         )
         self.tracking = Tracking(self.parts.pool, secret=secret, base_url=base_url)
-        self._providers: list[dict[str, Any]] | None = None
+        self._providers: tuple[float, list[dict[str, Any]]] | None = None
+        self.routing = RoutingService(
+            ActorRoutingState(), self.intake, {c: config.settings.providers(c) for c in Channel}
+        )
         self.tenant_drivers = TenantDrivers(
             CredentialBox(config.settings.credentials_key or config.secret),
             {**config.env, "HERALD_DATA_DIR": str(config.settings.data_dir), "DATABASE_URL": config.database_url},
@@ -80,12 +88,12 @@ class HeraldApi:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def _principal(self, request: Request, scope: str) -> Principal:
+    def _principal(self, request: Request, scope: str, *alternatives: str) -> Principal:
         try:
             principal = verify_token(self.config.secret, request.headers.get("authorization"))
         except AuthError as err:
             raise ApiProblem(401, str(err), headers={"WWW-Authenticate": "Bearer"}) from None
-        if not principal.can(scope):
+        if not any(principal.can(s) for s in (scope, *alternatives)):
             raise ApiProblem(403, f"the token lacks the '{scope}' scope")
         return principal
 
@@ -272,15 +280,31 @@ class HeraldApi:
             return f"error: {type(err).__name__}"
         return "ok" if healthy(report) else f"unhealthy: {report}"
 
+    @app.post("/api/route/explain", tags=["routing"])
+    async def explain_route(self, request: Request) -> dict[str, Any]:
+        """Where a notification with this body (as for POST /api/notifications) would go now, and why for
+        every candidate: cost, health, policy. Nothing is stored or sent."""
+        principal = self._principal(request, "send")
+        return await self.routing.explain(principal, await self._json(request))
+
     @app.get("/admin/providers", tags=["admin"])
     async def providers(self, request: Request) -> dict[str, Any]:
-        """Every known provider per channel: enabled (and its failover rank), configured or what is missing."""
-        self._principal(request, "admin")
-        if self._providers is None:
-            self._providers = await provider_report(
-                self.config.settings, self.config.env, database_url=self.config.database_url
-            )
-        return {"providers": self._providers}
+        """Every known provider per channel: configuration, and the live breaker state, error rate, latency,
+        last error and this month's volume; the routing table in use."""
+        principal = self._principal(request, "admin", "platform")
+        return await self.routing.providers(principal, await self._provider_config())
+
+    @app.post("/admin/routing/reload", tags=["admin"])
+    async def reload_routing(self, request: Request) -> dict[str, Any]:
+        """Reload the routing table from HERALD_ROUTING_TABLE without a restart (platform scope)."""
+        return await self.routing.reload(self._principal(request, "platform"))
+
+    async def _provider_config(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        if self._providers is None or now - self._providers[0] > PROVIDER_CONFIG_TTL_S:
+            report = await provider_report(self.config.settings, self.config.env, database_url=self.config.database_url)
+            self._providers = (now, report)
+        return self._providers[1]
 
     @app.put("/admin/credentials/{channel}/{provider}", tags=["admin"])
     async def set_credentials(self, channel: str, provider: str, request: Request) -> dict[str, Any]:

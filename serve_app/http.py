@@ -55,12 +55,13 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(model.pop("$defs", {}))
     components["NotificationRequest"] = model
-    post = schema.get("paths", {}).get("/api/notifications", {}).get("post")
-    if post is not None:
-        post["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NotificationRequest"}}},
-        }
+    for path in ("/api/notifications", "/api/route/explain"):
+        post = schema.get("paths", {}).get(path, {}).get("post")
+        if post is not None:
+            post["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NotificationRequest"}}},
+            }
     schema.setdefault("components", {})["securitySchemes"] = {
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     }

@@ -51,23 +51,29 @@ class Stack:
     senders: list[Any] = field(default_factory=list)
     relay: Any = None
     metrics: Any = None
+    health: Any = None
+    routing: Any = None
     owns_ray: bool = False
 
     def start(self, *, timeout_s: float = 120.0) -> None:
         import ray
         from ray import serve
 
-        from actors import METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+        from actors import HEALTH_ACTOR, METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, ROUTING_ACTOR, SENDER_ACTOR_PREFIX
+        from actors.health import HealthActor
         from actors.metrics import MetricsActor
         from actors.relay import RelayActor
+        from actors.routing import RoutingTableActor
         from actors.sender import SenderActor
+        from engine.routing import load_table
         from engine.runtime import RuntimeConfig, provider_chains
         from serve_app.api import HeraldApi
 
         s = self.settings
         self.database_url = resolve_database_url(s)
-        # Fail now, naming the variable, rather than at the first send.
+        # Fail now, naming the variable (or the routing table's key), rather than at the first send.
         asyncio.run(_close_all(provider_chains(s, os.environ, database_url=self.database_url)))
+        table = load_table(s.routing_table_path)
         applied = asyncio.run(migrate_url(self.database_url))
         config = RuntimeConfig.capture(s, self.database_url)
         for part, backend in config.backends().items():
@@ -86,6 +92,12 @@ class Stack:
             )
             self.owns_ray = True
         self.metrics = MetricsActor.options(name=METRICS_ACTOR, namespace=NAMESPACE, get_if_exists=True).remote()
+        self.health = HealthActor.options(name=HEALTH_ACTOR, namespace=NAMESPACE).remote(table, s.log_level)
+        self.routing = RoutingTableActor.options(name=ROUTING_ACTOR, namespace=NAMESPACE).remote(
+            str(s.routing_table_path)
+        )
+        ray.get([self.health.health.remote(), self.routing.health.remote()], timeout=timeout_s)
+        log.info("routing table:     %s (%s)", table.label, s.routing_table_path)
         self.relay = RelayActor.options(name=RELAY_ACTOR, namespace=NAMESPACE).remote(config)
         self.senders = [
             SenderActor.options(name=f"{SENDER_ACTOR_PREFIX}{i}", namespace=NAMESPACE).remote(config, i)
@@ -129,7 +141,7 @@ class Stack:
         except (ray.exceptions.RayError, TimeoutError) as err:
             log.warning("graceful stop incomplete: %s", err)
         serve.shutdown()
-        for actor in [*self.senders, self.relay, self.metrics]:
+        for actor in [*self.senders, self.relay, self.routing, self.health, self.metrics]:
             if actor is not None:
                 ray.kill(actor, no_restart=True)
         if self.owns_ray:

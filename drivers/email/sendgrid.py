@@ -6,7 +6,7 @@ One request per message: ``personalizations[0]`` carries the recipient and ``cus
 
 Settings: ``HERALD_SENDGRID_API_KEY`` (required), ``HERALD_SENDGRID_BASE_URL`` (default
 ``https://api.sendgrid.com``), ``HERALD_SENDGRID_FROM`` (else ``HERALD_EMAIL_FROM``),
-``HERALD_SENDGRID_TIMEOUT_S``, ``HERALD_SENDGRID_PRICE_USD`` (per email; plan-based, default ≈ Essentials).
+``HERALD_SENDGRID_TIMEOUT_S``. Prices live in the routing table (engine/routing/routing_table.yaml).
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ from engine.redaction import redact
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
-#: providers.md section 8: Essentials $19.95/mo for 50k, about $0.40 per 1,000.
-DEFAULT_PRICE_USD = 0.0004
 #: When a 429 carries neither Retry-After nor X-RateLimit-Reset.
 DEFAULT_RETRY_AFTER_S = 1.0
 MAX_CATEGORIES = 10
@@ -51,7 +49,6 @@ class SendgridSettings:
     sender: str
     base_url: str = DEFAULT_BASE_URL
     timeout_s: float = 10.0
-    price_usd: float = DEFAULT_PRICE_USD
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SendgridSettings:
@@ -64,7 +61,6 @@ class SendgridSettings:
             sender=default_sender(env, "HERALD_SENDGRID_FROM"),
             base_url=(env.get("HERALD_SENDGRID_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
             timeout_s=float(env.get("HERALD_SENDGRID_TIMEOUT_S") or 10.0),
-            price_usd=float(env.get("HERALD_SENDGRID_PRICE_USD") or DEFAULT_PRICE_USD),
         )
 
 
@@ -187,7 +183,6 @@ class SendgridDriver(Driver):
             message.message_id,
             self.provider,
             provider_message_id=response.headers.get("x-message-id"),
-            cost_usd=self.settings.price_usd,
         )
 
     async def _post(self, doc: dict[str, Any]) -> httpx.Response:

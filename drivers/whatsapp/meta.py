@@ -20,7 +20,7 @@ import httpx
 
 from drivers.base import Driver, OutboundMessage, SendResult
 from drivers.phone import parse_phone, scrub_numbers, whatsapp_address
-from drivers.whatsapp import WhatsappTemplate, template_price
+from drivers.whatsapp import WhatsappTemplate
 from engine.channels import Channel
 from engine.errors import (
     BadRecipientError,
@@ -200,7 +200,6 @@ class MetaWhatsappDriver(Driver):
             message.message_id,
             self.provider,
             provider_message_id=wamid,
-            cost_usd=template_price(template, phone.region),
         )
 
     async def _post(self, payload: Mapping[str, Any]) -> dict[str, Any]:

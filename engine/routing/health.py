@@ -230,8 +230,8 @@ class HealthBoard:
             entry.recent.add(now, t.ok, t.failed)
             if t.latency_calls:
                 mean = t.latency_ms_sum / t.latency_calls
-                entry.latency_ms = mean if entry.latency_ms is None else entry.latency_ms + LATENCY_ALPHA * (
-                    mean - entry.latency_ms
+                entry.latency_ms = (
+                    mean if entry.latency_ms is None else entry.latency_ms + LATENCY_ALPHA * (mean - entry.latency_ms)
                 )
             if t.ok:
                 volume_key = (t.key.channel, t.key.provider, t.key.owner)

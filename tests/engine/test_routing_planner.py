@@ -84,9 +84,7 @@ def test_transactional_ranks_by_reliability_and_marketing_by_cost() -> None:
 
 def test_filters_say_why_and_only_static_ones_make_no_route() -> None:
     now = Clock()()
-    table = parse_table(
-        "version: t\nchannels: {sms: {sns: {regions: [us]}}, push: {}}", source="t"
-    )
+    table = parse_table("version: t\nchannels: {sms: {sns: {regions: [us]}}, push: {}}", source="t")
     plan = plan_route(sms(allow=("twilio", "sns", "mailgun")), table, HealthBoard().snapshot(), now=now)
     reasons = {c.provider: c.reason for c in plan.candidates if not c.usable}
     assert reasons == {
