@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,8 @@ class ActorFeed:
         assert self._view is not None, "ActorFeed.start() first"
         return self._view
 
-    def result(self, key: BreakerKey, at: float, error: DispatchError | None = None) -> None:
-        self._buffer.result(key, at, error)
+    def results(self, key: BreakerKey, at: float, errors: Sequence[DispatchError | None]) -> None:
+        self._buffer.results(key, at, errors)
 
     def call(self, key: BreakerKey, latency_ms: float) -> None:
         self._buffer.call(key, latency_ms)

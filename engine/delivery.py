@@ -23,7 +23,6 @@ from engine.credentials import sealed_for
 from engine.errors import ConfigurationError, DispatchError, ProviderDownError
 from engine.models import ClaimedMessage
 from engine.routing import (
-    PLATFORM,
     BreakerState,
     Candidate,
     Move,
@@ -52,6 +51,7 @@ class Try:
     started_at: datetime
     error: DispatchError | None = None
     result: SendResult | None = None
+    candidate: Candidate | None = None
 
 
 @dataclass(slots=True)
@@ -128,18 +128,16 @@ class RoutedSender:
             down = err
         except ConfigurationError as err:
             down = ProviderDownError(str(err)[:300], provider=candidate.provider, code="credentials")
-        at = self.wall()
         if self.feed is not None:
             self.feed.call(candidate.key, (time.perf_counter() - t0) * 1000)
-            if down is not None:  # one provider-wide failure, however many messages it stopped
-                self.feed.result(candidate.key, at, down)
+            # A provider-wide failure counts once, however many messages it stopped.
+            errors = [down] if down is not None else [r.error for r in results]
+            self.feed.results(candidate.key, self.wall(), errors)
         for i, j in enumerate(group):
             result = None if down is not None else results[i]
             error = down if result is None else result.error
-            if self.feed is not None and down is None:
-                self.feed.result(candidate.key, at, error)
             j.queue.pop(0)
-            j.tries.append(Try(candidate.provider, candidate.owner, started, error, result))
+            j.tries.append(Try(candidate.provider, candidate.owner, started, error, result, candidate))
             if error is None:
                 j.ending = Ending.SENT
                 continue
@@ -150,6 +148,16 @@ class RoutedSender:
                 j.ending = Ending.RETRY_SAME
             elif move is Move.WAIT:
                 j.ending = Ending.RETRY
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantRouting:
+    configured: tuple[str, ...]
+    allow: tuple[str, ...] | None
+    email_region: str
+    own_credentials: frozenset[str]
+    table: RoutingTable | None
+    routing_key: str
 
 
 #: A tenant's own driver for a provider, when it brought its own credentials (else None).
@@ -174,8 +182,14 @@ class Router:
         self.planner = Planner()
         self.static = StaticRoutes()
         self.sender = RoutedSender(self.driver_for, feed, clock=clock)
+        #: What routing reads of each tenant's config, and the plans made, for the batch in hand.
+        self._tenants: dict[tuple[str, Channel], _TenantRouting] = {}
+        self._plans: dict[tuple[object, ...], RoutePlan] = {}
 
     def view(self) -> RoutingView | None:
+        """The routing state for the next batch (its messages' tenant configs are read afresh)."""
+        self._tenants.clear()
+        self._plans.clear()
         return self.feed.view() if self.feed is not None else None
 
     async def send(self, journeys: list[Journey]) -> None:
@@ -183,8 +197,8 @@ class Router:
 
     def journey(self, msg: ClaimedMessage, out: OutboundMessage, view: RoutingView | None, now: float) -> Journey:
         """The message's ranked candidates: from the routing snapshot, or (no feed) the configured order."""
-        configured = tuple(d.provider for d in self.drivers.get(msg.channel, ()))
-        allow = allow_list(msg.tenant_config, msg.channel)
+        tenant = self._tenant_routing(msg, view)
+        configured, allow = tenant.configured, tenant.allow
         if view is None:
             plan = self.static.plan(
                 msg.channel,
@@ -195,25 +209,59 @@ class Router:
                 priority=msg.priority.value,
             )
             return Journey(msg, out, plan, None, list(plan.usable))
-        table, routing_key = self.planner.table_for(view.table, msg.tenant_config)
-        region = email_region(msg.tenant_config, msg.tenant_region)
+        assert tenant.table is not None
+        dest = destination(msg.channel, msg.to, email_region_=tenant.email_region)
+        # Messages of the batch that differ in nothing routing reads share one plan.
+        fast = (msg.tenant_slug, msg.channel, dest, out.category, msg.priority, out.to.push_platform)
+        fast += (msg.pinned_provider, price_category(out))
+        plan = self._plans.get(fast)
+        if plan is None:
+            plan = self._plans[fast] = self._plan(msg, out, view, tenant, dest, now)
+        return Journey(msg, out, plan, tenant.table, list(plan.usable))
+
+    def _plan(
+        self,
+        msg: ClaimedMessage,
+        out: OutboundMessage,
+        view: RoutingView,
+        tenant: _TenantRouting,
+        dest: str,
+        now: float,
+    ) -> RoutePlan:
+        assert tenant.table is not None
         query = RouteQuery(
             channel=msg.channel,
             tenant=msg.tenant_slug,
             region=msg.tenant_region,
-            destination=destination(msg.channel, msg.to, email_region_=region),
+            destination=dest,
             category=out.category,
             priority=msg.priority.value,
-            configured=configured,
-            allow=allow,
+            configured=tenant.configured,
+            allow=tenant.allow,
             push_platform=out.to.push_platform,
-            own_credentials=frozenset(p for p in configured if sealed_for(msg.tenant_config, msg.channel, p)),
+            own_credentials=tenant.own_credentials,
             price_category=price_category(out),
-            tenant_routing=routing_key,
+            tenant_routing=tenant.routing_key,
             pinned=msg.pinned_provider,
         )
-        plan = self.planner.plan(query, view, table, now=now)
-        return Journey(msg, out, plan, table, list(plan.usable))
+        return self.planner.plan(query, view, tenant.table, now=now)
+
+    def _tenant_routing(self, msg: ClaimedMessage, view: RoutingView | None) -> _TenantRouting:
+        key = (msg.tenant_slug, msg.channel)
+        found = self._tenants.get(key)
+        if found is None:
+            config, channel = msg.tenant_config, msg.channel
+            configured = tuple(d.provider for d in self.drivers.get(channel, ()))
+            table, routing_key = self.planner.table_for(view.table, config) if view is not None else (None, "")
+            found = self._tenants[key] = _TenantRouting(
+                configured=configured,
+                allow=allow_list(config, channel),
+                email_region=email_region(config, msg.tenant_region),
+                own_credentials=frozenset(p for p in configured if sealed_for(config, channel, p)),
+                table=table,
+                routing_key=routing_key,
+            )
+        return found
 
     def driver_for(self, msg: ClaimedMessage, candidate: Candidate) -> Driver:
         """The tenant's own driver for the provider, else the platform's.
@@ -233,19 +281,22 @@ class Router:
     @staticmethod
     def cost(j: Journey, result: SendResult, view: RoutingView | None) -> float | None:
         """The send's price from the routing table (the one source of prices), else what the driver said."""
-        if view is None or j.table is None:
+        last = j.last
+        if view is None or j.table is None or last is None or last.candidate is None:
             return result.cost_usd
-        provider = result.provider
-        owner = next((c.owner for c in j.plan.candidates if c.provider == provider), PLATFORM)
-        cost = j.table.cost(
-            j.msg.channel,
-            provider,
-            j.plan.query.destination,
-            units=int(getattr(result, "segments", 1) or 1),
-            category=j.plan.query.price_category,
-            volume=view.health.volume(j.msg.channel.value, provider, owner),
-            attachment_bytes=sum(len(a.data or b"") for a in j.out.attachments),
-        )
+        units = int(getattr(result, "segments", 1) or 1)
+        if units == 1 and not j.out.attachments:  # the unit price the plan looked up at this month's volume
+            cost = last.candidate.unit_cost_usd
+        else:
+            cost = j.table.cost(
+                j.msg.channel,
+                last.provider,
+                j.plan.query.destination,
+                units=units,
+                category=j.plan.query.price_category,
+                volume=view.health.volume(j.msg.channel.value, last.provider, last.owner),
+                attachment_bytes=sum(len(a.data or b"") for a in j.out.attachments),
+            )
         return result.cost_usd if cost is None else cost
 
 

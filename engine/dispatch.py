@@ -222,8 +222,9 @@ class Dispatcher:
     def _journey_outcome(self, j: Journey, started: datetime, view: RoutingView | None) -> Outcome:
         """What one routed message's pass ends as: sent, failed, or a retry (pinned after a timeout)."""
         last = j.last
+        started = last.started_at if last is not None else started  # attempt rows in the order they were made
         tried = tuple(_tried(t) for t in j.tries[:-1])
-        route = j.plan.summary() if view is not None else None
+        route = j.plan.summary if view is not None else None
         extra: dict[str, Any] = {"route": route} if route else {}
         if len(j.tries) > 1 or j.skipped:
             extra["tried"] = [t.provider for t in j.tries] + [f"{p} (no probe permit)" for p in j.skipped]
@@ -260,7 +261,7 @@ class Dispatcher:
             error_detail=detail[:500],
             refund_attempts=1,
             attempted=False,
-            meta={"reason": "no_route", "error_code": "no_route", "detail": detail[:500], "route": plan.summary()},
+            meta={"reason": "no_route", "error_code": "no_route", "detail": detail[:500], "route": plan.summary},
         )
 
     @staticmethod

@@ -329,6 +329,7 @@ class HeraldApi:
         await driver.aclose()
         sealed = self.tenant_drivers.box.seal(body)
         await save_credentials(self.parts.pool, tenant.id, chosen, provider, sealed, list(body), principal.tenant)
+        self.intake.forget_tenant(tenant.slug)  # explain routes with the new credentials at once
         return {"channel": chosen.value, "provider": provider, "names": sorted(body)}
 
     @app.get("/admin/queues", tags=["admin"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,8 +39,8 @@ class RoutingFeed(Protocol):
         """The local copy; no I/O."""
         ...
 
-    def result(self, key: BreakerKey, at: float, error: DispatchError | None = None) -> None:
-        """One message's outcome at a provider (counted locally, reported in a batch)."""
+    def results(self, key: BreakerKey, at: float, errors: Sequence[DispatchError | None]) -> None:
+        """The outcomes of one provider call's messages (counted locally, reported in a batch)."""
         ...
 
     def call(self, key: BreakerKey, latency_ms: float) -> None:
@@ -83,8 +83,8 @@ class LocalFeed:
             self._view = RoutingView(table, self.board.snapshot())
         return self._view
 
-    def result(self, key: BreakerKey, at: float, error: DispatchError | None = None) -> None:
-        self._buffer.result(key, at, error)
+    def results(self, key: BreakerKey, at: float, errors: Sequence[DispatchError | None]) -> None:
+        self._buffer.results(key, at, errors)
 
     def call(self, key: BreakerKey, latency_ms: float) -> None:
         self._buffer.call(key, latency_ms)

@@ -29,6 +29,8 @@ RECENT_WINDOW_S = 600.0
 LATENCY_ALPHA = 0.2
 #: A closed breaker nobody reported on for this long is forgotten (tenant accounts come and go).
 IDLE_EVICT_S = 3600.0
+#: Failures that are the message's own, not the provider's: the provider answered, so it is healthy.
+_HEALTHY_FAILURES = frozenset({"permanent", "bad_recipient"})
 
 
 class BreakerKey(NamedTuple):
@@ -95,8 +97,16 @@ class TallyBuffer:
     def result(self, key: BreakerKey, at: float, error: DispatchError | None = None) -> None:
         """One message's outcome at this provider; a per-message failure of the recipient's own
         (permanent, bad recipient) says the provider works, so it counts as a success here."""
-        healthy = error is None or error.failure_class.value in ("permanent", "bad_recipient")
-        self._tally(key).add(healthy, at, None if error is None else error_label(error))
+        self.results(key, at, (error,))
+
+    def results(self, key: BreakerKey, at: float, errors: Iterable[DispatchError | None]) -> None:
+        """The outcomes of one call's messages, in order (see :meth:`result`)."""
+        tally = self._tally(key)
+        for error in errors:
+            if error is None or error.failure_class.value in _HEALTHY_FAILURES:
+                tally.add(True, at)
+            else:
+                tally.add(False, at, error_label(error))
 
     def call(self, key: BreakerKey, latency_ms: float) -> None:
         """One provider call (a batch) and how long it took."""

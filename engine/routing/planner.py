@@ -9,6 +9,7 @@ one whose candidates are only unhealthy waits for them.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +57,7 @@ class Candidate:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RoutePlan:
     query: RouteQuery
     rule: PolicyRule
@@ -77,17 +78,18 @@ class RoutePlan:
         """No provider could ever take this message (nothing configured or allowed for it)."""
         return all(c.excluded for c in self.candidates)
 
+    @functools.cached_property
     def summary(self) -> dict[str, Any]:
-        """What a send records on its events: the rule, the choice, and every candidate in brief."""
+        """What a send records on its events, compact (computed once per plan and shared by every
+        message it routes): the policy rule, the choice, the table version, and each candidate as
+        ``[provider, rank, health, unit_cost_usd, reliability]`` (plus a note when it was pinned or
+        probed) or, filtered out, ``[provider, null, health, why]``. ``explain`` words it all out."""
         chosen = self.chosen
         return {
             "policy": self.rule.name,
             "chosen": chosen.provider if chosen else None,
             "table": self.table_label,
-            "candidates": [
-                {"provider": c.provider, "health": c.health.value, "unit_cost_usd": c.unit_cost_usd, "reason": c.reason}
-                for c in self.candidates
-            ],
+            "candidates": [_brief(c) for c in self.candidates],
         }
 
     def explain(self) -> dict[str, Any]:
@@ -108,6 +110,15 @@ class RoutePlan:
             "health_version": self.health_version,
             "candidates": [c.as_dict() for c in self.candidates],
         }
+
+
+def _brief(c: Candidate) -> list[Any]:
+    if not c.usable:
+        return [c.provider, None, c.health.value, c.reason]
+    brief: list[Any] = [c.provider, c.rank, c.health.value, c.unit_cost_usd, round(c.reliability, 4)]
+    if c.reason.startswith("pinned") or c.health is BreakerState.HALF_OPEN:
+        brief.append(c.reason)
+    return brief
 
 
 def learned_reliability(seed: float, health: KeyHealth | None) -> float:

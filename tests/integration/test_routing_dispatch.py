@@ -124,7 +124,7 @@ async def test_transactional_5xx_fails_over_at_once_with_an_attempt_row_per_prov
     assert sorted(attempts(row)) == [(1, "backup", "sent", None), (1, "primary", "failover", "500")]
     sent = next(e for e in row["event_rows"] if e["type"] == "NotificationSent")
     assert sent["meta"]["route"]["chosen"] == "primary" and sent["meta"]["tried"] == ["primary", "backup"]
-    assert [c["provider"] for c in sent["meta"]["route"]["candidates"]] == ["primary", "backup"]
+    assert [c[0] for c in sent["meta"]["route"]["candidates"]] == ["primary", "backup"]
     cost = next(a["cost_usd"] for a in row["attempt_rows"] if a["provider"] == "backup")
     assert float(cost) == pytest.approx(0.002)  # the routing table's price, not the driver's
 
@@ -208,7 +208,7 @@ async def test_a_timeout_after_sending_is_retried_on_the_same_provider(
     row = await routed.until(tenant.id, public_id, {"sent"})
     assert row["provider"] == "primary" and backup.handed == []
     sent = next(e for e in row["event_rows"] if e["type"] == "NotificationSent")
-    assert sent["meta"]["route"]["candidates"][0]["reason"].startswith("pinned")
+    assert sent["meta"]["route"]["candidates"][0][5].startswith("pinned")
 
 
 async def test_breaker_opens_stops_traffic_then_a_probe_closes_it(
@@ -230,7 +230,7 @@ async def test_breaker_opens_stops_traffic_then_a_probe_closes_it(
         row = await routed.status(tenant.id, m)
         assert row["provider"] == "backup" and [a["provider"] for a in row["attempt_rows"]] == ["backup"]
         route = next(e for e in row["event_rows"] if e["type"] == "NotificationSent")["meta"]["route"]
-        assert route["candidates"][1]["reason"].startswith("breaker open (provider_down connect")
+        assert route["candidates"][1][3].startswith("breaker open (provider_down connect")
     primary.down = None
     await asyncio.sleep(0.45)  # the cool-down
     probes = [await routed.submit(principal, otp(f"c{i}@example.com", metadata=notice)) for i in range(4)]
