@@ -11,7 +11,7 @@ import logging
 
 import ray
 
-from actors import METRICS_ACTOR, NAMESPACE
+from actors import METRICS_ACTOR, NAMESPACE, ROUTING_ACTOR
 from engine import redaction
 from engine.metrics import MetricsBuffer
 from engine.routing import BreakerKey, HealthBoard, HealthSnapshot, RoutingTable, Tally
@@ -24,7 +24,7 @@ class HealthActor:
     def __init__(self, table: RoutingTable, log_level: str = "INFO") -> None:
         redaction.install()
         logging.basicConfig(level=log_level.upper())  # breaker state changes are logged here, once
-        self.board = HealthBoard(table.breaker_policy)
+        self.board = HealthBoard(_current_table(table).breaker_policy)
         self.metrics = MetricsBuffer()
         self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self._gauges: dict[tuple[str, str], float] = {}
@@ -58,3 +58,14 @@ class HealthActor:
             self._gauges = gauges
             self.metrics_actor.apply.remote(self.metrics.drain())
         return snap
+
+
+def _current_table(start_up: RoutingTable) -> RoutingTable:
+    """The table the routing table actor holds now (this actor was restarted after a reload), else the
+    one it was started with."""
+    try:
+        tables = ray.get_actor(ROUTING_ACTOR, namespace=NAMESPACE)
+        current: RoutingTable | None = ray.get(tables.current.remote(None), timeout=5)
+    except (ValueError, ray.exceptions.RayError):
+        return start_up
+    return current or start_up

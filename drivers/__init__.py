@@ -35,7 +35,6 @@ REGISTRY: dict[tuple[Channel, str], str] = {
 }
 
 
-
 def driver_class(channel: Channel, provider: str) -> type[Driver]:
     try:
         dotted = REGISTRY[(channel, provider)]

@@ -230,9 +230,11 @@ class Dispatcher:
             extra["tried"] = [t.provider for t in j.tries] + [f"{p} (no probe permit)" for p in j.skipped]
         if j.ending is Ending.SENT and last is not None and last.result is not None:
             cost = self.router.cost(j, last.result, view)
-            return replace(self._result_outcome(j.msg, last.result, started, cost), tried=tried, meta={
-                **self._sent_meta(last.result), **extra
-            })
+            return replace(
+                self._result_outcome(j.msg, last.result, started, cost),
+                tried=tried,
+                meta={**self._sent_meta(last.result), **extra},
+            )
         if last is None or last.error is None:
             error: DispatchError = ProviderDownError(
                 "no provider could take it now: every candidate's breaker is open", code="circuit_open"

@@ -23,6 +23,7 @@ from engine.errors import PermanentError
 
 TEMPLATE_KEY = "whatsapp_template"
 
+
 @dataclass(frozen=True, slots=True)
 class WhatsappTemplate:
     name: str

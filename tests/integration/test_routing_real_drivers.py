@@ -97,9 +97,7 @@ async def test_an_sms_whose_only_provider_refuses_connections_ends_dead(
 def sendgrid_count(sendgrid: SendgridHandle, address: str) -> int:
     to = [{"email": address}]
     return sum(
-        1
-        for r in sendgrid.received
-        if isinstance(r["body"], dict) and r["body"]["personalizations"][0]["to"] == to
+        1 for r in sendgrid.received if isinstance(r["body"], dict) and r["body"]["personalizations"][0]["to"] == to
     )
 
 
