@@ -26,13 +26,8 @@ REGISTRY: dict[tuple[Channel, str], str] = {
     (Channel.PUSH, "fcm"): "drivers.push.fcm:FcmDriver",
     (Channel.PUSH, "apns"): "drivers.push.apns:ApnsDriver",
     (Channel.INAPP, "store"): "drivers.inapp.store:InappDriver",
-    # Accepts, counts and discards (benchmarks, load tests); never a default.
-    (Channel.EMAIL, "sink"): "drivers.sink:SinkEmailDriver",
-    (Channel.SMS, "sink"): "drivers.sink:SinkSmsDriver",
-    (Channel.PUSH, "sink"): "drivers.sink:SinkPushDriver",
-    (Channel.WHATSAPP, "sink"): "drivers.sink:SinkWhatsappDriver",
-    (Channel.INAPP, "sink"): "drivers.sink:SinkInappDriver",
 }
+
 
 
 def driver_class(channel: Channel, provider: str) -> type[Driver]:

@@ -3,7 +3,7 @@
 Everything a sender actor does is here; the actor only feeds it ids from the broker. Per batch it
 costs two SQL statements (claim, record) and one driver call per provider a part of the batch goes to.
 Routing (``engine.routing``) ranks each message's candidates from a local snapshot of provider health
-and the routing table; ``engine.delivery`` walks those candidates, failing over by failure class.
+and the routing table; ``engine.routed`` walks those candidates, failing over by failure class.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any, Protocol
 from drivers.base import Address, Attachment, Driver, OutboundMessage, SendResult
 from engine.channels import Channel, dlq_queue, priority_queue
 from engine.credentials import TenantDrivers, sealed_for
-from engine.delivery import Ending, Journey, Router, Try
 from engine.errors import DispatchError, FailureClass, PermanentError, ProviderDownError, RenderError
 from engine.ids import format_message_id
 from engine.metrics import MetricsBuffer
 from engine.models import ClaimedMessage
 from engine.outcomes import Outcome, TriedProvider
 from engine.retries import Action, RetryPolicy
+from engine.routed import Ending, Journey, Router, Try
 from engine.routing import RoutePlan, RoutingFeed, RoutingView
 from engine.states import EventType, Status
 from engine.storage.repository import Repository

@@ -3,11 +3,11 @@
 The tree encodes what the engine does next by type::
 
     DispatchError
-    ├── RetryableError          transient: retry later (10s/60s/5m + jitter), may fail over;
-    │   │                       ``outcome_unknown``: timed out after sending, retried on the same provider
+    ├── RetryableError          transient: retry later (10s/60s/5m + jitter), may fail over
     │   └── ThrottledError      the provider said slow down; ``retry_after_s`` wins over backoff
     ├── ProviderDownError       provider-wide (auth, outage, paused account): fail over at once,
-    │                           trips the breaker, does not use up the message's attempts
+    │   │                       trips the breaker; a round where every candidate was down uses one attempt
+    │   └── NotAttemptedError   a batch stopped before this message (nothing sent): fails over too
     └── PermanentError          this message cannot go: ``failed``, no failover
         └── BadRecipientError   permanent, and the address goes on the suppression list
 
@@ -63,16 +63,18 @@ def _rebuild(cls: type[DispatchError], detail: str, state: dict[str, object]) ->
 
 
 class RetryableError(DispatchError):
+    """Try again later. ``sent_maybe`` is true when the request went out and its answer was lost (a read
+    timeout, a dropped connection): the provider may have accepted it, so it is retried on the same
+    provider, whose idempotency key can recognise it, rather than failed over."""
+
     failure_class = FailureClass.RETRYABLE
 
     def __init__(
-        self, detail: str = "", *, retry_after_s: float | None = None, outcome_unknown: bool = False, **kw: object
+        self, detail: str = "", *, retry_after_s: float | None = None, sent_maybe: bool = False, **kw: object
     ) -> None:
         super().__init__(detail, **kw)  # type: ignore[arg-type]
         self.retry_after_s = retry_after_s
-        #: The request reached the provider and no answer came back (a read timeout): it may have been
-        #: sent, so it is retried on the same provider (which may dedupe it) rather than failed over.
-        self.outcome_unknown = outcome_unknown
+        self.sent_maybe = sent_maybe
 
 
 class ThrottledError(RetryableError):
@@ -81,6 +83,11 @@ class ThrottledError(RetryableError):
 
 class ProviderDownError(DispatchError):
     failure_class = FailureClass.PROVIDER_DOWN
+
+
+class NotAttemptedError(ProviderDownError):
+    """The batch stopped at a provider-wide failure before this message was started: the provider never
+    saw it. It keeps the code of the failure that stopped the batch."""
 
 
 class PermanentError(DispatchError):

@@ -57,13 +57,6 @@ def make_token(settings: Settings, tenant: str, *, admin: bool = False) -> str:
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    if args.platform:
-        from engine.auth import issue_token
-
-        print(issue_token(settings.secret(), "platform", scopes=("platform",)))
-        return 0
-    if not args.tenant:
-        raise SystemExit("herald token: --tenant is required (or --platform)")
     print(make_token(settings, args.tenant, admin=args.admin))
     return 0
 
@@ -225,9 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--fake-providers", action="store_true", help="point every provider at local emulators")
     sub.add_parser("demo", help="start Herald, send one notification, show it, stop")
     token = sub.add_parser("token", help="print a bearer token for a tenant (created if new)")
-    token.add_argument("--tenant")
+    token.add_argument("--tenant", required=True)
     token.add_argument("--admin", action="store_true", help="include the admin scope")
-    token.add_argument("--platform", action="store_true", help="a platform operator's token (scope platform)")
     send = sub.add_parser("send", help="send one notification through the running API")
     send.add_argument("--tenant", default="t_001")
     send.add_argument("--channel", default="email", choices=["email", "sms", "push", "whatsapp", "inapp"])

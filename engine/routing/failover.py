@@ -23,10 +23,11 @@ class Move(StrEnum):
 
 
 def outcome_unknown(error: DispatchError) -> bool:
-    """A timeout after sending: the driver says so, or (drivers before that flag) calls it ``timeout``."""
+    """Sent, maybe: the request went out and its answer was lost (``RetryableError.sent_maybe``; a
+    driver's ``timeout`` code says the same)."""
     if error.failure_class is not FailureClass.RETRYABLE:
         return False
-    return bool(getattr(error, "outcome_unknown", False)) or error.code in ("timeout", "read_timeout")
+    return bool(getattr(error, "sent_maybe", False)) or error.code in ("timeout", "read_timeout")
 
 
 def next_move(error: DispatchError, *, immediate_failover: bool) -> Move:

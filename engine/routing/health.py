@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from engine.errors import DispatchError
+from engine.errors import DispatchError, NotAttemptedError
 
 from .breaker import BreakerPolicy, BreakerState, CircuitBreaker, SlidingCounter
 
@@ -105,7 +105,7 @@ class TallyBuffer:
         for error in errors:
             if error is None or error.failure_class.value in _HEALTHY_FAILURES:
                 tally.add(True, at)
-            else:
+            elif not isinstance(error, NotAttemptedError):  # never started: the provider did not see it
                 tally.add(False, at, error_label(error))
 
     def call(self, key: BreakerKey, latency_ms: float) -> None:

@@ -11,7 +11,7 @@ import phonenumbers
 
 from engine.channels import Channel
 
-from .table import ANY
+from .table import ANY, config_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,19 +33,26 @@ class RouteQuery:
     pinned: str | None = None  #: the provider whose last attempt timed out after sending
 
 
-def allow_list(tenant_config: Mapping[str, Any] | None, channel: Channel) -> tuple[str, ...] | None:
+def allow_list(tenant_config: Any, channel: Channel) -> tuple[str, ...] | None:
     """The tenant's allow-list for a channel: ``providers.<channel>.allow``, or a bare list (the older
-    shape). None (or an empty list) means every configured provider."""
-    entry = ((tenant_config or {}).get("providers") or {}).get(channel.value)
+    shape). None (or an empty list) means every configured provider. ``tenant_config`` is the stored
+    document or its typed model (``providers.allowed(channel)``)."""
+    providers = config_value(tenant_config, "providers")
+    allowed = getattr(providers, "allowed", None)
+    if callable(allowed):
+        typed: tuple[str, ...] | None = allowed(channel)
+        return typed or None
+    entry = providers.get(channel.value) if isinstance(providers, Mapping) else None
     names = entry.get("allow") if isinstance(entry, Mapping) else entry
     if not isinstance(names, list | tuple) or not names:
         return None
     return tuple(dict.fromkeys(str(n) for n in names))
 
 
-def email_region(tenant_config: Mapping[str, Any] | None, tenant_region: str) -> str:
-    routing = (tenant_config or {}).get("routing") or {}
-    chosen = routing.get("email_region") if isinstance(routing, Mapping) else None
+def email_region(tenant_config: Any, tenant_region: str) -> str:
+    """Where email is priced: the tenant's ``routing.email_region``, else its region."""
+    routing = config_value(tenant_config, "routing")
+    chosen = config_value(routing, "email_region")
     return str(chosen) if chosen else tenant_region
 
 

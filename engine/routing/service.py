@@ -40,8 +40,9 @@ class RoutingState(Protocol):
         ...
 
 
-def is_platform(principal: Principal) -> bool:
-    return PLATFORM_SCOPE in principal.scopes
+def is_platform(principal: Any) -> bool:
+    """The platform operator: a token with the platform scope (and no tenant of its own)."""
+    return PLATFORM_SCOPE in getattr(principal, "scopes", ()) or getattr(principal, "tenant", None) is None
 
 
 class RoutingService:
@@ -112,7 +113,7 @@ class RoutingService:
                 for key, health in view.health.keys.items()
                 if key.provider == entry["provider"]
                 and key.channel == entry["channel"]
-                and (everyone or key.owner in (PLATFORM, principal.tenant))
+                and (everyone or key.owner in (PLATFORM, getattr(principal, "tenant", None)))
             ]
             rows.append({**entry, **_live(view.health, entry["channel"], entry["provider"], breakers)})
         return {"routing_table": _table(view.table), "health_version": view.health.version, "providers": rows}

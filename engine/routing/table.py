@@ -119,7 +119,8 @@ class TableDoc(_Doc):
 
 
 class TenantRoutingDoc(_Doc):
-    """``tenants.config.routing``: the tenant's email routing region and its price/seed overrides."""
+    """``tenants.config.routing``: the tenant's email routing region and its price/seed overrides (a
+    section of the tenant config document: unknown keys are errors naming the dotted path)."""
 
     email_region: str | None = Field(None, min_length=1, max_length=16)
     channels: dict[Channel, dict[str, PricedDoc]] = Field(default_factory=dict)
@@ -330,13 +331,32 @@ def load_table(path: Path, *, revision: int = 1) -> RoutingTable:
     return parse_table(text, source=str(path), revision=revision)
 
 
-def parse_tenant_routing(config: Mapping[str, Any] | None) -> TenantRoutingDoc | None:
+def config_value(config: Any, key: str) -> Any:
+    """``key`` of a tenant config: the stored document (a mapping) or its typed model (attributes)."""
+    if config is None:
+        return None
+    if isinstance(config, Mapping):
+        return config.get(key)
+    return getattr(config, key, None)
+
+
+def _routing_block(config: Any) -> Any:
+    raw = config_value(config, "routing")
+    if isinstance(raw, BaseModel):  # a typed tenant config's section
+        raw = raw.model_dump(mode="json", exclude_defaults=True)
+    return raw or None
+
+
+def parse_tenant_routing(config: Any) -> TenantRoutingDoc | None:
     """The tenant's ``routing`` block, or None when it has none.
 
     Raises:
         ConfigurationError: the block is malformed (the message names the key).
     """
-    raw = (config or {}).get("routing")
+    raw = config_value(config, "routing")
+    if isinstance(raw, TenantRoutingDoc):
+        return raw
+    raw = _routing_block(config)
     if not raw:
         return None
     try:
@@ -345,9 +365,9 @@ def parse_tenant_routing(config: Mapping[str, Any] | None) -> TenantRoutingDoc |
         raise ConfigurationError(f"tenant config routing: {_first_problem(err)}") from None
 
 
-def tenant_routing_key(config: Mapping[str, Any] | None) -> str:
+def tenant_routing_key(config: Any) -> str:
     """A stable key of the tenant's routing block, for caches."""
-    raw = (config or {}).get("routing")
+    raw = _routing_block(config)
     return json.dumps(raw, sort_keys=True, separators=(",", ":")) if raw else ""
 
 

@@ -473,10 +473,3 @@ def test_an_sms_whose_only_provider_is_down_ends_within_its_ttl(herald: Herald) 
         herald.twilio_proxy.listen()
     assert view["status"] == "expired" and elapsed < 10, view
     assert view["attempts"][0]["error"]["class"] == "provider_down"
-
-
-def test_sink_is_never_a_default(herald: Herald) -> None:
-    with admin(herald) as platform:
-        rows = [p for p in platform.get("/admin/providers").json()["providers"] if p["provider"] == "sink"]
-    assert {r["channel"] for r in rows} == {"email", "sms", "push", "whatsapp", "inapp"}
-    assert not any(r["enabled"] for r in rows) and {r["status"] for r in rows} == {"configured"}

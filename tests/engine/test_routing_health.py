@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from engine.errors import BadRecipientError, ProviderDownError, RetryableError
+from engine.errors import BadRecipientError, NotAttemptedError, ProviderDownError, RetryableError
 from engine.routing import PLATFORM, BreakerKey, BreakerPolicy, BreakerState, CircuitBreaker, HealthBoard, TallyBuffer
 
 
@@ -91,6 +91,7 @@ class TestTallies:
         buf.result(KEY, clock(), BadRecipientError("no such user"))  # the provider works
         buf.result(KEY, clock(), ProviderDownError("401", code="401"))
         buf.result(KEY, clock(), RetryableError("503", code="503"))
+        buf.result(KEY, clock(), NotAttemptedError("stopped at the 401", code="401"))  # not sent: not counted
         (tally,) = buf.drain()
         assert (tally.ok, tally.failed, tally.trailing_failures) == (2, 3, 2)
         assert tally.last_error == "retryable 503: 503"

@@ -26,6 +26,7 @@ from engine.routing import (
     TallyBuffer,
     allow_list,
     destination,
+    email_region,
     load_table,
     next_move,
     parse_table,
@@ -59,6 +60,22 @@ def test_allow_list_accepts_the_spec_shape_and_the_bare_list() -> None:
     assert allow_list({"providers": {"sms": ["twilio"]}}, Channel.SMS) == ("twilio",)
     assert allow_list({"providers": {"sms": []}}, Channel.SMS) is None
     assert allow_list({}, Channel.EMAIL) is None
+
+
+def test_a_typed_tenant_config_is_read_as_well_as_the_stored_document() -> None:
+    from types import SimpleNamespace
+
+    from engine.routing.table import TenantRoutingDoc, parse_tenant_routing, tenant_routing_key
+
+    routing = TenantRoutingDoc.model_validate({"email_region": "us", "channels": {"sms": {"sns": {"reliability": 1}}}})
+    typed = SimpleNamespace(
+        providers=SimpleNamespace(allowed=lambda channel: ("sns",) if channel is Channel.SMS else None),
+        routing=routing,
+    )
+    assert allow_list(typed, Channel.SMS) == ("sns",) and allow_list(typed, Channel.EMAIL) is None
+    assert email_region(typed, "eu") == "us" and email_region({}, "eu") == "eu"
+    assert parse_tenant_routing(typed) is routing
+    assert tenant_routing_key(typed) == tenant_routing_key({"routing": routing.model_dump(exclude_defaults=True)})
 
 
 def test_destination_is_the_phone_numbers_country_or_the_email_region() -> None:
@@ -161,7 +178,7 @@ def test_planner_caches_per_view_and_applies_tenant_overrides() -> None:
         (RetryableError("500", code="500"), False, Move.WAIT),
         (ThrottledError("429", retry_after_s=1), True, Move.FAILOVER),
         (ThrottledError("429", retry_after_s=1), False, Move.WAIT),
-        (RetryableError("read timeout", outcome_unknown=True), True, Move.RETRY_SAME),
+        (RetryableError("read timeout", sent_maybe=True), True, Move.RETRY_SAME),
         (RetryableError("read timeout", code="timeout"), True, Move.RETRY_SAME),
         (PermanentError("rejected"), True, Move.FAIL),
         (BadRecipientError("no such number"), True, Move.FAIL),

@@ -198,7 +198,7 @@ async def test_a_timeout_after_sending_is_retried_on_the_same_provider(
     routed: Routed, drivers, principal: Principal, tenant
 ) -> None:
     primary, backup = drivers
-    primary.fail_next(RetryableError("read timeout", code="timeout", outcome_unknown=True))
+    primary.fail_next(RetryableError("read timeout", code="timeout", sent_maybe=True))
     public_id = await routed.submit(principal, otp())
     await routed.pump()
     row = await routed.status(tenant.id, public_id)
