@@ -22,6 +22,7 @@ from engine.credentials import TenantCredentials
 from engine.intake import Intake
 from engine.models import Tenant
 from engine.problems import ApiProblem
+from engine.routing.service import RoutingService
 from engine.storage.repository import Repository
 from engine.template_service import TemplateService
 from engine.tenant_service import TenantService
@@ -59,6 +60,7 @@ class ApiState:
     credentials: TenantCredentials
     tenants: TenantService
     ops: Operations
+    routing: RoutingService
 
 
 def api_state(request: Request) -> ApiState:
