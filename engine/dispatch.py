@@ -232,11 +232,12 @@ class Dispatcher:
         """What one routed message's pass ends as: sent, failed, or a retry (pinned after a timeout)."""
         last = j.last
         started = last.started_at if last is not None else started  # attempt rows in the order they were made
-        tried = tuple(_tried(t) for t in j.tries[:-1])
+        # A provider that never started the message (its batch stopped at an outage first) is no attempt.
+        tried = tuple(_tried(t) for t in j.tries[:-1] if t.attempted)
         route = j.plan.summary if view is not None else None
         extra: dict[str, Any] = {"route": route} if route else {}
         if len(j.tries) > 1 or j.skipped:
-            extra["tried"] = [t.provider for t in j.tries] + [f"{p} (no probe permit)" for p in j.skipped]
+            extra["tried"] = [t.label for t in j.tries] + [f"{p} (no probe permit)" for p in j.skipped]
         if j.ending is Ending.SENT and last is not None and last.result is not None:
             cost = self.router.cost(j, last.result, view)
             return replace(
@@ -402,6 +403,8 @@ class Dispatcher:
         for j in journeys:
             channel = j.msg.channel.value
             for t in j.tries:
+                if not t.attempted:
+                    continue  # the provider never saw it: neither a send nor a failure of its own
                 if t.error is None:
                     self.metrics.inc("provider_sent_total", channel=channel, provider=t.provider)
                 else:

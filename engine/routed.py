@@ -20,7 +20,7 @@ from enum import StrEnum
 from engine.channels import Channel
 from engine.credentials import sealed_for
 from engine.delivery import Driver, OutboundMessage, SendResult
-from engine.errors import ConfigurationError, DispatchError, ProviderDownError
+from engine.errors import ConfigurationError, DispatchError, NotAttemptedError, ProviderDownError
 from engine.models import ClaimedMessage
 from engine.routing import (
     BreakerState,
@@ -52,6 +52,16 @@ class Try:
     error: DispatchError | None = None
     result: SendResult | None = None
     candidate: Candidate | None = None
+
+    @property
+    def attempted(self) -> bool:
+        """False when the provider never saw the message: its batch stopped at an outage before it (the
+        message fails over, and this is no attempt row)."""
+        return not isinstance(self.error, NotAttemptedError)
+
+    @property
+    def label(self) -> str:
+        return self.provider if self.attempted else f"{self.provider} (not started)"
 
 
 @dataclass(slots=True)

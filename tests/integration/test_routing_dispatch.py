@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from drivers.base import OutboundMessage, SendResult
 from drivers.fake import FakeDriver
 from engine.auth import Principal
 from engine.channels import Channel
+from engine.delivery import OutboundMessage, SendResult
 from engine.dispatch import Dispatcher, DispatchOptions
 from engine.errors import PermanentError, ProviderDownError, RetryableError
 from engine.metrics import MetricsBuffer

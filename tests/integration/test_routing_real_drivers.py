@@ -15,7 +15,8 @@ import pytest
 
 from drivers.email.sendgrid import SendgridDriver
 from drivers.fake import FakeDriver
-from drivers.fakes.sendgrid import SendgridHandle, start_sendgrid
+from drivers.fakes.base import RunningEmulator
+from drivers.fakes.sendgrid import SendgridEmulator, start_sendgrid
 from drivers.fakes.twilio import env_for
 from drivers.sms.twilio import TwilioSmsDriver
 from engine.channels import Channel
@@ -44,10 +45,23 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def sendgrid() -> Iterator[SendgridHandle]:
-    handle = start_sendgrid()
-    yield handle
-    handle.stop()
+def sendgrid_server() -> Iterator[tuple[RunningEmulator, dict[str, str]]]:
+    running, env = start_sendgrid()
+    yield running, env
+    running.stop()
+
+
+@pytest.fixture
+def sendgrid(sendgrid_server: tuple[RunningEmulator, dict[str, str]]) -> SendgridEmulator:
+    emulator = sendgrid_server[0].emulator
+    assert isinstance(emulator, SendgridEmulator)
+    emulator.reset()
+    return emulator
+
+
+@pytest.fixture
+def sendgrid_env(sendgrid_server: tuple[RunningEmulator, dict[str, str]]) -> dict[str, str]:
+    return sendgrid_server[1]
 
 
 def routed(pipe: Routed, drivers: dict[Channel, list[Any]], table: str | None = None) -> None:
@@ -94,11 +108,9 @@ async def test_an_sms_whose_only_provider_refuses_connections_ends_dead(
     assert row["event_rows"][-1]["type"] == "NotificationDeadLettered"
 
 
-def sendgrid_count(sendgrid: SendgridHandle, address: str) -> int:
+def sendgrid_count(sendgrid: SendgridEmulator, address: str) -> int:
     to = [{"email": address}]
-    return sum(
-        1 for r in sendgrid.received if isinstance(r["body"], dict) and r["body"]["personalizations"][0]["to"] == to
-    )
+    return sum(1 for r in sendgrid.received if isinstance(r.body, dict) and r.body["personalizations"][0]["to"] == to)
 
 
 async def slow_primary(
@@ -107,7 +119,8 @@ async def slow_primary(
     database_url: str,
     principal: Any,
     tenant: Any,
-    sendgrid: SendgridHandle,
+    sendgrid: SendgridEmulator,
+    env: dict[str, str],
     n: int,
     *,
     stays_slow: bool,
@@ -115,8 +128,7 @@ async def slow_primary(
     """``n`` one-time codes while SendGrid answers after 0.6 s (it accepts them; our driver gives up at
     0.3 s): for the first pass only, or (``stays_slow``) throughout. Returns the rows, SendGrid's
     receipts per message and the backup driver."""
-    sendgrid.reset()
-    slow = SendgridDriver.from_env({**sendgrid.env(), "HERALD_SENDGRID_TIMEOUT_S": "0.3"})
+    slow = SendgridDriver.from_env({**env, "HERALD_SENDGRID_TIMEOUT_S": "0.3"})
     backup = FakeDriver("backup")
     pipe = Routed(repo, catalog, database_url)
     routed(pipe, {Channel.EMAIL: [slow, backup]}, TABLE)
@@ -124,11 +136,11 @@ async def slow_primary(
     run = uuid.uuid4().hex[:6]
     addresses = [f"slow-{run}-{i}@example.com" for i in range(n)]
     try:
-        sendgrid.fail(202, count=0, latency_ms=600)
+        sendgrid.fail(0, latency_ms=600, outage=True)  # every answer late, none refused
         ids = [await pipe.submit(principal, otp(a)) for a in addresses]
         await pipe.pump()
         if not stays_slow:
-            sendgrid.fail(202, count=0, latency_ms=0)
+            sendgrid.plan.clear()
         rows = [await pipe.until(tenant.id, m, {"sent", "dead", "failed"}) for m in ids]
         await asyncio.sleep(0.5)  # the emulator finishes the slow requests
     finally:
@@ -138,12 +150,12 @@ async def slow_primary(
 
 
 async def test_a_slow_answer_is_retried_on_the_same_provider_and_duplicates_there(
-    repo, catalog, database_url, principal, tenant, sendgrid: SendgridHandle
+    repo, catalog, database_url, principal, tenant, sendgrid: SendgridEmulator, sendgrid_env: dict[str, str]
 ) -> None:
     """The measurement behind the closing note. A timed-out send is retried on the same provider (the
     outcome is unknown); SendGrid takes no idempotency key, so what it accepted late goes out twice."""
     rows, at_sendgrid, backup = await slow_primary(
-        repo, catalog, database_url, principal, tenant, sendgrid, 2, stays_slow=False
+        repo, catalog, database_url, principal, tenant, sendgrid, sendgrid_env, 2, stays_slow=False
     )
     assert [r["status"] for r in rows] == ["sent"] * 2 and backup.sent == []  # never failed over
     assert all([a[1:3] for a in attempts(r)] == [("sendgrid", "unknown"), ("sendgrid", "sent")] for r in rows)
@@ -152,13 +164,13 @@ async def test_a_slow_answer_is_retried_on_the_same_provider_and_duplicates_ther
 
 
 async def test_a_primary_that_stays_slow_duplicates_until_its_breaker_opens_then_on_the_failover(
-    repo, catalog, database_url, principal, tenant, sendgrid: SendgridHandle
+    repo, catalog, database_url, principal, tenant, sendgrid: SendgridEmulator, sendgrid_env: dict[str, str]
 ) -> None:
     """Every retry of a timed-out send goes to the same slow provider (which accepts each one) until the
     timeouts open its breaker (5 in a row); the pinned retries then fail over (a late one-time code is
     worse than a second one), which sends each message once more."""
     rows, at_sendgrid, backup = await slow_primary(
-        repo, catalog, database_url, principal, tenant, sendgrid, 2, stays_slow=True
+        repo, catalog, database_url, principal, tenant, sendgrid, sendgrid_env, 2, stays_slow=True
     )
     assert [r["status"] for r in rows] == ["sent"] * 2 and {r["provider"] for r in rows} == {"backup"}
     copies = [n + 1 for n in at_sendgrid]  # + the one the backup sent
