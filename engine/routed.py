@@ -217,13 +217,14 @@ class Router:
                 push_platform=out.to.push_platform,
                 category=out.category,
                 priority=msg.priority.value,
+                only=msg.pinned_provider,
             )
             return Journey(msg, out, plan, None, list(plan.usable))
         assert tenant.table is not None
         dest = destination(msg.channel, msg.to, email_region_=tenant.email_region)
         # Messages of the batch that differ in nothing routing reads share one plan.
         fast = (msg.tenant_slug, msg.channel, dest, out.category, msg.priority, out.to.push_platform)
-        fast += (msg.sent_maybe_provider, price_category(out))
+        fast += (msg.pinned_provider, msg.sent_maybe_provider, price_category(out))
         plan = self._plans.get(fast)
         if plan is None:
             plan = self._plans[fast] = self._plan(msg, out, view, tenant, dest, now)
@@ -253,6 +254,7 @@ class Router:
             price_category=price_category(out),
             tenant_routing=tenant.routing_key,
             pinned=msg.sent_maybe_provider,
+            only=msg.pinned_provider,
         )
         return self.planner.plan(query, view, tenant.table, now=now)
 

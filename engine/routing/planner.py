@@ -1,10 +1,11 @@
 """Choosing providers for a message: filter the candidates, rank them by the message's policy rule, and
 say why for each one.
 
-Filters, in order: configured on this deployment, the tenant's allow-list, the push token's platform,
-the tenant's region (for providers tagged with regions), then health (an open breaker). The first four
-never change for a message, so a message none of them lets through has no route at all (``no_route``);
-one whose candidates are only unhealthy waits for them.
+Filters, in order: configured on this deployment, the tenant's allow-list, the provider a DLQ replay
+named (``messages.pinned_provider``: only it), the push token's platform, the tenant's region (for
+providers tagged with regions), then health (an open breaker). The ones before health never change for a
+message, so a message none of them lets through has no route at all (``no_route``); one whose candidates
+are only unhealthy waits for them.
 """
 
 from __future__ import annotations
@@ -141,6 +142,9 @@ def _excluded(query: RouteQuery, table: RoutingTable) -> dict[str, str]:
     for name in _order(query):
         if name in out:
             continue
+        if query.only is not None and name != query.only:
+            out[name] = f"the DLQ replay named {query.only}"
+            continue
         if query.channel is Channel.PUSH and name not in ANY_PLATFORM and name != (query.push_platform or "fcm"):
             out[name] = f"the device token is for {query.push_platform or 'fcm'}"
             continue
@@ -170,7 +174,7 @@ def plan_route(query: RouteQuery, table: RoutingTable, snapshot: HealthSnapshot,
     usable.sort(key=lambda c: (*(_score(c, k, position) for k in rule.rank_by), position.get(c.provider, 0)))
     if query.pinned and any(c.provider == query.pinned for c in usable):
         usable.sort(key=lambda c: c.provider != query.pinned)
-    ranked = [_ranked(c, i, usable[i - 1] if i else None, rule, query.pinned) for i, c in enumerate(usable)]
+    ranked = [_ranked(c, i, usable[i - 1] if i else None, rule, query) for i, c in enumerate(usable)]
     return RoutePlan(query, rule, (*ranked, *filtered), table.label, snapshot.version)
 
 
@@ -234,11 +238,13 @@ def _value(c: Candidate, criterion: Criterion) -> str:
     return "later in the allow-list or configured order"
 
 
-def _ranked(c: Candidate, index: int, previous: Candidate | None, rule: PolicyRule, pinned: str | None) -> Candidate:
+def _ranked(c: Candidate, index: int, previous: Candidate | None, rule: PolicyRule, query: RouteQuery) -> Candidate:
     probe = " (half-open: sent as a probe)" if c.health is BreakerState.HALF_OPEN else ""
     if index == 0:
-        if pinned == c.provider:
+        if query.pinned == c.provider:
             why = "pinned: its last attempt timed out after sending, so it is retried here"
+        elif query.only == c.provider:
+            why = "pinned: the DLQ replay named it"
         else:
             criteria = ", ".join(f"{_LABELS[k]} {_value(c, k)}" for k in rule.rank_by if k is not Criterion.ORDER)
             why = f"chosen by policy {rule.name!r}" + (f": {criteria}" if criteria else ": first in order")

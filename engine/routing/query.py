@@ -30,7 +30,8 @@ class RouteQuery:
     own_credentials: frozenset[str] = frozenset()  #: providers the tenant brings its own account for
     price_category: str | None = None  #: WhatsApp: the template category Meta bills by
     tenant_routing: str = ""  #: key of the tenant's routing overrides (see table.tenant_routing_key)
-    pinned: str | None = None  #: the provider whose last attempt timed out after sending
+    pinned: str | None = None  #: the provider whose last attempt timed out after sending (tried first)
+    only: str | None = None  #: the provider a DLQ replay named (``messages.pinned_provider``): no other
 
 
 def allow_list(tenant_config: Any, channel: Channel) -> tuple[str, ...] | None:

@@ -28,11 +28,13 @@ class StaticRoutes:
         push_platform: str | None,
         category: str | None,
         priority: str,
+        only: str | None = None,
     ) -> RoutePlan:
-        key = (channel, configured, allow, push_platform, category, priority)
+        """``only``: the provider a DLQ replay named (no other is used)."""
+        key = (channel, configured, allow, push_platform, category, priority, only)
         found = self._plans.get(key)
         if found is None:
-            found = self._plans[key] = self._build(channel, configured, allow, push_platform, category, priority)
+            found = self._plans[key] = self._build(channel, configured, allow, push_platform, category, priority, only)
         return found
 
     @staticmethod
@@ -43,8 +45,11 @@ class StaticRoutes:
         push_platform: str | None,
         category: str | None,
         priority: str,
+        only: str | None,
     ) -> RoutePlan:
         chain = [p for p in allow if p in configured] if allow else list(configured)
+        if only is not None:
+            chain = [p for p in chain if p == only]
         if channel is Channel.PUSH:
             chain = [p for p in chain if p == (push_platform or "fcm") or p in ANY_PLATFORM]
         candidates = tuple(
@@ -62,6 +67,6 @@ class StaticRoutes:
             )
             for i, name in enumerate(chain)
         )
-        query = RouteQuery(channel, "", "", "*", category, priority, configured, allow, push_platform)
+        query = RouteQuery(channel, "", "", "*", category, priority, configured, allow, push_platform, only=only)
         rule = choose_rule(DEFAULT_RULES, category, priority)
         return RoutePlan(query, rule, candidates, _LABEL, EMPTY_SNAPSHOT.version)

@@ -32,6 +32,7 @@ from engine.routing import (
     parse_table,
     plan_route,
 )
+from engine.routing.static import StaticRoutes
 from tests.engine.test_routing_health import POLICY, Clock
 
 TABLE = load_table(SHIPPED_TABLE)
@@ -156,6 +157,32 @@ def test_learned_reliability_moves_the_ranking_and_own_credentials_have_their_ow
 def test_a_pinned_provider_goes_first() -> None:
     plan = plan_route(sms(category="marketing", pinned="twilio"), TABLE, HealthBoard().snapshot(), now=0)
     assert names(plan) == ["twilio", "sns"] and plan.chosen.reason.startswith("pinned")  # type: ignore[union-attr]
+
+
+def test_a_dlq_replay_to_a_named_provider_routes_only_there() -> None:
+    """``messages.pinned_provider``: whatever the policy ranks first, only the named provider is a
+    candidate; the others are filtered for good (with the reason), routing on or skipped."""
+    plan = plan_route(sms(only="sns"), TABLE, HealthBoard().snapshot(), now=0)  # reliability ranks twilio first
+    assert names(plan) == ["sns"] and plan.chosen.reason == "pinned: the DLQ replay named it"  # type: ignore[union-attr]
+    twilio = next(c for c in plan.candidates if c.provider == "twilio")
+    assert twilio.excluded and twilio.reason == "the DLQ replay named sns" and not plan.no_route
+    # the tenant's allow-list still applies: a provider it does not allow leaves no route
+    assert plan_route(sms(only="console"), TABLE, HealthBoard().snapshot(), now=0).no_route
+    static = StaticRoutes()
+    skipped = static.plan(
+        Channel.SMS,
+        ("console", "twilio", "sns"),
+        None,
+        push_platform=None,
+        category=None,
+        priority="normal",
+        only="sns",
+    )
+    assert names(skipped) == ["sns"]
+    none = static.plan(
+        Channel.SMS, ("console", "twilio"), None, push_platform=None, category=None, priority="normal", only="sns"
+    )
+    assert none.no_route
 
 
 def test_planner_caches_per_view_and_applies_tenant_overrides() -> None:

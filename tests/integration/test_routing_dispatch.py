@@ -19,9 +19,12 @@ from engine.channels import Channel
 from engine.delivery import OutboundMessage, SendResult
 from engine.dispatch import Dispatcher, DispatchOptions
 from engine.errors import PermanentError, ProviderDownError, RetryableError
+from engine.lifecycle.dlq import DeadLetterService
+from engine.lifecycle.scope import AdminScope
 from engine.metrics import MetricsBuffer
 from engine.retries import RetryPolicy
 from engine.routing import LocalFeed, parse_table
+from engine.storage.dlq_store import DeadLetterStore
 from engine.storage.repository import Repository
 from engine.templating import TemplateCatalog
 from tests.integration.test_pipeline import Pipeline, otp
@@ -263,6 +266,33 @@ async def test_all_open_round_uses_one_attempt_without_calling_anyone(
         assert attempts(row) == [(1, None, "queued", "circuit_open")]
     finally:
         await p.broker.close()
+
+
+async def test_a_dlq_replay_to_a_named_provider_is_sent_only_there(
+    routed: Routed, drivers, principal: Principal, tenant, repo: Repository
+) -> None:
+    """The provider a replay names (``messages.pinned_provider``) is the only candidate, though the
+    policy ranks another first (a one-time code: reliability, and primary is the more reliable)."""
+    primary, backup = drivers
+    public_id = await routed.submit(principal, otp())
+    mid = uuid.UUID(hex=public_id.removeprefix("msg_"))
+    await repo.pool.execute("DELETE FROM outbox WHERE message_id = $1", mid)  # as if it died on its route
+    await repo.pool.execute("UPDATE messages SET status = 'dead' WHERE id = $1", mid)
+    dlq = DeadLetterService(DeadLetterStore(repo.pool), providers={Channel.EMAIL: {"primary", "backup"}})
+    done = await dlq.replay(AdminScope.of_tenant(tenant, actor="ops"), {"ids": [public_id], "to_provider": "backup"})
+    assert done.replayed == 1
+    row = await routed.until(tenant.id, public_id, {"sent"})
+    assert row["provider"] == "backup" and primary.handed == [] and backup.handed == [public_id]
+    route = next(e for e in row["event_rows"] if e["type"] == "NotificationSent")["meta"]["route"]
+    assert (
+        route["chosen"] == "backup"
+        and ["primary", None, "closed", "the DLQ replay named backup"] in route["candidates"]
+    )
+    # a replay without a provider routes normally again
+    await repo.pool.execute("UPDATE messages SET status = 'dead' WHERE id = $1", mid)
+    await dlq.replay(AdminScope.of_tenant(tenant, actor="ops"), {"ids": [public_id]})
+    row = await routed.until(tenant.id, public_id, {"sent"})
+    assert row["provider"] == "primary"
 
 
 async def test_metrics_count_every_provider_try(routed: Routed, drivers, principal: Principal, tenant) -> None:
