@@ -303,7 +303,7 @@ class Dispatcher:
     def _failure_outcome(
         self, msg: ClaimedMessage, error: DispatchError, started: datetime, *, provider: str | None
     ) -> Outcome:
-        decision = self.policy.decide(error, msg.attempts)
+        decision = self._policy(msg).decide(error, msg.attempts)
         common = {
             "message_id": msg.id,
             "tenant_id": msg.tenant_id,
@@ -349,6 +349,13 @@ class Dispatcher:
             meta={**meta, "suppressed": decision.suppress},
             suppress=msg.address() if decision.suppress else None,
         )
+
+    def _policy(self, msg: ClaimedMessage) -> RetryPolicy:
+        """The tenant's backoff steps for the channel (``retries``), else the platform's."""
+        delays = msg.tenant_config.retries.delays_for(msg.channel)
+        if delays is None or delays == self.policy.delays_s:
+            return self.policy
+        return replace(self.policy, delays_s=delays)
 
     def _expired(self, msg: ClaimedMessage, now: datetime) -> Outcome:
         expired_at = msg.expires_at.isoformat() if msg.expires_at else None

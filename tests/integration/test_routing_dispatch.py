@@ -295,6 +295,29 @@ async def test_a_dlq_replay_to_a_named_provider_is_sent_only_there(
     assert row["provider"] == "primary"
 
 
+async def test_the_tenants_retry_delays_replace_the_platforms(
+    routed: Routed, drivers, principal: Principal, tenant, repo: Repository
+) -> None:
+    """``retries.<channel>.delays_s`` (else ``retries.delays_s``) are the backoff steps; ``[]`` means the
+    first failure is the last. The platform's steps here are 0.05 s."""
+    primary, _ = drivers
+    marketing = {"category": "marketing"}  # waits with backoff instead of failing over
+    config = {"retries": {"delays_s": [], "email": {"delays_s": [7]}}}
+    await repo.pool.execute("UPDATE tenants SET config = $2 WHERE id = $1", tenant.id, config)
+    primary.fail_next(RetryableError("Service Unavailable", code="503"))
+    public_id = await routed.submit(principal, otp(metadata=marketing))
+    await routed.pump()
+    row = await routed.status(tenant.id, public_id)
+    retry = next(e for e in row["event_rows"] if e["type"] == "NotificationRetryScheduled")
+    assert row["status"] == "queued" and retry["meta"]["retry_in_s"] == pytest.approx(7.0, rel=0.21)
+    await repo.pool.execute("UPDATE tenants SET config = $2 WHERE id = $1", tenant.id, {"retries": {"delays_s": []}})
+    primary.fail_next(RetryableError("Service Unavailable", code="503"))
+    public_id = await routed.submit(principal, otp("again@example.com", metadata=marketing))
+    await routed.pump()
+    row = await routed.status(tenant.id, public_id)
+    assert row["status"] == "dead" and attempts(row) == [(1, "primary", "dead", "503")]
+
+
 async def test_metrics_count_every_provider_try(routed: Routed, drivers, principal: Principal, tenant) -> None:
     primary, _ = drivers
     primary.fail_next(RetryableError("500", code="500"))
