@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -104,8 +104,9 @@ class Planner:
         self._tenant_tables: dict[tuple[int, str, str], RoutingTable] = {}
         self._bad_configs: set[str] = set()
 
-    def table_for(self, table: RoutingTable, tenant_config: Mapping[str, Any] | None) -> tuple[RoutingTable, str]:
-        """The table with the tenant's overrides applied, and the key of those overrides."""
+    def table_for(self, table: RoutingTable, tenant_config: Any) -> tuple[RoutingTable, str]:
+        """The table with the tenant's overrides applied, and the key of those overrides. ``tenant_config``
+        is the typed ``TenantConfig`` (its ``routing`` section) or a stored document."""
         key = tenant_routing_key(tenant_config)
         if not key:
             return table, ""
