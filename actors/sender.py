@@ -8,7 +8,8 @@ import os
 
 import ray
 
-from actors import METRICS_ACTOR, NAMESPACE
+from actors import HEALTH_ACTOR, METRICS_ACTOR, NAMESPACE, ROUTING_ACTOR
+from actors.routing import ActorFeed
 from actors.wiring import DriverWiring
 from drivers.attachments import S3AttachmentFetcher
 from engine import redaction
@@ -32,6 +33,12 @@ class SenderActor:
         self.wiring = DriverWiring(config.database_url)
         self.drivers = provider_chains(s, config.env, self.wiring.factory)
         self.metrics = MetricsBuffer()
+        self.feed = ActorFeed(
+            ray.get_actor(HEALTH_ACTOR, namespace=NAMESPACE),
+            ray.get_actor(ROUTING_ACTOR, namespace=NAMESPACE),
+            refresh_s=s.routing_refresh_s,
+        )
+        await self.feed.start()
         self.dispatcher = dispatcher = Dispatcher(
             self.parts.repo,
             self.parts.catalog,
@@ -50,6 +57,7 @@ class SenderActor:
             tenant_drivers=TenantDrivers(
                 CredentialBox(s.credentials_key or config.secret), driver_env(s, config.env), self.wiring.factory
             ),
+            feed=self.feed,
         )
         assert self.parts.broker is not None
         self.loop = SenderLoop(self.parts.broker, dispatcher, max_envelopes=s.sender_prefetch, on_batch=self._flush)
@@ -74,6 +82,7 @@ class SenderActor:
         """Finish the batch in hand, return unacked envelopes to the broker, close."""
         await self.loop.stop(grace_s)
         self._flush()
+        await self.feed.aclose()
         if isinstance(self.dispatcher.attachments, S3AttachmentFetcher):
             await self.dispatcher.attachments.aclose()
         if self.dispatcher.tenant_drivers is not None:

@@ -1,14 +1,15 @@
-"""The send pipeline for one batch of message ids: claim -> TTL -> render -> send -> record.
+"""The send pipeline for one batch of message ids: claim -> TTL -> render -> route -> send -> record.
 
 Everything a sender actor does is here; the actor only feeds it ids from the broker. Per batch it
-costs two SQL statements (claim, record) and one driver call per (channel, provider).
+costs two SQL statements (claim, record) and one driver call per provider a part of the batch goes to.
+Routing (``engine.routing``) ranks each message's candidates from a local snapshot of provider health
+and the routing table; ``engine.routed`` walks those candidates, failing over by failure class.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,6 @@ from engine.delivery import Address, Attachment, Driver, OutboundMessage, SendRe
 from engine.errors import (
     DispatchError,
     FailureClass,
-    NotAttemptedError,
     PermanentError,
     ProviderDownError,
     RenderError,
@@ -29,8 +29,10 @@ from engine.errors import (
 from engine.ids import format_message_id
 from engine.metrics import MetricsBuffer
 from engine.models import ClaimedMessage
-from engine.outcomes import Outcome
+from engine.outcomes import Outcome, TriedProvider
 from engine.retries import Action, RetryPolicy
+from engine.routed import Ending, Journey, Router, Try
+from engine.routing import RoutePlan, RoutingFeed, RoutingView
 from engine.states import EventType, Status
 from engine.storage.repository import Repository
 from engine.templating import RenderContext, TemplateCatalog, TemplateError
@@ -83,6 +85,7 @@ class Dispatcher:
         tenant_templates: TenantTemplateCache | None = None,
         tenant_drivers: TenantDrivers | None = None,
         attachments: AttachmentResolver | None = None,
+        feed: RoutingFeed | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.repo = repo
@@ -94,7 +97,10 @@ class Dispatcher:
         self.tenant_templates = tenant_templates
         self.tenant_drivers = tenant_drivers
         self.attachments = attachments
+        #: Without a feed the routing step is skipped: the configured order, no health, no prices.
+        self.feed = feed
         self.clock = clock
+        self.router = Router(drivers, self._tenant_driver, feed, clock=clock)
 
     async def process(self, ids: Sequence[uuid.UUID]) -> BatchReport:
         claimed = await self.repo.claim(ids, self.options.lease_s)
@@ -105,21 +111,24 @@ class Dispatcher:
                 await self.tenant_templates.ensure(m.tenant_slug, m.tenant_id, m.tenant_templates_version)
         started = self.clock()
         outcomes: list[Outcome] = []
-        routes: dict[tuple[Channel, tuple[str, ...], str | None], list[tuple[ClaimedMessage, OutboundMessage]]]
-        routes = defaultdict(list)
+        journeys: list[Journey] = []
+        view = self.router.view()
+        wall = started.timestamp()
         for msg in claimed:
             prepared = await self._prepare(msg, started)
             if isinstance(prepared, Outcome):
                 outcomes.append(prepared)
                 continue
-            providers = self._route(msg, prepared)
-            # A tenant with its own credentials for one of these providers gets its own drivers.
-            own = any(sealed_for(msg.tenant_config, msg.channel, p) for p in providers)
-            routes[(msg.channel, providers, msg.tenant_slug if own else None)].append((msg, prepared))
-        for (channel, providers, _), items in routes.items():
-            outcomes.extend(await self._send_channel(channel, providers, items, started))
+            journey = self.router.journey(msg, prepared, view, wall)
+            if journey.plan.no_route:
+                outcomes.append(self._no_route(msg, started, journey.plan))
+            else:
+                journeys.append(journey)
+        await self.router.send(journeys)
+        outcomes.extend(self._journey_outcome(j, started, view) for j in journeys)
         await self.repo.record(outcomes)
         self._count(outcomes, claimed)
+        self._count_tries(journeys)
         return BatchReport(
             claimed=len(claimed),
             sent=sum(o.status is Status.SENT for o in outcomes),
@@ -188,24 +197,9 @@ class Dispatcher:
             extra=_provider_options(msg, resolved.manifest.whatsapp),
             ttl_seconds=_remaining_s(msg, now),
             tags=tuple(metadata.get("tags") or ()),
-            category=metadata.get("category"),
+            category=msg.category or resolved.manifest.category,
             priority=msg.priority.value,
         )
-
-    def _route(self, msg: ClaimedMessage, out: OutboundMessage) -> tuple[str, ...]:
-        """The providers this message may use, in failover order.
-
-        The tenant's allow-list (``config.providers.<channel>.allow``) orders and narrows the configured
-        chain; push goes only to the service that issued the token (an APNs token means nothing to FCM).
-        """
-        chain = [d.provider for d in self.drivers.get(msg.channel, ())]
-        allowed = msg.tenant_config.providers.allowed(msg.channel)
-        if allowed:
-            chain = [p for p in allowed if p in chain]
-        if msg.channel is Channel.PUSH:
-            platform = out.to.push_platform or "fcm"
-            chain = [p for p in chain if p == platform]
-        return tuple(chain)
 
     async def _attach(self, out: OutboundMessage, msg: ClaimedMessage) -> OutboundMessage:
         """Fetch the message's S3 attachments (inline under the size limit, presigned links above).
@@ -234,65 +228,82 @@ class Dispatcher:
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         }
 
-    async def _send_channel(
-        self,
-        channel: Channel,
-        providers: tuple[str, ...],
-        items: list[tuple[ClaimedMessage, OutboundMessage]],
-        started: datetime,
-    ) -> list[Outcome]:
-        """Each provider of the chain in turn gets what the ones before it did not send: the messages whose
-        result is provider-wide (the failure itself, or never started after it). Every other outcome,
-        accepted or not, stays with the provider that produced it."""
-        by_name = {d.provider: d for d in self.drivers.get(channel, ())}
-        chain = [self._tenant_driver(items[0][0], channel, p) or by_name[p] for p in providers]
-        outcomes: list[Outcome] = []
-        pending = items
-        down: DispatchError = ProviderDownError(f"no {channel.value} provider configured")
-        for driver in chain:
-            results = await driver.send_batch([out for _, out in pending])
-            pairs = list(zip(pending, results, strict=True))
-            outcomes += [self._result_outcome(item[0], r, started) for item, r in pairs if not r.provider_down]
-            carried = [item for item, r in pairs if r.provider_down]
-            if not carried:
-                return outcomes
-            down = _provider_failure(results)
-            log.warning(
-                "provider %s is down (%s); failing over %d of %d message(s)",
-                driver.provider,
-                down.code or down,
-                len(carried),
-                len(pending),
+    def _journey_outcome(self, j: Journey, started: datetime, view: RoutingView | None) -> Outcome:
+        """What one routed message's pass ends as: sent, failed, or a retry (pinned after a timeout)."""
+        last = j.last
+        started = last.started_at if last is not None else started  # attempt rows in the order they were made
+        # A provider that never started the message (its batch stopped at an outage first) is no attempt.
+        tried = tuple(_tried(t) for t in j.tries[:-1] if t.attempted)
+        route = j.plan.summary if view is not None else None
+        extra: dict[str, Any] = {"route": route} if route else {}
+        if len(j.tries) > 1 or j.skipped:
+            extra["tried"] = [t.label for t in j.tries] + [f"{p} (no probe permit)" for p in j.skipped]
+        if j.ending is Ending.SENT and last is not None and last.result is not None:
+            cost = self.router.cost(j, last.result, view)
+            return replace(
+                self._result_outcome(j.msg, last.result, started, cost),
+                tried=tried,
+                meta={**self._sent_meta(last.result), **extra},
             )
-            pending = carried
-        return outcomes + [self._failure_outcome(msg, down, started, provider=down.provider) for msg, _ in pending]
+        if last is None or last.error is None:
+            error: DispatchError = ProviderDownError(
+                "no provider could take it now: every candidate's breaker is open", code="circuit_open"
+            )
+            provider = None
+        else:
+            error, provider = last.error, last.provider
+        outcome = self._failure_outcome(j.msg, error, started, provider=provider)
+        attempt_outcome = "unknown" if j.ending is Ending.RETRY_SAME and outcome.status is not Status.DEAD else None
+        return replace(outcome, tried=tried, attempt_outcome=attempt_outcome, meta={**outcome.meta, **extra})
 
-    def _result_outcome(self, msg: ClaimedMessage, result: SendResult, started: datetime) -> Outcome:
-        if result.error is None:
-            return Outcome(
-                message_id=msg.id,
-                tenant_id=msg.tenant_id,
-                status=Status.SENT,
-                event=EventType.SENT,
-                attempt_no=msg.attempts,
-                started_at=started,
-                priority=msg.priority,
-                provider=result.provider,
-                provider_message_id=result.provider_message_id,
-                cost_usd=result.cost_usd,
-                meta={
-                    "provider": result.provider,
-                    "provider_message_id": result.provider_message_id,
-                    # SMS results say how the text went: encoding and segments (what it is billed by).
-                    **{k: getattr(result, k) for k in ("encoding", "segments", "country") if hasattr(result, k)},
-                },
-            )
-        return self._failure_outcome(msg, result.error, started, provider=result.provider)
+    def _no_route(self, msg: ClaimedMessage, now: datetime, plan: RoutePlan) -> Outcome:
+        """No provider could ever take this message: ``failed`` at once, with the reason."""
+        reasons = {c.provider: c.reason for c in plan.candidates}
+        detail = "; ".join(f"{p}: {r}" for p, r in reasons.items()) or f"no {msg.channel.value} provider configured"
+        return Outcome(
+            message_id=msg.id,
+            tenant_id=msg.tenant_id,
+            status=Status.FAILED,
+            event=EventType.FAILED,
+            attempt_no=msg.attempts,
+            started_at=now,
+            priority=msg.priority,
+            error_class=FailureClass.PERMANENT.value,
+            error_code="no_route",
+            error_detail=detail[:500],
+            refund_attempts=1,
+            attempted=False,
+            meta={"reason": "no_route", "error_code": "no_route", "detail": detail[:500], "route": plan.summary},
+        )
+
+    @staticmethod
+    def _sent_meta(result: SendResult) -> dict[str, Any]:
+        return {
+            "provider": result.provider,
+            "provider_message_id": result.provider_message_id,
+            # SMS results say how the text went: encoding and segments (what it is billed by).
+            **{k: getattr(result, k) for k in ("encoding", "segments", "country") if hasattr(result, k)},
+        }
+
+    @staticmethod
+    def _result_outcome(msg: ClaimedMessage, result: SendResult, started: datetime, cost: float | None) -> Outcome:
+        return Outcome(
+            message_id=msg.id,
+            tenant_id=msg.tenant_id,
+            status=Status.SENT,
+            event=EventType.SENT,
+            attempt_no=msg.attempts,
+            started_at=started,
+            priority=msg.priority,
+            provider=result.provider,
+            provider_message_id=result.provider_message_id,
+            cost_usd=cost,
+        )
 
     def _failure_outcome(
         self, msg: ClaimedMessage, error: DispatchError, started: datetime, *, provider: str | None
     ) -> Outcome:
-        decision = self.policy.decide(error, msg.attempts)
+        decision = self._policy(msg).decide(error, msg.attempts)
         common = {
             "message_id": msg.id,
             "tenant_id": msg.tenant_id,
@@ -318,7 +329,8 @@ class Dispatcher:
                 status=Status.THROTTLED if throttled else Status.QUEUED,
                 event=EventType.RETRY_SCHEDULED,
                 queue=priority_queue(msg.priority),
-                available_at=started + timedelta(seconds=decision.delay_s),
+                # Never later than the TTL: the message then ends ``expired`` on time instead of late.
+                available_at=_capped(started + timedelta(seconds=decision.delay_s), msg.expires_at),
                 refund_attempts=1 if decision.refund_attempt else 0,
                 meta={**meta, "retry_in_s": round(decision.delay_s, 3)},
             )
@@ -337,6 +349,13 @@ class Dispatcher:
             meta={**meta, "suppressed": decision.suppress},
             suppress=msg.address() if decision.suppress else None,
         )
+
+    def _policy(self, msg: ClaimedMessage) -> RetryPolicy:
+        """The tenant's backoff steps for the channel (``retries``), else the platform's."""
+        delays = msg.tenant_config.retries.delays_for(msg.channel)
+        if delays is None or delays == self.policy.delays_s:
+            return self.policy
+        return replace(self.policy, delays_s=delays)
 
     def _expired(self, msg: ClaimedMessage, now: datetime) -> Outcome:
         expired_at = msg.expires_at.isoformat() if msg.expires_at else None
@@ -376,7 +395,8 @@ class Dispatcher:
                     "delivery_latency_ms", latency_ms, channel=msg.channel.value, priority=msg.priority.value
                 )
             elif o.status in (Status.FAILED, Status.DEAD):
-                self.metrics.inc("notifications_failed_total", reason=o.error_class or "unknown", provider=provider)
+                reason = "no_route" if o.error_code == "no_route" else o.error_class or "unknown"
+                self.metrics.inc("notifications_failed_total", reason=reason, provider=provider)
                 if o.status is Status.DEAD:
                     self.metrics.inc("notifications_dead_lettered_total", channel=msg.channel.value)
             elif o.status is Status.SUPPRESSED:
@@ -386,11 +406,32 @@ class Dispatcher:
             else:
                 self.metrics.inc("notifications_retried_total", reason=o.error_class or "unknown", provider=provider)
 
+    def _count_tries(self, journeys: Sequence[Journey]) -> None:
+        for j in journeys:
+            channel = j.msg.channel.value
+            for t in j.tries:
+                if not t.attempted:
+                    continue  # the provider never saw it: neither a send nor a failure of its own
+                if t.error is None:
+                    self.metrics.inc("provider_sent_total", channel=channel, provider=t.provider)
+                else:
+                    reason = t.error.failure_class.value
+                    self.metrics.inc("provider_failed_total", channel=channel, provider=t.provider, reason=reason)
 
-def _provider_failure(results: Sequence[SendResult]) -> DispatchError:
-    """The provider-wide failure a batch met: the one a send answered, else a not-attempted one."""
-    down = [r.error for r in results if r.provider_down and r.error is not None]
-    return next((e for e in down if not isinstance(e, NotAttemptedError)), down[0])
+
+def _capped(at: datetime, expires_at: datetime | None) -> datetime:
+    return at if expires_at is None else min(at, expires_at)
+
+
+def _tried(t: Try) -> TriedProvider:
+    error = t.error
+    return TriedProvider(
+        provider=t.provider,
+        started_at=t.started_at,
+        error_class=error.failure_class.value if error else None,
+        error_code=error.code if error else None,
+        error_detail=(error.detail or type(error).__name__)[:500] if error else None,
+    )
 
 
 def _remaining_s(msg: ClaimedMessage, now: datetime) -> int | None:

@@ -6,7 +6,7 @@ The tree encodes what the engine does next by type::
     ├── RetryableError          transient: retry later (10s/60s/5m + jitter), may fail over
     │   └── ThrottledError      the provider said slow down; ``retry_after_s`` wins over backoff
     ├── ProviderDownError       provider-wide (auth, outage, paused account): fail over at once,
-    │   │                       trips the breaker, does not use up the message's attempts
+    │   │                       trips the breaker; a round where every candidate was down uses one attempt
     │   └── NotAttemptedError   a batch stopped before this message (nothing sent): fails over too
     └── PermanentError          this message cannot go: ``failed``, no failover
         └── BadRecipientError   permanent, and the address goes on the suppression list

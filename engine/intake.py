@@ -53,6 +53,16 @@ _KEY_MESSAGES = {
 
 
 @dataclass(frozen=True, slots=True)
+class Checked:
+    """A valid notification request with its tenant and resolved template (not stored)."""
+
+    request: NotificationRequest
+    tenant: Tenant
+    resolved: ResolvedTemplate
+    key: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Accepted:
     status_code: int
     body: dict[str, Any]
@@ -104,19 +114,25 @@ class Intake:
         """Re-read the tenant on its next request (after this process changed its config or templates)."""
         self._tenants.pop(slug, None)
 
-    async def submit(self, principal: Principal, body: NotificationRequest | Any, header_key: str | None) -> Accepted:
-        """Accept one notification: a validated request (the API edge parsed it) or a raw JSON body.
+    async def check(self, principal: Principal, body: NotificationRequest | Any) -> Checked:
+        """Validate a notification as :meth:`submit` would, without storing it (no idempotency key needed):
+        a validated request (the API edge parsed it) or a raw JSON body.
 
         Raises:
-            ApiProblem: 401/403/409/422 with the fields at fault.
+            ApiProblem: 401/403/422 with the fields at fault.
         """
+        return await self._check(principal, body, None, need_key=False)
+
+    async def _check(
+        self, principal: Principal, body: NotificationRequest | Any, header_key: str | None, *, need_key: bool
+    ) -> Checked:
         request = body if isinstance(body, NotificationRequest) else self._parse(body)
         check_tenant_id(request.tenant_id, principal.tenant)
         tenant = await self.tenant(principal.tenant)
         if tenant is None:
             raise ApiProblem(401, f"unknown tenant {principal.tenant!r}")
         key, problem = pick_key(header_key, request.idempotency_key)
-        errors = [FieldError(("header", "Idempotency-Key"), _KEY_MESSAGES[problem])] if problem else []
+        errors = [FieldError(("header", "Idempotency-Key"), _KEY_MESSAGES[problem])] if problem and need_key else []
         if request.channel not in self.channels:
             errors.append(FieldError(("body", "channel"), f"no {request.channel.value} provider is configured"))
         errors += address_errors(request)
@@ -124,7 +140,18 @@ class Intake:
         errors += template_errors
         if errors:
             raise ApiProblem(422, "the notification is not valid", errors=errors)
-        assert key is not None and resolved is not None
+        assert resolved is not None
+        return Checked(request, tenant, resolved, key)
+
+    async def submit(self, principal: Principal, body: NotificationRequest | Any, header_key: str | None) -> Accepted:
+        """Accept one notification: a validated request (the API edge parsed it) or a raw JSON body.
+
+        Raises:
+            ApiProblem: 401/403/409/422 with the fields at fault.
+        """
+        checked = await self._check(principal, body, header_key, need_key=True)
+        request, tenant, resolved, key = checked.request, checked.tenant, checked.resolved, checked.key
+        assert key is not None
         canonical = request.model_dump(mode="json", exclude_none=True)
         canonical["tenant_id"] = tenant.slug
         req_hash = request_hash(canonical)

@@ -23,6 +23,9 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "notifications_delivered_total": ("channel", "provider", "tenant"),
     "notifications_bounced_total": ("channel", "provider", "tenant"),
     "webhook_deliveries_total": ("outcome",),
+    #: Every provider call's outcome per message, failovers included (a message may touch several).
+    "provider_sent_total": ("channel", "provider"),
+    "provider_failed_total": ("channel", "provider", "reason"),
 }
 
 HISTOGRAMS: dict[str, tuple[str, ...]] = {
@@ -30,7 +33,8 @@ HISTOGRAMS: dict[str, tuple[str, ...]] = {
 }
 
 GAUGES: dict[str, tuple[str, ...]] = {
-    "provider_circuit_open": ("provider",),
+    #: 1 while the platform's breaker for the provider on the channel is open or probing (health actor).
+    "provider_circuit_open": ("provider", "channel"),
     "queue_depth": ("queue",),
     # Human opens and clicks per delivered message over the analytics window (from the rollups).
     "open_rate": ("tenant", "template_id"),

@@ -291,12 +291,20 @@ class ClaimedMessage:
     suppressed: bool = False  #: the address is on the tenant's suppression list
     attachments: tuple[dict[str, Any], ...] = ()  #: ``{"s3", "filename", "content_type"}`` references
     tenant_config_version: int = 1
+    #: The provider a DLQ replay named (``messages.pinned_provider``): only it is tried.
+    pinned_provider: str | None = None
+    #: The provider whose attempt timed out after sending on the last pass (the retry goes there first).
+    sent_maybe_provider: str | None = None
 
     @property
     def category(self) -> str | None:
         """The message's category (``metadata.category``, pinned from the template's manifest at admission)."""
         value = (self.metadata or {}).get("category")
         return value if isinstance(value, str) and value else None
+
+    @property
+    def tenant_region(self) -> str:
+        return self.tenant_config.region
 
     def address(self) -> tuple[str, str] | None:
         """The (kind, address) a suppression list would hold for this recipient on this channel."""

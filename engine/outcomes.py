@@ -12,6 +12,19 @@ from engine.states import EventType, Status
 
 
 @dataclass(frozen=True, slots=True)
+class TriedProvider:
+    """A provider that failed this message earlier in the same pass (before it failed over): one more
+    attempt row with the same attempt number."""
+
+    provider: str | None
+    started_at: datetime
+    error_class: str | None = None
+    error_code: str | None = None
+    error_detail: str | None = None
+    outcome: str = "failover"
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     message_id: uuid.UUID
     tenant_id: uuid.UUID
@@ -37,3 +50,7 @@ class Outcome:
     #: An address to put on the tenant's suppression list (``(kind, address)``), for bad recipients.
     suppress: tuple[str, str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Providers tried before the last one in this pass (failovers), each an attempt row of its own.
+    tried: tuple[TriedProvider, ...] = ()
+    #: The attempt row's outcome when it is not the status (``unknown``: timed out after sending).
+    attempt_outcome: str | None = None

@@ -2,7 +2,10 @@
 
 - Retryable: back off 10 s / 60 s / 5 min (with jitter); after the last delay the message is dead-lettered.
 - Throttled: the provider's ``retry_after`` wins over the backoff; it counts as an attempt.
-- ProviderDown with no other provider left: wait one backoff step without using up an attempt.
+- ProviderDown with no other provider left (a round in which every candidate was down, open or failing):
+  like Retryable, the round uses one attempt, so a route that stays down ends ``dead`` (replayable).
+  Failing over to the next provider within a round is free: the dispatcher asks this policy only when
+  the round is over.
 - Permanent: ``failed`` at once; BadRecipient likewise, and the address is suppressed.
 """
 
@@ -52,8 +55,6 @@ class RetryPolicy:
             return Decision(Action.FAIL, suppress=True)
         if kind is FailureClass.PERMANENT:
             return Decision(Action.FAIL)
-        if kind is FailureClass.PROVIDER_DOWN:
-            return Decision(Action.RETRY, self.backoff_s(1, rng), refund_attempt=True)
         if attempt_no >= self.max_attempts:
             return Decision(Action.DEAD_LETTER)
         delay = self.backoff_s(attempt_no, rng)

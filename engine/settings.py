@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     #: Tenant config keys (dotted paths) a tenant admin may change on its own tenant.
     tenant_editable_keys: CsvTuple = Field(DEFAULT_TENANT_EDITABLE, alias="HERALD_TENANT_EDITABLE_KEYS")
 
+    routing_table: Path | None = Field(None, alias="HERALD_ROUTING_TABLE")
+    routing_refresh_s: float = Field(1.0, gt=0, le=60, alias="HERALD_ROUTING_REFRESH_SECONDS")
+
     object_store_mb: int = Field(256, ge=75, alias="HERALD_RAY_OBJECT_STORE_MB")
     direct_ingress: bool = Field(False, alias="HERALD_DIRECT_INGRESS")
 
@@ -149,6 +152,15 @@ class Settings(BaseSettings):
         import templates
 
         return Path(templates.__file__).parent
+
+    @property
+    def routing_table_path(self) -> Path:
+        """The routing table file: HERALD_ROUTING_TABLE, else the one shipped with Herald."""
+        if self.routing_table:
+            return self.routing_table.expanduser()
+        from engine.routing.table import SHIPPED_TABLE
+
+        return SHIPPED_TABLE
 
     @property
     def base_url(self) -> str:

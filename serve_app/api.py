@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,16 @@ import ray
 from fastapi import FastAPI
 from ray import serve
 
-from actors import FEEDBACK_ACTOR, METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+from actors import (
+    FEEDBACK_ACTOR,
+    HEALTH_ACTOR,
+    METRICS_ACTOR,
+    NAMESPACE,
+    RELAY_ACTOR,
+    ROUTING_ACTOR,
+    SENDER_ACTOR_PREFIX,
+)
+from actors.routing import ActorRoutingState
 from actors.wiring import DriverWiring
 from drivers.webhooks import create_receiver
 from engine import redaction
@@ -33,6 +43,7 @@ from engine.lifecycle import Lifecycle, QueuesSnapshot
 from engine.metrics import MetricsBuffer
 from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
+from engine.routing.service import RoutingService
 from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
 from engine.template_service import TemplateService
 from engine.tenant_config import EditPolicy
@@ -48,6 +59,8 @@ log = logging.getLogger(__name__)
 #: How often the ingress ships its counters to the aggregator when nobody reads /metrics.
 METRICS_FLUSH_S = 1.0
 HEALTH_TIMEOUT_S = 3.0
+#: How long the providers page trusts its check of each provider's settings (the live state is never cached).
+PROVIDER_CONFIG_TTL_S = 60.0
 
 
 class RayOperations:
@@ -59,7 +72,7 @@ class RayOperations:
         self.parts = parts
         self.metrics = metrics
         self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
-        self._providers: list[dict[str, Any]] | None = None
+        self._providers: tuple[float, list[dict[str, Any]]] | None = None
 
     async def health_checks(self) -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -69,6 +82,8 @@ class RayOperations:
         except Exception as err:
             checks["database"] = f"error: {type(err).__name__}"
         checks["relay"] = await self._actor_check(RELAY_ACTOR, lambda h: bool(h["running"] and h["broker"]))
+        checks["provider-health"] = await self._actor_check(HEALTH_ACTOR, lambda h: bool(h["running"]))
+        checks["routing-table"] = await self._actor_check(ROUTING_ACTOR, lambda h: bool(h["running"]))
         for i in range(self.config.settings.senders):
             checks[f"sender-{i}"] = await self._actor_check(f"{SENDER_ACTOR_PREFIX}{i}", lambda h: bool(h["running"]))
         checks["feedback"] = await self._actor_check(FEEDBACK_ACTOR, lambda h: bool(h["running"]))
@@ -95,11 +110,12 @@ class RayOperations:
         return text
 
     async def provider_report(self) -> list[dict[str, Any]]:
-        if self._providers is None:
-            self._providers = await provider_report(
-                self.config.settings, self.config.env, self.wiring.factory, self.wiring.known
-            )
-        return self._providers
+        now = time.monotonic()
+        if self._providers is None or now - self._providers[0] > PROVIDER_CONFIG_TTL_S:
+            settings, env = self.config.settings, self.config.env
+            report = await provider_report(settings, env, self.wiring.factory, self.wiring.known)
+            self._providers = (now, report)
+        return self._providers[1]
 
     async def flush_forever(self) -> None:
         while True:
@@ -164,6 +180,7 @@ class HeraldApi:
             webhook_secrets=WebhookSecrets(parts.pool, box),
             analytics=Analytics(parts.pool),
             public_url=base_url.rstrip("/"),
+            routing=RoutingService(ActorRoutingState(), intake, {c: settings.providers(c) for c in Channel}),
         )
         self._flusher = asyncio.get_running_loop().create_task(self.ops.flush_forever())
 

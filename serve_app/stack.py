@@ -81,6 +81,8 @@ class Stack:
     relay: Any = None
     feedback: Any = None
     metrics: Any = None
+    health: Any = None  #: the provider health actor (every circuit breaker)
+    routing: Any = None  #: the routing table actor
     owns_ray: bool = False
     run_file: RunFile | None = None
     port: PortHold | None = None
@@ -101,14 +103,16 @@ class Stack:
             self.port = PortHold.take(self.settings.http_host, self.settings.http_port)
 
     def start(self, *, timeout_s: float = 120.0) -> None:
+        from engine.routing import load_table
         from engine.runtime import RuntimeConfig
 
         self.prepare()
         s = self.settings
         self.embedded = not s.database_url
         self.database_url = resolve_database_url(s)
-        # Fail now, naming the variable, rather than at the first send.
+        # Fail now, naming the variable (or the routing table's key), rather than at the first send.
         asyncio.run(_check_providers(s, self.database_url))
+        table = load_table(s.routing_table_path)
         applied = asyncio.run(migrate_url(self.database_url))
         config = RuntimeConfig.capture(s, self.database_url)
         for part, backend in config.backends().items():
@@ -117,7 +121,7 @@ class Stack:
         self._start_ray()
         if self.run_file is not None:  # Ray's own processes, should this one be killed while starting
             self.run_file.record_children()
-        self._start_actors(config, timeout_s)
+        self._start_actors(config, table, timeout_s)
         self._start_serve(config)
         self._wait_healthy(timeout_s)
         if self.port is not None:  # Serve's proxy listens on it now
@@ -149,23 +153,41 @@ class Stack:
         if callable(previous):  # ray.init replaced the handler the caller installed with its own exit
             signal.signal(signal.SIGTERM, previous)
 
-    def _start_actors(self, config: Any, timeout_s: float) -> None:
+    def _start_actors(self, config: Any, table: Any, timeout_s: float) -> None:
         import ray
 
-        from actors import FEEDBACK_ACTOR, METRICS_ACTOR, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
+        from actors import (
+            FEEDBACK_ACTOR,
+            HEALTH_ACTOR,
+            METRICS_ACTOR,
+            NAMESPACE,
+            RELAY_ACTOR,
+            ROUTING_ACTOR,
+            SENDER_ACTOR_PREFIX,
+        )
         from actors.feedback import FeedbackActor
+        from actors.health import HealthActor
         from actors.metrics import MetricsActor
         from actors.relay import RelayActor
+        from actors.routing import RoutingTableActor
         from actors.sender import SenderActor
 
+        s = self.settings
         self.metrics = MetricsActor.options(name=METRICS_ACTOR, namespace=NAMESPACE, get_if_exists=True).remote()
+        # The senders read both routing actors as they start, so these come first.
+        self.health = HealthActor.options(name=HEALTH_ACTOR, namespace=NAMESPACE).remote(table, s.log_level)
+        self.routing = RoutingTableActor.options(name=ROUTING_ACTOR, namespace=NAMESPACE).remote(
+            str(s.routing_table_path)
+        )
+        ray.get([self.health.health.remote(), self.routing.health.remote()], timeout=timeout_s)
+        log.info("routing table:     %s (%s)", table.label, s.routing_table_path)
         self.relay = RelayActor.options(name=RELAY_ACTOR, namespace=NAMESPACE).remote(config)
         self.senders = [
             SenderActor.options(name=f"{SENDER_ACTOR_PREFIX}{i}", namespace=NAMESPACE).remote(config, i)
             for i in range(self.settings.senders)
         ]
         self.feedback = FeedbackActor.options(name=FEEDBACK_ACTOR, namespace=NAMESPACE).remote(config)
-        workers = [self.relay, self.feedback, *self.senders]
+        workers = [self.relay, self.feedback, self.health, self.routing, *self.senders]
         ray.get([a.health.remote() for a in workers], timeout=timeout_s)
 
     def _start_serve(self, config: Any) -> None:
@@ -232,11 +254,12 @@ class Stack:
         try:
             asyncio.run(self._drain(mark + DRAIN_BUDGET_S))
         finally:
-            for actor in [*self.senders, self.relay, self.feedback, self.metrics]:
+            for actor in [*self.senders, self.relay, self.feedback, self.routing, self.health, self.metrics]:
                 if actor is not None:
                     with contextlib.suppress(ray.exceptions.RayError, ValueError):  # already gone
                         ray.kill(actor, no_restart=True)
             self.senders, self.relay, self.feedback, self.metrics = [], None, None, None
+            self.routing, self.health = None, None
             phases["drain"] = time.monotonic() - mark
 
     def _shutdown_ray(self, phases: dict[str, float]) -> None:
@@ -265,7 +288,10 @@ class Stack:
         phases["database"] = time.monotonic() - mark
 
     async def _drain(self, deadline: float) -> None:
-        """Senders finish the batch in hand, the relay stops, Serve drains: concurrently, until ``deadline``."""
+        """Senders finish the batch in hand, the relay stops, Serve drains: concurrently, until ``deadline``.
+
+        The health and routing table actors hold no work: they stay up through the drain (a stopping sender
+        hands the health board its last tallies) and are killed with the others afterwards."""
         from ray import serve
 
         steps: dict[str, Awaitable[Any]] = {

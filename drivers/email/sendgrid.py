@@ -6,7 +6,7 @@ One request per message: ``personalizations[0]`` carries the recipient and ``cus
 
 Settings: ``HERALD_SENDGRID_API_KEY`` (required), ``HERALD_SENDGRID_BASE_URL`` (default
 ``https://api.sendgrid.com``), ``HERALD_SENDGRID_FROM`` (else ``HERALD_EMAIL_FROM``),
-``HERALD_SENDGRID_TIMEOUT_S``, ``HERALD_SENDGRID_PRICE_USD`` (per email; plan-based, default ≈ Essentials).
+``HERALD_SENDGRID_TIMEOUT_S``. Prices live in the routing table (engine/routing/routing_table.yaml).
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ from engine.errors import BadRecipientError, DispatchError, PermanentError
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
-#: providers.md section 8: Essentials $19.95/mo for 50k, about $0.40 per 1,000.
-DEFAULT_PRICE_USD = 0.0004
 #: When a 429 carries neither Retry-After nor X-RateLimit-Reset.
 DEFAULT_RETRY_AFTER_S = 1.0
 MAX_CATEGORIES = 10
@@ -45,7 +43,6 @@ class SendgridSettings:
     sender: str
     base_url: str = DEFAULT_BASE_URL
     timeout_s: float = 10.0
-    price_usd: float = DEFAULT_PRICE_USD
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SendgridSettings:
@@ -56,7 +53,6 @@ class SendgridSettings:
             sender=default_sender(env, "HERALD_SENDGRID_FROM"),
             base_url=read.url("HERALD_SENDGRID_BASE_URL", DEFAULT_BASE_URL),
             timeout_s=read.number("HERALD_SENDGRID_TIMEOUT_S", 10.0),
-            price_usd=read.number("HERALD_SENDGRID_PRICE_USD", DEFAULT_PRICE_USD),
         )
 
 
@@ -166,7 +162,6 @@ class SendgridDriver(BaseDriver):
             message.message_id,
             self.provider,
             provider_message_id=response.headers.get("x-message-id"),
-            cost_usd=self.settings.price_usd,
         )
 
     async def _post(self, doc: dict[str, Any]) -> httpx.Response:

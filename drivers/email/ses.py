@@ -61,9 +61,6 @@ SES_ERRORS: dict[str, type[DispatchError]] = {
 }
 #: SES sends no Retry-After; pause this long when throttled.
 THROTTLE_RETRY_AFTER_S = 1.0
-#: providers.md section 8: $0.10 per 1,000 emails (+$0.12/GB of attachments).
-SES_PRICE_PER_EMAIL_USD = 0.0001
-SES_PRICE_PER_GB_USD = 0.12
 _TAG_VALUE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -128,7 +125,7 @@ class SesDriver(BaseDriver):
     async def send_one(self, message: OutboundMessage) -> SendResult:
         email = recipient(message, self.provider)
         sender = message.sender or self.settings.sender
-        content, attached = email_content(message, sender)
+        content, _attached = email_content(message, sender)
         params: dict[str, Any] = {
             "FromEmailAddress": sender,
             "Destination": {"ToAddresses": [email]},
@@ -138,11 +135,8 @@ class SesDriver(BaseDriver):
         if self.settings.configuration_set:
             params["ConfigurationSetName"] = self.settings.configuration_set
         doc = await self._send(params)
-        cost = SES_PRICE_PER_EMAIL_USD + attached / 1e9 * SES_PRICE_PER_GB_USD
         log.debug("ses email %s accepted (%s)", message.message_id, "raw" if "Raw" in content else "simple")
-        return SendResult(
-            message.message_id, self.provider, provider_message_id=str(doc["MessageId"]), cost_usd=round(cost, 8)
-        )
+        return SendResult(message.message_id, self.provider, provider_message_id=str(doc["MessageId"]))
 
     async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
         """The one boundary where AWS failures become Herald's classes."""

@@ -73,8 +73,6 @@ SNS_ERRORS: dict[str, type[DispatchError]] = {
 
 #: Default pause when SNS throttles (it sends no Retry-After).
 THROTTLE_RETRY_AFTER_S = 5.0
-#: USD per part, before carrier fees (providers.md section 8: low confidence, overridable defaults).
-SNS_SMS_PRICE_USD: dict[str, float] = {"US": 0.00581, "GB": 0.04, "IN": 0.003, "DE": 0.09}
 SMS_TYPES = ("Transactional", "Promotional")
 _SENDER_ID = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
 
@@ -159,13 +157,11 @@ class SnsDriver(BaseDriver):
         doc = await self._publish(
             PhoneNumber=phone.e164, Message=body, MessageAttributes=message_attributes(message, self.settings)
         )
-        price = SNS_SMS_PRICE_USD.get(phone.region or "")
         log.debug("sns sms %s accepted: %s, %d segment(s)", message.message_id, parts.encoding, parts.segments)
         return SmsSendResult(
             message.message_id,
             self.provider,
             provider_message_id=str(doc.get("MessageId")),
-            cost_usd=round(price * parts.segments, 6) if price is not None else None,
             encoding=parts.encoding,
             segments=parts.segments,
             country=phone.region,

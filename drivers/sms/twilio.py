@@ -75,10 +75,6 @@ TWILIO_ERRORS: dict[int, type[DispatchError]] = {
 #: Default throttling pause when Twilio sends no Retry-After.
 DEFAULT_RETRY_AFTER_S = 10.0
 
-#: USD per segment, an overridable default for the cost-aware router (providers.md section 8; US is
-#: the base price without carrier fees, the others are rough).
-TWILIO_SMS_PRICE_USD: dict[str, float] = {"US": 0.0083, "CA": 0.0083, "GB": 0.045, "IN": 0.08, "DE": 0.095}
-
 
 def classify(status: int, body: Mapping[str, Any] | None, retry_after: float | None) -> DispatchError:
     """Translate one Twilio error answer (legacy ``code``/``message`` or RFC 9457 ``code``/``detail``)."""
@@ -205,13 +201,11 @@ class TwilioSmsDriver(BaseDriver):
             params["ValidityPeriod"] = str(max(1, min(message.ttl_seconds, 36000)))
         doc = await self.api.create(params)
         segments = int(doc.get("num_segments") or parts.segments)
-        price = TWILIO_SMS_PRICE_USD.get(phone.region or "")
         log.debug("twilio sms %s accepted: %s, %d segment(s)", message.message_id, parts.encoding, segments)
         return SmsSendResult(
             message.message_id,
             self.provider,
             provider_message_id=str(doc.get("sid")),
-            cost_usd=round(price * segments, 6) if price is not None else None,
             encoding=parts.encoding,
             segments=segments,
             country=phone.region,

@@ -1,4 +1,4 @@
-"""WhatsApp drivers (Twilio, Meta Cloud API) and what they share: the template request and prices.
+"""WhatsApp drivers (Twilio, Meta Cloud API) and what they share: the template request.
 
 A template message is first-class: the engine puts it in ``OutboundMessage.extra["whatsapp_template"]``::
 
@@ -9,7 +9,7 @@ A template message is first-class: the engine puts it in ``OutboundMessage.extra
                                          # buttons that take a value; "variable": its Twilio Content number
      "components": [...],                # optional: Meta's raw components (header, buttons), used as-is
      "content_sid": "HX…",               # Twilio Content template (Twilio needs it; Meta ignores it)
-     "category": "utility"}              # marketing | utility | authentication, for the cost estimate
+     "category": "utility"}              # marketing | utility | authentication (what Meta bills by)
 
 Without a template the driver sends ``content.text`` as a free-form text, which WhatsApp only delivers
 inside the 24 h customer-service window (outside it: Meta 131047 / Twilio 63016, a permanent failure).
@@ -28,16 +28,6 @@ from typing import Any
 from engine.errors import PermanentError
 
 TEMPLATE_KEY = "whatsapp_template"
-
-#: USD per delivered template message by category and country (Meta rate card, providers.md section 8);
-#: free-form messages inside the service window are free.
-TEMPLATE_PRICE_USD: dict[str, dict[str, float]] = {
-    "marketing": {"US": 0.025, "GB": 0.0529, "IN": 0.0107, "DE": 0.1365},
-    "utility": {"US": 0.004, "GB": 0.022, "IN": 0.0014, "DE": 0.055},
-    "authentication": {"US": 0.004, "GB": 0.0127, "IN": 0.0014, "DE": 0.055},
-}
-#: Twilio's own fee on top of Meta's, per message.
-TWILIO_WHATSAPP_FEE_USD = 0.005
 
 
 #: Meta's parameter object for each button sub-type that takes a value.
@@ -143,13 +133,3 @@ class WhatsappTemplate:
             params = [{"type": "text", "text": v} for v in self.parameters]
         body = [{"type": "body", "parameters": params}] if params else []
         return body + [b.meta_component() for b in self.buttons]
-
-
-def template_price(template: WhatsappTemplate | None, region: str | None) -> float | None:
-    """Meta's price for one message; 0 for a free-form one; None when unknown."""
-    if template is None:
-        return 0.0
-    table = TEMPLATE_PRICE_USD.get(template.category or "")
-    if table is None:
-        return None
-    return table.get(region or "")

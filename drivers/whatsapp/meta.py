@@ -24,7 +24,7 @@ from drivers.base import BaseDriver
 from drivers.http import HTTPX_ERRORS, json_body
 from drivers.phone import parse_phone, scrub_numbers, whatsapp_address
 from drivers.toolkit import SettingsReader, classified
-from drivers.whatsapp import WhatsappTemplate, template_price
+from drivers.whatsapp import WhatsappTemplate
 from engine.channels import Channel
 from engine.delivery import OutboundMessage, SendResult
 from engine.errors import (
@@ -194,7 +194,6 @@ class MetaWhatsappDriver(BaseDriver):
             message.message_id,
             self.provider,
             provider_message_id=wamid,
-            cost_usd=template_price(template, phone.region),
         )
 
     async def _post(self, payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import httpx
 from drivers.base import BaseDriver
 from drivers.phone import parse_phone, whatsapp_address
 from drivers.sms.twilio import TwilioMessages, TwilioSettings
-from drivers.whatsapp import TWILIO_WHATSAPP_FEE_USD, WhatsappTemplate, template_price
+from drivers.whatsapp import WhatsappTemplate
 from engine.channels import Channel
 from engine.delivery import OutboundMessage, SendResult
 from engine.errors import PermanentError
@@ -80,14 +80,8 @@ class TwilioWhatsappDriver(BaseDriver):
         if callback:
             params["StatusCallback"] = callback
         doc = await self.api.create(params)
-        meta_price = template_price(template, phone.region)
         log.debug("twilio whatsapp %s accepted (%s)", message.message_id, "template" if template else "text")
-        return SendResult(
-            message.message_id,
-            self.provider,
-            provider_message_id=str(doc.get("sid")),
-            cost_usd=round(meta_price + TWILIO_WHATSAPP_FEE_USD, 6) if meta_price is not None else None,
-        )
+        return SendResult(message.message_id, self.provider, provider_message_id=str(doc.get("sid")))
 
     async def aclose(self) -> None:
         await self.api.aclose()

@@ -177,6 +177,8 @@ class Repository:
                 tenant_templates_version=r["templates_version"],
                 tenant_config=configs[r["tenant_id"]],
                 tenant_config_version=r["config_version"],
+                pinned_provider=r["pinned_provider"],
+                sent_maybe_provider=r["sent_maybe_provider"],
                 channel=Channel(r["channel"]),
                 template_id=r["template_id"],
                 template_version=r["template_version"],
@@ -203,6 +205,7 @@ class Repository:
         if not outcomes:
             return 0
         o = outcomes
+        tried = [(x.message_id, t) for x in o for t in x.tried]
         moved: int = await self.pool.fetchval(
             sql.RECORD,
             [x.message_id for x in o],
@@ -227,6 +230,15 @@ class Repository:
             [new_id() for _ in o],
             [x.suppress[0] if x.suppress else None for x in o],
             [x.suppress[1] if x.suppress else None for x in o],
+            [x.attempt_outcome for x in o],
+            [new_id() for _ in tried],
+            [mid for mid, _ in tried],
+            [t.provider for _, t in tried],
+            [t.started_at for _, t in tried],
+            [t.error_class for _, t in tried],
+            [t.error_code for _, t in tried],
+            [t.error_detail for _, t in tried],
+            [t.outcome for _, t in tried],
         )
         return moved
 

@@ -85,7 +85,12 @@ WHERE t.id = m.tenant_id
        OR (m.status = 'sending' AND m.claimed_until < now()))
 RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config_version, m.channel, m.template_id,
           m.template_version, m.locale, m."to", m.variables, m.metadata, m.priority, m.attempts, m.created_at,
-          m.expires_at,
+          m.expires_at, m.pinned_provider,
+          -- the last pass timed out after sending (outcome unknown): the retry goes to the same provider
+          (SELECT a.provider FROM attempts a
+           WHERE a.tenant_id = m.tenant_id AND a.message_id = m.id AND a.attempt_no = m.attempts - 1
+             AND a.outcome = 'unknown'
+           LIMIT 1) AS sent_maybe_provider,
           EXISTS (SELECT 1 FROM suppressions s
                   WHERE s.tenant_id = m.tenant_id
                     AND (s.category IS NULL OR s.category = m.metadata->>'category')
@@ -104,10 +109,15 @@ WITH u AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[],
                          $13::text[], $14::smallint[], $15::timestamptz[], $16::int[], $17::bool[],
-                         $18::text[], $19::uuid[], $20::uuid[], $21::text[], $22::text[])
+                         $18::text[], $19::uuid[], $20::uuid[], $21::text[], $22::text[], $23::text[])
     AS u(id, tenant_id, status, event, attempt_no, started_at, provider, provider_message_id,
          error_class, error_code, error_detail, cost_usd, queue, priority, available_at, refund,
-         attempted, meta, attempt_id, event_id, suppress_kind, suppress_address)
+         attempted, meta, attempt_id, event_id, suppress_kind, suppress_address, attempt_outcome)
+), tried AS (
+    -- providers a message failed over from in this pass: one attempt row each
+    SELECT * FROM unnest($24::uuid[], $25::uuid[], $26::text[], $27::timestamptz[], $28::text[], $29::text[],
+                         $30::text[], $31::text[])
+    AS t(attempt_id, message_id, provider, started_at, error_class, error_code, error_detail, outcome)
 ), upd AS (
     UPDATE messages m
     SET status = u.status,
@@ -124,10 +134,15 @@ WITH u AS (
 ), att AS (
     INSERT INTO attempts (id, tenant_id, message_id, attempt_no, provider, provider_message_id, outcome,
                           error_class, error_code, error_detail, cost_usd, started_at)
-    SELECT u.attempt_id, u.tenant_id, u.id, u.attempt_no, u.provider, u.provider_message_id, u.status,
-           u.error_class, u.error_code, u.error_detail, u.cost_usd, u.started_at
+    SELECT u.attempt_id, u.tenant_id, u.id, u.attempt_no, u.provider, u.provider_message_id,
+           coalesce(u.attempt_outcome, u.status), u.error_class, u.error_code, u.error_detail, u.cost_usd,
+           u.started_at
     FROM u JOIN upd ON upd.id = u.id
     WHERE u.attempted
+    UNION ALL
+    SELECT t.attempt_id, u.tenant_id, u.id, u.attempt_no, t.provider, NULL, t.outcome, t.error_class,
+           t.error_code, t.error_detail, NULL, t.started_at
+    FROM tried t JOIN u ON u.id = t.message_id JOIN upd ON upd.id = t.message_id
 ), ev AS (
     INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
     SELECT u.event_id, u.tenant_id, u.id, u.event, u.meta::jsonb

@@ -15,6 +15,7 @@ from babel import Locale, UnknownLocaleError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
 
 from engine.channels import Channel
+from engine.routing.table import TenantRoutingDoc
 
 #: A provider's registry name (``sendgrid``, ``twilio``).
 ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -138,6 +139,11 @@ class TenantConfig(Section):
     unsubscribe: StrictBool = Field(False, description="email carries RFC 8058 one-click List-Unsubscribe headers")
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
     retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    routing: TenantRoutingDoc = Field(
+        default_factory=TenantRoutingDoc,
+        description="the tenant's email routing region and its own prices, reliability and latency seeds "
+        "per channel and provider (overriding the platform's routing table for its traffic)",
+    )
     dedupe: dict[CategoryName, DedupeRule] = Field(
         default_factory=lambda: _with_default_windows({}),
         max_length=64,
@@ -190,10 +196,10 @@ def _with_default_windows(rules: dict[str, DedupeRule]) -> dict[str, DedupeRule]
     return out
 
 
-def section_at(path: tuple[str | int, ...]) -> type[Section] | None:
+def section_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The section model found at ``path`` (``("providers", "email")``, ``("dedupe", "auth")``), or None
     when there is none. In a mapping of sections (``dedupe``) the part after the field is an entry's key."""
-    model: type[Section] = TenantConfig
+    model: type[BaseModel] = TenantConfig
     parts = list(path)
     while parts:
         part = parts.pop(0)
@@ -218,13 +224,15 @@ def is_known_path(dotted: str) -> bool:
     return section is not None and last in section.model_fields and last not in MANAGED_KEYS
 
 
-def known_keys(section: type[Section]) -> list[str]:
+def known_keys(section: type[BaseModel]) -> list[str]:
     return sorted(k for k in section.model_fields if k not in MANAGED_KEYS)
 
 
-def _section_of(annotation: Any) -> type[Section] | None:
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """The model of a field that is a section: one of ours, or a model another part of the engine owns
+    (``routing`` is the routing table's :class:`~engine.routing.table.TenantRoutingDoc`)."""
     for candidate in (annotation, *get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, Section):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
 

@@ -57,7 +57,8 @@ def problems_of(err: ValidationError) -> list[ConfigProblem]:
         if e["type"] == "extra_forbidden":
             section = section_at(path[:-1])
             known = ", ".join(known_keys(section)) if section else ""
-            out.append(ConfigProblem(path, f"unknown key (known here: {known})", "extra_forbidden"))
+            msg = f"unknown key (known here: {known})" if known else "unknown key"
+            out.append(ConfigProblem(path, msg, "extra_forbidden"))
         else:
             msg = _PLAIN.get(e["type"]) or str(e["msg"]).removeprefix("Value error, ")
             out.append(ConfigProblem(path, msg, str(e["type"])))
@@ -65,19 +66,21 @@ def problems_of(err: ValidationError) -> list[ConfigProblem]:
 
 
 def unknown_providers(config: TenantConfig, known: Mapping[Channel, Collection[str]]) -> list[ConfigProblem]:
-    """Allow-list entries that no driver of the channel is registered under (a typo would otherwise
-    narrow the channel to nothing)."""
+    """Allow-list entries and routing overrides that name no driver registered for the channel (a typo
+    would otherwise narrow the channel to nothing, or override nothing)."""
     problems = []
     for channel in Channel:
         names = known.get(channel, ())
-        for i, name in enumerate(config.providers.allowed(channel) or ()):
-            if name not in names:
-                choices = ", ".join(sorted(names)) or "none"
-                problems.append(
-                    ConfigProblem(
-                        ("providers", channel.value, "allow", i),
-                        f"no {channel.value} provider {name!r} (known: {choices})",
-                        "unknown_provider",
-                    )
-                )
+        named: list[tuple[Path, str]] = [
+            (("providers", channel.value, "allow", i), name)
+            for i, name in enumerate(config.providers.allowed(channel) or ())
+        ]
+        overridden = config.routing.channels.get(channel, {})
+        named += [(("routing", "channels", channel.value, name), name) for name in overridden]
+        choices = ", ".join(sorted(names)) or "none"
+        problems += [
+            ConfigProblem(path, f"no {channel.value} provider {name!r} (known: {choices})", "unknown_provider")
+            for path, name in named
+            if name not in names
+        ]
     return problems

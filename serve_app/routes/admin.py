@@ -18,11 +18,11 @@ from serve_app.schemas.admin import (
     CredentialsStored,
     Health,
     PlatformQueues,
-    ProviderReport,
     QueueReport,
     TenantQueues,
 )
 from serve_app.schemas.problems import problems
+from serve_app.schemas.routing import ProvidersPage
 
 router = APIRouter(tags=["admin"])
 
@@ -34,17 +34,20 @@ router = APIRouter(tags=["admin"])
     openapi_extra=OPEN,
 )
 async def healthz(state: State) -> JSONResponse:
-    """200 only when the database, the relay (and its broker) and every sender are ready."""
+    """200 only when the database, the relay (and its broker), the provider health and routing table
+    actors and every sender are ready."""
     checks = await state.ops.health_checks()
     ok = all(v == "ok" for v in checks.values())
     health = Health(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
 
-@router.get("/admin/providers", response_model=ProviderReport, responses=problems(401, 403))
-async def providers(_: Platform, state: State) -> ProviderReport:
-    """(platform) Every provider per channel: enabled and its failover rank, configured or what it misses."""
-    return ProviderReport.model_validate({"providers": await state.ops.provider_report()})
+@router.get("/admin/providers", response_model=ProvidersPage, responses=problems(401, 403))
+async def providers(_: Platform, state: State) -> ProvidersPage:
+    """(platform) Every provider per channel: enabled and its failover rank, configured or what it misses,
+    and its live state: breakers (closed, open, half-open) per region and account, error rate, latency,
+    last error, this month's volume; the routing table in use."""
+    return ProvidersPage.model_validate(await state.routing.providers(await state.ops.provider_report()))
 
 
 @router.put(
@@ -65,7 +68,7 @@ async def set_credentials(
         names = await state.credentials.put(caller.tenant.id, channel, provider, body.root, caller.actor)
     except ConfigurationError as err:
         raise ApiProblem(422, str(err), errors=[FieldError(("path", "provider"), str(err))]) from None
-    state.intake.forget_tenant(caller.tenant.slug)  # this replica's webhooks verify with them at once
+    state.intake.forget_tenant(caller.tenant.slug)  # this replica's webhooks and explain use them at once
     return CredentialsStored(channel=channel, provider=provider, names=names)
 
 

@@ -27,6 +27,7 @@ from engine.intake import Intake
 from engine.lifecycle import Lifecycle, QueuesSnapshot
 from engine.models import Tenant
 from engine.problems import ApiProblem
+from engine.routing.service import RoutingService
 from engine.storage.repository import Repository
 from engine.template_service import TemplateService
 from engine.tenant_service import TenantService
@@ -71,6 +72,7 @@ class ApiState:
     webhook_secrets: WebhookSecrets
     analytics: Analytics
     public_url: str  #: HERALD_PUBLIC_URL (else where the API listens): the URLs providers were given
+    routing: RoutingService
 
 
 def api_state(request: Request) -> ApiState:

@@ -30,10 +30,6 @@ class ProviderStatus(BaseModel):
     detail: str | None = Field(None, description="what an unconfigured provider misses")
 
 
-class ProviderReport(BaseModel):
-    providers: list[ProviderStatus]
-
-
 class CredentialsRequest(RootModel[dict[SettingName, SettingValue]]):
     """Provider settings of the tenant's own account, such as ``{"HERALD_SENDGRID_API_KEY": "SG..."}``."""
 

@@ -44,7 +44,7 @@ async def driver(env: dict[str, str]) -> AsyncIterator[MetaWhatsappDriver]:
 async def test_template_message(driver: MetaWhatsappDriver, emu: MetaEmulator, env: dict[str, str]) -> None:
     [result] = await driver.send_batch([wa(1, template=TEMPLATE)])
     assert result.ok and (result.provider_message_id or "").startswith("wamid.")
-    assert result.cost_usd == pytest.approx(0.004)
+    assert result.cost_usd is None  # prices live in the routing table
     [request] = emu.received
     assert request.path == f"/v23.0/{env['HERALD_META_PHONE_NUMBER_ID']}/messages"
     assert request.body == {
@@ -83,7 +83,7 @@ async def test_named_parameters_and_raw_components(driver: MetaWhatsappDriver, e
 async def test_text_inside_the_service_window(driver: MetaWhatsappDriver, emu: MetaEmulator) -> None:
     emu.control({"open_windows": ["14155552671"]})
     results = await driver.send_batch([wa(1), wa(2, to="+14155552672")])
-    assert results[0].ok and results[0].cost_usd == 0.0
+    assert results[0].ok
     sent = next(r.body for r in emu.received if r.body["to"] == "14155552671")
     assert sent["type"] == "text" and sent["text"] == {"preview_url": False, "body": "Order QZX-7731 shipped"}
     assert results[1].error is not None

@@ -34,7 +34,7 @@ async def test_simple_send_returns_message_id(driver: SesDriver, aws: AwsHandle)
     before = len(aws.sent_ses())
     result = await driver.send_one(msg())
     assert result.ok and result.provider == "ses" and result.provider_message_id
-    assert result.cost_usd == pytest.approx(0.0001)
+    assert result.cost_usd is None  # prices live in the routing table
     sent = aws.sent_ses()[before:]
     assert len(sent) == 1 and sent[0].id == result.provider_message_id
     assert sent[0].subject == "Your order shipped"
@@ -44,7 +44,7 @@ async def test_raw_send_carries_custom_headers_and_attachment(driver: SesDriver,
     before = len(aws.sent_ses())
     attachment = Attachment("invoice.pdf", "application/pdf", data=b"%PDF-1.4 fake")
     result = await driver.send_one(msg(headers=UNSUB, attachments=(attachment,)))
-    assert result.ok and (result.cost_usd or 0) >= 0.0001
+    assert result.ok
     [raw] = aws.sent_ses()[before:]
     parsed = email.message_from_string(raw.raw_data, policy=email.policy.default)
     assert parsed["List-Unsubscribe"] == UNSUB["List-Unsubscribe"]

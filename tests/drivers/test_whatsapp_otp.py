@@ -17,6 +17,7 @@ from drivers.whatsapp.twilio import TwilioWhatsappDriver
 from engine.channels import Channel
 from engine.delivery import Address, Content, OutboundMessage
 from engine.errors import FailureClass
+from engine.routing import SHIPPED_TABLE, load_table
 from engine.templating import TemplateCatalog
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -66,7 +67,9 @@ async def test_meta_gets_the_authentication_template_with_its_copy_code_button(
 ) -> None:
     [result] = await meta_driver.send_batch([wa(1, otp_request("384921"))])
     assert result.ok and (result.provider_message_id or "").startswith("wamid."), result.error
-    assert result.cost_usd == pytest.approx(0.004)  # authentication, US
+    assert result.cost_usd is None  # prices live in the routing table: authentication, US
+    table = load_table(SHIPPED_TABLE)
+    assert table.unit_price(Channel.WHATSAPP, "meta", "US", category="authentication") == pytest.approx(0.004)
     [received] = meta_emu.received
     assert received.body == {
         "messaging_product": "whatsapp",

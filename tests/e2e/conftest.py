@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from drivers.fakes import AllFakes, run_fakes
+from engine.routing import SHIPPED_TABLE
 from engine.settings import Settings, load_settings
 from tests.support.tcpproxy import TcpProxy
 
@@ -43,6 +44,19 @@ class Herald:
     proxy: TcpProxy | None
     console_file: Path
     fakes: AllFakes
+    #: Between Herald's Twilio drivers and the Twilio emulator: ``refuse()`` plays a dead server.
+    twilio_proxy: TcpProxy
+    #: The stack's HERALD_ROUTING_TABLE (a copy of the shipped one): rewrite it, then ``reload_routing()``.
+    routing_table: Path
+
+    def reload_routing(self) -> dict[str, Any]:
+        r = httpx.post(
+            f"{self.base_url}/admin/routing/reload",
+            headers={"Authorization": f"Bearer {self.platform_token()}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
 
     def use_providers(self, tenant: str, **channels: list[str]) -> None:
         """Pin a tenant's providers per channel (its config's allow-list), creating the tenant if new."""
@@ -154,8 +168,15 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     # tenant without a provider choice gets the console JSONL, and tests pick a provider per tenant.
     # The emulators report deliveries to the stack's webhooks, signed with the keys in fakes.env.
     fakes = run_fakes(data_dir / "fakes", public_url=public_url)
+    twilio = urlsplit(fakes.env["HERALD_TWILIO_BASE_URL"])
+    twilio_proxy = TcpProxy()
+    twilio_port = twilio_proxy.start(twilio.hostname or "127.0.0.1", twilio.port or 80)
+    routing_table = data_dir / "routing_table.yaml"
+    routing_table.write_text(SHIPPED_TABLE.read_text())
     saved = dict(os.environ)
     os.environ.update(fakes.env)  # the stack hands HERALD_*/AWS_* provider settings to its actors
+    os.environ["HERALD_TWILIO_BASE_URL"] = f"http://127.0.0.1:{twilio_port}"
+    env["HERALD_ROUTING_TABLE"] = str(routing_table)
     env.update(
         {
             "HERALD_EMAIL_PROVIDERS": "console,ses,sendgrid,smtp",
@@ -168,9 +189,10 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     stack = Stack(settings)
     try:
         stack.start()
-        yield Herald(settings, stack, proxy, data_dir / "console.jsonl", fakes)
+        yield Herald(settings, stack, proxy, data_dir / "console.jsonl", fakes, twilio_proxy, routing_table)
     finally:
         stack.stop()
+        twilio_proxy.stop()
         fakes.stop()
         os.environ.clear()
         os.environ.update(saved)

@@ -106,7 +106,7 @@ def test_generated_client_platform_and_open_routes(herald: Herald, client_packag
     queues = part(client_package, "api.admin.queues").sync(client=platform)
     assert isinstance(queues, models.PlatformQueues) and "notifications.high" in [q.queue for q in queues.queues]
     report = part(client_package, "api.admin.providers").sync(client=platform)
-    assert isinstance(report, models.ProviderReport) and report.providers
+    assert isinstance(report, models.ProvidersPage) and report.providers and report.routing_table.revision >= 1
     tenant_admin = client_package.AuthenticatedClient(
         base_url=herald.base_url, token=herald.token(new_tenant(), admin=True)
     )

@@ -73,9 +73,10 @@ class TestRetryPolicy:
         decision = self.policy.decide(BadRecipientError("bounce"), 1)
         assert decision.action is Action.FAIL and decision.suppress
 
-    def test_provider_down_does_not_use_an_attempt(self) -> None:
-        decision = self.policy.decide(ProviderDownError("auth"), 4)
-        assert decision.action is Action.RETRY and decision.refund_attempt
+    def test_a_round_with_every_provider_down_uses_an_attempt(self) -> None:
+        first = self.policy.decide(ProviderDownError("auth"), 1)
+        assert first.action is Action.RETRY and not first.refund_attempt
+        assert self.policy.decide(ProviderDownError("auth"), 4).action is Action.DEAD_LETTER
 
 
 class TestIdempotency:

@@ -7,6 +7,8 @@ other processes (Ray actors connect to its port) all see the same behaviour::
     port = proxy.start("127.0.0.1", 5672)   # point the client at 127.0.0.1:<port>
     proxy.cut()       # every live connection drops (RST), new ones are accepted and closed at once
     proxy.restore()   # new connections are forwarded again
+    proxy.refuse()    # the port stops listening: connects are refused (ECONNREFUSED), as to a dead server
+    proxy.listen()    # listening on the same port again
     proxy.stop()      # or use it as a context manager
 
 It forwards bytes only, so it works for AMQP, PostgreSQL, Redis, HTTP alike.
@@ -60,6 +62,15 @@ class TcpProxy:
         """Accept and forward new connections again."""
         self._call(self._set_refusing(False))
 
+    def refuse(self) -> None:
+        """Stop listening (and drop live connections): a connect now gets ECONNREFUSED."""
+        self._call(self._close_listener())
+
+    def listen(self) -> None:
+        """Listen on the same port again and forward."""
+        self._call(self._set_refusing(False))
+        self._call(self._serve(self.port))
+
     def stop(self) -> None:
         """Close the listener and every connection, and end the thread (idempotent)."""
         if not self._thread.is_alive():
@@ -85,6 +96,14 @@ class TcpProxy:
     async def _serve(self, port: int) -> int:
         self._server = await asyncio.start_server(self._accept, self.listen_host, port)
         return int(self._server.sockets[0].getsockname()[1])
+
+    async def _close_listener(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        await self._drop_all(refuse=False)
+        if server is not None:
+            await asyncio.wait_for(server.wait_closed(), 5)
 
     async def _set_refusing(self, refusing: bool) -> None:
         self._cut = refusing
