@@ -347,7 +347,8 @@ def _parse(body: CreateKeyRequest | Mapping[str, Any]) -> CreateKeyRequest:
     try:
         return CreateKeyRequest.model_validate(dict(body))
     except ValidationError as err:
-        raise ApiProblem(422, "the request is not valid", errors=from_pydantic(err.errors(include_url=False))) from None
+        errors = from_pydantic(err.errors(include_url=False))
+        raise ApiProblem(422, "the request is not valid", errors=errors) from None
 
 
 def _err(loc: tuple[str | int, ...], msg: str) -> FieldError:
