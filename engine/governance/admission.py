@@ -89,8 +89,8 @@ class GovernanceAdmission:
                 headers={**quota.headers(), **problem.headers},
                 extensions=problem.extensions,
             )
-        self.quotas.count(tenant, channel, n)
-        self.budgets.reserve(tenant, channel, estimate, n)
+        self.quotas.count(tenant, channel, n, now=quota.now)
+        self.budgets.reserve(tenant, channel, estimate, n, now=budget.now)
         return Admitted(quota, budget)
 
     def undo(self, tenant: Tenant, channel: Channel, admitted: Admitted, n: int = 1) -> None:

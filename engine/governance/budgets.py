@@ -25,7 +25,7 @@ from engine.models import FieldError, Tenant
 from engine.problems import ApiProblem
 from engine.storage.budget_store import BudgetStore, Reservation, Settlement, SpendRow
 
-from .periods import Period, Window, utcnow, window_of
+from .periods import CalendarWindows, Period, Window, utcnow, window_of
 from .tally import Tally
 
 BUDGET_EXHAUSTED = "urn:herald:problem:budget-exhausted"
@@ -146,6 +146,7 @@ class Budgets:
         self.spend: Tally[SpendKey, Decimal] = Tally(ZERO)
         self.accepted: dict[SpendKey, int] = {}
         self._budgets: dict[SpendKey, _Budget] = {}
+        self._windows = CalendarWindows()
 
     def estimate(self, query: PriceQuery) -> Decimal:
         """The price function's figure, to the micro-unit, never negative."""
@@ -154,7 +155,7 @@ class Budgets:
     def check(self, tenant: Tenant, channel: Channel, category: str | None, estimate: Decimal) -> BudgetDecision:
         """Whether a message of ``estimate`` fits the month's budget, reserving nothing."""
         now = self.clock()
-        month = window_of(Period.MONTH, now)
+        month = self._windows.at(now)[Period.MONTH]
         config = tenant.config.budgets
         monthly = config.channel(channel).monthly
         committed = self.spend.value(_key(tenant, channel, month))
@@ -165,24 +166,32 @@ class Budgets:
             return replace(decision, exempt=True)
         return replace(decision, refused=True)
 
-    def reserve(self, tenant: Tenant, channel: Channel, estimate: Decimal, n: int = 1) -> None:
+    def reserve(
+        self, tenant: Tenant, channel: Channel, estimate: Decimal, n: int = 1, *, now: datetime | None = None
+    ) -> None:
         """Count ``n`` accepted messages of ``estimate`` each in this month's spend."""
-        month = window_of(Period.MONTH, self.clock())
-        key = _key(tenant, channel, month)
+        key = _key(tenant, channel, self._windows.at(now or self.clock())[Period.MONTH])
         self.spend.add(key, estimate * n)
         self.accepted[key] = self.accepted.get(key, 0) + n
         budget = tenant.config.budgets.channel(channel)
+        held = self._budgets.get(key)
+        currency = tenant.config.budgets.currency
         if budget.monthly is None:
-            self._budgets.pop(key, None)
-        else:
+            if held is not None:
+                del self._budgets[key]
+        elif held is None or (held.monthly, held.percent, held.currency) != (
+            budget.monthly,
+            budget.soft_cap_percent,
+            currency,
+        ):
             soft = (budget.monthly * budget.soft_cap_percent / 100).quantize(_MICRO)
-            self._budgets[key] = _Budget(budget.monthly, soft, budget.soft_cap_percent, tenant.config.budgets.currency)
+            self._budgets[key] = _Budget(budget.monthly, soft, budget.soft_cap_percent, currency)
 
     def admit(self, tenant: Tenant, channel: Channel, query: PriceQuery) -> BudgetDecision:
         """Estimate, check, and reserve when allowed."""
         decision = self.check(tenant, channel, query.category, self.estimate(query))
         if decision.allowed:
-            self.reserve(tenant, channel, decision.estimate)
+            self.reserve(tenant, channel, decision.estimate, now=decision.now)
         return decision
 
     def release(self, tenant: Tenant, channel: Channel, estimate: Decimal, *, at: datetime | None = None) -> None:

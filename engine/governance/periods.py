@@ -15,7 +15,10 @@ class Period(StrEnum):
     @property
     def quota_key(self) -> str:
         """The key of ``limits.<channel>`` that caps this period (``per_day``)."""
-        return f"per_{self.value}"
+        return _QUOTA_KEYS[self]
+
+
+_QUOTA_KEYS = {p: f"per_{p.value}" for p in Period}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -51,6 +54,22 @@ def window_of(period: Period, at: datetime) -> Window:
     start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
     return Window(start, end)
+
+
+class CalendarWindows:
+    """The minute, day and month a moment falls in, worked out once per minute (admission asks for them
+    on every request; every window changes only when the minute does)."""
+
+    def __init__(self) -> None:
+        self._minute: Window | None = None
+        self._windows: dict[Period, Window] = {}
+
+    def at(self, now: datetime) -> dict[Period, Window]:
+        minute = self._minute
+        if minute is None or not minute.start <= now < minute.end:
+            self._windows = {p: window_of(p, now) for p in Period}
+            self._minute = self._windows[Period.MINUTE]
+        return self._windows
 
 
 def utcnow() -> datetime:

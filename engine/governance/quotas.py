@@ -24,7 +24,7 @@ from engine.models import FieldError, Tenant
 from engine.problems import ApiProblem
 from engine.storage.quota_store import CounterRow, QuotaStore
 
-from .periods import Period, Window, utcnow, window_of
+from .periods import CalendarWindows, Period, Window, utcnow, window_of
 from .tally import Tally
 
 QUOTA_EXCEEDED = "urn:herald:problem:quota-exceeded"
@@ -163,42 +163,44 @@ class Quotas:
         self.clock = clock
         self.tally: Tally[QuotaKey, int] = Tally(0)
         self._caps: dict[QuotaKey, _Cap] = {}
+        self._windows = CalendarWindows()
 
-    def check(self, tenant: Tenant, channel: Channel, n: int = 1) -> QuotaDecision:
+    def check(self, tenant: Tenant, channel: Channel, n: int = 1, *, now: datetime | None = None) -> QuotaDecision:
         """Whether ``n`` more messages fit, counting nothing."""
-        now = self.clock()
+        now = now or self.clock()
+        windows = self._windows.at(now)
         caps = tenant.config.limits.channel(channel).quota_caps()
         standings = []
-        for period in Period:
+        for period, window in windows.items():
             limit = caps.get(period.quota_key)
             if limit is None:
                 continue
-            window = window_of(period, now)
             used = self.tally.value((tenant.id, channel.value, period.value, window.start))
             standings.append(QuotaStanding(channel, period, limit, used, window))
         exceeded = [s for s in standings if s.used + n > s.limit]
         worst = max(exceeded, key=lambda s: s.window.end) if exceeded else None
         return QuotaDecision(channel, tuple(standings), worst, now, n)
 
-    def count(self, tenant: Tenant, channel: Channel, n: int = 1) -> None:
+    def count(self, tenant: Tenant, channel: Channel, n: int = 1, *, now: datetime | None = None) -> None:
         """Count ``n`` accepted messages in every period (quota or not: usage shows them all)."""
-        now = self.clock()
         caps = tenant.config.limits.channel(channel).quota_caps()
         percent = tenant.config.quotas.soft_cap_percent
-        for period in Period:
-            key = (tenant.id, channel.value, period.value, window_of(period, now).start)
+        for period, window in self._windows.at(now or self.clock()).items():
+            key = (tenant.id, channel.value, period.value, window.start)
             self.tally.add(key, n)
             limit = caps.get(period.quota_key)
+            held = self._caps.get(key)
             if limit is None:
-                self._caps.pop(key, None)
-            else:
+                if held is not None:
+                    del self._caps[key]
+            elif held is None or held.limit != limit or held.percent != percent:
                 self._caps[key] = _Cap(limit, math.ceil(limit * percent / 100), percent)
 
     def admit(self, tenant: Tenant, channel: Channel, n: int = 1) -> QuotaDecision:
         """Check, and count when allowed. A refused decision's :meth:`QuotaDecision.problem` is the 429."""
         decision = self.check(tenant, channel, n)
         if decision.allowed:
-            self.count(tenant, channel, n)
+            self.count(tenant, channel, n, now=decision.now)
         return decision
 
     def refund(self, tenant: Tenant, channel: Channel, n: int = 1, *, at: datetime | None = None) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from engine.channels import Channel
 from engine.governance.budgets import Budgets, PriceQuery
-from engine.governance.periods import Period, Window, window_of
+from engine.governance.periods import CalendarWindows, Period, Window, window_of
 from engine.governance.quotas import Quotas
 from engine.models import Tenant
 from engine.tenant_config import ConfigInvalid, validate_config
@@ -123,3 +123,14 @@ def test_governance_defaults_and_helpers() -> None:
     assert not config.attachments.allows("s3://other/x") and not config.attachments.allows("s3://invoices")
     assert not validate_config({}).attachments.allows("s3://invoices/1.pdf")  # no bucket until one is named
     assert validate_config(config.stored()) == config  # what is stored reads back the same
+
+
+def test_calendar_windows_are_worked_out_again_when_the_minute_changes() -> None:
+    windows = CalendarWindows()
+    before = windows.at(datetime(2030, 1, 31, 23, 59, 59, tzinfo=UTC))
+    assert before[Period.MONTH].start == datetime(2030, 1, 1, tzinfo=UTC)
+    after = windows.at(datetime(2030, 2, 1, 0, 0, tzinfo=UTC))
+    assert after[Period.MONTH].start == datetime(2030, 2, 1, tzinfo=UTC)
+    assert after[Period.DAY].start == after[Period.MINUTE].start == datetime(2030, 2, 1, tzinfo=UTC)
+    earlier = windows.at(datetime(2030, 1, 15, 12, 0, tzinfo=UTC))  # a clock that went back is not misread
+    assert earlier[Period.DAY].start == datetime(2030, 1, 15, tzinfo=UTC)
