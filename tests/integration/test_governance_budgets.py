@@ -3,6 +3,7 @@ budget_spend, sent costs folded in, one warning per month, the usage report."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.channels import Channel
-from engine.governance.admission import GovernanceAdmission
+from engine.governance.admission import GovernanceAdmission, Warnings
 from engine.governance.budgets import BUDGET_EXHAUSTED, Budgets, PriceQuery, settlement
 from engine.governance.quotas import QUOTA_EXCEEDED, Quotas
 from engine.governance.usage import UsageService
@@ -185,3 +186,35 @@ async def test_usage_shows_counts_spend_and_what_is_left(repo: Repository, tenan
     assert sms_usage.budget is not None and sms_usage.budget.remaining == pytest.approx(3.85)
     assert report.channels["email"].accepted.month == 1 and report.channels["email"].budget is None
     assert report.channels["push"].accepted.month == 0
+
+
+async def test_the_reconcile_loop_hands_over_warnings_and_outlives_an_outage(repo: Repository, tenant: Tenant) -> None:
+    t = configured(tenant, {"limits": {"sms": {"per_day": 2}}, "budgets": {"sms": {"monthly": 0.5}}})
+    quotas = Quotas(QuotaStore(repo.pool))
+    budgets = Budgets(BudgetStore(repo.pool), price)
+    gate = GovernanceAdmission(quotas, budgets)
+    seen: list[Warnings] = []
+
+    async def record(warnings: Warnings) -> None:
+        seen.append(warnings)
+
+    class Down(QuotaStore):
+        async def reconcile(self, rows, *, token):  # type: ignore[no-untyped-def,override]
+            raise OSError("database gone")
+
+    quotas.store = Down(repo.pool)
+    gate.admit(t, SMS, sms(t))  # 1 of 2 (soft cap 80 %: 2), 0.40 of 0.50 (soft cap 0.40)
+    gate.admit(t, SMS, PriceQuery(t.slug, SMS, units=0))
+    stop = asyncio.Event()
+    task = asyncio.create_task(gate.run(stop, on_warnings=record, interval_s=0.05))
+    await asyncio.sleep(0.2)
+    assert [w.budgets and not w.quotas for w in seen] == [True]  # the budget's warning, despite the quota outage
+    quotas.store = QuotaStore(repo.pool)
+    await asyncio.sleep(0.2)
+    stop.set()
+    await task
+    assert [bool(w.quotas) for w in seen] == [False, True]  # the counts kept during the outage got there
+    used = await repo.pool.fetchval(
+        "SELECT used FROM quota_counters WHERE tenant_id = $1 AND period = 'day'", tenant.id
+    )
+    assert used == 2
