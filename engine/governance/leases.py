@@ -20,13 +20,14 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from engine.channels import Channel, Priority
 
 from .buckets import BucketKey, Lease, LeaseRequest, Rate, TokenBuckets, shard_for
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class LeaseSource(Protocol):
@@ -187,3 +188,23 @@ class LeaseClient:
         share = self.options.fallback_share
         rate = Rate(r.rate.per_second * share, max(1, math.floor(r.rate.burst * share))) if r.rate else None
         return LeaseRequest(r.tenant, r.channel, r.want, rate, r.priority, r.config_version)
+
+
+def take_granted(
+    items: Sequence[T], key: Callable[[T], BucketKey], grants: Mapping[BucketKey, Grant]
+) -> tuple[list[T], list[tuple[T, float]]]:
+    """A batch split by its grants, in batch order: the first ``granted`` items of each key go now, the
+    others wait (``throttled``) for their key's ``retry_after_s``."""
+    left = {k: g.granted for k, g in grants.items()}
+    now: list[T] = []
+    later: list[tuple[T, float]] = []
+    for item in items:
+        k = key(item)
+        if left.get(k, 0) > 0:
+            left[k] -= 1
+            now.append(item)
+        else:
+            grant = grants.get(k)
+            wait = grant.retry_after_s if grant is not None and grant.retry_after_s is not None else 0.0
+            later.append((item, wait))
+    return now, later

@@ -84,6 +84,13 @@ def suppression_applies(
     return entry_category == message_category
 
 
+def suppressed_by(
+    entry_categories: Collection[str | None], message_category: str | None, required: Collection[str]
+) -> bool:
+    """Whether any of an address's suppression entries (``CLAIM_SUPPRESSION_CATEGORIES``) stops the message."""
+    return any(suppression_applies(c, message_category, required) for c in entry_categories)
+
+
 class Keyword(StrEnum):
     STOP = "stop"
     START = "start"

@@ -58,6 +58,18 @@ _REMOVE_ADDRESS = f"""
 DELETE FROM suppressions WHERE tenant_id = $1 AND kind = $2 AND address = $3 AND category IS NOT DISTINCT FROM $4
 RETURNING {_SUPPRESSION}
 """
+#: For the senders' claim (``RETURNING ..., <this> AS suppression_categories`` over ``messages m``): the
+#: categories of every suppression entry of the message's address (NULL for an every-category entry), so
+#: the sender decides with the tenant's required categories (``recipients.suppressed_by``). It replaces the
+#: claim's ``EXISTS (...) AS suppressed``, which cannot know them and so stops one-time codes after STOP.
+CLAIM_SUPPRESSION_CATEGORIES = """
+(SELECT coalesce(array_agg(s.category), '{}') FROM suppressions s
+ WHERE s.tenant_id = m.tenant_id
+   AND ((s.kind = 'email' AND s.address = lower(m."to"->>'email'))
+        OR (s.kind = 'phone' AND s.address = m."to"->>'phone')
+        OR (s.kind = 'device_token' AND s.address = coalesce(m."to"->'push'->>'token', m."to"->>'device_token'))))
+"""
+
 _AUDIT = "INSERT INTO audit_log (tenant_id, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from engine.channels import Channel
 from engine.governance.buckets import Lease, LeaseRequest, Rate, TokenBuckets, shard_for
-from engine.governance.leases import ClientOptions, LeaseClient, LocalLeaseSource, Want
+from engine.governance.leases import ClientOptions, Grant, LeaseClient, LocalLeaseSource, Want, take_granted
 from tests.engine.test_governance_buckets import FakeClock
 
 SMS = Channel.SMS
@@ -103,3 +103,11 @@ async def test_an_unreachable_governor_falls_back_to_a_share_of_the_rate() -> No
         sent += (await client.acquire({("t_a", SMS): Want(10, Rate(40, 10))}))[("t_a", SMS)].granted
         clock.advance(0.01)
     assert abs(sent - 20 * 10) <= 0.1 * 20 * 10 + 5  # half the rate (plus the half burst at the start)
+
+
+def test_a_batch_is_split_by_its_grants_in_batch_order() -> None:
+    items = [("t_a", 1), ("t_b", 2), ("t_a", 3), ("t_a", 4), ("t_b", 5)]
+    grants = {("t_a", SMS): Grant(2, 0.5), ("t_b", SMS): Grant(2)}
+    now, later = take_granted(items, lambda i: (i[0], SMS), grants)
+    assert now == [("t_a", 1), ("t_b", 2), ("t_a", 3), ("t_b", 5)]
+    assert later == [(("t_a", 4), 0.5)]

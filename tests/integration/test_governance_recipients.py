@@ -8,10 +8,17 @@ import uuid
 import pytest
 
 from engine.channels import Channel
-from engine.governance.recipients import NON_REQUIRED, Keyword, RecipientCheck, RecipientGate, RecipientService
+from engine.governance.recipients import (
+    NON_REQUIRED,
+    Keyword,
+    RecipientCheck,
+    RecipientGate,
+    RecipientService,
+    suppressed_by,
+)
 from engine.models import Tenant
 from engine.problems import ApiProblem
-from engine.storage.recipients_store import RecipientStore
+from engine.storage.recipients_store import CLAIM_SUPPRESSION_CATEGORIES, RecipientStore
 from engine.storage.repository import Repository
 from engine.tenant_config import validate_config
 
@@ -166,3 +173,27 @@ async def test_start_does_not_lift_a_dead_number(tenant: Tenant, service: Recipi
 
 def _uuid(public_id: str) -> uuid.UUID:
     return uuid.UUID(hex=public_id.removeprefix("sup_"))
+
+
+async def test_the_claims_suppression_fragment_finds_every_entry_of_the_address(
+    repo: Repository, tenant: Tenant, service: RecipientService
+) -> None:
+    await service.inbound(tenant, Channel.SMS, NUMBER, "STOP")
+    marketing = {"channel": "email", "address": "ada@example.com", "category": "marketing", "reason": "r"}
+    await service.add_suppression(tenant, marketing, actor="a")
+    await service.add_suppression(tenant, {"channel": "push", "address": "token-123456", "reason": "gone"}, actor="a")
+    sql = f"""SELECT {CLAIM_SUPPRESSION_CATEGORIES} AS c
+              FROM (VALUES ($1::uuid, $2::jsonb)) AS m(tenant_id, "to")"""
+
+    async def categories(to: dict[str, object]) -> list[str | None]:
+        return list(await repo.pool.fetchval(sql, tenant.id, to))
+
+    required = tenant.config.preferences.required_categories
+    by_phone = await categories({"phone": NUMBER})
+    assert by_phone == [NON_REQUIRED]
+    assert suppressed_by(by_phone, "marketing", required) and not suppressed_by(by_phone, "auth", required)
+    by_email = await categories({"email": "Ada@Example.com"})
+    assert by_email == ["marketing"] and not suppressed_by(by_email, "auth", required)
+    by_token = await categories({"push": {"platform": "fcm", "token": "token-123456"}})
+    assert by_token == [None] and suppressed_by(by_token, "auth", required)
+    assert await categories({"email": "someone@example.com"}) == []
