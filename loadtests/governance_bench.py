@@ -9,7 +9,9 @@
   lease per batch (``LeaseClient.acquire``; limits far above the load) from a governor answering after
   ``--actor-ms`` (0.4 ms: a Ray actor call on a 2-core box, ARCHITECTURE.md).
 
-Each pair runs twice, alternating, and the better run of each counts (the box is shared).
+Each pair runs four times, alternating which goes first; every round is printed and the best of each
+counts. On a shared box the rounds spread more than governance costs, so the admission's own time per
+accept and the lease calls per batch are printed too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -90,11 +93,16 @@ async def run(dsn: str, n: int, actor_s: float) -> dict[str, float]:
     stop = asyncio.Event()
     loop = asyncio.create_task(gate.run(stop, on_warnings=ignore))
     off, on = [], []
-    for _ in range(2):
-        off.append(n / await gather_limited(n, 32, submit))
-        on.append(n / await gather_limited(n, 32, governed_submit))
+    for round_ in range(4):  # alternating which goes first
+        if round_ % 2 == 0:
+            off.append(n / await gather_limited(n, 32, submit))
+            on.append(n / await gather_limited(n, 32, governed_submit))
+        else:
+            on.append(n / await gather_limited(n, 32, governed_submit))
+            off.append(n / await gather_limited(n, 32, submit))
     stop.set()
     await loop
+    print("accept rounds off:", [round(x) for x in off], "on:", [round(x) for x in on])
     start = time.perf_counter()
     for _ in range(n):
         gate.admit(governed, Channel.EMAIL, PriceQuery(tenant.slug, Channel.EMAIL))
@@ -113,21 +121,30 @@ async def run(dsn: str, n: int, actor_s: float) -> dict[str, float]:
     rate = Rate(FAR_ABOVE["rate_per_second"], FAR_ABOVE["burst"])
     chunks = [ids[k : k + 100] for k in range(0, len(ids), 100)]
     plain, leased, batches = [], [], 0
-    for round_ in range(2):
-        part = chunks[round_ * len(chunks) // 2 : (round_ + 1) * len(chunks) // 2]
-        half = len(part) // 2
+
+    async def leased_process(chunk: list[uuid.UUID]) -> None:
+        nonlocal batches
+        key = (tenant.slug, Channel.EMAIL)
+        grant = (await client.acquire({key: Want(len(chunk), rate)}))[key]
+        await dispatcher.process(chunk[: grant.granted])
+        batches += 1
+
+    async def timed(part: list[list[uuid.UUID]], process: Callable[[list[uuid.UUID]], Awaitable[object]]) -> float:
         start = time.perf_counter()
-        for chunk in part[:half]:
-            await dispatcher.process(chunk)
-        plain.append(sum(map(len, part[:half])) / (time.perf_counter() - start))
-        start = time.perf_counter()
-        for chunk in part[half:]:
-            grant = (await client.acquire({(tenant.slug, Channel.EMAIL): Want(len(chunk), rate)}))[
-                (tenant.slug, Channel.EMAIL)
-            ]
-            await dispatcher.process(chunk[: grant.granted])
-            batches += 1
-        leased.append(sum(map(len, part[half:])) / (time.perf_counter() - start))
+        for chunk in part:
+            await process(chunk)
+        return sum(map(len, part)) / (time.perf_counter() - start)
+
+    for round_ in range(4):  # alternating which goes first, so neither gains from the order
+        part = chunks[round_ * len(chunks) // 4 : (round_ + 1) * len(chunks) // 4]
+        first, second = part[: len(part) // 2], part[len(part) // 2 :]
+        if round_ % 2 == 0:
+            plain.append(await timed(first, dispatcher.process))
+            leased.append(await timed(second, leased_process))
+        else:
+            leased.append(await timed(first, leased_process))
+            plain.append(await timed(second, dispatcher.process))
+    print("dispatch rounds off:", [round(x) for x in plain], "on:", [round(x) for x in leased])
     await pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)
     await pool.close()
     return {
