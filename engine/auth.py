@@ -30,10 +30,14 @@ class AuthError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """A tenant principal: acts for ``tenant`` within its scopes."""
+    """A tenant principal: acts for ``tenant`` within its scopes. ``test``: an API key in test mode (its
+    messages go to the ``sink`` provider and are marked as tests); ``key_id``: the API key it came with
+    (None for a JWT)."""
 
     tenant: str
     scopes: frozenset[str]
+    test: bool = False
+    key_id: str | None = None
 
     def can(self, scope: str) -> bool:
         """``admin`` includes the other tenant scopes, never the platform's."""

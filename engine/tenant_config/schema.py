@@ -12,18 +12,19 @@ import re
 from typing import Annotated, Any, get_args, get_origin
 
 from babel import Locale, UnknownLocaleError
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, Field, StrictBool, StringConstraints, field_validator, model_validator
 
 from engine.channels import Channel
 from engine.routing.table import TenantRoutingDoc
+
+from .base import CategoryName, Section
+from .governance import AttachmentsConfig, BudgetsConfig, LimitsConfig, PreferencesConfig, QuotasConfig
 
 #: A provider's registry name (``sendgrid``, ``twilio``).
 ProviderName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 #: ``<channel>:<provider>``, the key of a tenant's sealed provider settings.
 CredentialKey = Annotated[str, StringConstraints(pattern=r"^[a-z]+:[a-z][a-z0-9_]{0,31}$")]
 
-#: A message category as dedupe rules name it (``metadata.category`` or the template manifest's).
-CategoryName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 #: A backoff step, in seconds: up to a day.
 RetryDelay = Annotated[float, Field(gt=0, le=86_400)]
 
@@ -33,12 +34,6 @@ DEFAULT_DEDUPE_WINDOWS: dict[str, int] = {"auth": 30}
 MAX_RETRIES = 10
 #: Keys no patch may name: written by their own routes (``PUT /admin/credentials/...``), never shown.
 MANAGED_KEYS = frozenset({"credentials"})
-
-
-class Section(BaseModel):
-    """Base of every part of the document: unknown keys are errors, parsed values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ChannelProviders(Section):
@@ -149,6 +144,11 @@ class TenantConfig(Section):
         max_length=64,
         description="per message category: the recipient dedupe window",
     )
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    quotas: QuotasConfig = Field(default_factory=QuotasConfig)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    preferences: PreferencesConfig = Field(default_factory=PreferencesConfig)
+    attachments: AttachmentsConfig = Field(default_factory=AttachmentsConfig)
     credentials: dict[CredentialKey, str] = Field(default_factory=dict, exclude=True, repr=False)
 
     @field_validator("dedupe")

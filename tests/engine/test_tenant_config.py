@@ -61,7 +61,8 @@ def test_allow_list_in_the_spec_shape() -> None:
         (
             {"colour": "blue"},
             "colour",
-            "unknown key (known here: dedupe, default_locale, providers, region, retries, routing, unsubscribe)",
+            "unknown key (known here: attachments, budgets, dedupe, default_locale, limits, preferences, providers, "
+            "quotas, region, retries, routing, unsubscribe)",
         ),
         ({"providers": {"fax": {"allow": ["x"]}}}, "providers.fax", "unknown key (known here: email, inapp, push"),
         ({"providers": {"email": {"allow": ["ses"], "deny": []}}}, "providers.email.deny", "unknown key"),

@@ -1,0 +1,253 @@
+"""Quotas at admission: messages per tenant and channel per UTC calendar minute, day and month
+(``limits.<channel>.per_minute`` / ``per_day`` / ``per_month``).
+
+Admission counts in memory (no database or actor call per request); :meth:`Quotas.reconcile` adds this
+process's counts to ``quota_counters`` and learns every replica's totals in one statement, and returns
+the :class:`QuotaWarning` of each window that this reconcile took to its soft cap first
+(``quotas.soft_cap_percent``, 80 % by default), so across replicas there is one warning per window.
+
+Counting happens only for messages that are stored: call :meth:`Quotas.admit` after the idempotency
+check has ruled out a replay, and :meth:`Quotas.refund` when the store then finds a duplicate;
+deduplicated messages are taken back from the table by :meth:`QuotaStore.refund` (the sender's side).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from engine.channels import Channel
+from engine.models import FieldError, Tenant
+from engine.problems import ApiProblem
+from engine.storage.quota_store import CounterRow, QuotaStore
+
+from .periods import CalendarWindows, Period, Window, utcnow, window_of
+from .tally import Tally
+
+QUOTA_EXCEEDED = "urn:herald:problem:quota-exceeded"
+_UNITS = {Period.MINUTE: "UTC minute", Period.DAY: "UTC day", Period.MONTH: "UTC calendar month"}
+
+QuotaKey = tuple[uuid.UUID, str, str, datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaStanding:
+    """One quota in its current window: ``used`` before the admission in question."""
+
+    channel: Channel
+    period: Period
+    limit: int
+    used: int
+    window: Window
+
+    @property
+    def name(self) -> str:
+        """The config key that sets it (``limits.sms.per_day``)."""
+        return f"limits.{self.channel.value}.{self.period.quota_key}"
+
+    @property
+    def policy(self) -> str:
+        """Its name in ``RateLimit-Policy`` and ``RateLimit``."""
+        return f"{self.channel.value}.{self.period.quota_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDecision:
+    """Whether ``n`` more messages fit every quota of the channel, and the headers that say how it stands."""
+
+    channel: Channel
+    standings: tuple[QuotaStanding, ...]
+    exceeded: QuotaStanding | None  #: the exhausted quota that frees up last, when refused
+    now: datetime
+    n: int = 1
+
+    @property
+    def allowed(self) -> bool:
+        return self.exceeded is None
+
+    @property
+    def retry_after_s(self) -> int | None:
+        if self.exceeded is None:
+            return None
+        return max(1, math.ceil(self.exceeded.window.seconds_left(self.now)))
+
+    def headers(self) -> dict[str, str]:
+        """IETF ``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers), and
+        ``Retry-After`` when refused; none when the channel has no quota."""
+        if not self.standings:
+            return {}
+        taken = self.n if self.allowed else 0
+        out = {
+            "RateLimit-Policy": ", ".join(f'"{s.policy}";q={s.limit};w={s.window.seconds}' for s in self.standings),
+            "RateLimit": ", ".join(
+                f'"{s.policy}";r={max(0, s.limit - s.used - taken)};t={math.ceil(s.window.seconds_left(self.now))}'
+                for s in self.standings
+            ),
+        }
+        if self.retry_after_s is not None:
+            out["Retry-After"] = str(self.retry_after_s)
+        return out
+
+    def problem(self) -> ApiProblem:
+        """The 429 of a refused admission, naming the limit.
+
+        Raises:
+            ValueError: the admission was allowed.
+        """
+        s = self.exceeded
+        if s is None:
+            raise ValueError("an allowed admission has no problem")
+        detail = (
+            f"the {s.channel.value} quota {s.name} ({s.limit} messages per {_UNITS[s.period]}) is used up "
+            f"until {s.window.end.isoformat()}"
+        )
+        limit = {
+            "name": s.name,
+            "channel": s.channel.value,
+            "period": s.period.value,
+            "quota": s.limit,
+            "used": s.used,
+            "resets_at": s.window.end.isoformat(),
+        }
+        return ApiProblem(
+            429,
+            detail,
+            type_=QUOTA_EXCEEDED,
+            errors=[FieldError(("body", "channel"), f"{s.name} is used up")],
+            headers=self.headers(),
+            extensions={"limit": limit},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaWarning:
+    """A window reached ``soft_cap_percent`` of its quota: record the ``QuotaWarning`` event, metric and
+    webhook once."""
+
+    tenant_id: uuid.UUID
+    channel: Channel
+    period: Period
+    window: Window
+    limit: int
+    used: int
+    soft_cap_percent: int
+
+    def meta(self) -> dict[str, object]:
+        return {
+            "limit": f"limits.{self.channel.value}.{self.period.quota_key}",
+            "channel": self.channel.value,
+            "period": self.period.value,
+            "window_start": self.window.start.isoformat(),
+            "window_end": self.window.end.isoformat(),
+            "quota": self.limit,
+            "used": self.used,
+            "soft_cap_percent": self.soft_cap_percent,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Cap:
+    limit: int
+    soft: int
+    percent: int
+
+
+class Quotas:
+    """One process's quota counters (every channel of every tenant it admits for)."""
+
+    def __init__(self, store: QuotaStore, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.clock = clock
+        self.tally: Tally[QuotaKey, int] = Tally(0)
+        self._caps: dict[QuotaKey, _Cap] = {}
+        self._windows = CalendarWindows()
+
+    def check(self, tenant: Tenant, channel: Channel, n: int = 1, *, now: datetime | None = None) -> QuotaDecision:
+        """Whether ``n`` more messages fit, counting nothing."""
+        now = now or self.clock()
+        windows = self._windows.at(now)
+        caps = tenant.config.limits.channel(channel).quota_caps()
+        standings = []
+        for period, window in windows.items():
+            limit = caps.get(period.quota_key)
+            if limit is None:
+                continue
+            used = self.tally.value((tenant.id, channel.value, period.value, window.start))
+            standings.append(QuotaStanding(channel, period, limit, used, window))
+        exceeded = [s for s in standings if s.used + n > s.limit]
+        worst = max(exceeded, key=lambda s: s.window.end) if exceeded else None
+        return QuotaDecision(channel, tuple(standings), worst, now, n)
+
+    def count(self, tenant: Tenant, channel: Channel, n: int = 1, *, now: datetime | None = None) -> None:
+        """Count ``n`` accepted messages in every period (quota or not: usage shows them all)."""
+        caps = tenant.config.limits.channel(channel).quota_caps()
+        percent = tenant.config.quotas.soft_cap_percent
+        for period, window in self._windows.at(now or self.clock()).items():
+            key = (tenant.id, channel.value, period.value, window.start)
+            self.tally.add(key, n)
+            limit = caps.get(period.quota_key)
+            held = self._caps.get(key)
+            if limit is None:
+                if held is not None:
+                    del self._caps[key]
+            elif held is None or held.limit != limit or held.percent != percent:
+                self._caps[key] = _Cap(limit, math.ceil(limit * percent / 100), percent)
+
+    def admit(self, tenant: Tenant, channel: Channel, n: int = 1) -> QuotaDecision:
+        """Check, and count when allowed. A refused decision's :meth:`QuotaDecision.problem` is the 429."""
+        decision = self.check(tenant, channel, n)
+        if decision.allowed:
+            self.count(tenant, channel, n, now=decision.now)
+        return decision
+
+    def refund(self, tenant: Tenant, channel: Channel, n: int = 1, *, at: datetime | None = None) -> None:
+        """Take back ``n`` messages counted at ``at`` (now) that were not stored after all."""
+        when = at or self.clock()
+        for period in Period:
+            self.tally.add((tenant.id, channel.value, period.value, window_of(period, when).start), -n)
+
+    async def reconcile(self) -> list[QuotaWarning]:
+        """Add this process's counts to the table and take every replica's totals, in one statement.
+
+        Raises:
+            asyncpg.PostgresError, OSError: the database could not be reached (the counts stay pending
+            and go with the next reconcile).
+        """
+        batch = self.tally.begin()
+        rows = []
+        for key, delta in batch.items():
+            cap = self._caps.get(key)
+            rows.append((CounterRow(*key), delta, cap.soft if cap else None))
+        try:
+            totals = await self.store.reconcile(rows, token=uuid.uuid4())
+        except BaseException:
+            self.tally.abort()
+            raise
+        now = self.clock()
+        self.tally.settle({t.row.key: t.used for t in totals}, keep=lambda k: _window(k).end > now)
+        warnings = []
+        for t in totals:
+            cap = self._caps.get(t.row.key)
+            if t.warned_now and cap is not None:
+                period = Period(t.row.period)
+                warnings.append(
+                    QuotaWarning(
+                        t.row.tenant_id,
+                        Channel(t.row.channel),
+                        period,
+                        window_of(period, t.row.window_start),
+                        cap.limit,
+                        t.used,
+                        cap.percent,
+                    )
+                )
+        for key in [k for k in self._caps if _window(k).end <= now]:
+            del self._caps[key]
+        return warnings
+
+
+def _window(key: QuotaKey) -> Window:
+    return window_of(Period(key[2]), key[3])
