@@ -90,7 +90,12 @@ class WebhookSecrets:
             ConfigurationError: the stored secret was sealed with another key.
         """
         row = await self.pool.fetchrow(sql.ENSURE_SECRET, tenant_id, self._seal(new_secret()))
-        assert row is not None
+        if row is None:
+            # A concurrent first call inserted it after this statement's snapshot was taken: the next
+            # statement sees the committed row.
+            row = await self.pool.fetchrow(sql.ENSURE_SECRET, tenant_id, self._seal(new_secret()))
+        if row is None:
+            raise RuntimeError(f"no webhook secret could be made for tenant {tenant_id}")
         return self._secrets(row)
 
     async def show(self, tenant_id: uuid.UUID) -> dict[str, object]:

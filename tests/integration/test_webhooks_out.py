@@ -320,3 +320,11 @@ async def test_sent_transitions_are_queued_in_the_record_statement(repo, tenant,
     assert queued == 110
     figures = await repo.pool.fetchrow("SELECT sum(sent) AS sent FROM analytics_daily WHERE tenant_id = $1", tenant.id)
     assert figures["sent"] == 110
+
+
+async def test_concurrent_first_reads_of_a_tenant_secret_agree(parts, tenant) -> None:
+    # The first reads race to create the secret; the losers' statement cannot see the winner's row.
+    for _ in range(5):
+        fresh = await parts.repo.ensure_tenant(f"t_{uuid.uuid4().hex[:12]}")
+        got = await asyncio.gather(*(parts.secrets.get(fresh.id) for _ in range(8)))
+        assert len({g.current for g in got}) == 1
