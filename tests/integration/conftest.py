@@ -13,6 +13,7 @@ from engine.metrics import MetricsBuffer
 from engine.models import Tenant
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
+from tests.integration.lifecycle_support import Harness, leave_nothing_to_send
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -42,3 +43,20 @@ def principal(tenant: Tenant) -> Principal:
 @pytest.fixture
 def metrics() -> MetricsBuffer:
     return MetricsBuffer()
+
+
+@pytest.fixture
+async def nothing_left_to_send(repo: Repository) -> AsyncIterator[None]:
+    """A lifecycle test leaves no outbox row or queued message of its own behind."""
+    started = await repo.pool.fetchval("SELECT now()")
+    yield
+    await leave_nothing_to_send(repo, started)
+
+
+@pytest.fixture
+async def h(repo: Repository, catalog: TemplateCatalog, database_url: str) -> AsyncIterator[Harness]:
+    """The lifecycle tests' harness: a repository, a catalog and a connected broker on the test database."""
+    harness = Harness(repo, catalog, database_url)
+    await harness.broker.connect()
+    yield harness
+    await harness.broker.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,26 +21,11 @@ from engine.problems import ApiProblem
 from engine.storage.dlq_store import DeadLetterStore
 from engine.storage.repository import Repository
 from engine.templating import TemplateCatalog
-from tests.integration.lifecycle_support import Harness, leave_nothing_to_send, otp, uuid_of
+from tests.integration.lifecycle_support import Harness, otp, uuid_of
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_to_send")]
 
 PROVIDERS = {Channel.EMAIL: {"fake", "backup"}, Channel.SMS: {"twilio"}}
-
-
-@pytest.fixture(autouse=True)
-async def _nothing_left_to_send(repo: Repository) -> AsyncIterator[None]:
-    started = await repo.pool.fetchval("SELECT now()")
-    yield
-    await leave_nothing_to_send(repo, started)
-
-
-@pytest.fixture
-async def h(repo: Repository, catalog: TemplateCatalog, database_url: str) -> AsyncIterator[Harness]:
-    harness = Harness(repo, catalog, database_url)
-    await harness.broker.connect()
-    yield harness
-    await harness.broker.close()
 
 
 @pytest.fixture

@@ -22,25 +22,9 @@ from engine.states import PENDING
 from engine.storage import sql
 from engine.storage.repository import Repository, take_outbox
 from engine.storage.schedule_store import _CANCEL, ScheduleStore
-from engine.templating import TemplateCatalog
-from tests.integration.lifecycle_support import Harness, leave_nothing_to_send, otp, uuid_of
+from tests.integration.lifecycle_support import Harness, otp, uuid_of
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-async def _nothing_left_to_send(repo: Repository) -> AsyncIterator[None]:
-    started = await repo.pool.fetchval("SELECT now()")
-    yield
-    await leave_nothing_to_send(repo, started)
-
-
-@pytest.fixture
-async def h(repo: Repository, catalog: TemplateCatalog, database_url: str) -> AsyncIterator[Harness]:
-    harness = Harness(repo, catalog, database_url)
-    await harness.broker.connect()
-    yield harness
-    await harness.broker.close()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_to_send")]
 
 
 @pytest.fixture

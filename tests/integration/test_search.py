@@ -23,26 +23,11 @@ from engine.storage.queue_store import QueueStore
 from engine.storage.repository import Repository
 from engine.storage.search_store import MessageQuery, SearchStore, search_statement
 from engine.templating import TemplateCatalog
-from tests.integration.lifecycle_support import Harness, leave_nothing_to_send, otp
+from tests.integration.lifecycle_support import Harness, otp
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_to_send")]
 
 STATUSES = ("queued", "sent", "delivered", "failed", "dead", "scheduled", "cancelled", "expired")
-
-
-@pytest.fixture(autouse=True)
-async def _nothing_left_to_send(repo: Repository) -> AsyncIterator[None]:
-    started = await repo.pool.fetchval("SELECT now()")
-    yield
-    await leave_nothing_to_send(repo, started)
-
-
-@pytest.fixture
-async def h(repo: Repository, catalog: TemplateCatalog, database_url: str) -> AsyncIterator[Harness]:
-    harness = Harness(repo, catalog, database_url)
-    await harness.broker.connect()
-    yield harness
-    await harness.broker.close()
 
 
 @pytest.fixture
