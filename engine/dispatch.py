@@ -260,21 +260,8 @@ class Dispatcher:
         """No provider could ever take this message: ``failed`` at once, with the reason."""
         reasons = {c.provider: c.reason for c in plan.candidates}
         detail = "; ".join(f"{p}: {r}" for p, r in reasons.items()) or f"no {msg.channel.value} provider configured"
-        return Outcome(
-            message_id=msg.id,
-            tenant_id=msg.tenant_id,
-            status=Status.FAILED,
-            event=EventType.FAILED,
-            attempt_no=msg.attempts,
-            started_at=now,
-            priority=msg.priority,
-            error_class=FailureClass.PERMANENT.value,
-            error_code="no_route",
-            error_detail=detail[:500],
-            refund_attempts=1,
-            attempted=False,
-            meta={"reason": "no_route", "error_code": "no_route", "detail": detail[:500], "route": plan.summary},
-        )
+        meta = {"reason": "no_route", "error_code": "no_route", "detail": detail[:500], "route": plan.summary}
+        return _failed_unsent(msg, now, "no_route", detail, meta, refund_attempts=1, attempted=False)
 
     @staticmethod
     def _sent_meta(result: SendResult) -> dict[str, Any]:
@@ -366,19 +353,8 @@ class Dispatcher:
         return _ended_unsent(msg, now, Status.SUPPRESSED, EventType.SUPPRESSED, reason)
 
     def _render_failed(self, msg: ClaimedMessage, now: datetime, err: Exception) -> Outcome:
-        return Outcome(
-            message_id=msg.id,
-            tenant_id=msg.tenant_id,
-            status=Status.FAILED,
-            event=EventType.FAILED,
-            attempt_no=msg.attempts,
-            started_at=now,
-            priority=msg.priority,
-            error_class=FailureClass.PERMANENT.value,
-            error_code="render_error",
-            error_detail=str(err)[:500],
-            meta={"error_class": "permanent", "error_code": "render_error"},
-        )
+        meta = {"error_class": "permanent", "error_code": "render_error"}
+        return _failed_unsent(msg, now, "render_error", str(err), meta)
 
     def _count(self, outcomes: Sequence[Outcome], claimed: Sequence[ClaimedMessage]) -> None:
         by_id = {m.id: m for m in claimed}
@@ -467,4 +443,24 @@ def _ended_unsent(
         refund_attempts=1,
         attempted=False,
         meta=meta,
+    )
+
+
+def _failed_unsent(
+    msg: ClaimedMessage, now: datetime, code: str, detail: str, meta: dict[str, Any], **extra: Any
+) -> Outcome:
+    """``failed`` before any provider took the message: a permanent failure with its code."""
+    return Outcome(
+        message_id=msg.id,
+        tenant_id=msg.tenant_id,
+        status=Status.FAILED,
+        event=EventType.FAILED,
+        attempt_no=msg.attempts,
+        started_at=now,
+        priority=msg.priority,
+        error_class=FailureClass.PERMANENT.value,
+        error_code=code,
+        error_detail=detail[:500],
+        meta=meta,
+        **extra,
     )
