@@ -10,6 +10,10 @@ provider-wide failure (:class:`~engine.errors.ProviderDownError`) is seen mid-ba
 further send; sends already in flight finish and keep their outcomes, and each message never started
 carries a :class:`~engine.errors.NotAttemptedError`. Dispatch fails over exactly the messages whose result
 is provider-wide (nothing was sent for them) and keeps every other outcome.
+
+A driver whose provider offers a cheap call that says whether the account can send (an account or
+status endpoint) also implements :class:`HealthChecked`; the provider health actor calls it on a timer,
+never per message, so a breaker can open with no traffic.
 """
 
 from __future__ import annotations
@@ -122,6 +126,28 @@ class Driver(Protocol):
     async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class HealthChecked(Protocol):
+    """The driver port's optional part: a cheap check of the provider account, sending nothing."""
+
+    provider: ClassVar[str]
+    channel: ClassVar[Channel]
+
+    async def check_health(self) -> None:
+        """Return when the account can send now.
+
+        Raises:
+            DispatchError: classified as a send's failure would be (ProviderDownError for bad credentials,
+                a suspended account or an unreachable provider; RetryableError for a 5xx or a timeout).
+        """
+        ...
+
+
+def health_checked(driver: Driver) -> HealthChecked | None:
+    """The driver as a :class:`HealthChecked`, or None when its provider has no cheap check."""
+    return driver if isinstance(driver, HealthChecked) else None
 
 
 #: Builds the driver of ``(channel, provider)`` from provider settings (``HERALD_*``/``AWS_*``).

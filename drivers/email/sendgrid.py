@@ -7,6 +7,9 @@ One request per message: ``personalizations[0]`` carries the recipient and ``cus
 Settings: ``HERALD_SENDGRID_API_KEY`` (required), ``HERALD_SENDGRID_BASE_URL`` (default
 ``https://api.sendgrid.com``), ``HERALD_SENDGRID_FROM`` (else ``HERALD_EMAIL_FROM``),
 ``HERALD_SENDGRID_TIMEOUT_S``. Prices live in the routing table (engine/routing/routing_table.yaml).
+
+Health check: ``GET /v3/scopes`` (the API key's permissions, sends nothing): the key must hold
+``mail.send``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from drivers.http import HTTPX_ERRORS, json_body
 from drivers.toolkit import SettingsReader, classified, retry_after_s
 from engine.channels import Channel
 from engine.delivery import OutboundMessage, SendResult
-from engine.errors import BadRecipientError, DispatchError, PermanentError
+from engine.errors import BadRecipientError, DispatchError, PermanentError, ProviderDownError
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,16 @@ class SendgridDriver(BaseDriver):
             self.provider,
             provider_message_id=response.headers.get("x-message-id"),
         )
+
+    async def check_health(self) -> None:
+        """Raises: DispatchError (ProviderDownError when the key is refused or cannot send mail)."""
+        with HTTPX_ERRORS.boundary(self.provider):
+            response = await self._http().get("/v3/scopes")
+        if response.status_code != 200:
+            raise classify(response)
+        scopes = json_body(response).get("scopes")
+        if not isinstance(scopes, list) or "mail.send" not in scopes:
+            raise ProviderDownError("the API key lacks the mail.send scope", provider=self.provider, code="scopes")
 
     async def _post(self, doc: dict[str, Any]) -> httpx.Response:
         """The one boundary where transport failures become Herald's classes."""

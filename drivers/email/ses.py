@@ -8,6 +8,9 @@ Settings: ``HERALD_SES_REGION`` (else ``AWS_REGION``), optional ``HERALD_SES_END
 ``HERALD_SES_FROM`` (else ``HERALD_EMAIL_FROM``), ``HERALD_SES_CONFIGURATION_SET``, ``HERALD_SES_TIMEOUT_S``;
 credentials ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN`` when given, else the
 default chain.
+
+Health check: ``GetAccount`` (``GET /v2/email/account``): the account must have sending enabled and not be
+shut down.
 """
 
 from __future__ import annotations
@@ -137,6 +140,18 @@ class SesDriver(BaseDriver):
         doc = await self._send(params)
         log.debug("ses email %s accepted (%s)", message.message_id, "raw" if "Raw" in content else "simple")
         return SendResult(message.message_id, self.provider, provider_message_id=str(doc["MessageId"]))
+
+    async def check_health(self) -> None:
+        """Raises: DispatchError (ProviderDownError when the account's sending is paused or shut down)."""
+        client = await self._client.get()
+        with aws_boundary(self.provider, classify):
+            doc: dict[str, Any] = await client.get_account()
+        if not doc.get("SendingEnabled", False) or doc.get("EnforcementStatus") == "SHUTDOWN":
+            raise ProviderDownError(
+                f"SES sending is paused (enforcement status {doc.get('EnforcementStatus', 'unknown')})",
+                provider=self.provider,
+                code="SendingPausedException",
+            )
 
     async def _send(self, params: dict[str, Any]) -> dict[str, Any]:
         """The one boundary where AWS failures become Herald's classes."""

@@ -4,7 +4,9 @@ The proxy records and forwards every request to moto unless a fault is scripted,
 with an AWS error in the request's protocol: rest-json (``x-amzn-ErrorType`` header + ``{"message": ...}``)
 for SES v2 and S3-style JSON APIs, the Query protocol's XML ``ErrorResponse`` for form-encoded requests
 (SNS). The sender identities in :data:`VERIFIED_IDENTITIES` are verified in moto so sends from them
-succeed; any other sender gets moto's ``MessageRejected``.
+succeed; any other sender gets moto's ``MessageRejected``. SES v2 ``GetAccount`` (``GET /v2/email/account``,
+the SES driver's health check) is answered by the proxy itself (moto has none): sending is enabled until
+``POST /_state {"ses_sending_enabled": false}``; script its failure with a fault on that path.
 
 SES events reach Herald as they do from AWS, through an SNS HTTP subscription (``sns_endpoint``, or
 ``POST /_state {"sns_endpoint": ...}``): every email SES v2 accepted is followed by a signed SNS
@@ -52,6 +54,7 @@ VERIFIED_IDENTITIES = ("herald.local", "no-reply@herald.local")
 SES_TOPIC_ARN = f"arn:aws:sns:{REGION}:123456789012:herald-ses-events"
 _DROPPED = ("content-length", "transfer-encoding", "content-encoding", "connection")
 _SEND_EMAIL = "/v2/email/outbound-emails"
+_GET_ACCOUNT = "/v2/email/account"
 #: Keys SNS signs, in order, per message type.
 _SIGNED = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -105,6 +108,7 @@ class AwsProxy(Emulator):
         self.cert_path = f"/SimpleNotificationService-{secrets.token_hex(16)}.pem"
         self.outcomes: dict[str, str] = {}  #: address -> bounce | soft_bounce | complaint
         self.confirmed: list[str] = []  #: subscription tokens confirmed through the SubscribeURL
+        self.ses_sending_enabled = True
         self._client: httpx.AsyncClient | None = None  #: opened in the server's own event loop
 
     async def respond(self, request: Exchange) -> Answer:
@@ -124,6 +128,8 @@ class AwsProxy(Emulator):
         return await super().respond(request)
 
     async def handle_async(self, request: Exchange) -> Answer:
+        if request.method == "GET" and request.path == _GET_ACCOUNT:
+            return json_answer(200, self._ses_account())
         if self._client is None:
             self._client = httpx.AsyncClient(base_url=self.upstream, timeout=30)
         headers = {k: v for k, v in request.headers.items() if k not in ("host", "content-length")}
@@ -133,6 +139,16 @@ class AwsProxy(Emulator):
         if request.method == "POST" and request.path == _SEND_EMAIL and upstream.status_code == 200:
             self._report(json.loads(request.body), str(upstream.json().get("MessageId")))
         return upstream.status_code, out, upstream.content
+
+    def _ses_account(self) -> dict[str, Any]:
+        """SES v2 ``GetAccount`` of the emulated account."""
+        return {
+            "DedicatedIpAutoWarmupEnabled": False,
+            "EnforcementStatus": "HEALTHY",
+            "ProductionAccessEnabled": True,
+            "SendingEnabled": self.ses_sending_enabled,
+            "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": 0.0},
+        }
 
     # -- SES events through SNS ------------------------------------------------------------------------
 
@@ -212,10 +228,13 @@ class AwsProxy(Emulator):
         self.outcomes.clear()
         self.confirmed.clear()
         self.signature_version = "2"
+        self.ses_sending_enabled = True
 
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``{"sns_endpoint", "bounce": [...], "soft_bounce": [...], "complaint": [...], "signature_version",
-        "subscribe": true}``."""
+        "subscribe": true, "ses_sending_enabled": bool}``."""
+        if "ses_sending_enabled" in doc:
+            self.ses_sending_enabled = bool(doc["ses_sending_enabled"])
         if "sns_endpoint" in doc:
             self.sns_endpoint = doc["sns_endpoint"]
         for outcome in ("bounce", "soft_bounce", "complaint"):

@@ -3,7 +3,9 @@
 ``POST /v3/mail/send`` is validated as SendGrid does: Bearer auth (401), ``personalizations`` with ``to``
 addresses, ``from.email``, ``subject`` (top level or in every personalization), ``content`` (unless
 ``template_id``), well-formed addresses (400 naming the field); success is ``202`` with an empty body and
-an ``X-Message-Id`` header. Faults, recorder and control endpoints: :mod:`drivers.fakes.base`.
+an ``X-Message-Id`` header. ``GET /v3/scopes`` (the health check) lists the key's scopes (``mail.send``
+unless ``POST /_state {"scopes": [...]}`` says otherwise); script its failure with a fault whose
+``path`` is ``/v3/scopes``. Faults, recorder and control endpoints: :mod:`drivers.fakes.base`.
 
 With an event webhook URL (``webhook_url``, or ``POST /_state {"webhook_url": ...}``) every accepted
 message is reported as SendGrid's signed Event Webhook reports it: ``processed`` then ``delivered`` per
@@ -31,6 +33,8 @@ from drivers.fakes.base import Answer, Callback, Emulator, Exchange, RunningEmul
 
 API_KEY = "SG.emulator-key.emulator-secret-0001"
 FROM_EMAIL = "no-reply@herald.local"
+#: The scopes of the emulator's API key (a full-access key has many more).
+SCOPES = ("mail.send", "user.profile.read")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 _UNAUTHORIZED = {
     "errors": [
@@ -99,6 +103,7 @@ class SendgridEmulator(Emulator):
         self.signing_key = ec.generate_private_key(ec.SECP256R1())
         self.bounce: set[str] = set()
         self.blocked: set[str] = set()
+        self.scopes: list[str] = list(SCOPES)
         self._pending: list[dict[str, Any]] = []
         self._flush_scheduled = False
 
@@ -146,11 +151,14 @@ class SendgridEmulator(Emulator):
             self.notifier.post(Callback(self.webhook_url, body, self.signed(body)), delay_s=0)
 
     def handle(self, request: Exchange) -> Answer:
-        if request.method != "POST" or request.path != "/v3/mail/send":
+        route = (request.method, request.path)
+        if route not in (("POST", "/v3/mail/send"), ("GET", "/v3/scopes")):
             return json_answer(404, sg_error("Not found"))
         auth = request.headers.get("authorization", "")
         if not (auth.startswith("Bearer ") and secrets.compare_digest(auth[7:].strip(), self.api_key)):
             return json_answer(401, _UNAUTHORIZED)
+        if route[0] == "GET":
+            return json_answer(200, {"scopes": self.scopes})
         try:
             doc: Any = json.loads(request.body or b"null")
         except ValueError:
@@ -165,11 +173,14 @@ class SendgridEmulator(Emulator):
     def reset_state(self) -> None:
         self.bounce.clear()
         self.blocked.clear()
+        self.scopes = list(SCOPES)
 
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """``{"webhook_url": url or null, "bounce": [emails], "blocked": [emails]}``."""
+        """``{"webhook_url": url or null, "bounce": [emails], "blocked": [emails], "scopes": [...]}``."""
         if "webhook_url" in doc:
             self.webhook_url = doc["webhook_url"]
+        if "scopes" in doc:
+            self.scopes = [str(s) for s in doc["scopes"]]
         self.bounce.update(str(e).lower() for e in doc.get("bounce", []))
         self.blocked.update(str(e).lower() for e in doc.get("blocked", []))
         return {"webhook_url": self.webhook_url, "bounce": len(self.bounce), "blocked": len(self.blocked)}

@@ -11,6 +11,11 @@ A message created with a ``StatusCallback`` gets its status callbacks there, as 
 posts signed with ``X-Twilio-Signature`` (HMAC-SHA1 under the auth token over the callback URL and the
 sorted parameters), ``sent`` then ``delivered``, or ``undelivered`` with the ``ErrorCode`` set for the
 number by ``POST /_state {"undelivered": {"+E164": 30005}}``.
+
+``GET /2010-04-01/Accounts/{AccountSid}.json`` (the drivers' health check) answers the account resource;
+``POST /_state {"account_status": "suspended"}`` suspends the account (its sends then fail with
+``20005``) until it is set ``active`` again. Script a failing check with a fault whose ``path`` is
+``/Accounts/{AccountSid}.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ MESSAGING_SERVICE_SID = "MG" + "0" * 31 + "1"
 #: A Content template the emulator knows, with its variable count.
 CONTENT_SID = "HX" + "b5b62575e6e4ff6129ad7c8efe1f983e"
 _PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
+_ACCOUNT = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)\.json$")
 _CONTENT_SID = re.compile(r"^HX[0-9a-f]{32}$")
 _ALNUM_SENDER = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
 
@@ -64,6 +70,7 @@ class TwilioState:
     opted_out: set[str] = field(default_factory=set)  #: replied STOP
     landlines: set[str] = field(default_factory=set)
     undelivered: dict[str, int] = field(default_factory=dict)  #: number -> the ErrorCode its callback reports
+    account_status: str = "active"  #: active | suspended | closed
 
 
 class TwilioApi:
@@ -90,10 +97,28 @@ class TwilioApi:
         match = _PATH.match(path)
         if match is None or match["sid"] != self.state.account_sid:
             return _error(404, 20404, f"The requested resource {path} was not found")
+        if self.state.account_status != "active":
+            return _error(401, 20005, "Account not active")
         problem = self._validate(form)
         if problem is not None:
             return problem
         return 201, self._resource(form)
+
+    def fetch_account(self, path: str, authorization: str | None) -> tuple[int, dict[str, Any]]:
+        """Answer one ``GET /2010-04-01/Accounts/{sid}.json`` as (status, JSON)."""
+        if not self.authorized(authorization):
+            return _error(401, 20003, "Authenticate")
+        match = _ACCOUNT.match(path)
+        if match is None or match["sid"] != self.state.account_sid:
+            return _error(404, 20404, f"The requested resource {path} was not found")
+        sid = self.state.account_sid
+        return 200, {
+            "sid": sid,
+            "friendly_name": "Herald emulator",
+            "status": self.state.account_status,
+            "type": "Full",
+            "uri": f"/2010-04-01/Accounts/{sid}.json",
+        }
 
     def _validate(self, form: dict[str, str]) -> tuple[int, dict[str, Any]] | None:  # noqa: C901 - Twilio's checks, in its order
         to, sender, service = form.get("To", ""), form.get("From", ""), form.get("MessagingServiceSid", "")
@@ -199,6 +224,8 @@ class TwilioEmulator(Emulator):
         self.api = TwilioApi(state)
 
     def handle(self, request: Exchange) -> Answer:
+        if request.method == "GET" and _ACCOUNT.match(request.path):
+            return json_answer(*self.api.fetch_account(request.path, request.headers.get("authorization")))
         if request.method != "POST":
             return json_answer(*_error(405, 20004, "Method not allowed"))
         form = dict(urllib.parse.parse_qsl(request.body.decode()))
@@ -239,11 +266,14 @@ class TwilioEmulator(Emulator):
         self.api.state.opted_out.clear()
         self.api.state.landlines.clear()
         self.api.state.undelivered.clear()
+        self.api.state.account_status = "active"
 
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``{"opted_out": [...], "landlines": [...]}`` (E.164), ``{"content": {sid: variable count}}``
         (approved Content templates), ``{"undelivered": {"+E164": error code}}`` (its status callback says
-        undelivered with that ``ErrorCode``)."""
+        undelivered with that ``ErrorCode``), ``{"account_status": "active" | "suspended" | "closed"}``."""
+        if "account_status" in doc:
+            self.api.state.account_status = str(doc["account_status"])
         self.api.state.content.update(doc.get("content", {}))
         self.api.state.opted_out.update(doc.get("opted_out", []))
         self.api.state.landlines.update(doc.get("landlines", []))

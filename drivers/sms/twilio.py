@@ -15,6 +15,9 @@ Settings (``from_env``): ``HERALD_TWILIO_ACCOUNT_SID``, ``HERALD_TWILIO_AUTH_TOK
 (a number, an alphanumeric sender id, or a Messaging Service ``MG…`` sid), optional
 ``HERALD_TWILIO_BASE_URL`` (an emulator), ``HERALD_TWILIO_STATUS_CALLBACK``, ``HERALD_TWILIO_TIMEOUT_S``;
 ``HERALD_PUBLIC_URL`` and ``HERALD_WEBHOOK_TENANT`` are Herald's own.
+
+Health check (both drivers): ``GET {base}/2010-04-01/Accounts/{AccountSid}.json``, the account resource,
+whose ``status`` must be ``active`` (``suspended`` or ``closed`` accounts send nothing).
 """
 
 from __future__ import annotations
@@ -163,6 +166,20 @@ class TwilioMessages:
             return doc
         raise classify(response.status_code, json_body(response), retry_after_s(response.headers))
 
+    async def check_account(self) -> None:
+        """The health check: the account answers and is active.
+
+        Raises:
+            DispatchError: the classified failure; ProviderDownError for an account that is not active.
+        """
+        with HTTPX_ERRORS.boundary("twilio"):
+            response = await self._client.get(f"/2010-04-01/Accounts/{self.settings.account_sid}.json")
+        if response.status_code != 200:
+            raise classify(response.status_code, json_body(response), retry_after_s(response.headers))
+        status = json_body(response).get("status")
+        if status != "active":
+            raise ProviderDownError(f"the Twilio account is {status or 'not active'}", provider="twilio", code="20005")
+
     async def _post(self, data: dict[str, str]) -> httpx.Response:
         # Only a failed connect is retried here: nothing reached Twilio, so nothing can be sent twice.
         async for attempt in stamina.retry_context(
@@ -210,6 +227,9 @@ class TwilioSmsDriver(BaseDriver):
             segments=segments,
             country=phone.region,
         )
+
+    async def check_health(self) -> None:
+        await self.api.check_account()
 
     async def aclose(self) -> None:
         await self.api.aclose()

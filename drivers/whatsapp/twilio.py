@@ -83,5 +83,8 @@ class TwilioWhatsappDriver(BaseDriver):
         log.debug("twilio whatsapp %s accepted (%s)", message.message_id, "template" if template else "text")
         return SendResult(message.message_id, self.provider, provider_message_id=str(doc.get("sid")))
 
+    async def check_health(self) -> None:
+        await self.api.check_account()
+
     async def aclose(self) -> None:
         await self.api.aclose()

@@ -1,0 +1,132 @@
+"""The drivers' health checks (the driver port's optional ``check_health``) against their emulators: a
+healthy account passes and sends nothing; a refused key, a suspended account, paused sending, a 5xx
+and an unreachable server fail with the class a send would get. Console and sink have no check."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from drivers import create_driver
+from drivers.email.sendgrid import SendgridDriver
+from drivers.email.ses import SesDriver
+from drivers.fakes import AllFakes
+from drivers.fakes.aws import AwsHandle
+from drivers.fakes.sendgrid import SendgridEmulator
+from drivers.fakes.twilio import TwilioEmulator
+from drivers.sms.twilio import TwilioSmsDriver
+from drivers.whatsapp.twilio import TwilioWhatsappDriver
+from engine.channels import Channel
+from engine.delivery import Address, Content, OutboundMessage, health_checked
+from engine.errors import ProviderDownError, RetryableError
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("channel", "provider"),
+    [(Channel.EMAIL, "console"), (Channel.SMS, "console"), (Channel.EMAIL, "sink"), (Channel.SMS, "sink")],
+)
+def test_console_and_sink_have_no_health_check(
+    channel: Channel, provider: str, env: dict[str, str], tmp_path: object
+) -> None:
+    driver = create_driver(channel, provider, {**env, "HERALD_DATA_DIR": str(tmp_path)})
+    assert health_checked(driver) is None
+
+
+async def test_sendgrid_checks_its_keys_scopes(env: dict[str, str], sendgrid_emu: SendgridEmulator) -> None:
+    async with SendgridDriver.from_env(env) as driver:
+        assert health_checked(driver) is driver
+        await driver.check_health()
+        assert [(r.method, r.path) for r in sendgrid_emu.received] == [("GET", "/v3/scopes")]
+        sendgrid_emu.control({"scopes": ["user.profile.read"]})
+        with pytest.raises(ProviderDownError, match=r"mail\.send"):
+            await driver.check_health()
+        sendgrid_emu.reset_state()
+        sendgrid_emu.fail(503, {"errors": [{"message": "Service Unavailable"}]}, path="/v3/scopes")
+        with pytest.raises(RetryableError) as failed:
+            await driver.check_health()
+        assert failed.value.code == "503"
+        await driver.check_health()  # the fault was for one request
+    async with SendgridDriver.from_env({**env, "HERALD_SENDGRID_API_KEY": "SG.revoked"}) as driver:
+        with pytest.raises(ProviderDownError):
+            await driver.check_health()
+    async with SendgridDriver.from_env({**env, "HERALD_SENDGRID_BASE_URL": f"http://127.0.0.1:{closed_port()}"}) as d:
+        with pytest.raises(ProviderDownError) as unreachable:
+            await d.check_health()
+        assert unreachable.value.code == "connect"
+
+
+@pytest.mark.parametrize("kind", [TwilioSmsDriver, TwilioWhatsappDriver])
+async def test_twilio_checks_that_its_account_is_active(
+    kind: type[TwilioSmsDriver] | type[TwilioWhatsappDriver], env: dict[str, str], twilio_emu: TwilioEmulator
+) -> None:
+    driver = kind.from_env(env)
+    try:
+        await driver.check_health()
+        (seen,) = twilio_emu.received
+        assert seen.method == "GET" and seen.path.endswith(f"/Accounts/{env['HERALD_TWILIO_ACCOUNT_SID']}.json")
+        twilio_emu.control({"account_status": "suspended"})
+        with pytest.raises(ProviderDownError, match="suspended"):
+            await driver.check_health()
+        twilio_emu.control({"account_status": "active"})
+        twilio_emu.fail(500, {"code": 20500, "message": "Internal Server Error"}, path="/Accounts/", count=1)
+        with pytest.raises(RetryableError):
+            await driver.check_health()
+        await driver.check_health()
+    finally:
+        await driver.aclose()
+    wrong = kind.from_env({**env, "HERALD_TWILIO_AUTH_TOKEN": "wrong"})
+    try:
+        with pytest.raises(ProviderDownError) as refused:
+            await wrong.check_health()
+        assert refused.value.code == "20003"
+    finally:
+        await wrong.aclose()
+
+
+async def test_a_suspended_twilio_account_refuses_sends_too(env: dict[str, str], twilio_emu: TwilioEmulator) -> None:
+    twilio_emu.control({"account_status": "suspended"})
+    message = OutboundMessage(
+        message_id="msg_0001",
+        tenant="acme",
+        channel=Channel.SMS,
+        to=Address(phone="+447400123456"),
+        content=Content(text="Your code is 123456"),
+    )
+    async with TwilioSmsDriver.from_env(env) as driver:
+        (result,) = await driver.send_batch([message])
+    assert isinstance(result.error, ProviderDownError) and result.error.code == "20005"
+
+
+async def test_ses_checks_that_sending_is_enabled(env: dict[str, str], aws: AwsHandle) -> None:
+    async with SesDriver.from_env(env) as driver:
+        await driver.check_health()
+        assert [r.path for r in aws.proxy.received] == ["/v2/email/account"]
+        aws.proxy.control({"ses_sending_enabled": False})
+        with pytest.raises(ProviderDownError, match="paused"):
+            await driver.check_health()
+        aws.proxy.control({"ses_sending_enabled": True})
+        aws.fail("ServiceUnavailable", 503, "Service Unavailable", path="/v2/email/account")
+        with pytest.raises(RetryableError):
+            await driver.check_health()
+        await driver.check_health()
+        assert not aws.sent_ses()  # a check sends nothing
+
+
+def test_every_configured_emulator_answers_a_check(fakes: AllFakes) -> None:
+    """The emulators a stack runs with answer the checks of the drivers that have one."""
+    import asyncio
+
+    async def run() -> None:
+        for kind in (SendgridDriver, SesDriver, TwilioSmsDriver):
+            async with kind.from_env(fakes.env) as driver:  # type: ignore[attr-defined]
+                await driver.check_health()
+
+    fakes.reset()
+    asyncio.run(run())
