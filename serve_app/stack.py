@@ -175,7 +175,7 @@ class Stack:
         s = self.settings
         self.metrics = MetricsActor.options(name=METRICS_ACTOR, namespace=NAMESPACE, get_if_exists=True).remote()
         # The senders read both routing actors as they start, so these come first.
-        self.health = HealthActor.options(name=HEALTH_ACTOR, namespace=NAMESPACE).remote(table, s.log_level)
+        self.health = HealthActor.options(name=HEALTH_ACTOR, namespace=NAMESPACE).remote(table, config)
         self.routing = RoutingTableActor.options(name=ROUTING_ACTOR, namespace=NAMESPACE).remote(
             str(s.routing_table_path)
         )
@@ -291,7 +291,8 @@ class Stack:
         """Senders finish the batch in hand, the relay stops, Serve drains: concurrently, until ``deadline``.
 
         The health and routing table actors hold no work: they stay up through the drain (a stopping sender
-        hands the health board its last tallies) and are killed with the others afterwards."""
+        hands the health board its last tallies); then the health actor persists its monthly volumes, and
+        both are killed with the others."""
         from ray import serve
 
         steps: dict[str, Awaitable[Any]] = {
@@ -310,3 +311,8 @@ class Stack:
                 log.warning("%s did not stop within %.0fs; cut (leases of its work expire)", name, DRAIN_BUDGET_S)
             elif not task.cancelled() and task.exception() is not None:
                 log.warning("%s did not stop cleanly: %s", name, task.exception())
+        if self.health is not None:
+            try:
+                await asyncio.wait_for(self.health.stop.remote(), timeout=max(1.0, deadline - time.monotonic()))
+            except Exception as err:  # stopping goes on whatever happened
+                log.warning("provider health did not stop cleanly: %s", err)

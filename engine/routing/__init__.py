@@ -9,19 +9,31 @@ page, reloads) is imported by the API on its own, to keep this package free of t
 from .breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from .failover import Move, next_move, outcome_unknown
 from .feed import LocalFeed, Planner, RoutingFeed, RoutingView
-from .health import PLATFORM, BreakerKey, HealthBoard, HealthSnapshot, KeyHealth, Tally, TallyBuffer
+from .health import (
+    ACCOUNT_REGION,
+    PLATFORM,
+    BreakerKey,
+    CheckResult,
+    HealthBoard,
+    HealthSnapshot,
+    KeyHealth,
+    Tally,
+    TallyBuffer,
+)
 from .planner import Candidate, RoutePlan, plan_route
 from .policy import Criterion, PolicyRule
 from .query import RouteQuery, allow_list, destination, email_region
 from .table import SHIPPED_TABLE, RoutingTable, TableStore, load_table, parse_table
 
 __all__ = [
+    "ACCOUNT_REGION",
     "PLATFORM",
     "SHIPPED_TABLE",
     "BreakerKey",
     "BreakerPolicy",
     "BreakerState",
     "Candidate",
+    "CheckResult",
     "CircuitBreaker",
     "Criterion",
     "HealthBoard",

@@ -9,6 +9,9 @@
   succeeds closes the breaker, one that fails opens it again for another cool-down. A permit that is
   never reported back (its sender died) is given out again after ``probe_lease_s``.
 
+A provider account's health checks feed a breaker of their own (:meth:`CircuitBreaker.check`): it opens
+after ``check_failures`` failed checks in a row; once half-open, the next check is its probe.
+
 Times are wall-clock seconds (``time.time()``), because snapshots cross processes and nodes.
 """
 
@@ -36,6 +39,10 @@ class BreakerPolicy:
     cooldown_s: float = 30.0
     probes: int = 3
     probe_lease_s: float = 15.0
+    #: Seconds between health checks of the provider account; None: HERALD_HEALTH_CHECK_SECONDS; 0: off.
+    check_s: float | None = None
+    #: Failed health checks in a row that open the account's breaker.
+    check_failures: int = 2
 
 
 class SlidingCounter:
@@ -123,6 +130,19 @@ class CircuitBreaker:
         self.window.add(now, ok, failed)
         self.consecutive = trailing_failures if ok else self.consecutive + failed
         if self._should_open(now):
+            return self._open(now)
+        return None
+
+    def check(self, now: float, ok: bool) -> BreakerState | None:
+        """Count one health check of the account; the new state when it changed. While open the result is
+        ignored (the cool-down runs); when half-open it decides."""
+        self.tick(now)
+        if self.state is BreakerState.OPEN:
+            return None
+        if self.state is BreakerState.HALF_OPEN:
+            return self._close() if ok else self._open(now)
+        self.consecutive = 0 if ok else self.consecutive + 1
+        if self.consecutive >= max(1, self.policy.check_failures):
             return self._open(now)
         return None
 

@@ -4,7 +4,11 @@ One board is the truth for the whole cluster (the health actor holds it). Sender
 one message: they count results locally in a :class:`TallyBuffer`, hand the tallies over about once a
 second, and route from the :class:`HealthSnapshot` they get back. The board also learns each provider's
 recent reliability and call latency, and counts this month's sends per provider account (for volume
-price tiers).
+price tiers; the counts not yet persisted are kept for :class:`~engine.routing.volumes.VolumeKeeper`).
+
+A provider account's health checks (where the provider has a cheap one) feed its own breaker, at the
+region :data:`ACCOUNT_REGION`: one account serves every region, so routing treats the account breaker
+as a filter on top of the per-region breakers that send results feed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: The owner of the platform's own provider accounts (a tenant's own credentials are owned by its slug).
 PLATFORM = "platform"
+#: The region of a provider account's breaker, fed by health checks only.
+ACCOUNT_REGION = "*"
 #: How far back reliability is learned from.
 RECENT_WINDOW_S = 600.0
 #: Weight of each new call in the latency average.
@@ -129,6 +135,24 @@ class TallyBuffer:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One health check of the platform's account at ``provider`` on ``channel``."""
+
+    channel: str
+    provider: str
+    at: float
+    error: DispatchError | None = None
+
+    @property
+    def key(self) -> BreakerKey:
+        return BreakerKey(self.provider, self.channel, ACCOUNT_REGION, PLATFORM)
+
+
+#: (month ``YYYY-MM``, channel, provider, owner) -> sends: what the board counted and has not handed over.
+VolumeDeltas = dict[tuple[str, str, str, str], int]
+
+
+@dataclass(frozen=True, slots=True)
 class KeyHealth:
     state: BreakerState
     error_rate: float  #: failures / sends in the breaker's window
@@ -208,6 +232,10 @@ class HealthBoard:
         self._entries: dict[BreakerKey, _Entry] = {}
         self._month = _month(clock())
         self._volumes: dict[tuple[str, str, str], int] = {}
+        self._unsaved: VolumeDeltas = {}
+
+    def policy(self, channel: str, provider: str) -> BreakerPolicy:
+        return self._policy(channel, provider)
 
     def configure(self, policy: PolicyLookup) -> None:
         """New thresholds for every breaker (the routing table was reloaded)."""
@@ -216,10 +244,55 @@ class HealthBoard:
             entry.breaker.reconfigure(policy(key.channel, key.provider))
         self.version += 1
 
-    def seed_volumes(self, volumes: Mapping[tuple[str, str, str], int]) -> None:
-        """This month's sends so far (read from the attempts table at start-up)."""
+    def seed_volumes(self, month: str, volumes: Mapping[tuple[str, str, str], int]) -> None:
+        """This month's sends persisted before this board started: added to what it counted since (none
+        of which was handed over yet: see :class:`~engine.routing.volumes.VolumeKeeper`)."""
+        if month != self._month:
+            return
         for k, n in volumes.items():
-            self._volumes[k] = max(self._volumes.get(k, 0), n)
+            self._volumes[k] = n + self._unsaved.get((month, *k), 0)
+        self.version += 1
+
+    def take_volume_deltas(self) -> VolumeDeltas:
+        """The sends counted since the last call, by month (to persist them)."""
+        out, self._unsaved = self._unsaved, {}
+        return out
+
+    def return_volume_deltas(self, deltas: Mapping[tuple[str, str, str, str], int]) -> None:
+        """Deltas that could not be persisted, to hand over again next time."""
+        for k, n in deltas.items():
+            self._unsaved[k] = self._unsaved.get(k, 0) + n
+
+    def record_checks(self, results: Iterable[CheckResult]) -> list[Transition]:
+        """Count health checks on the accounts' breakers; the state changes they caused."""
+        now = self.clock()
+        changes: list[Transition] = []
+        for r in results:
+            entry = self._entry(r.key, now)
+            entry.last_seen = now
+            if r.error is not None:
+                entry.last_error, entry.last_error_at = f"health check: {error_label(r.error)}"[:200], r.at
+            before = entry.breaker.state
+            if entry.breaker.tick(now) is not None:  # the cool-down is over: this check is the probe
+                self._changed(r.key, before, entry.breaker.state, now, entry)
+                before = entry.breaker.state
+            after = entry.breaker.check(now, r.error is None)
+            if after is not None:
+                changes.append(self._changed(r.key, before, after, now, entry))
+            self.version += 1
+        return changes
+
+    def state(self, key: BreakerKey) -> BreakerState:
+        """A breaker's state now (closed when the board has none)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return BreakerState.CLOSED
+        now = self.clock()
+        before = entry.breaker.state
+        if entry.breaker.tick(now) is not None:
+            self._changed(key, before, entry.breaker.state, now, entry)
+            self.version += 1
+        return entry.breaker.state
 
     def apply(self, tallies: Iterable[Tally]) -> list[Transition]:
         """Count a batch of tallies; the state changes it caused (each logged once, here)."""
@@ -246,6 +319,8 @@ class HealthBoard:
             if t.ok:
                 volume_key = (t.key.channel, t.key.provider, t.key.owner)
                 self._volumes[volume_key] = self._volumes.get(volume_key, 0) + t.ok
+                unsaved_key = (self._month, *volume_key)
+                self._unsaved[unsaved_key] = self._unsaved.get(unsaved_key, 0) + t.ok
         if applied or changes:
             self.version += 1
         return changes

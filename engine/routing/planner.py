@@ -3,7 +3,8 @@ say why for each one.
 
 Filters, in order: configured on this deployment, the tenant's allow-list, the provider a DLQ replay
 named (``messages.pinned_provider``: only it), the push token's platform, the tenant's region (for
-providers tagged with regions), then health (an open breaker). The ones before health never change for a
+providers tagged with regions), then health (an open breaker, or the platform account's breaker that
+its health checks keep while it is not closed). The ones before health never change for a
 message, so a message none of them lets through has no route at all (``no_route``); one whose candidates
 are only unhealthy waits for them.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from engine.channels import Channel
 
 from .breaker import BreakerState
-from .health import PLATFORM, BreakerKey, HealthSnapshot, KeyHealth
+from .health import ACCOUNT_REGION, PLATFORM, BreakerKey, HealthSnapshot, KeyHealth
 from .policy import Criterion, PolicyRule
 from .query import RouteQuery
 from .table import RoutingTable
@@ -193,6 +194,10 @@ def _candidate(
     reason = excluded or ""
     if not reason and state is BreakerState.OPEN:
         reason = f"breaker open ({health.last_error if health and health.last_error else 'failing'})"
+    account = snapshot.get(BreakerKey(name, query.channel.value, ACCOUNT_REGION, owner)) if owner == PLATFORM else None
+    if account is not None and account.state is not BreakerState.CLOSED:
+        state = BreakerState.OPEN  # until a health check succeeds (half-open: the next check is the probe)
+        reason = reason or f"breaker open ({account.last_error or 'health check failing'})"
     volume = snapshot.volume(query.channel.value, name, owner)
     return Candidate(
         provider=name,

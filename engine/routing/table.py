@@ -57,6 +57,8 @@ class BreakerDoc(_Doc):
     cooldown_s: float | None = Field(None, gt=0)
     probes: int | None = Field(None, ge=1)
     probe_lease_s: float | None = Field(None, gt=0)
+    check_s: float | None = Field(None, ge=0)
+    check_failures: int | None = Field(None, ge=1)
 
     def over(self, base: BreakerPolicy) -> BreakerPolicy:
         return replace(base, **{k: v for k, v in self.model_dump().items() if v is not None})
