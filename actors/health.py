@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 
 import ray
@@ -80,6 +81,7 @@ class HealthActor:
         running = self._task is not None and not self._task.done()
         return {
             "running": running,
+            "pid": os.getpid(),
             "version": self.board.version,
             "checked": sorted(f"{p}/{c.value}" for c, p in self.checker.targets),
             "volumes_loaded": self.volumes.loaded,

@@ -49,7 +49,7 @@ class RouteExplanation(BaseModel):
 class BreakerView(BaseModel):
     """One circuit breaker: a provider on a channel, in a region, with one owner's credentials."""
 
-    region: str
+    region: str = Field(description="the tenants' region it guards, or `*`: the account breaker its health checks feed")
     owner: str
     state: BreakerStateName
     error_rate: float

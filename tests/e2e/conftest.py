@@ -154,6 +154,10 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         "HERALD_RELAY_POLL_SECONDS": "0.2",
         "HERALD_QUEUE_STATS_SECONDS": "1",  # the queues view and gauges a test waits for
         "HERALD_SENDERS": "2",
+        # No health checks unless a test turns them on for one provider (the table's breaker.check_s):
+        # tests count the requests their emulators saw.
+        "HERALD_HEALTH_CHECK_SECONDS": "0",
+        "HERALD_VOLUME_FLUSH_SECONDS": "0.5",
         "HERALD_LOG_LEVEL": "WARNING",
     }
     proxy = None

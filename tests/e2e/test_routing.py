@@ -473,3 +473,108 @@ def test_an_sms_whose_only_provider_is_down_ends_within_its_ttl(herald: Herald) 
         herald.twilio_proxy.listen()
     assert view["status"] == "expired" and elapsed < 10, view
     assert view["attempts"][0]["error"]["class"] == "provider_down"
+
+
+# -- active health checks, persisted volumes ---------------------------------------------------------------
+
+
+def twilio_sends(herald: Herald) -> int:
+    """Messages the Twilio emulator was asked to create (its health checks are not sends)."""
+    return sum(r.path.endswith("/Messages.json") for r in herald.fakes.twilio.emulator.received)
+
+
+def test_a_failing_health_check_opens_the_breaker_with_no_traffic_and_a_passing_one_closes_it(
+    herald: Herald, table: Table
+) -> None:
+    twilio = herald.fakes.twilio.emulator
+    account = f"/Accounts/{herald.fakes.env['HERALD_TWILIO_ACCOUNT_SID']}.json"
+    tenant = new_tenant()
+    configure(herald, tenant, providers={"sms": {"allow": ["twilio", "sns"]}})
+    configure(herald, tenant, routing=seeds("sms", twilio=1.0, sns=0.5))
+    sends = twilio_sends(herald)
+    twilio.fail(500, {"code": 20500, "message": "Internal Server Error"}, outage=True, path=account)
+    try:
+        checks = {"check_s": 0.5, "check_failures": 2, "cooldown_s": 2}
+        table.patch(lambda doc: doc["channels"]["sms"]["twilio"].update(breaker=checks))
+        row = wait_state(herald, "sms", "twilio", "open", "half_open")
+        (own,) = [b for b in row["breakers"] if b["region"] == "*"]
+        assert own["owner"] == "platform" and row["last_error"].startswith("health check: retryable 20500")
+        assert gauge(herald, "sms", "twilio") == 1.0
+        assert twilio_sends(herald) == sends  # opened by its checks alone
+        with herald.client(tenant) as api:
+            body = otp_sms(gb_phone(7), code())
+            plan = explain(api, body)
+            twilio_row = next(c for c in plan["candidates"] if c["provider"] == "twilio")
+            assert plan["chosen"] == "sns" and not twilio_row["usable"] and twilio_row["health"] == "open", plan
+            time.sleep(1.5)  # every sender's snapshot has it
+            (view,) = send_all(herald, api, [body])
+        assert view["provider"] == "sns" and [a["provider"] for a in view["attempts"]] == ["sns"]
+        assert twilio_sends(herald) == sends
+    finally:
+        twilio.plan.clear()
+    # The account answers again: after the cool-down the next check is the probe, and it closes.
+    wait_state(herald, "sms", "twilio", "closed", timeout_s=20)
+    assert gauge(herald, "sms", "twilio") == 0.0
+    time.sleep(1.5)
+    with herald.client(tenant) as api:
+        (view,) = send_all(herald, api, [otp_sms(gb_phone(8), code())])
+    assert view["provider"] == "twilio" and twilio_sends(herald) == sends + 1
+
+
+def test_monthly_volumes_and_the_tier_they_reached_survive_a_restart_of_the_health_actor(
+    herald: Herald, table: Table
+) -> None:
+    import ray
+
+    from actors import HEALTH_ACTOR, NAMESPACE
+
+    tenant = new_tenant()
+    configure(herald, tenant, providers={"sms": {"allow": ["twilio"]}})
+    with herald.client(tenant) as api:
+        assert {v["provider"] for v in send_all(herald, api, [otp_sms("+14155552673", code())] * 2)} == {"twilio"}
+    time.sleep(1.5)  # the senders' tallies reach the board
+    volume = provider_row(herald, "sms", "twilio")["volume_this_month"]
+    assert volume >= 2
+
+    def saved() -> int:
+        rows = herald.sql(
+            "SELECT sends FROM provider_volumes WHERE month = date_trunc('month', now() AT TIME ZONE 'UTC')::date"
+            " AND channel = 'sms' AND provider = 'twilio' AND owner = 'platform'"
+        )
+        return int(rows[0]["sends"]) if rows else 0
+
+    deadline = time.monotonic() + 10
+    while saved() != volume:
+        assert time.monotonic() < deadline, (saved(), volume)
+        time.sleep(0.2)
+
+    def cheaper_from_now_on(doc: dict[str, Any]) -> None:
+        doc["channels"]["sms"]["twilio"]["prices"]["US"] = [
+            {"from": 1, "price": 0.0083},
+            {"from": volume + 1, "price": 0.005},  # below SNS's $0.00581 from the next send on
+        ]
+
+    table.patch(cheaper_from_now_on)
+    shopper = new_tenant()
+    configure(herald, shopper, providers={"sms": {"allow": ["twilio", "sns"]}})
+    body = otp_sms("+14155552674", code(), metadata={"category": "marketing"})
+    with herald.client(shopper) as api:
+        assert explain(api, body)["chosen"] == "twilio"
+        actor = ray.get_actor(HEALTH_ACTOR, namespace=NAMESPACE)
+        pid = ray.get(actor.health.remote(), timeout=30)["pid"]
+        ray.kill(actor, no_restart=False)  # Ray starts it again, with nothing in memory
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                restarted = ray.get(actor.health.remote(), timeout=5)
+                if restarted["pid"] != pid and restarted["volumes_loaded"]:
+                    break
+            except ray.exceptions.RayError:
+                pass  # still restarting
+            assert time.monotonic() < deadline, "the health actor did not come back"
+            time.sleep(0.5)
+        assert provider_row(herald, "sms", "twilio")["volume_this_month"] == volume
+        plan = explain(api, body)
+    assert plan["chosen"] == "twilio", plan
+    twilio = next(c for c in plan["candidates"] if c["provider"] == "twilio")
+    assert twilio["unit_cost_usd"] == pytest.approx(0.005)
