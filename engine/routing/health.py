@@ -307,6 +307,9 @@ class HealthBoard:
             if t.last_error_at is not None:
                 entry.last_error, entry.last_error_at = t.last_error, t.last_error_at
             before = entry.breaker.state
+            if entry.breaker.tick(now) is not None:  # the cool-down ended before these results came in
+                changes.append(self._changed(t.key, before, entry.breaker.state, now, entry))
+                before = entry.breaker.state
             after = entry.breaker.record(now, t.ok, t.failed, t.trailing_failures)
             if after is not None:
                 changes.append(self._changed(t.key, before, after, now, entry))

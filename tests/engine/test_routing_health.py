@@ -164,6 +164,24 @@ class TestBoard:
         board.apply(buf.drain())
         assert board.snapshot().get(KEY).state is BreakerState.CLOSED  # type: ignore[union-attr]
 
+    def test_a_failed_probe_logs_half_open_to_open(self, caplog: pytest.LogCaptureFixture) -> None:
+        clock = Clock()
+        board = HealthBoard(lambda c, p: POLICY, clock)
+        buf = TallyBuffer()
+        for _ in range(5):
+            buf.result(KEY, clock(), RetryableError("boom"))
+        board.apply(buf.drain())
+        clock.advance(31)  # cool-down over, and no snapshot taken before the probe's result arrives
+        buf.result(KEY, clock(), RetryableError("still down"))
+        with caplog.at_level(logging.INFO, logger="engine.routing.health"):
+            changes = board.apply(buf.drain())
+        assert [(c.before, c.after) for c in changes] == [
+            (BreakerState.OPEN, BreakerState.HALF_OPEN),
+            (BreakerState.HALF_OPEN, BreakerState.OPEN),
+        ]
+        messages = [r.getMessage() for r in caplog.records]
+        assert not any(": open -> open" in m for m in messages), messages
+
     def test_reconfigure_applies_new_thresholds(self) -> None:
         clock = Clock()
         board = HealthBoard(lambda c, p: POLICY, clock)
