@@ -8,6 +8,7 @@ and the routing table; ``engine.routed`` walks those candidates, failing over by
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -121,6 +122,9 @@ class Dispatcher:
         wall = started.timestamp()
         ready: list[tuple[ClaimedMessage, OutboundMessage]] = []
         for msg in claimed:
+            # Rendering is CPU work: give the event loop back between messages, so the sender's reserved
+            # high-priority lane runs its one-time code in the middle of a big low batch.
+            await asyncio.sleep(0)
             prepared = await self._prepare(msg, started)
             if isinstance(prepared, Outcome):
                 outcomes.append(prepared)
