@@ -435,7 +435,7 @@ class PgQueueBroker(Broker):
     async def _requeue(self, delivery: PgDelivery) -> None:
         with _unavailable("nack"):
             await self.pool.execute(_REQUEUE, delivery.row_id, delivery.delivery_count)
-        self._wake.set()
+        self._on_notify()  # wake this broker's waiting gets at once
 
     async def depths(self) -> dict[str, int]:
         with _unavailable("depths"):
