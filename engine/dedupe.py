@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ import asyncpg
 from engine.delivery import OutboundMessage
 from engine.models import ClaimedMessage
 from engine.storage.dedupe_store import DedupeClaim, DedupeStore
+from engine.templating.links import CLICK_PATH, OPEN_PATH, OPEN_SUFFIX, verify_link
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +39,25 @@ class DeduplicatedHook(Protocol):
     async def deduplicated(self, messages: Sequence[ClaimedMessage]) -> None: ...
 
 
-def content_hash(msg: ClaimedMessage, out: OutboundMessage) -> bytes:
-    """What makes two messages the same send: template, channel, recipient and the rendered parts (with
-    the message's own id taken out, which links and headers may carry)."""
+#: Tracked click links and open pixels carry a token signed for the one message: not part of the content.
+_TRACKED = re.compile(
+    re.escape(CLICK_PATH) + r"([A-Za-z0-9_-]+)|" + re.escape(OPEN_PATH) + r"[A-Za-z0-9_-]+" + re.escape(OPEN_SUFFIX)
+)
+
+
+def content_hash(msg: ClaimedMessage, out: OutboundMessage, link_secret: str = "") -> bytes:
+    """What makes two messages the same send: template, channel, recipient and the rendered parts, with
+    what is the message's own taken out: its id, its open pixel, and tracked links (kept as their target)."""
     recipient = msg.address() or ("user_id", str(msg.to.get("user_id") or ""))
     own_id = out.message_id
 
+    def untracked(match: re.Match[str]) -> str:
+        token = match.group(1)
+        target = verify_link(link_secret, token) if token and link_secret else None
+        return f"{CLICK_PATH}{target.url}" if target else "/tracked/"
+
     def part(text: str | None) -> str | None:
-        return text.replace(own_id, "") if text else text
+        return _TRACKED.sub(untracked, text).replace(own_id, "") if text else text
 
     c = out.content
     doc = [
@@ -68,11 +81,13 @@ class RecipientDedupe:
         self,
         store: DedupeStore,
         *,
+        link_secret: str = "",
         on_deduplicated: DeduplicatedHook | None = None,
         prune_every_s: float = PRUNE_EVERY_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self.link_secret = link_secret  #: to read tracked links back to their target
         self.on_deduplicated = on_deduplicated
         self.prune_every_s = prune_every_s
         self.monotonic = monotonic
@@ -86,7 +101,7 @@ class RecipientDedupe:
             window = msg.tenant_config.dedupe_window_s(msg.category)
             if window <= 0:
                 continue
-            key = (msg.tenant_id, content_hash(msg, out))
+            key = (msg.tenant_id, content_hash(msg, out, self.link_secret))
             keys[msg.id] = key
             # Copies inside one batch: the oldest accepted claims for all of them.
             claims.setdefault(key, DedupeClaim(msg.tenant_id, key[1], msg.id, float(window)))
@@ -105,4 +120,3 @@ class RecipientDedupe:
             await self.store.prune()
         except (OSError, asyncpg.PostgresError) as err:  # housekeeping: the next prune tries again
             log.warning("pruning expired dedupe claims failed: %s", err)
-

@@ -104,7 +104,7 @@ class Dispatcher:
         #: Without a feed the routing step is skipped: the configured order, no health, no prices.
         self.feed = feed
         #: Recipient dedupe (``dedupe.<category>.window_seconds``), decided in PostgreSQL across senders.
-        self.dedupe = dedupe or RecipientDedupe(DedupeStore(repo.pool))
+        self.dedupe = dedupe or RecipientDedupe(DedupeStore(repo.pool), link_secret=options.link_secret)
         self.clock = clock
         self.router = Router(drivers, self._tenant_driver, feed, clock=clock)
 

@@ -142,3 +142,22 @@ async def test_deduplicated_messages_are_taken_back_from_the_quota(
     assert [await h.status(tenant.id, i) for i in ids] == ["sent", "deduplicated"]
     used = await repo.pool.fetch("SELECT period, used FROM quota_counters WHERE tenant_id = $1", tenant.id)
     assert {r["period"]: r["used"] for r in used} == {"minute": 1, "day": 1, "month": 1}
+
+
+async def test_tracked_links_and_the_open_pixel_do_not_make_copies_differ(
+    h: Harness, tenant: Tenant, principal
+) -> None:
+    """With tracking on, each copy's HTML carries its own signed pixel: the copy is still a copy."""
+    h.dispatcher = Dispatcher(
+        h.repo,
+        h.dispatcher.catalog,
+        {Channel.EMAIL: [h.driver]},
+        policy=RetryPolicy(delays_s=(0.05,), jitter=0.0),
+        metrics=MetricsBuffer(),
+        options=DispatchOptions(lease_s=30, tracking=True, link_secret="s3cret", base_url="https://h.example"),
+    )
+    ids = [await h.submit(principal, otp(template_id="otp_login:v2")) for _ in range(2)]
+    await h.pump()
+    assert [await h.status(tenant.id, i) for i in ids] == ["sent", "deduplicated"]
+    (sent,) = h.driver.sent
+    assert "https://h.example/t/o/" in (sent.content.html or "")
