@@ -60,7 +60,13 @@ class SenderActor:
             feed=self.feed,
         )
         assert self.parts.broker is not None
-        self.loop = SenderLoop(self.parts.broker, dispatcher, max_envelopes=s.sender_prefetch, on_batch=self._flush)
+        self.loop = SenderLoop(
+            self.parts.broker,
+            dispatcher,
+            max_envelopes=s.sender_prefetch,
+            on_batch=self._flush,
+            high_lane=s.sender_high_lane,
+        )
         self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self.task = asyncio.get_running_loop().create_task(self.loop.run())
 

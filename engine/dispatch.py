@@ -8,6 +8,7 @@ and the routing table; ``engine.routed`` walks those candidates, failing over by
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from engine.channels import Channel, dlq_queue, priority_queue
 from engine.credentials import TenantDrivers, sealed_for
+from engine.dedupe import RecipientDedupe
 from engine.delivery import Address, Attachment, Driver, OutboundMessage, SendResult
 from engine.errors import (
     DispatchError,
@@ -34,6 +36,7 @@ from engine.retries import Action, RetryPolicy
 from engine.routed import Ending, Journey, Router, Try
 from engine.routing import RoutePlan, RoutingFeed, RoutingView
 from engine.states import EventType, Status
+from engine.storage.dedupe_store import DedupeStore
 from engine.storage.repository import Repository
 from engine.templating import RenderContext, TemplateCatalog, TemplateError
 from engine.templating.links import sign_unsubscribe, unsubscribe_url
@@ -86,6 +89,7 @@ class Dispatcher:
         tenant_drivers: TenantDrivers | None = None,
         attachments: AttachmentResolver | None = None,
         feed: RoutingFeed | None = None,
+        dedupe: RecipientDedupe | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.repo = repo
@@ -99,6 +103,8 @@ class Dispatcher:
         self.attachments = attachments
         #: Without a feed the routing step is skipped: the configured order, no health, no prices.
         self.feed = feed
+        #: Recipient dedupe (``dedupe.<category>.window_seconds``), decided in PostgreSQL across senders.
+        self.dedupe = dedupe or RecipientDedupe(DedupeStore(repo.pool), link_secret=options.link_secret)
         self.clock = clock
         self.router = Router(drivers, self._tenant_driver, feed, clock=clock)
 
@@ -114,10 +120,21 @@ class Dispatcher:
         journeys: list[Journey] = []
         view = self.router.view()
         wall = started.timestamp()
+        ready: list[tuple[ClaimedMessage, OutboundMessage]] = []
         for msg in claimed:
+            # Rendering is CPU work: give the event loop back between messages, so the sender's reserved
+            # high-priority lane runs its one-time code in the middle of a big low batch.
+            await asyncio.sleep(0)
             prepared = await self._prepare(msg, started)
             if isinstance(prepared, Outcome):
                 outcomes.append(prepared)
+            else:
+                ready.append((msg, prepared))
+        firsts = await self.dedupe.firsts(ready)
+        copies = [msg for msg, _ in ready if msg.id in firsts]
+        outcomes.extend(self._deduplicated(msg, started, firsts[msg.id]) for msg in copies)
+        for msg, prepared in ready:
+            if msg.id in firsts:
                 continue
             journey = self.router.journey(msg, prepared, view, wall)
             if journey.plan.no_route:
@@ -127,6 +144,8 @@ class Dispatcher:
         await self.router.send(journeys)
         outcomes.extend(self._journey_outcome(j, started, view) for j in journeys)
         await self.repo.record(outcomes)
+        if copies and self.dedupe.on_deduplicated is not None:
+            await self.dedupe.on_deduplicated.deduplicated(copies)
         self._count(outcomes, claimed)
         self._count_tries(journeys)
         return BatchReport(
@@ -352,6 +371,15 @@ class Dispatcher:
         reason = {"reason": "recipient is on the tenant's suppression list"}
         return _ended_unsent(msg, now, Status.SUPPRESSED, EventType.SUPPRESSED, reason)
 
+    def _deduplicated(self, msg: ClaimedMessage, now: datetime, first: uuid.UUID) -> Outcome:
+        meta = {
+            "first_message_id": format_message_id(first),
+            "window_seconds": msg.tenant_config.dedupe_window_s(msg.category),
+            "category": msg.category,
+        }
+        outcome = _ended_unsent(msg, now, Status.DEDUPLICATED, EventType.DEDUPLICATED, meta)
+        return replace(outcome, deduplicated_of=first)
+
     def _render_failed(self, msg: ClaimedMessage, now: datetime, err: Exception) -> Outcome:
         meta = {"error_class": "permanent", "error_code": "render_error"}
         return _failed_unsent(msg, now, "render_error", str(err), meta)
@@ -379,6 +407,8 @@ class Dispatcher:
                 self.metrics.inc("notifications_failed_total", reason="suppressed", provider="none")
             elif o.status is Status.EXPIRED:
                 self.metrics.inc("notifications_expired_total", channel=msg.channel.value)
+            elif o.status is Status.DEDUPLICATED:
+                self.metrics.inc("notifications_deduplicated_total", channel=msg.channel.value)
             else:
                 self.metrics.inc("notifications_retried_total", reason=o.error_class or "unknown", provider=provider)
 

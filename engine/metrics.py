@@ -20,6 +20,7 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "notifications_retried_total": ("reason", "provider"),
     "notifications_dead_lettered_total": ("channel",),
     "notifications_expired_total": ("channel",),
+    "notifications_deduplicated_total": ("channel",),
     "notifications_delivered_total": ("channel", "provider", "tenant"),
     "notifications_bounced_total": ("channel", "provider", "tenant"),
     "webhook_deliveries_total": ("outcome",),

@@ -54,3 +54,5 @@ class Outcome:
     tried: tuple[TriedProvider, ...] = ()
     #: The attempt row's outcome when it is not the status (``unknown``: timed out after sending).
     attempt_outcome: str | None = None
+    #: The earlier message a ``deduplicated`` one copies (``messages.deduplicated_of``).
+    deduplicated_of: uuid.UUID | None = None

@@ -1,4 +1,10 @@
-"""The consume loop of one sender: broker deliveries -> dispatcher batches -> acks."""
+"""The consume loop of one sender: broker deliveries -> dispatcher batches -> acks.
+
+A sender runs two lanes on one dispatcher: the main lane takes every priority (high first), and a
+reserved lane takes only ``notifications.high``. While the main lane is busy with a batch of a ``low``
+burst, a one-time code that arrives is taken by the reserved lane at once instead of waiting for that
+batch to finish (the lanes interleave at every await: claim, send, record).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from collections.abc import Callable
 import asyncpg
 
 from engine.broker import Broker, BrokerUnavailable
+from engine.channels import Priority
 from engine.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -24,12 +31,15 @@ class SenderLoop:
         max_envelopes: int = 20,
         wait_s: float = 0.5,
         on_batch: Callable[[], None] | None = None,
+        high_lane: bool = True,
     ) -> None:
         self.broker = broker
         self.dispatcher = dispatcher
         self.max_envelopes = max_envelopes
         self.wait_s = wait_s
         self.on_batch = on_batch
+        #: The lanes (``None``: every priority); a reserved one for high unless turned off.
+        self.lanes: list[tuple[Priority, ...] | None] = [None, (Priority.HIGH,)] if high_lane else [None]
         self._stopping = asyncio.Event()
         self._done = asyncio.Event()
         self._resumed = asyncio.Event()
@@ -42,22 +52,25 @@ class SenderLoop:
 
     async def run(self) -> None:
         try:
-            while not self._stopping.is_set():
-                await self._resumed.wait()
-                try:
-                    deliveries = await self.broker.get(self.max_envelopes, self.wait_s)
-                except BrokerUnavailable as err:
-                    log.warning("broker unavailable, retrying: %s", err)
-                    await asyncio.sleep(1.0)
-                    continue
-                if self._stopping.is_set():
-                    for d in deliveries:
-                        await d.nack(requeue=True)
-                    break
-                if deliveries:
-                    await self._handle(deliveries)
+            await asyncio.gather(*(self._lane(p) for p in self.lanes))
         finally:
             self._done.set()
+
+    async def _lane(self, priorities: tuple[Priority, ...] | None) -> None:
+        while not self._stopping.is_set():
+            await self._resumed.wait()
+            try:
+                deliveries = await self.broker.get(self.max_envelopes, self.wait_s, priorities=priorities)
+            except BrokerUnavailable as err:
+                log.warning("broker unavailable, retrying: %s", err)
+                await asyncio.sleep(1.0)
+                continue
+            if self._stopping.is_set():
+                for d in deliveries:
+                    await d.nack(requeue=True)
+                break
+            if deliveries:
+                await self._handle(deliveries)
 
     async def _handle(self, deliveries: list) -> None:  # type: ignore[type-arg]
         # What is ready now goes together, so one OTP is sent alone at once and a burst in batches.

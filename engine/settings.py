@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     senders: int = Field(2, ge=1, le=256, alias="HERALD_SENDERS")
     sender_batch: int = Field(100, ge=1, le=1000, alias="HERALD_SENDER_BATCH")
     sender_prefetch: int = Field(20, ge=1, le=1000, alias="HERALD_SENDER_PREFETCH")
+    #: Each sender keeps a lane for notifications.high alone, so a low burst never holds one-time codes.
+    sender_high_lane: bool = Field(True, alias="HERALD_SENDER_HIGH_LANE")
     send_lease_s: float = Field(30.0, gt=0, alias="HERALD_SEND_LEASE_SECONDS")
     relay_batch: int = Field(1000, ge=1, le=10000, alias="HERALD_RELAY_BATCH")
     relay_poll_s: float = Field(0.5, gt=0, alias="HERALD_RELAY_POLL_SECONDS")

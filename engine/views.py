@@ -30,6 +30,7 @@ def message_view(row: dict[str, Any]) -> dict[str, Any]:
         "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]),
         "sent_at": _iso(row["sent_at"]),
+        "deduplicated_of": format_message_id(row["deduplicated_of"]) if row.get("deduplicated_of") else None,
         "attempts": [
             {
                 "attempt": a["attempt_no"],

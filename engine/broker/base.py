@@ -9,7 +9,8 @@ Semantics both adapters guarantee:
 - ``publish`` returns only when every envelope is durably stored (publisher confirms / commit); it raises
   :class:`BrokerUnavailable` when it cannot, and then nothing may be assumed published.
 - ``get`` returns deliveries from the priority queues, high before normal before low: a high envelope
-  that is available is always returned before any normal or low one still waiting in the broker.
+  that is available is always returned before any normal or low one still waiting in the broker. A
+  ``get`` limited to some priorities returns only theirs, while others wait on the same broker.
 - A delivery not acked is delivered again (``redelivered=True``) after ``nack(requeue=True)``, after the
   consumer's connection is lost, or (Postgres queue) after its visibility lease runs out.
 - The ``notifications.dlq.<channel>`` queues hold at most ``dlq_max_length`` envelopes: publishing more
@@ -113,10 +114,14 @@ class Broker(ABC):
         """
 
     @abstractmethod
-    async def get(self, max_envelopes: int, timeout_s: float) -> list[Delivery]:
+    async def get(
+        self, max_envelopes: int, timeout_s: float, *, priorities: Sequence[Priority] | None = None
+    ) -> list[Delivery]:
         """Up to ``max_envelopes`` deliveries from the priority queues, highest priority first.
 
-        Waits at most ``timeout_s`` for the first one; returns ``[]`` when nothing came.
+        ``priorities`` limits it to those queues (a sender's reserved high-priority lane); several ``get``
+        calls may wait at once on one broker. Waits at most ``timeout_s`` for the first one; returns ``[]``
+        when nothing came.
         """
 
     @abstractmethod

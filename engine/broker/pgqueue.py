@@ -30,7 +30,7 @@ from datetime import datetime
 
 import asyncpg
 
-from engine.channels import ALL_QUEUES, DLQ_QUEUES, PRIORITY_ORDER, priority_queue
+from engine.channels import ALL_QUEUES, DLQ_QUEUES, PRIORITY_ORDER, Priority, priority_queue
 from engine.ids import new_id
 
 from .base import DLQ_MAX_LENGTH, Broker, BrokerUnavailable, Delivery, Envelope, QueueStats
@@ -199,7 +199,8 @@ class PgQueueBroker(Broker):
         self.connect_timeout_s = connect_timeout_s
         self._priority_queues = [queue_prefix + priority_queue(p) for p in PRIORITY_ORDER]
         self._all_queues = [queue_prefix + q for q in ALL_QUEUES]
-        self._wake = asyncio.Event()
+        #: One event per waiting ``get``: a NOTIFY wakes them all.
+        self._wakes: set[asyncio.Event] = set()
         self._listener: asyncpg.Connection | None = None
         self._pending_deletes: list[int] = []
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -216,7 +217,8 @@ class PgQueueBroker(Broker):
         return self._pool
 
     def _on_notify(self, *_: object) -> None:
-        self._wake.set()
+        for wake in self._wakes:
+            wake.set()
 
     async def connect(self) -> None:
         with _unavailable("connect"):
@@ -318,19 +320,27 @@ class PgQueueBroker(Broker):
             else:
                 await self.pool.execute(_PUBLISH, *args)
 
-    async def get(self, max_envelopes: int, timeout_s: float) -> list[Delivery]:
+    async def get(
+        self, max_envelopes: int, timeout_s: float, *, priorities: Sequence[Priority] | None = None
+    ) -> list[Delivery]:
+        queues = [self.prefix + priority_queue(p) for p in PRIORITY_ORDER if priorities is None or p in priorities]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         await self._announce(loop.time())
-        while True:
-            self._wake.clear()
-            deliveries = await self._take(max_envelopes)
-            remaining = deadline - loop.time()
-            if deliveries or remaining <= 0:
-                return deliveries
-            await self._relisten_now_and_then(loop.time())
-            with contextlib.suppress(TimeoutError):  # the poll fallback: look again even without a NOTIFY
-                await asyncio.wait_for(self._wake.wait(), min(self.poll_s, remaining))
+        wake = asyncio.Event()
+        self._wakes.add(wake)
+        try:
+            while True:
+                wake.clear()
+                deliveries = await self._take(max_envelopes, queues)
+                remaining = deadline - loop.time()
+                if deliveries or remaining <= 0:
+                    return deliveries
+                await self._relisten_now_and_then(loop.time())
+                with contextlib.suppress(TimeoutError):  # the poll fallback: look again even without a NOTIFY
+                    await asyncio.wait_for(wake.wait(), min(self.poll_s, remaining))
+        finally:
+            self._wakes.discard(wake)
 
     async def _announce(self, now: float) -> None:
         if self._beat_at is not None and now - self._beat_at < CONSUMER_BEAT_S:
@@ -339,11 +349,11 @@ class PgQueueBroker(Broker):
             await self.pool.execute(_BEAT, self._consumer_id, self._priority_queues)
         self._beat_at = now
 
-    async def _take(self, limit: int) -> list[Delivery]:
+    async def _take(self, limit: int, queues: list[str]) -> list[Delivery]:
         acked, self._pending_deletes = self._pending_deletes, []
         try:
             with _unavailable("get"):
-                rows = await self.pool.fetch(_GET, self._priority_queues, limit, self.lease_s, acked)
+                rows = await self.pool.fetch(_GET, queues, limit, self.lease_s, acked)
         except BrokerUnavailable:
             self._pending_deletes[:0] = acked
             raise
@@ -425,7 +435,7 @@ class PgQueueBroker(Broker):
     async def _requeue(self, delivery: PgDelivery) -> None:
         with _unavailable("nack"):
             await self.pool.execute(_REQUEUE, delivery.row_id, delivery.delivery_count)
-        self._wake.set()
+        self._on_notify()  # wake this broker's waiting gets at once
 
     async def depths(self) -> dict[str, int]:
         with _unavailable("depths"):

@@ -6,7 +6,8 @@ manual acks, and a consumer that serves high before normal before low.
   :class:`BrokerUnavailable`. Each message carries the headers ``tenant``, ``priority`` and ``traceparent``
   and the body :meth:`Envelope.to_bytes` (``application/json``).
 - One consumer channel (``basic.qos`` prefetch per consumer, so each priority queue has its own window)
-  consumes the three priority queues into local per-priority buffers; ``get`` drains the high buffer first.
+  consumes the three priority queues into local per-priority buffers; ``get`` drains the high buffer first
+  (or only the buffers of the priorities it asks for).
 - Unacked messages go back to their queue when the connection closes (``close`` never acks), which is
   how a killed sender's work comes back. After a reconnect, deliveries buffered from the lost channel are
   discarded (RabbitMQ delivers them again, ``redelivered=True``).
@@ -135,7 +136,8 @@ class RabbitMQBroker(Broker):
         self._publish_channel: AbstractRobustChannel | None = None
         self._consume_channel: AbstractRobustChannel | None = None
         self._buffers: dict[Priority, deque[AmqpDelivery]] = {p: deque() for p in PRIORITY_ORDER}
-        self._arrived = asyncio.Event()
+        #: Each waiting ``get`` has its event here under every priority it takes (woken when one arrives).
+        self._waiters: dict[Priority, set[asyncio.Event]] = {p: set() for p in PRIORITY_ORDER}
         self._closed = False
         self._connect_lock = asyncio.Lock()
         self._consume_lock = asyncio.Lock()
@@ -221,7 +223,6 @@ class RabbitMQBroker(Broker):
         self._publish_channel = self._consume_channel = None
         for buffer in self._buffers.values():
             buffer.clear()  # never acked: RabbitMQ requeues them when the connection closes
-        self._arrived.clear()
         if connection is not None:
             await _close_logged(connection.close(), "close connection")
 
@@ -310,35 +311,45 @@ class RabbitMQBroker(Broker):
                 await message.reject(requeue=False)
                 return
             self._buffers[priority].append(AmqpDelivery(message, queue, envelope))
-            self._arrived.set()
+            for waiter in self._waiters[priority]:
+                waiter.set()
 
         return on_message
 
-    def _take(self, limit: int) -> list[Delivery]:
+    def _take(self, limit: int, priorities: Sequence[Priority]) -> list[Delivery]:
         out: list[Delivery] = []
-        for priority in PRIORITY_ORDER:
+        for priority in priorities:
             buffer = self._buffers[priority]
             while buffer and len(out) < limit:
                 delivery = buffer.popleft()
                 if not delivery.stale:
                     out.append(delivery)
-        if not any(self._buffers.values()):
-            self._arrived.clear()
         return out
 
-    async def get(self, max_envelopes: int, timeout_s: float) -> list[Delivery]:
+    async def get(
+        self, max_envelopes: int, timeout_s: float, *, priorities: Sequence[Priority] | None = None
+    ) -> list[Delivery]:
         """Raises: BrokerUnavailable: the connection is down and nothing usable is buffered."""
         await self._start_consuming()
+        wanted = [p for p in PRIORITY_ORDER if priorities is None or p in priorities]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while True:
-            taken = self._take(max_envelopes)
-            remaining = deadline - loop.time()
-            if taken or remaining <= 0:
-                return taken
-            await self._connected()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+        arrived = asyncio.Event()
+        for p in wanted:
+            self._waiters[p].add(arrived)
+        try:
+            while True:
+                arrived.clear()
+                taken = self._take(max_envelopes, wanted)
+                remaining = deadline - loop.time()
+                if taken or remaining <= 0:
+                    return taken
+                await self._connected()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrived.wait(), remaining)
+        finally:
+            for p in wanted:
+                self._waiters[p].discard(arrived)
 
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Ack a batch (acks are one-way frames: no round trip each).

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from engine.channels import Channel
-from engine.models import FieldError, Tenant
+from engine.models import ClaimedMessage, FieldError, Tenant
 from engine.problems import ApiProblem
 from engine.storage.quota_store import CounterRow, QuotaStore
 
@@ -251,3 +251,21 @@ class Quotas:
 
 def _window(key: QuotaKey) -> Window:
     return window_of(Period(key[2]), key[3])
+
+
+class DedupeRefunds:
+    """The senders' hook (:class:`engine.dedupe.DeduplicatedHook`) that keeps deduplicated messages out of
+    the quotas: each was counted at admission and is never sent, so it is taken back from the windows of
+    its acceptance in ``quota_counters`` (one statement per batch). Pass it to the dispatcher as
+    ``RecipientDedupe(store, on_deduplicated=DedupeRefunds(QuotaStore(pool)))`` once admission counts."""
+
+    def __init__(self, store: QuotaStore) -> None:
+        self.store = store
+
+    async def deduplicated(self, messages: Sequence[ClaimedMessage]) -> None:
+        rows = [
+            (CounterRow(m.tenant_id, m.channel.value, p.value, window_of(p, m.created_at).start), 1)
+            for m in messages
+            for p in Period
+        ]
+        await self.store.refund(rows)

@@ -239,6 +239,7 @@ class Repository:
             [t.error_code for _, t in tried],
             [t.error_detail for _, t in tried],
             [t.outcome for _, t in tried],
+            [x.deduplicated_of for x in o],
         )
         return moved
 

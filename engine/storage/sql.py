@@ -62,7 +62,7 @@ WHERE tenant_id = $1 AND key = $2 AND expires_at >= now()
 MESSAGE_VIEW = """
 SELECT m.id, m.channel, m.template_id, m.template_version, m.locale, m.requested_locale, m.priority,
        m.status, m.provider, m.provider_message_id, m.attempts, m.schedule_at, m.expires_at,
-       m.idempotency_key, m.metadata, m.created_at, m.updated_at, m.sent_at,
+       m.idempotency_key, m.metadata, m.created_at, m.updated_at, m.sent_at, m.deduplicated_of,
        (SELECT coalesce(json_agg(a ORDER BY a.started_at, a.attempt_no), '[]'::json) FROM (
             SELECT attempt_no, provider, provider_message_id, outcome, error_class, error_code,
                    error_detail, cost_usd, started_at, finished_at
@@ -109,10 +109,12 @@ WITH u AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[],
                          $13::text[], $14::smallint[], $15::timestamptz[], $16::int[], $17::bool[],
-                         $18::text[], $19::uuid[], $20::uuid[], $21::text[], $22::text[], $23::text[])
+                         $18::text[], $19::uuid[], $20::uuid[], $21::text[], $22::text[], $23::text[],
+                         $32::uuid[])
     AS u(id, tenant_id, status, event, attempt_no, started_at, provider, provider_message_id,
          error_class, error_code, error_detail, cost_usd, queue, priority, available_at, refund,
-         attempted, meta, attempt_id, event_id, suppress_kind, suppress_address, attempt_outcome)
+         attempted, meta, attempt_id, event_id, suppress_kind, suppress_address, attempt_outcome,
+         deduplicated_of)
 ), tried AS (
     -- providers a message failed over from in this pass: one attempt row each
     SELECT * FROM unnest($24::uuid[], $25::uuid[], $26::text[], $27::timestamptz[], $28::text[], $29::text[],
@@ -127,7 +129,8 @@ WITH u AS (
         claimed_until = NULL,
         version = m.version + 1,
         updated_at = now(),
-        sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE m.sent_at END
+        sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE m.sent_at END,
+        deduplicated_of = coalesce(u.deduplicated_of, m.deduplicated_of)
     FROM u
     WHERE m.id = u.id AND m.status = 'sending'
     RETURNING m.id, m.channel, m.template_id, m.template_version, m.created_at

@@ -80,6 +80,11 @@ class NotificationView(BaseModel):
     created_at: datetime
     updated_at: datetime
     sent_at: datetime | None = None
+    deduplicated_of: str | None = Field(
+        None,
+        description="status deduplicated: the earlier message with the same content to the same recipient "
+        "inside the category's dedupe window (it was sent instead of this one)",
+    )
     attempts: list[Attempt]
     events: list[Event]
 

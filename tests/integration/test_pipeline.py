@@ -126,7 +126,9 @@ async def test_batch_of_100_costs_two_statements(pipe: Pipeline, principal, cata
     finally:
         await counted.close()
     assert warm.sent == report.sent == 100
-    assert len(statements) == 2, statements  # claim + record (status, attempts, events, outbox)
+    # claim + the batch's dedupe claims (one-time codes: the auth category has a window) + record
+    assert len(statements) == 3, statements
+    assert "dedupe_claims" in statements[1]
 
 
 async def test_concurrent_duplicates_make_one_message(pipe: Pipeline, principal, tenant, repo) -> None:

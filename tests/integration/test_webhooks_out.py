@@ -313,7 +313,7 @@ async def test_sent_transitions_are_queued_in_the_record_statement(repo, tenant,
         report = await dispatcher.process(sendable[:100])
     finally:
         await counted.close()
-    assert report.sent == 100 and len(statements) == 2
+    assert report.sent == 100 and len(statements) == 3  # claim, dedupe claims (auth), record
     queued = await repo.pool.fetchval(
         "SELECT count(*) FROM webhook_deliveries WHERE tenant_id = $1 AND event_type = 'NotificationSent'", tenant.id
     )

@@ -1,0 +1,96 @@
+"""Priority isolation in a sender: while its main lane is stuck in a batch of a ``low`` backlog, a one-time
+code published to ``notifications.high`` is taken by the reserved lane and sent, on both brokers."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from drivers.base import OutboundMessage, SendResult
+from engine.auth import Principal
+from engine.broker import Broker
+from engine.broker.pgqueue import PgQueueBroker
+from engine.broker.rabbitmq import RabbitMQBroker
+from engine.relay import Relay, RelayOptions
+from engine.sender_loop import SenderLoop
+from tests.broker.conftest import delete_rabbit_queues
+from tests.integration.lifecycle_support import ClockedDriver, Harness, otp
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_to_send")]
+
+
+class GatedDriver(ClockedDriver):
+    """Holds every ``low`` send until ``gate`` opens (the main lane's batch in hand)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.held = asyncio.Event()
+
+    async def send_one(self, message: OutboundMessage) -> SendResult:
+        if message.priority == "low":
+            self.held.set()
+            await self.gate.wait()
+        return await super().send_one(message)
+
+
+@pytest.fixture(params=["postgres", "rabbitmq"])
+async def lane_harness(request: pytest.FixtureRequest, h: Harness, database_url: str) -> AsyncIterator[Harness]:
+    h.driver = driver = GatedDriver()
+    h.dispatcher.router.drivers = {**h.dispatcher.drivers}  # the same chain, now with the gated driver
+    for chain in (h.dispatcher.drivers, h.dispatcher.router.drivers):
+        for channel in list(chain):
+            chain[channel] = [driver]  # type: ignore[index]
+    prefix = f"p{uuid.uuid4().hex[:8]}."
+    broker: Broker
+    if request.param == "rabbitmq":
+        amqp_url = request.getfixturevalue("amqp_url")
+        broker = RabbitMQBroker(amqp_url, queue_prefix=prefix, prefetch=20)
+    else:
+        broker = PgQueueBroker(h.repo.pool, queue_prefix=prefix, lease_s=30, poll_s=0.05)
+    await broker.connect()
+    await h.broker.close()  # the harness' own queue (its LISTEN connection goes back to the pool)
+    h.broker = broker
+    h.relay = Relay(h.repo, broker, RelayOptions(batch=500, envelope_max_ids=10), listen_dsn=database_url)
+    yield h
+    driver.gate.set()
+    await broker.close()
+    if request.param == "rabbitmq":
+        await delete_rabbit_queues(amqp_url, prefix)
+
+
+async def test_a_one_time_code_goes_out_while_the_main_lane_is_held_by_a_low_batch(
+    lane_harness: Harness, principal: Principal
+) -> None:
+    h = lane_harness
+    driver = h.driver
+    assert isinstance(driver, GatedDriver)
+    low = {
+        "channel": "email",
+        "template_id": "security_alert:v1",
+        "variables": {"device": "Firefox"},
+        "priority": "low",
+    }
+    for i in range(40):
+        await h.submit(principal, {**low, "to": {"email": f"user{i}@example.com"}})
+    await h.relay.drain()
+    loop = SenderLoop(h.broker, h.dispatcher, max_envelopes=20, wait_s=0.2)
+    task = asyncio.create_task(loop.run())
+    try:
+        await asyncio.wait_for(driver.held.wait(), 10)  # the main lane holds a low batch
+        code = await h.submit(principal, otp(priority="high"))
+        await h.relay.drain()
+        for _ in range(200):
+            if code in driver.sent_at:
+                break
+            await asyncio.sleep(0.05)
+        assert code in driver.sent_at, "the one-time code waited behind the low batch"
+        assert list(driver.sent_at) == [code]  # and no low one went before it
+    finally:
+        driver.gate.set()
+        await loop.stop(10)
+        await task
+    assert loop.batches >= 2
