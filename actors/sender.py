@@ -9,6 +9,7 @@ import os
 import ray
 
 from actors import HEALTH_ACTOR, METRICS_ACTOR, NAMESPACE, ROUTING_ACTOR
+from actors.governor import lease_client
 from actors.routing import ActorFeed
 from actors.wiring import DriverWiring
 from drivers.attachments import S3AttachmentFetcher
@@ -58,6 +59,7 @@ class SenderActor:
                 CredentialBox(s.credentials_key or config.secret), driver_env(s, config.env), self.wiring.factory
             ),
             feed=self.feed,
+            leases=lease_client(s.governor_shards),
         )
         assert self.parts.broker is not None
         self.loop = SenderLoop(self.parts.broker, dispatcher, max_envelopes=s.sender_prefetch, on_batch=self._flush)
