@@ -165,10 +165,11 @@ class Intake:
         replay = await self._cache_first(tenant, key, req_hash)
         if replay is not None:
             return replay
-        admitted = self._admit(request, tenant, resolved)
+        admitted: Admitted | None = None
         try:
+            admitted = self._admit(request, tenant, resolved)
             result = await self._store(request, tenant, resolved, key, req_hash, admitted)
-        except BaseException:
+        except BaseException:  # a refusal too: the key stays free for the client's retry
             self._undo(request, tenant, admitted)
             await self._cache_release(tenant, key)
             raise
