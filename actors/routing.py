@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +138,19 @@ class ActorRoutingState:
                 raise cause from None
             raise
         return table
+
+
+async def follow_table(use: Callable[[RoutingTable], None], *, refresh_s: float = 1.0) -> None:
+    """Hand ``use`` the routing table now and each new revision after (the ingress's price estimates)."""
+    tables = ray.get_actor(ROUTING_ACTOR, namespace=NAMESPACE)
+    known: int | None = None
+    while True:
+        try:
+            table = await tables.current.remote(known)
+        except ray.exceptions.RayError as err:
+            log.warning("routing table not refreshed (%s); estimating from the last one", type(err).__name__)
+        else:
+            if table is not None:
+                use(table)
+                known = table.revision
+        await asyncio.sleep(refresh_s)

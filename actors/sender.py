@@ -9,16 +9,21 @@ import os
 import ray
 
 from actors import HEALTH_ACTOR, METRICS_ACTOR, NAMESPACE, ROUTING_ACTOR
+from actors.governor import lease_client
 from actors.routing import ActorFeed
 from actors.wiring import DriverWiring
 from drivers.attachments import S3AttachmentFetcher
 from engine import redaction
 from engine.credentials import CredentialBox, TenantDrivers
+from engine.dedupe import RecipientDedupe
 from engine.dispatch import Dispatcher, DispatchOptions
+from engine.governance.quotas import DedupeRefunds
 from engine.metrics import MetricsBuffer
 from engine.retries import RetryPolicy
 from engine.runtime import RuntimeConfig, driver_env, open_components, provider_chains
 from engine.sender_loop import SenderLoop
+from engine.storage.dedupe_store import DedupeStore
+from engine.storage.quota_store import QuotaStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,12 @@ class SenderActor:
                 CredentialBox(s.credentials_key or config.secret), driver_env(s, config.env), self.wiring.factory
             ),
             feed=self.feed,
+            leases=lease_client(s.governor_shards),
+            dedupe=RecipientDedupe(
+                DedupeStore(self.parts.repo.pool),
+                link_secret=config.secret,
+                on_deduplicated=DedupeRefunds(QuotaStore(self.parts.repo.pool)),  # a copy never sent is not counted
+            ),
         )
         assert self.parts.broker is not None
         self.loop = SenderLoop(

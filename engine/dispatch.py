@@ -28,6 +28,8 @@ from engine.errors import (
     RenderError,
     RetryableError,
 )
+from engine.governance.buckets import BucketKey, Rate
+from engine.governance.leases import LeaseClient, Want, take_granted
 from engine.ids import format_message_id
 from engine.metrics import MetricsBuffer
 from engine.models import ClaimedMessage
@@ -91,6 +93,7 @@ class Dispatcher:
         feed: RoutingFeed | None = None,
         dedupe: RecipientDedupe | None = None,
         clock: Callable[[], datetime] = utcnow,
+        leases: LeaseClient | None = None,
     ) -> None:
         self.repo = repo
         self.catalog = catalog
@@ -107,6 +110,8 @@ class Dispatcher:
         self.dedupe = dedupe or RecipientDedupe(DedupeStore(repo.pool), link_secret=options.link_secret)
         self.clock = clock
         self.router = Router(drivers, self._tenant_driver, feed, clock=clock)
+        #: Tokens of the tenants' rate limits (``limits.<channel>.rate_per_second``); None: no limits.
+        self.leases = leases
 
     async def process(self, ids: Sequence[uuid.UUID]) -> BatchReport:
         claimed = await self.repo.claim(ids, self.options.lease_s)
@@ -118,10 +123,11 @@ class Dispatcher:
         started = self.clock()
         outcomes: list[Outcome] = []
         journeys: list[Journey] = []
+        sendable = await self._within_rate(claimed, started, outcomes)
         view = self.router.view()
         wall = started.timestamp()
         ready: list[tuple[ClaimedMessage, OutboundMessage]] = []
-        for msg in claimed:
+        for msg in sendable:
             # Rendering is CPU work: give the event loop back between messages, so the sender's reserved
             # high-priority lane runs its one-time code in the middle of a big low batch.
             await asyncio.sleep(0)
@@ -156,6 +162,38 @@ class Dispatcher:
         )
 
     # -- steps -------------------------------------------------------------------------------------
+
+    async def _within_rate(
+        self, claimed: Sequence[ClaimedMessage], now: datetime, outcomes: list[Outcome]
+    ) -> list[ClaimedMessage]:
+        """The messages the tenants' rate limits let go now (one governor call per shard at most); the
+        others leave the batch ``throttled``, rescheduled for when their tokens are due."""
+        if self.leases is None:
+            return list(claimed)
+        wants: dict[BucketKey, Want] = {}
+        rates: dict[BucketKey, Rate | None] = {}
+        for m in claimed:
+            key = (m.tenant_slug, m.channel)
+            held = wants.get(key)
+            if held is None:
+                bucket = m.tenant_config.limits.channel(m.channel).bucket()
+                rates[key] = Rate(*bucket) if bucket else None
+                wants[key] = Want(1, rates[key], m.priority, m.tenant_config_version)
+            else:
+                priority = min(held.priority, m.priority, key=lambda p: p.rank)
+                wants[key] = replace(held, count=held.count + 1, priority=priority)
+        grants = await self.leases.acquire(wants)
+        go, later = take_granted(claimed, lambda m: (m.tenant_slug, m.channel), grants)
+        queued: dict[BucketKey, int] = {}
+        for msg, wait in later:
+            key = (msg.tenant_slug, msg.channel)
+            place = queued[key] = queued.get(key, 0) + 1
+            rate = rates[key]
+            # Spread the waiting ones over the tokens to come, so they do not all come back at once.
+            delay = wait + (place - 1) / rate.per_second if rate is not None else wait
+            outcomes.append(_throttled(msg, now, delay, rate))
+            self.metrics.inc("notifications_throttled_total", channel=msg.channel.value, tenant=msg.tenant_slug)
+        return go
 
     async def _prepare(self, msg: ClaimedMessage, started: datetime) -> OutboundMessage | Outcome:
         """The message ready for its driver, or the outcome that ends it before any provider call."""
@@ -456,6 +494,32 @@ def _provider_options(msg: ClaimedMessage, whatsapp: WhatsappSpec | None) -> dic
     if msg.channel is not Channel.WHATSAPP or whatsapp is None:
         return {}
     return {"whatsapp_template": whatsapp.request(msg.variables, msg.locale)}
+
+
+def _throttled(msg: ClaimedMessage, now: datetime, delay_s: float, rate: Rate | None) -> Outcome:
+    """Over the tenant's send rate: back to the queue for when its token is due, the attempt given back."""
+    limit = f"limits.{msg.channel.value}.rate_per_second"
+    return Outcome(
+        message_id=msg.id,
+        tenant_id=msg.tenant_id,
+        status=Status.THROTTLED,
+        event=EventType.RETRY_SCHEDULED,
+        attempt_no=msg.attempts,
+        started_at=now,
+        priority=msg.priority,
+        error_class=FailureClass.THROTTLED.value,
+        error_code="rate_limited",
+        queue=priority_queue(msg.priority),
+        available_at=_capped(now + timedelta(seconds=delay_s), msg.expires_at),
+        refund_attempts=1,
+        attempted=False,
+        meta={
+            "reason": "rate_limited",
+            "limit": limit,
+            "rate_per_second": rate.per_second if rate else None,
+            "retry_in_s": round(delay_s, 3),
+        },
+    )
 
 
 def _ended_unsent(

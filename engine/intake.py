@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from engine.auth import Principal
 from engine.channels import Channel
 from engine.dispatch import utcnow
+from engine.governance.admission import Admitted, GovernanceAdmission
+from engine.governance.budgets import BUDGET_EXHAUSTED, PriceQuery
 from engine.idempotency import (
     IdempotencyCache,
     KeyProblem,
@@ -34,6 +36,7 @@ from engine.ids import format_message_id, new_id
 from engine.metrics import MetricsBuffer
 from engine.models import ALLOW_PRIVATE_CALLBACKS, FieldError, NewMessage, NotificationRequest, Tenant, address_errors
 from engine.problems import ApiProblem, from_pydantic
+from engine.routing import destination, email_region
 from engine.states import Status
 from engine.storage.repository import Repository
 from engine.templating import ResolvedTemplate, TemplateCatalog, TemplateError
@@ -67,6 +70,7 @@ class Accepted:
     status_code: int
     body: dict[str, Any]
     replayed: bool = False
+    headers: dict[str, str] = field(default_factory=dict)  #: ``RateLimit-Policy`` / ``RateLimit``
 
 
 class Intake:
@@ -83,6 +87,7 @@ class Intake:
         clock: Callable[[], datetime] = utcnow,
         allow_private_callbacks: bool = False,
         tenant_ttl_s: float = TENANT_TTL_S,
+        governance: GovernanceAdmission | None = None,
     ) -> None:
         self.repo = repo
         self.catalog = catalog
@@ -94,6 +99,8 @@ class Intake:
         self.tenant_templates = tenant_templates
         self.allow_private_callbacks = allow_private_callbacks  #: HERALD_WEBHOOKS_ALLOW_PRIVATE
         self.tenant_ttl_s = tenant_ttl_s
+        #: Quotas and budgets, decided in memory (None: nothing is limited at admission).
+        self.governance = governance
         self._tenants: dict[str, tuple[float, Tenant]] = {}
 
     async def tenant(self, slug: str) -> Tenant | None:
@@ -158,13 +165,44 @@ class Intake:
         replay = await self._cache_first(tenant, key, req_hash)
         if replay is not None:
             return replay
+        admitted: Admitted | None = None
         try:
-            return await self._store(request, tenant, resolved, key, req_hash)
-        except BaseException:
+            admitted = self._admit(request, tenant, resolved)
+            result = await self._store(request, tenant, resolved, key, req_hash, admitted)
+        except BaseException:  # a refusal too: the key stays free for the client's retry
+            self._undo(request, tenant, admitted)
             await self._cache_release(tenant, key)
             raise
+        if result.replayed:  # the key was used already: an idempotent replay counts nothing
+            self._undo(request, tenant, admitted)
+            return result
+        return replace(result, headers=admitted.headers()) if admitted is not None else result
 
     # -- steps -------------------------------------------------------------------------------------
+
+    def _admit(self, request: NotificationRequest, tenant: Tenant, resolved: ResolvedTemplate) -> Admitted | None:
+        """Count the message against its channel's quotas and budget. Raises: ApiProblem 429."""
+        if self.governance is None:
+            return None
+        to = request.to.model_dump(mode="json", exclude_none=True)
+        query = PriceQuery(
+            tenant.slug,
+            request.channel,
+            request.metadata.category or resolved.manifest.category,
+            destination(request.channel, to, email_region_=email_region(tenant.config, tenant.region)),
+        )
+        try:
+            return self.governance.admit(tenant, request.channel, query)
+        except ApiProblem as refused:
+            kind = "budget" if refused.type == BUDGET_EXHAUSTED else "quota"
+            self.metrics.inc(
+                "notifications_refused_total", channel=request.channel.value, tenant=tenant.slug, kind=kind
+            )
+            raise
+
+    def _undo(self, request: NotificationRequest, tenant: Tenant, admitted: Admitted | None) -> None:
+        if self.governance is not None and admitted is not None:
+            self.governance.undo(tenant, request.channel, admitted)
 
     def _parse(self, body: Any) -> NotificationRequest:
         if not isinstance(body, dict):
@@ -214,7 +252,13 @@ class Intake:
         return self._judge(stored, req_hash)
 
     async def _store(
-        self, request: NotificationRequest, tenant: Tenant, resolved: ResolvedTemplate, key: str, req_hash: str
+        self,
+        request: NotificationRequest,
+        tenant: Tenant,
+        resolved: ResolvedTemplate,
+        key: str,
+        req_hash: str,
+        admitted: Admitted | None = None,
     ) -> Accepted:
         now = self.clock()
         schedule_at = request.schedule_at
@@ -250,6 +294,7 @@ class Intake:
             attachments=tuple(request.attachments),
             category=request.metadata.category or resolved.manifest.category,
             tags=tuple(request.metadata.tags),
+            estimated_cost=admitted.estimate if admitted is not None else None,
         )
         created, stored = await self.repo.accept(
             message, response, status=status, idempotency_ttl_s=self.idempotency_ttl_s
@@ -301,6 +346,8 @@ def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
             "tenant_id does not match the token's tenant",
             errors=[FieldError(("body", "tenant_id"), "must be the token's tenant")],
         )
+
+
 def _pinned_metadata(request: NotificationRequest, resolved: ResolvedTemplate) -> dict[str, Any]:
     """The request's metadata with its category pinned: the request's own, else the template's, so the
     suppression check and unsubscribe links know the category without reading the manifest again."""

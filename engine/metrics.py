@@ -27,6 +27,13 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     #: Every provider call's outcome per message, failovers included (a message may touch several).
     "provider_sent_total": ("channel", "provider"),
     "provider_failed_total": ("channel", "provider", "reason"),
+    #: Messages a sender put back for later: over the tenant's limits.<channel>.rate_per_second.
+    "notifications_throttled_total": ("channel", "tenant"),
+    #: Refused at admission with 429 (``kind``: quota or budget).
+    "notifications_refused_total": ("channel", "tenant", "kind"),
+    #: A quota window or a budget month that reached its soft cap (one across replicas).
+    "quota_warnings_total": ("channel", "tenant", "period"),
+    "budget_warnings_total": ("channel", "tenant"),
 }
 
 HISTOGRAMS: dict[str, tuple[str, ...]] = {

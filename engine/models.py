@@ -6,6 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import phonenumbers
@@ -262,6 +263,7 @@ class NewMessage:
     attachments: tuple[AttachmentRef, ...] = ()
     category: str | None = None  #: ``metadata.category``, else the template manifest's
     tags: tuple[str, ...] = ()
+    estimated_cost: Decimal | None = None  #: its budget reservation at admission (governance on)
 
     @property
     def scheduled(self) -> bool:
@@ -290,6 +292,7 @@ class ClaimedMessage:
     expires_at: datetime | None
     suppressed: bool = False  #: the address is on the tenant's suppression list
     attachments: tuple[dict[str, Any], ...] = ()  #: ``{"s3", "filename", "content_type"}`` references
+    estimated_cost: Decimal | None = None  #: reserved at admission; settled when the message is done with
     tenant_config_version: int = 1
     #: The provider a DLQ replay named (``messages.pinned_provider``): only it is tried.
     pinned_provider: str | None = None

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", alias="HERALD_LOG_LEVEL")
 
     senders: int = Field(2, ge=1, le=256, alias="HERALD_SENDERS")
+    #: Serve replicas of the HTTP ingress (each counts quotas and budgets in memory, reconciled every second).
+    api_replicas: int = Field(1, ge=1, le=64, alias="HERALD_API_REPLICAS")
+    #: Tenant governor actors holding the rate limits' token buckets (tenants are spread over them).
+    governor_shards: int = Field(2, ge=1, le=64, alias="HERALD_GOVERNOR_SHARDS")
     sender_batch: int = Field(100, ge=1, le=1000, alias="HERALD_SENDER_BATCH")
     sender_prefetch: int = Field(20, ge=1, le=1000, alias="HERALD_SENDER_PREFETCH")
     #: Each sender keeps a lane for notifications.high alone, so a low burst never holds one-time codes.

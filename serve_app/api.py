@@ -27,7 +27,7 @@ from actors import (
     ROUTING_ACTOR,
     SENDER_ACTOR_PREFIX,
 )
-from actors.routing import ActorRoutingState
+from actors.routing import ActorRoutingState, follow_table
 from actors.wiring import DriverWiring
 from drivers.webhooks import create_receiver
 from engine import redaction
@@ -38,6 +38,12 @@ from engine.feedback.endpoints import WebhookEndpoints
 from engine.feedback.inbound import ProviderWebhooks
 from engine.feedback.ingest import FeedbackIngest
 from engine.feedback.signing_keys import WebhookSecrets
+from engine.governance.admission import GovernanceAdmission
+from engine.governance.budgets import Budgets
+from engine.governance.prices import TablePrices
+from engine.governance.quotas import Quotas
+from engine.governance.usage import UsageService
+from engine.governance.warnings import WarningSink
 from engine.intake import Intake
 from engine.lifecycle import Lifecycle, QueuesSnapshot
 from engine.metrics import MetricsBuffer
@@ -45,6 +51,8 @@ from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
 from engine.routing.service import RoutingService
 from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
+from engine.storage.budget_store import BudgetStore
+from engine.storage.quota_store import QuotaStore
 from engine.template_service import TemplateService
 from engine.tenant_config import EditPolicy
 from engine.tenant_config.store import TenantStore
@@ -136,6 +144,8 @@ class HeraldApi:
         CallbackPolicy.set_default(settings.webhooks_allow_private)  # the request bodies FastAPI validates
         self.parts = parts = await open_components(config, cache=True, pool_size=10)
         metrics = MetricsBuffer()
+        prices = TablePrices({c: settings.providers(c) for c in Channel})
+        governance = GovernanceAdmission(Quotas(QuotaStore(parts.pool)), Budgets(BudgetStore(parts.pool), prices))
         intake = Intake(
             parts.repo,
             parts.catalog,
@@ -145,6 +155,7 @@ class HeraldApi:
             channels=frozenset(c for c in Channel if settings.providers(c)),
             tenant_templates=parts.tenant_templates,
             allow_private_callbacks=settings.webhooks_allow_private,
+            governance=governance,
         )
         templates = TemplateService(
             TenantTemplateStore(parts.pool), parts.catalog, parts.tenant_templates, secret=secret, base_url=base_url
@@ -181,13 +192,25 @@ class HeraldApi:
             analytics=Analytics(parts.pool),
             public_url=base_url.rstrip("/"),
             routing=RoutingService(ActorRoutingState(), intake, {c: settings.providers(c) for c in Channel}),
+            usage=UsageService(parts.pool),
         )
-        self._flusher = asyncio.get_running_loop().create_task(self.ops.flush_forever())
+        loop = asyncio.get_running_loop()
+        self._flusher = loop.create_task(self.ops.flush_forever())
+        # Quotas and budgets: this replica's counts reconciled with every other's each second.
+        self._governance_stop = asyncio.Event()
+        self._background = [
+            loop.create_task(follow_table(prices.use, refresh_s=settings.routing_refresh_s)),
+            loop.create_task(governance.run(self._governance_stop, on_warnings=WarningSink(parts.pool, metrics))),
+        ]
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_app(self.state)
 
     async def __del__(self) -> None:
         self._flusher.cancel()
+        self._governance_stop.set()  # one last reconcile hands this replica's counts over
+        self._background[0].cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._background[1], 2.0)
         with contextlib.suppress(Exception):
             await self.parts.aclose()

@@ -83,10 +83,12 @@ class Stack:
     metrics: Any = None
     health: Any = None  #: the provider health actor (every circuit breaker)
     routing: Any = None  #: the routing table actor
+    governors: list[Any] = field(default_factory=list)  #: the rate limits' token buckets, one per shard
     owns_ray: bool = False
     run_file: RunFile | None = None
     port: PortHold | None = None
     embedded: bool = False
+    _config: Any = None  #: the RuntimeConfig the ingress was started with
 
     def prepare(self) -> None:
         """The checks that fail fast, before anything starts: no other Herald runs from the data directory
@@ -166,6 +168,7 @@ class Stack:
             SENDER_ACTOR_PREFIX,
         )
         from actors.feedback import FeedbackActor
+        from actors.governor import start_governors
         from actors.health import HealthActor
         from actors.metrics import MetricsActor
         from actors.relay import RelayActor
@@ -179,7 +182,11 @@ class Stack:
         self.routing = RoutingTableActor.options(name=ROUTING_ACTOR, namespace=NAMESPACE).remote(
             str(s.routing_table_path)
         )
-        ray.get([self.health.health.remote(), self.routing.health.remote()], timeout=timeout_s)
+        self.governors = start_governors(s.governor_shards)  # senders find them by name as they start
+        ray.get(
+            [self.health.health.remote(), self.routing.health.remote(), *(g.health.remote() for g in self.governors)],
+            timeout=timeout_s,
+        )
         log.info("routing table:     %s (%s)", table.label, s.routing_table_path)
         self.relay = RelayActor.options(name=RELAY_ACTOR, namespace=NAMESPACE).remote(config)
         self.senders = [
@@ -190,15 +197,32 @@ class Stack:
         workers = [self.relay, self.feedback, self.health, self.routing, *self.senders]
         ray.get([a.health.remote() for a in workers], timeout=timeout_s)
 
-    def _start_serve(self, config: Any) -> None:
+    def scale_ingress(self, replicas: int, *, timeout_s: float = 120.0) -> None:
+        """Run the ingress on ``replicas`` Serve replicas (the running ones stay), and wait until all serve."""
+        from ray import serve
+
+        self._start_serve(self._config, replicas=replicas)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            app = serve.status().applications.get(APP_NAME)
+            if app is not None and app.status == "RUNNING":
+                counts = [d.replica_states.get("RUNNING", 0) for d in app.deployments.values()]
+                if counts and all(c == replicas for c in counts):
+                    return
+            time.sleep(0.5)
+        raise RuntimeError(f"the ingress did not reach {replicas} replicas in {timeout_s:.0f}s")
+
+    def _start_serve(self, config: Any, replicas: int | None = None) -> None:
         from ray import serve
 
         from serve_app.api import HeraldApi
 
         s = self.settings
+        self._config = config
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
         quiet = s.log_level.upper() not in ("DEBUG", "INFO")
         api = HeraldApi.options(
+            num_replicas=replicas or s.api_replicas,
             logging_config={"log_level": s.log_level.upper(), "enable_access_log": not quiet},
             graceful_shutdown_wait_loop_s=0.5,
             graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S,
@@ -254,12 +278,21 @@ class Stack:
         try:
             asyncio.run(self._drain(mark + DRAIN_BUDGET_S))
         finally:
-            for actor in [*self.senders, self.relay, self.feedback, self.routing, self.health, self.metrics]:
+            actors = [
+                *self.senders,
+                self.relay,
+                self.feedback,
+                self.routing,
+                self.health,
+                self.metrics,
+                *self.governors,
+            ]
+            for actor in actors:
                 if actor is not None:
                     with contextlib.suppress(ray.exceptions.RayError, ValueError):  # already gone
                         ray.kill(actor, no_restart=True)
             self.senders, self.relay, self.feedback, self.metrics = [], None, None, None
-            self.routing, self.health = None, None
+            self.routing, self.health, self.governors = None, None, []
             phases["drain"] = time.monotonic() - mark
 
     def _shutdown_ray(self, phases: dict[str, float]) -> None:

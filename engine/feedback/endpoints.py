@@ -29,7 +29,11 @@ ENDPOINT_DISABLED = "WebhookEndpointDisabled"
 #: What "send a test event" sends.
 ENDPOINT_TEST = "WebhookEndpointTest"
 #: Types an endpoint's filter may name.
-EVENT_TYPES: frozenset[str] = frozenset({e.value for e in EventType} | {ENDPOINT_DISABLED, ENDPOINT_TEST})
+#: A quota window or budget month at its soft cap (engine.governance.warnings).
+GOVERNANCE_WARNINGS = frozenset({"QuotaWarning", "BudgetWarning"})
+EVENT_TYPES: frozenset[str] = frozenset(
+    {e.value for e in EventType} | {ENDPOINT_DISABLED, ENDPOINT_TEST} | GOVERNANCE_WARNINGS
+)
 #: Most events one replay call queues (ask again from the last one's time for more).
 REPLAY_LIMIT = 10_000
 DELIVERY_LOG_LIMIT = 200

@@ -158,7 +158,7 @@ class Budgets:
         month = self._windows.at(now)[Period.MONTH]
         config = tenant.config.budgets
         monthly = config.channel(channel).monthly
-        committed = self.spend.value(_key(tenant, channel, month))
+        committed = self.spend.watched(_key(tenant, channel, month))
         decision = BudgetDecision(channel, estimate, committed, monthly, config.currency, month, now)
         if monthly is None or committed + estimate <= monthly:
             return decision

@@ -175,7 +175,7 @@ class Quotas:
             limit = caps.get(period.quota_key)
             if limit is None:
                 continue
-            used = self.tally.value((tenant.id, channel.value, period.value, window.start))
+            used = self.tally.watched((tenant.id, channel.value, period.value, window.start))
             standings.append(QuotaStanding(channel, period, limit, used, window))
         exceeded = [s for s in standings if s.used + n > s.limit]
         worst = max(exceeded, key=lambda s: s.window.end) if exceeded else None

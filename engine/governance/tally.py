@@ -44,6 +44,14 @@ class Tally(Generic[K, Amount]):
             cell = self._cells[key] = _Cell(self.zero, self.zero, self.zero)
         cell.pending += amount
 
+    def watched(self, key: K) -> Amount:
+        """:meth:`value`, and ``key`` kept in the reconciles from now on, so a key this process sees for the
+        first time learns every other process's total with the next reconcile."""
+        cell = self._cells.get(key)
+        if cell is None:
+            cell = self._cells[key] = _Cell(self.zero, self.zero, self.zero)
+        return cell.value
+
     def track(self, key: K) -> None:
         """Keep ``key`` in the next reconcile even with nothing added (to learn other processes' counts)."""
         self.add(key, self.zero)

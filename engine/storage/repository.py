@@ -145,6 +145,7 @@ class Repository:
             [a.content_type for a in att],
             msg.category,
             list(dict.fromkeys(msg.tags)),
+            msg.estimated_cost,
         )
         if created:
             return True, None
@@ -192,6 +193,7 @@ class Repository:
                 expires_at=r["expires_at"],
                 suppressed=r["suppressed"],
                 attachments=tuple(r["attachment_refs"]),
+                estimated_cost=r["estimated_cost"],
             )
             for r in rows
         ]

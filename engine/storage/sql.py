@@ -32,8 +32,8 @@ WITH idem AS (
 ), msg AS (
     INSERT INTO messages (id, tenant_id, channel, template_id, template_version, locale, requested_locale,
                           "to", variables, metadata, priority, schedule_at, ttl_seconds, expires_at,
-                          idempotency_key, callback_url, trace_id, status, category)
-    SELECT message_id, $1, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $2, $19, $20, $21, $31
+                          idempotency_key, callback_url, trace_id, status, category, estimated_cost)
+    SELECT message_id, $1, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $2, $19, $20, $21, $31, $33
     FROM idem
     RETURNING id, created_at
 ), tags AS (
@@ -85,7 +85,7 @@ WHERE t.id = m.tenant_id
        OR (m.status = 'sending' AND m.claimed_until < now()))
 RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config_version, m.channel, m.template_id,
           m.template_version, m.locale, m."to", m.variables, m.metadata, m.priority, m.attempts, m.created_at,
-          m.expires_at, m.pinned_provider,
+          m.expires_at, m.pinned_provider, m.estimated_cost,
           -- the last pass timed out after sending (outcome unknown): the retry goes to the same provider
           (SELECT a.provider FROM attempts a
            WHERE a.tenant_id = m.tenant_id AND a.message_id = m.id AND a.attempt_no = m.attempts - 1
@@ -120,6 +120,9 @@ WITH u AS (
     SELECT * FROM unnest($24::uuid[], $25::uuid[], $26::text[], $27::timestamptz[], $28::text[], $29::text[],
                          $30::text[], $31::text[])
     AS t(attempt_id, message_id, provider, started_at, error_class, error_code, error_detail, outcome)
+), pre AS (
+    -- the estimates as they were before this statement (upd clears a settled one)
+    SELECT m.id, m.estimated_cost FROM messages m WHERE m.id = ANY($1::uuid[]) AND m.estimated_cost IS NOT NULL
 ), upd AS (
     UPDATE messages m
     SET status = u.status,
@@ -130,7 +133,9 @@ WITH u AS (
         version = m.version + 1,
         updated_at = now(),
         sent_at = CASE WHEN u.status = 'sent' THEN now() ELSE m.sent_at END,
-        deduplicated_of = coalesce(u.deduplicated_of, m.deduplicated_of)
+        deduplicated_of = coalesce(u.deduplicated_of, m.deduplicated_of),
+        estimated_cost = CASE WHEN u.status IN ('sent', 'failed', 'dead', 'suppressed', 'expired', 'deduplicated')
+                              THEN NULL ELSE m.estimated_cost END
     FROM u
     WHERE m.id = u.id AND m.status = 'sending'
     RETURNING m.id, m.channel, m.template_id, m.template_version, m.created_at
@@ -175,6 +180,22 @@ WITH u AS (
     ON CONFLICT (tenant_id, day, channel, template_id, template_version, provider) DO UPDATE
     SET sent = r.sent + EXCLUDED.sent, failed = r.failed + EXCLUDED.failed,
         suppressed = r.suppressed + EXCLUDED.suppressed, expired = r.expired + EXCLUDED.expired
+), spend AS (
+    -- budgets settled with the status move (exactly once): a done message's estimate leaves the month's
+    -- reservation (the month it was accepted in) and a sent one's cost joins its spend
+    INSERT INTO budget_spend AS b (tenant_id, channel, month, reserved, spent, sent)
+    SELECT u.tenant_id, upd.channel, date_trunc('month', upd.created_at AT TIME ZONE 'UTC')::date,
+           -coalesce(sum(pre.estimated_cost), 0),
+           coalesce(sum(u.cost_usd::numeric) FILTER (WHERE u.status = 'sent'), 0),
+           count(*) FILTER (WHERE u.status = 'sent')
+    FROM u JOIN upd ON upd.id = u.id LEFT JOIN pre ON pre.id = u.id
+    WHERE (pre.estimated_cost IS NOT NULL AND u.status IN ('failed', 'dead', 'suppressed', 'expired'))
+       OR u.status = 'sent'
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (tenant_id, channel, month) DO UPDATE
+    SET reserved = b.reserved + EXCLUDED.reserved, spent = b.spent + EXCLUDED.spent, sent = b.sent + EXCLUDED.sent,
+        updated_at = now()
 )
 SELECT count(*) FROM upd
 """

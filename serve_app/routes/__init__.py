@@ -47,6 +47,7 @@ from serve_app.routes import (
     templates,
     tenants,
     unsubscribe,
+    usage,
     webhook_endpoints,
 )
 from serve_app.routes.deps import ApiState
@@ -67,6 +68,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     webhook_endpoints.router,
     analytics.router,
     metrics.router,
+    usage.router,
 )
 
 

@@ -23,6 +23,7 @@ from engine.feedback.analytics import Analytics
 from engine.feedback.endpoints import WebhookEndpoints
 from engine.feedback.inbound import ProviderWebhooks
 from engine.feedback.signing_keys import WebhookSecrets
+from engine.governance.usage import UsageService
 from engine.intake import Intake
 from engine.lifecycle import Lifecycle, QueuesSnapshot
 from engine.models import Tenant
@@ -73,6 +74,7 @@ class ApiState:
     analytics: Analytics
     public_url: str  #: HERALD_PUBLIC_URL (else where the API listens): the URLs providers were given
     routing: RoutingService
+    usage: UsageService  #: GET /api/usage
 
 
 def api_state(request: Request) -> ApiState:

@@ -27,7 +27,12 @@ _ACCEPTED = {
             "Idempotent-Replayed": {
                 "description": "`true` when this answer replays an earlier request with the same key",
                 "schema": {"type": "string", "enum": ["true"]},
-            }
+            },
+            "RateLimit-Policy": {
+                "description": "the channel's quotas (IETF draft-ietf-httpapi-ratelimit-headers), when it has any",
+                "schema": {"type": "string"},
+            },
+            "RateLimit": {"description": "what is left of each quota and when it resets", "schema": {"type": "string"}},
         },
     }
 }
@@ -37,7 +42,7 @@ _ACCEPTED = {
     "/api/notifications",
     status_code=202,
     response_model=NotificationAccepted,
-    responses={**_ACCEPTED, **problems(400, 401, 403, 409, 413, 422)},
+    responses={**_ACCEPTED, **problems(400, 401, 403, 409, 413, 422, 429)},
 )
 async def create_notification(
     body: NotificationRequest,
@@ -53,7 +58,7 @@ async def create_notification(
 ) -> JSONResponse:
     """Accept one notification (202); a replay of an idempotency key answers the original response."""
     accepted = await state.intake.submit(caller.principal, body, idempotency_key)
-    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else {}
+    headers = {"Idempotent-Replayed": "true"} if accepted.replayed else dict(accepted.headers)
     return JSONResponse(accepted.body, status_code=accepted.status_code, headers=headers)
 
 

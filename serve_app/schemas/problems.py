@@ -49,6 +49,12 @@ class Problem(BaseModel):
     current_status: str | None = Field(
         None, description="a 409 about a message's state: the status it has now (cancel, reschedule)"
     )
+    limit: dict[str, Any] | None = Field(
+        None, description="a 429 of a quota: its config key (`name`), channel, period, quota, use and reset"
+    )
+    budget: dict[str, Any] | None = Field(
+        None, description="a 429 of a budget: its config key (`name`), currency, monthly, spent and reset"
+    )
 
 
 _EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]] | None]] = {
@@ -59,6 +65,11 @@ _EXAMPLES: dict[int, tuple[str, str, list[dict[str, Any]] | None]] = {
     409: ("Conflict", "a request with this idempotency key is still being processed; retry shortly", None),
     412: ("Precondition failed", "the tenant changed since config_version 7; read it again", None),
     413: ("Payload too large", "the body is larger than the limit", None),
+    429: (
+        "Too many requests",
+        "the sms quota limits.sms.per_day (1000 messages per UTC day) is used up until 2026-12-02T00:00:00+00:00",
+        [{"loc": ["body", "channel"], "msg": "limits.sms.per_day is used up"}],
+    ),
     422: (
         "Unprocessable content",
         "the request is not valid",
@@ -77,6 +88,7 @@ _DESCRIPTIONS = {
     412: "If-Match names a version that is no longer current",
     413: "The body is too large",
     422: "A field is not valid; `errors` names each",
+    429: "A quota or budget is used up: `limit` or `budget` names it, `Retry-After` says when it frees up",
     502: "Something Herald had to fetch from the provider could not be fetched; send it again",
     503: "A part Herald needs is unavailable",
 }

@@ -1,4 +1,5 @@
-"""The governor as Ray actors: shards found by name, two senders' clients held to one tenant's rate."""
+"""The governor as Ray actors: the stack's shards found by name, two senders' clients held to one tenant's
+rate."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import pytest
 import ray
 
+from actors import NAMESPACE
 from actors.governor import governor_name, lease_client, start_governors
 from engine.channels import Channel
 from engine.governance.buckets import Rate, shard_for
@@ -20,19 +22,16 @@ SHARDS = 2
 
 
 def test_two_senders_share_one_tenants_rate_through_the_sharded_actors(herald: Herald) -> None:
-    handles = start_governors(SHARDS)
-    try:
-        assert ray.get([h.health.remote() for h in handles], timeout=60) == [{"buckets": 0}] * SHARDS
-        sent = asyncio.run(_two_senders(seconds=3.0))
-        # 40/s for 3 s, plus the burst of 10 held at the start; a client's unused block is the only slack
-        assert 0.8 * 120 <= sent["t_hot"] <= 40 * 3 + 10
-        assert sent["t_calm"] == sent["asked_calm"]  # another tenant, far under its limit: every message
-        states = ray.get(handles[shard_for("t_hot", SHARDS)].states.remote())
-        assert [s.tenant for s in states if s.channel is Channel.SMS and s.tenant == "t_hot"] == ["t_hot"]
-    finally:
-        for i, h in enumerate(handles):
-            ray.kill(h)
-            assert governor_name(i).startswith("herald-governor-")
+    assert herald.settings.governor_shards == SHARDS
+    handles = start_governors(SHARDS)  # the stack's, found by name
+    assert [ray.get_actor(governor_name(i), namespace=NAMESPACE) for i in range(SHARDS)]
+    assert all("buckets" in h for h in ray.get([h.health.remote() for h in handles], timeout=60))
+    sent = asyncio.run(_two_senders(seconds=3.0))
+    # 40/s for 3 s, plus the burst of 10 held at the start; a client's unused block is the only slack
+    assert 0.8 * 120 <= sent["t_hot"] <= 40 * 3 + 10
+    assert sent["t_calm"] == sent["asked_calm"]  # another tenant, far under its limit: every message
+    states = ray.get(handles[shard_for("t_hot", SHARDS)].states.remote())
+    assert [s.tenant for s in states if s.channel is Channel.SMS and s.tenant == "t_hot"] == ["t_hot"]
 
 
 async def _two_senders(seconds: float) -> dict[str, int]:

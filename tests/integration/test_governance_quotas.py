@@ -55,6 +55,19 @@ async def test_two_replicas_sharing_the_table_see_each_others_counts(repo: Repos
     assert row["used"] == 10
 
 
+async def test_a_replica_that_only_checked_learns_the_others_counts_with_its_next_reconcile(
+    repo: Repository, tenant: Tenant
+) -> None:
+    clock = Clock(datetime(2031, 5, 17, 11, 30, 5, tzinfo=UTC))
+    t = limited(tenant, per_day=2)
+    a, b = Quotas(QuotaStore(repo.pool), clock=clock), Quotas(QuotaStore(repo.pool), clock=clock)
+    assert a.admit(t, SMS).allowed and a.admit(t, SMS).allowed
+    await a.reconcile()
+    assert b.check(t, SMS).allowed  # b has not seen the tenant: it cannot know yet
+    await b.reconcile()
+    assert not b.check(t, SMS).allowed
+
+
 async def test_a_refused_admission_is_a_429_with_the_headers_and_a_problem_naming_the_limit(
     repo: Repository, tenant: Tenant
 ) -> None:

@@ -1,0 +1,40 @@
+"""Estimated prices at admission, from the routing table: what a message will most likely cost before a
+sender has picked its provider.
+
+The estimate is the dearest unit price among the channel's configured providers for the message's
+destination (a budget is not passed by a failover to a dearer provider), times its units. The table is a
+snapshot the process keeps fresh in the background (:meth:`TablePrices.use`); no call per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+from engine.channels import Channel
+from engine.routing import RoutingTable
+
+from .budgets import ZERO, PriceQuery
+
+
+class TablePrices:
+    """A :data:`~engine.governance.budgets.PriceFunction` over the routing table in use."""
+
+    def __init__(self, providers: Mapping[Channel, Sequence[str]], table: RoutingTable | None = None) -> None:
+        self.providers = {c: tuple(p) for c, p in providers.items()}
+        self.table = table
+
+    def use(self, table: RoutingTable) -> None:
+        self.table = table
+
+    def __call__(self, query: PriceQuery) -> Decimal:
+        table = self.table
+        if table is None:
+            return ZERO
+        destination = query.region or "*"
+        prices = [
+            table.unit_price(query.channel, p, destination, category=query.category)
+            for p in self.providers.get(query.channel, ())
+        ]
+        known = [p for p in prices if p is not None]
+        return Decimal(str(max(known))) * query.units if known else ZERO

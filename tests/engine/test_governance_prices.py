@@ -1,0 +1,26 @@
+"""Estimates at admission from the routing table: the dearest configured provider for the destination."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from engine.channels import Channel
+from engine.governance.budgets import PriceQuery
+from engine.governance.prices import TablePrices
+from engine.routing import SHIPPED_TABLE, load_table
+
+TABLE = load_table(SHIPPED_TABLE)
+
+
+def test_the_dearest_configured_provider_for_the_destination_times_the_units() -> None:
+    prices = TablePrices({Channel.SMS: ("console", "twilio", "sns")}, TABLE)
+    assert prices(PriceQuery("t", Channel.SMS, "marketing", "GB")) == Decimal("0.045")  # twilio above sns
+    assert prices(PriceQuery("t", Channel.SMS, None, "GB", units=3)) == Decimal("0.135")
+    assert TablePrices({Channel.SMS: ("sns",)}, TABLE)(PriceQuery("t", Channel.SMS, None, "GB")) == Decimal("0.04")
+
+
+def test_no_table_or_no_price_estimates_nothing() -> None:
+    assert TablePrices({Channel.SMS: ("twilio",)})(PriceQuery("t", Channel.SMS, None, "GB")) == 0
+    prices = TablePrices({Channel.SMS: ("twilio",)}, TABLE)
+    assert prices(PriceQuery("t", Channel.SMS, None, "ZZ")) == 0  # a destination no provider prices
+    assert prices(PriceQuery("t", Channel.PUSH, None, None)) == 0  # a channel with no provider here

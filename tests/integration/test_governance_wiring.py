@@ -1,0 +1,121 @@
+"""Rate limits in the dispatcher and quotas and budgets in the intake, on the real database (no Ray: a
+governor in this process)."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from drivers.fake import FakeDriver
+from engine.auth import Principal
+from engine.channels import Channel
+from engine.dispatch import Dispatcher, DispatchOptions
+from engine.governance.admission import GovernanceAdmission
+from engine.governance.buckets import TokenBuckets
+from engine.governance.budgets import Budgets
+from engine.governance.leases import LeaseClient, LocalLeaseSource
+from engine.governance.quotas import Quotas
+from engine.ids import parse_message_id
+from engine.intake import Intake
+from engine.metrics import MetricsBuffer
+from engine.models import Tenant
+from engine.problems import ApiProblem
+from engine.retries import RetryPolicy
+from engine.storage.budget_store import BudgetStore
+from engine.storage.quota_store import QuotaStore
+from engine.storage.repository import Repository
+from engine.templating import TemplateCatalog
+
+pytestmark = pytest.mark.integration
+
+
+def email(i: int) -> dict[str, Any]:
+    return {
+        "channel": "email",
+        "template_id": "otp_login",
+        "to": {"email": f"g{i}@example.com"},
+        "variables": {"code": "1"},
+    }
+
+
+async def configure(repo: Repository, tenant: Tenant, config: dict[str, Any]) -> None:
+    await repo.pool.execute("UPDATE tenants SET config = $2::jsonb WHERE id = $1", tenant.id, config)
+
+
+def dispatcher(repo: Repository, catalog: TemplateCatalog, leases: LeaseClient | None = None) -> Dispatcher:
+    return Dispatcher(
+        repo,
+        catalog,
+        {Channel.EMAIL: [FakeDriver()]},
+        policy=RetryPolicy(),
+        metrics=MetricsBuffer(),
+        options=DispatchOptions(),
+        leases=leases,
+    )
+
+
+async def test_messages_over_the_rate_are_throttled_spread_over_the_tokens_to_come(
+    repo: Repository, catalog: TemplateCatalog, tenant: Tenant, principal: Principal
+) -> None:
+    await configure(repo, tenant, {"limits": {"email": {"rate_per_second": 2, "burst": 2}}})
+    intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600)
+    ids = []
+    for i in range(6):
+        accepted = await intake.submit(principal, email(i), uuid.uuid4().hex)
+        ids.append(parse_message_id(accepted.body["message_id"]))
+    source = LocalLeaseSource(TokenBuckets())
+    report = await dispatcher(repo, catalog, LeaseClient([source])).process(ids)
+    assert (report.sent, report.retried, report.failed) == (2, 4, 0)
+    assert source.calls == 1
+    rows = await repo.pool.fetch(
+        """SELECT m.status, m.attempts, o.available_at - m.updated_at AS wait,
+                  (SELECT e.meta FROM notification_events e WHERE e.message_id = m.id
+                   ORDER BY e.recorded_at DESC LIMIT 1) AS meta
+           FROM messages m
+           JOIN LATERAL (SELECT available_at FROM outbox WHERE message_id = m.id
+                         ORDER BY available_at DESC LIMIT 1) o ON true
+           WHERE m.tenant_id = $1 AND m.status = 'throttled' ORDER BY o.available_at""",
+        tenant.id,
+    )
+    assert [r["status"] for r in rows] == ["throttled"] * 4
+    assert [r["attempts"] for r in rows] == [0] * 4  # the claim's attempt was given back
+    assert rows[0]["meta"]["reason"] == "rate_limited" and rows[0]["meta"]["limit"] == "limits.email.rate_per_second"
+    waits = [r["wait"].total_seconds() for r in rows]
+    assert waits == sorted(waits) and waits[-1] - waits[0] == pytest.approx(1.5, abs=0.05)  # 0.5 s apart at 2/s
+    await repo.pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)
+
+
+async def test_quotas_refuse_at_the_cap_replays_count_nothing_and_budgets_settle_with_the_record(
+    repo: Repository, catalog: TemplateCatalog, tenant: Tenant, principal: Principal
+) -> None:
+    await configure(repo, tenant, {"limits": {"email": {"per_day": 2}}, "budgets": {"email": {"monthly": 1}}})
+    quotas = Quotas(QuotaStore(repo.pool))
+    gate = GovernanceAdmission(quotas, Budgets(BudgetStore(repo.pool), lambda q: Decimal("0.25")))
+    intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600, governance=gate)
+    first = await intake.submit(principal, email(1), "k-1")
+    assert first.headers["RateLimit-Policy"] == '"email.per_day";q=2;w=86400'
+    assert first.headers["RateLimit"].startswith('"email.per_day";r=1;')
+    replay = await intake.submit(principal, email(1), "k-1")
+    assert replay.replayed
+    second = await intake.submit(principal, email(2), "k-2")
+    with pytest.raises(ApiProblem) as refused:
+        await intake.submit(principal, email(3), "k-3")
+    assert refused.value.status == 429 and refused.value.extensions["limit"]["name"] == "limits.email.per_day"
+    assert refused.value.headers["RateLimit"].startswith('"email.per_day";r=0;')
+    await gate.reconcile()
+    used = await repo.pool.fetchval(
+        "SELECT used FROM quota_counters WHERE tenant_id = $1 AND period = 'day'", tenant.id
+    )
+    assert used == 2  # the replay and the refusal counted nothing
+    ids = [parse_message_id(a.body["message_id"]) for a in (first, second)]
+    estimates = await repo.pool.fetch("SELECT estimated_cost FROM messages WHERE id = ANY($1::uuid[])", ids)
+    assert [r["estimated_cost"] for r in estimates] == [Decimal("0.25")] * 2
+    await dispatcher(repo, catalog).process(ids)
+    spend = await repo.pool.fetchrow("SELECT reserved, sent FROM budget_spend WHERE tenant_id = $1", tenant.id)
+    assert spend["reserved"] == 0 and spend["sent"] == 2  # the estimates left the reservation, once
+    left = await repo.pool.fetch("SELECT estimated_cost FROM messages WHERE id = ANY($1::uuid[])", ids)
+    assert [r["estimated_cost"] for r in left] == [None, None]
+    await repo.pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)
