@@ -126,11 +126,21 @@ class Intake:
     async def _check(
         self, principal: Principal, body: NotificationRequest | Any, header_key: str | None, *, need_key: bool
     ) -> Checked:
-        request = body if isinstance(body, NotificationRequest) else self._parse(body)
+        request = body if isinstance(body, NotificationRequest) else self.parse(body)
         check_tenant_id(request.tenant_id, principal.tenant)
         tenant = await self.tenant(principal.tenant)
         if tenant is None:
             raise ApiProblem(401, f"unknown tenant {principal.tenant!r}")
+        checked, errors = self.validate(request, tenant, header_key, need_key=need_key)
+        if checked is None:
+            raise ApiProblem(422, "the notification is not valid", errors=errors)
+        return checked
+
+    def validate(
+        self, request: NotificationRequest, tenant: Tenant, header_key: str | None, *, need_key: bool
+    ) -> tuple[Checked | None, list[FieldError]]:
+        """The checks past the model's own (key, channel, address, template and its variables), without
+        I/O: the checked request, or None and the fields at fault (located under ``body``)."""
         key, problem = pick_key(header_key, request.idempotency_key)
         errors = [FieldError(("header", "Idempotency-Key"), _KEY_MESSAGES[problem])] if problem and need_key else []
         if request.channel not in self.channels:
@@ -138,10 +148,9 @@ class Intake:
         errors += address_errors(request)
         resolved, template_errors = self._resolve(request, tenant)
         errors += template_errors
-        if errors:
-            raise ApiProblem(422, "the notification is not valid", errors=errors)
-        assert resolved is not None
-        return Checked(request, tenant, resolved, key)
+        if errors or resolved is None:
+            return None, errors
+        return Checked(request, tenant, resolved, key), []
 
     async def submit(self, principal: Principal, body: NotificationRequest | Any, header_key: str | None) -> Accepted:
         """Accept one notification: a validated request (the API edge parsed it) or a raw JSON body.
@@ -152,9 +161,7 @@ class Intake:
         checked = await self._check(principal, body, header_key, need_key=True)
         request, tenant, resolved, key = checked.request, checked.tenant, checked.resolved, checked.key
         assert key is not None
-        canonical = request.model_dump(mode="json", exclude_none=True)
-        canonical["tenant_id"] = tenant.slug
-        req_hash = request_hash(canonical)
+        req_hash = canonical_hash(request, tenant)
         replay = await self._cache_first(tenant, key, req_hash)
         if replay is not None:
             return replay
@@ -166,7 +173,8 @@ class Intake:
 
     # -- steps -------------------------------------------------------------------------------------
 
-    def _parse(self, body: Any) -> NotificationRequest:
+    def parse(self, body: Any) -> NotificationRequest:
+        """The request model of a raw JSON value. Raises: ApiProblem 422 naming the fields."""
         if not isinstance(body, dict):
             raise ApiProblem(
                 422, "the body must be a JSON object", errors=[FieldError(("body",), "expected an object")]
@@ -216,6 +224,23 @@ class Intake:
     async def _store(
         self, request: NotificationRequest, tenant: Tenant, resolved: ResolvedTemplate, key: str, req_hash: str
     ) -> Accepted:
+        message, status, response = self.new_message(Checked(request, tenant, resolved, key), req_hash)
+        created, stored = await self.repo.accept(
+            message, response, status=status, idempotency_ttl_s=self.idempotency_ttl_s
+        )
+        if created:
+            stored = StoredResponse(req_hash, 202, response)
+            self.metrics.inc("notifications_enqueued_total", channel=request.channel.value, tenant=tenant.slug)
+            result = Accepted(202, response)
+        else:
+            result = self._judge(stored, req_hash)
+        await self._cache_complete(tenant, key, stored)
+        return result
+
+    def new_message(self, checked: Checked, req_hash: str) -> tuple[NewMessage, Status, dict[str, Any]]:
+        """The message to store for a checked request (with a key), its first status and the answer."""
+        request, tenant, resolved, key = checked.request, checked.tenant, checked.resolved, checked.key
+        assert key is not None
         now = self.clock()
         schedule_at = request.schedule_at
         scheduled = schedule_at is not None and schedule_at > now
@@ -251,17 +276,7 @@ class Intake:
             category=request.metadata.category or resolved.manifest.category,
             tags=tuple(request.metadata.tags),
         )
-        created, stored = await self.repo.accept(
-            message, response, status=status, idempotency_ttl_s=self.idempotency_ttl_s
-        )
-        if created:
-            stored = StoredResponse(req_hash, 202, response)
-            self.metrics.inc("notifications_enqueued_total", channel=request.channel.value, tenant=tenant.slug)
-            result = Accepted(202, response)
-        else:
-            result = self._judge(stored, req_hash)
-        await self._cache_complete(tenant, key, stored)
-        return result
+        return message, status, response
 
     @staticmethod
     def _judge(stored: StoredResponse | None, req_hash: str) -> Accepted:
@@ -289,6 +304,13 @@ class Intake:
             log.warning("idempotency cache release failed: %s", err)
 
 
+def canonical_hash(request: NotificationRequest, tenant: Tenant) -> str:
+    """What "the same request" means for idempotency: the validated body's canonical JSON, tenant named."""
+    canonical = request.model_dump(mode="json", exclude_none=True)
+    canonical["tenant_id"] = tenant.slug
+    return request_hash(canonical)
+
+
 def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
     """A body may name its tenant; it must be the token's.
 
@@ -301,6 +323,8 @@ def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
             "tenant_id does not match the token's tenant",
             errors=[FieldError(("body", "tenant_id"), "must be the token's tenant")],
         )
+
+
 def _pinned_metadata(request: NotificationRequest, resolved: ResolvedTemplate) -> dict[str, Any]:
     """The request's metadata with its category pinned: the request's own, else the template's, so the
     suppression check and unsubscribe links know the category without reading the manifest again."""

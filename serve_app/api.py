@@ -31,6 +31,7 @@ from actors.routing import ActorRoutingState
 from actors.wiring import DriverWiring
 from drivers.webhooks import create_receiver
 from engine import redaction
+from engine.batch import BatchIntake
 from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantCredentials, TenantDrivers
 from engine.feedback.analytics import Analytics
@@ -45,6 +46,7 @@ from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
 from engine.routing.service import RoutingService
 from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
+from engine.storage.batch_store import BatchStore
 from engine.template_service import TemplateService
 from engine.tenant_config import EditPolicy
 from engine.tenant_config.store import TenantStore
@@ -181,6 +183,7 @@ class HeraldApi:
             analytics=Analytics(parts.pool),
             public_url=base_url.rstrip("/"),
             routing=RoutingService(ActorRoutingState(), intake, {c: settings.providers(c) for c in Channel}),
+            batches=BatchIntake(intake, BatchStore(parts.pool)),
         )
         self._flusher = asyncio.get_running_loop().create_task(self.ops.flush_forever())
 

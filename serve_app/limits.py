@@ -13,7 +13,9 @@
 Everything else, including bodies that are not JSON at all, goes on untouched: the route answers them.
 Answers are RFC 9457 problem+json in the API's envelope. The body limit is ``HERALD_MAX_BODY_BYTES``
 (1 MiB); a route prefix may take its own, see :class:`RequestLimits`: provider webhooks (``/webhooks/``,
-SendGrid's batches of a few thousand events) take ``HERALD_WEBHOOK_MAX_BODY_BYTES`` (5 MiB).
+SendGrid's batches of a few thousand events) take ``HERALD_WEBHOOK_MAX_BODY_BYTES`` (5 MiB), and
+``/api/batch`` takes 32 MiB; the batch route parses its own body and checks each item with
+:func:`document_problem`, so a bad item is that item's error, not the whole request's.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
 MIB = 1024 * 1024
 #: Where providers post their webhooks: their own body limit.
 WEBHOOKS_PREFIX = "/webhooks"
+#: Where batches of up to 10,000 notifications are posted: their own limit, each item checked by the route.
+BATCH_PREFIX = "/api/batch"
+BATCH_MAX_BODY_BYTES = 32 * MIB
 #: Containers (objects and arrays) a JSON body may nest; no request Herald takes needs more than a few.
 MAX_JSON_DEPTH = 64
 #: An unpaired surrogate: UTF-8 cannot encode it, so neither can PostgreSQL (nor can it hold NUL).
@@ -54,6 +59,8 @@ class RequestLimits:
     max_bytes: int = MIB
     max_json_depth: int = MAX_JSON_DEPTH
     routes: Mapping[str, int] = field(default_factory=dict)
+    #: Prefixes whose routes check their JSON themselves (the body is only size-limited here).
+    unchecked: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(
@@ -68,16 +75,24 @@ class RequestLimits:
         from engine.settings import load_settings
 
         settings = load_settings(env)
-        prefixes = {WEBHOOKS_PREFIX: settings.webhook_max_body_bytes, **(routes or {})}
-        return cls(max_bytes=settings.max_body_bytes, routes=prefixes)
+        prefixes = {WEBHOOKS_PREFIX: settings.webhook_max_body_bytes, BATCH_PREFIX: BATCH_MAX_BODY_BYTES}
+        prefixes.update(routes or {})
+        return cls(max_bytes=settings.max_body_bytes, routes=prefixes, unchecked=frozenset({BATCH_PREFIX}))
 
     def for_path(self, path: str) -> int:
         best, limit = -1, self.max_bytes
         for prefix, prefix_limit in self.routes.items():
             base = prefix.rstrip("/")
-            if (path == base or path.startswith(base + "/")) and len(base) > best:
+            if _under(path, base) and len(base) > best:
                 best, limit = len(base), prefix_limit
         return limit
+
+    def checks_json(self, path: str) -> bool:
+        return not any(_under(path, prefix.rstrip("/")) for prefix in self.unchecked)
+
+
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base + "/")
 
 
 def json_body_problem(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ApiProblem | None:
@@ -93,6 +108,11 @@ def json_body_problem(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ApiPro
         return None  # not JSON: the route says so (400), or reads it as what it is
     except ValueError:  # an integer literal past Python's int/str conversion limit
         return ApiProblem(400, f"the JSON body holds an integer longer than {sys.get_int_max_str_digits()} digits")
+    return document_problem(doc, max_depth=max_depth)
+
+
+def document_problem(doc: Any, *, max_depth: int = MAX_JSON_DEPTH) -> ApiProblem | None:
+    """What :func:`json_body_problem` finds in an already parsed JSON value (one item of a batch)."""
     if type(doc) is not dict and type(doc) is not list:
         return _scalar_problem(doc, ())
     return _walk(doc, max_depth)
@@ -166,7 +186,8 @@ class RequestLimitMiddleware:
         if body is None:
             await _answer(scope, receive, send, _too_large(limit))
             return
-        problem = json_body_problem(body, max_depth=self.limits.max_json_depth) if body else None
+        check = body and self.limits.checks_json(scope["path"])
+        problem = json_body_problem(body, max_depth=self.limits.max_json_depth) if check else None
         if problem is not None:
             await _answer(scope, receive, send, problem)
             return

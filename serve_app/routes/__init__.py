@@ -35,6 +35,7 @@ from serve_app.http import create_app
 from serve_app.routes import (
     admin,
     analytics,
+    batches,
     dlq,
     inbox,
     links,
@@ -53,6 +54,7 @@ from serve_app.routes.deps import ApiState
 
 ROUTERS: tuple[APIRouter, ...] = (
     notifications.router,
+    batches.router,
     templates.router,
     partials.router,
     preview.router,

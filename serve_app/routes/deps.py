@@ -18,6 +18,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
 from engine.auth import ADMIN, PLATFORM, AuthError, PlatformPrincipal, Principal, decode_token, verify_token
+from engine.batch import BatchIntake
 from engine.credentials import TenantCredentials
 from engine.feedback.analytics import Analytics
 from engine.feedback.endpoints import WebhookEndpoints
@@ -73,6 +74,7 @@ class ApiState:
     analytics: Analytics
     public_url: str  #: HERALD_PUBLIC_URL (else where the API listens): the URLs providers were given
     routing: RoutingService
+    batches: BatchIntake  #: POST /api/batch, GET/DELETE /api/batches/{id}
 
 
 def api_state(request: Request) -> ApiState:
