@@ -52,6 +52,10 @@ _KEY_MESSAGES = {
 }
 
 
+#: Template resolutions by (template ref, locale, channel): the pinned template, or why it cannot be used.
+Resolutions = dict[tuple[str, str, Channel], "ResolvedTemplate | FieldError"]
+
+
 @dataclass(frozen=True, slots=True)
 class Checked:
     """A valid notification request with its tenant and resolved template (not stored)."""
@@ -137,16 +141,23 @@ class Intake:
         return checked
 
     def validate(
-        self, request: NotificationRequest, tenant: Tenant, header_key: str | None, *, need_key: bool
+        self,
+        request: NotificationRequest,
+        tenant: Tenant,
+        header_key: str | None,
+        *,
+        need_key: bool,
+        memo: Resolutions | None = None,
     ) -> tuple[Checked | None, list[FieldError]]:
         """The checks past the model's own (key, channel, address, template and its variables), without
-        I/O: the checked request, or None and the fields at fault (located under ``body``)."""
+        I/O: the checked request, or None and the fields at fault (located under ``body``). ``memo`` keeps
+        template resolutions across the calls of one batch (one tenant, one moment)."""
         key, problem = pick_key(header_key, request.idempotency_key)
         errors = [FieldError(("header", "Idempotency-Key"), _KEY_MESSAGES[problem])] if problem and need_key else []
         if request.channel not in self.channels:
             errors.append(FieldError(("body", "channel"), f"no {request.channel.value} provider is configured"))
         errors += address_errors(request)
-        resolved, template_errors = self._resolve(request, tenant)
+        resolved, template_errors = self._resolve(request, tenant, memo)
         errors += template_errors
         if errors or resolved is None:
             return None, errors
@@ -189,18 +200,27 @@ class Intake:
             ) from None
 
     def _resolve(
-        self, request: NotificationRequest, tenant: Tenant
+        self, request: NotificationRequest, tenant: Tenant, memo: Resolutions | None = None
     ) -> tuple[ResolvedTemplate | None, list[FieldError]]:
-        try:
-            resolved = self.catalog.resolve(
-                request.template_id,
-                locale=request.locale or tenant.default_locale or DEFAULT_LOCALE,
-                channel=request.channel,
-                tenant=tenant.slug,
-                tenant_default_locale=tenant.default_locale,
-            )
-        except TemplateError as err:
-            return None, [FieldError(("body", err.field), str(err))]
+        locale = request.locale or tenant.default_locale or DEFAULT_LOCALE
+        memo_key = (request.template_id, locale, request.channel)
+        found = memo.get(memo_key) if memo is not None else None
+        if found is None:
+            try:
+                found = self.catalog.resolve(
+                    request.template_id,
+                    locale=locale,
+                    channel=request.channel,
+                    tenant=tenant.slug,
+                    tenant_default_locale=tenant.default_locale,
+                )
+            except TemplateError as err:
+                found = FieldError(("body", err.field), str(err))
+            if memo is not None:
+                memo[memo_key] = found
+        if isinstance(found, FieldError):
+            return None, [found]
+        resolved = found
         problems = self.catalog.validate_variables(resolved, request.variables)
         return resolved, [FieldError(("body", "variables", p.name), p.message) for p in problems]
 
@@ -237,8 +257,11 @@ class Intake:
         await self._cache_complete(tenant, key, stored)
         return result
 
-    def new_message(self, checked: Checked, req_hash: str) -> tuple[NewMessage, Status, dict[str, Any]]:
-        """The message to store for a checked request (with a key), its first status and the answer."""
+    def new_message(
+        self, checked: Checked, req_hash: str, dumped: dict[str, Any] | None = None
+    ) -> tuple[NewMessage, Status, dict[str, Any]]:
+        """The message to store for a checked request (with a key), its first status and the answer.
+        ``dumped``: the request's :func:`canonical_dump` when the caller has it (saves dumping it again)."""
         request, tenant, resolved, key = checked.request, checked.tenant, checked.resolved, checked.key
         assert key is not None
         now = self.clock()
@@ -261,9 +284,9 @@ class Intake:
             template_version=resolved.version,
             locale=resolved.locale_used,
             requested_locale=request.locale,
-            to=request.to.model_dump(mode="json", exclude_none=True),
+            to=dumped["to"] if dumped else request.to.model_dump(mode="json", exclude_none=True),
             variables=request.variables,
-            metadata=_pinned_metadata(request, resolved),
+            metadata=_pinned_metadata(request, resolved, dumped.get("metadata") if dumped else None),
             priority=request.priority,
             schedule_at=schedule_at if scheduled else None,
             ttl_seconds=request.ttl_seconds,
@@ -304,11 +327,16 @@ class Intake:
             log.warning("idempotency cache release failed: %s", err)
 
 
-def canonical_hash(request: NotificationRequest, tenant: Tenant) -> str:
-    """What "the same request" means for idempotency: the validated body's canonical JSON, tenant named."""
+def canonical_dump(request: NotificationRequest, tenant: Tenant) -> dict[str, Any]:
+    """The validated body as JSON values, its tenant named: what idempotency compares."""
     canonical = request.model_dump(mode="json", exclude_none=True)
     canonical["tenant_id"] = tenant.slug
-    return request_hash(canonical)
+    return canonical
+
+
+def canonical_hash(request: NotificationRequest, tenant: Tenant) -> str:
+    """What "the same request" means for idempotency: the hash of :func:`canonical_dump`."""
+    return request_hash(canonical_dump(request, tenant))
 
 
 def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
@@ -325,10 +353,12 @@ def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
         )
 
 
-def _pinned_metadata(request: NotificationRequest, resolved: ResolvedTemplate) -> dict[str, Any]:
+def _pinned_metadata(
+    request: NotificationRequest, resolved: ResolvedTemplate, dumped: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The request's metadata with its category pinned: the request's own, else the template's, so the
     suppression check and unsubscribe links know the category without reading the manifest again."""
-    metadata = request.metadata.model_dump(mode="json", exclude_none=True)
+    metadata = dict(dumped) if dumped is not None else request.metadata.model_dump(mode="json", exclude_none=True)
     metadata.setdefault("category", resolved.manifest.category)
     return metadata
 

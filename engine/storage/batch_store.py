@@ -26,20 +26,18 @@ from engine.models import NewMessage
 from engine.states import PENDING, EventType, Status
 
 STAGE = "herald_batch_stage"
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 _STAGE_COLUMNS = (
     "key",
     "request_hash",
     "message_id",
-    "response",
     "channel",
     "template_id",
     "template_version",
     "locale",
     "requested_locale",
-    "to_json",
-    "variables",
-    "metadata",
+    "doc",
     "priority",
     "schedule_at",
     "ttl_seconds",
@@ -51,16 +49,15 @@ _STAGE_COLUMNS = (
     "rank",
     "event_id",
     "event_type",
-    "event_meta",
 )
 
 # Session-local (the pool keeps sessions: see repository._keep_session) and emptied at each commit.
 _CREATE_STAGE = f"""
 CREATE TEMP TABLE IF NOT EXISTS {STAGE} (
-    key text, request_hash text, message_id uuid, response text, channel text, template_id text,
-    template_version integer, locale text, requested_locale text, to_json text, variables text, metadata text,
-    priority text, schedule_at timestamptz, ttl_seconds integer, expires_at timestamptz, callback_url text,
-    trace_id text, status text, category text, rank smallint, event_id uuid, event_type text, event_meta text
+    key text, request_hash text, message_id uuid, channel text, template_id text, template_version integer,
+    locale text, requested_locale text, doc text, priority text, schedule_at timestamptz, ttl_seconds integer,
+    expires_at timestamptz, callback_url text, trace_id text, status text, category text, rank smallint,
+    event_id uuid, event_type text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -72,7 +69,11 @@ _ACCEPT = f"""
 WITH idem AS (
     INSERT INTO idempotency_keys AS k
         (tenant_id, key, request_hash, message_id, status_code, response, expires_at)
-    SELECT $1, s.key, s.request_hash, s.message_id, 202, s.response::jsonb, now() + make_interval(secs => $3)
+    SELECT $1, s.key, s.request_hash, s.message_id, 202,
+           -- what Intake.new_message answers
+           jsonb_build_object('message_id', 'msg_' || replace(s.message_id::text, '-', ''), 'status', s.status,
+                              'locale', s.locale, 'template', s.template_id || ':v' || s.template_version),
+           now() + make_interval(secs => $3)
     FROM {STAGE} s
     ON CONFLICT (tenant_id, key) DO UPDATE
         SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
@@ -81,13 +82,13 @@ WITH idem AS (
         WHERE k.expires_at < now()
     RETURNING k.message_id
 ), new AS (
-    SELECT s.* FROM {STAGE} s JOIN idem ON idem.message_id = s.message_id
+    SELECT s.*, s.doc::jsonb AS j FROM {STAGE} s JOIN idem ON idem.message_id = s.message_id
 ), msg AS (
     INSERT INTO messages (id, tenant_id, channel, template_id, template_version, locale, requested_locale,
                           "to", variables, metadata, priority, schedule_at, ttl_seconds, expires_at,
                           idempotency_key, callback_url, trace_id, status, category, batch_id)
-    SELECT message_id, $1, channel, template_id, template_version, locale, requested_locale, to_json::jsonb,
-           variables::jsonb, metadata::jsonb, priority, schedule_at, ttl_seconds, expires_at, key, callback_url,
+    SELECT message_id, $1, channel, template_id, template_version, locale, requested_locale, j -> 0, j -> 1,
+           j -> 2, priority, schedule_at, ttl_seconds, expires_at, key, callback_url,
            trace_id, status, category, $2
     FROM new
     RETURNING id, created_at
@@ -97,7 +98,9 @@ WITH idem AS (
     FROM new
 ), ev AS (
     INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
-    SELECT event_id, $1, message_id, event_type, event_meta::jsonb FROM new
+    SELECT event_id, $1, message_id, event_type,
+           jsonb_build_object('locale', locale, 'template', template_id || ':v' || template_version)
+    FROM new
 ), tags AS (
     INSERT INTO message_tags (tenant_id, tag, created_at, message_id)
     SELECT $1, t.tag, msg.created_at, msg.id
@@ -183,21 +186,18 @@ class BatchRow:
 
 
 def _stage_record(item: StagedMessage) -> tuple[Any, ...]:
-    msg, dumps = item.message, json.dumps
+    msg = item.message
     event = EventType.SCHEDULED if item.status is Status.SCHEDULED else EventType.ACCEPTED
     return (
         msg.idempotency_key,
         msg.request_hash,
         msg.id,
-        dumps(item.response),
         msg.channel.value,
         msg.template_id,
         msg.template_version,
         msg.locale,
         msg.requested_locale,
-        dumps(msg.to),
-        dumps(msg.variables),
-        dumps(msg.metadata),
+        _dumps([msg.to, msg.variables, msg.metadata]),  # one encode per item: "to", variables, metadata
         msg.priority.value,
         msg.schedule_at,
         msg.ttl_seconds,
@@ -209,7 +209,6 @@ def _stage_record(item: StagedMessage) -> tuple[Any, ...]:
         msg.priority.rank,
         new_id(),
         event.value,
-        dumps({"locale": msg.locale, "template": f"{msg.template_id}:v{msg.template_version}"}),
     )
 
 
