@@ -21,6 +21,7 @@ from ray import serve
 from actors import (
     FEEDBACK_ACTOR,
     HEALTH_ACTOR,
+    INGRESS_ACTOR,
     METRICS_ACTOR,
     NAMESPACE,
     RELAY_ACTOR,
@@ -32,6 +33,7 @@ from actors.wiring import DriverWiring
 from drivers.webhooks import create_receiver
 from engine import redaction
 from engine.batch import BatchIntake
+from engine.batch.ingress import IngressKeys
 from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantCredentials, TenantDrivers
 from engine.feedback.analytics import Analytics
@@ -47,6 +49,7 @@ from engine.problems import ApiProblem
 from engine.routing.service import RoutingService
 from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
 from engine.storage.batch_store import BatchStore
+from engine.storage.ingress_keys import IngressKeyStore
 from engine.template_service import TemplateService
 from engine.tenant_config import EditPolicy
 from engine.tenant_config.store import TenantStore
@@ -89,6 +92,8 @@ class RayOperations:
         for i in range(self.config.settings.senders):
             checks[f"sender-{i}"] = await self._actor_check(f"{SENDER_ACTOR_PREFIX}{i}", lambda h: bool(h["running"]))
         checks["feedback"] = await self._actor_check(FEEDBACK_ACTOR, lambda h: bool(h["running"]))
+        if self.config.settings.amqp_url:
+            checks["ingress"] = await self._actor_check(INGRESS_ACTOR, lambda h: bool(h["running"]))
         return checks
 
     async def _actor_check(self, name: str, healthy: Callable[[dict[str, Any]], bool]) -> str:
@@ -184,6 +189,7 @@ class HeraldApi:
             public_url=base_url.rstrip("/"),
             routing=RoutingService(ActorRoutingState(), intake, {c: settings.providers(c) for c in Channel}),
             batches=BatchIntake(intake, BatchStore(parts.pool)),
+            ingress_keys=IngressKeys(IngressKeyStore(parts.pool), box),
         )
         self._flusher = asyncio.get_running_loop().create_task(self.ops.flush_forever())
 

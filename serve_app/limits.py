@@ -21,18 +21,16 @@ SendGrid's batches of a few thousand events) take ``HERALD_WEBHOOK_MAX_BODY_BYTE
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.models import FieldError
+from engine.json_safety import MAX_JSON_DEPTH, document_problem, too_deep
 from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
 
 MIB = 1024 * 1024
@@ -41,10 +39,6 @@ WEBHOOKS_PREFIX = "/webhooks"
 #: Where batches of up to 10,000 notifications are posted: their own limit, each item checked by the route.
 BATCH_PREFIX = "/api/batch"
 BATCH_MAX_BODY_BYTES = 32 * MIB
-#: Containers (objects and arrays) a JSON body may nest; no request Herald takes needs more than a few.
-MAX_JSON_DEPTH = 64
-#: An unpaired surrogate: UTF-8 cannot encode it, so neither can PostgreSQL (nor can it hold NUL).
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _NUL_QUERY = re.compile(rb"%00|\x00")
 
 
@@ -103,54 +97,12 @@ def json_body_problem(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ApiPro
     try:
         doc = json.loads(body)
     except RecursionError:
-        return _too_deep(max_depth)
+        return too_deep(max_depth)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None  # not JSON: the route says so (400), or reads it as what it is
     except ValueError:  # an integer literal past Python's int/str conversion limit
         return ApiProblem(400, f"the JSON body holds an integer longer than {sys.get_int_max_str_digits()} digits")
     return document_problem(doc, max_depth=max_depth)
-
-
-def document_problem(doc: Any, *, max_depth: int = MAX_JSON_DEPTH) -> ApiProblem | None:
-    """What :func:`json_body_problem` finds in an already parsed JSON value (one item of a batch)."""
-    if type(doc) is not dict and type(doc) is not list:
-        return _scalar_problem(doc, ())
-    return _walk(doc, max_depth)
-
-
-def _walk(doc: dict[str, Any] | list[Any], max_depth: int) -> ApiProblem | None:
-    # Hot on large bodies: only non-empty containers go on the stack, scalars are judged in place by exact
-    # type. A container at ``loc`` is ``len(loc) + 1`` levels deep.
-    stack: list[tuple[dict[str, Any] | list[Any], tuple[str | int, ...]]] = [(doc, ())]
-    while stack:
-        node, loc = stack.pop()
-        items = node.items() if type(node) is dict else enumerate(node)  # type: ignore[union-attr]
-        for key, value in items:
-            if type(key) is str and _unstorable_text(key):
-                return _unstorable((*loc, _printable(key)), "a key with a NUL character or an unpaired surrogate")
-            kind = type(value)
-            if kind is dict or kind is list:
-                if len(loc) + 1 >= max_depth:
-                    return _too_deep(max_depth)
-                if value:
-                    stack.append((value, (*loc, key)))
-            elif kind is str or kind is float:
-                problem = _scalar_problem(value, (*loc, key))
-                if problem is not None:
-                    return problem
-    return None
-
-
-def _unstorable_text(text: str) -> bool:
-    return "\x00" in text or (not text.isascii() and _SURROGATE.search(text) is not None)
-
-
-def _scalar_problem(value: Any, loc: tuple[str | int, ...]) -> ApiProblem | None:
-    if type(value) is str and _unstorable_text(value):
-        return _unstorable(loc, "text with a NUL character or an unpaired surrogate, which cannot be stored")
-    if type(value) is float and not math.isfinite(value):
-        return _unstorable(loc, "not a finite number (JSON has no NaN or Infinity)")
-    return None
 
 
 class RequestLimitMiddleware:
@@ -235,19 +187,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 def _too_large(limit: int) -> ApiProblem:
     return ApiProblem(413, f"the request body is larger than {limit} bytes")
-
-
-def _too_deep(limit: int) -> ApiProblem:
-    return ApiProblem(400, f"the JSON body is nested deeper than {limit} levels")
-
-
-def _unstorable(loc: tuple[str | int, ...], why: str) -> ApiProblem:
-    return ApiProblem(422, "the request holds a value Herald cannot store", errors=[FieldError(("body", *loc), why)])
-
-
-def _printable(key: str) -> str:
-    """A key safe to echo in a JSON answer (an unpaired surrogate cannot be encoded as UTF-8)."""
-    return key.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, problem: ApiProblem) -> None:

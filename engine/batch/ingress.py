@@ -35,9 +35,14 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from engine.auth import Principal
+from engine.channels import Channel
 from engine.credentials import CredentialBox
+from engine.errors import ConfigurationError
+from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.models import FieldError
+from engine.runtime import Components, RuntimeConfig
+from engine.storage.batch_store import BatchStore
 from engine.storage.ingress_keys import IngressKeyStore, SealedKeys
 
 from .parse import Unreadable
@@ -341,3 +346,24 @@ class IngressConsumer:
             await m.ack()
         self.processed += len(group)
         self.dead_lettered += len(dead)
+
+
+def open_ingress(parts: Components, config: RuntimeConfig, metrics: MetricsBuffer) -> IngressConsumer:
+    """The consumer of ``<HERALD_QUEUE_PREFIX>notifications.ingress`` over a replica's components, with
+    the same checks as the API's intake. Raises: ConfigurationError without ``AMQP_URL`` (RabbitMQ only)."""
+    s = config.settings
+    if not s.amqp_url:
+        raise ConfigurationError("the ingress queue needs RabbitMQ: set AMQP_URL")
+    intake = Intake(
+        parts.repo,
+        parts.catalog,
+        metrics=metrics,
+        idempotency_ttl_s=s.idempotency_ttl_s,
+        channels=frozenset(c for c in Channel if s.providers(c)),
+        tenant_templates=parts.tenant_templates,
+        allow_private_callbacks=s.webhooks_allow_private,
+    )
+    keys = IngressKeys(IngressKeyStore(parts.pool), CredentialBox(s.credentials_key or config.secret))
+    processor = IngressProcessor(BatchIntake(intake, BatchStore(parts.pool)), keys, metrics)
+    options = ConsumerOptions(queue=s.queue_prefix + INGRESS_QUEUE, dead_queue=s.queue_prefix + DEAD_QUEUE)
+    return IngressConsumer(s.amqp_url, processor, options)

@@ -27,6 +27,7 @@ from engine.channels import Channel
 from engine.idempotency import StoredResponse, Verdict, judge, request_hash
 from engine.ids import new_id
 from engine.intake import Intake, Resolutions, canonical_dump
+from engine.json_safety import document_problem
 from engine.models import ALLOW_PRIVATE_CALLBACKS, FieldError, NotificationRequest, Tenant
 from engine.problems import ApiProblem, from_pydantic
 from engine.states import PENDING, Status
@@ -219,6 +220,11 @@ class BatchIntake:
             return ItemResult(index, 422, errors=item.errors)
         if not isinstance(item, dict):
             return ItemResult(index, 422, errors=(FieldError(("body", index), "expected an object", "dict_type"),))
+        unstorable = document_problem(item)
+        if unstorable is not None:
+            return ItemResult(
+                index, 422, errors=_rooted(index, unstorable.errors or [FieldError((), unstorable.detail)])
+            )
         try:
             request = NotificationRequest.model_validate(
                 item, context={ALLOW_PRIVATE_CALLBACKS: self.intake.allow_private_callbacks}

@@ -38,6 +38,7 @@ from serve_app.routes import (
     batches,
     dlq,
     inbox,
+    ingress,
     links,
     metrics,
     notifications,
@@ -55,6 +56,7 @@ from serve_app.routes.deps import ApiState
 ROUTERS: tuple[APIRouter, ...] = (
     notifications.router,
     batches.router,
+    ingress.router,
     templates.router,
     partials.router,
     preview.router,

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from engine.batch import split_items
-from serve_app.limits import document_problem
 from serve_app.routes.deps import Reader, Sender, State
 from serve_app.schemas.batches import REQUEST_BODY, BatchAccepted, BatchCancelled, BatchView
 from serve_app.schemas.problems import problems
@@ -29,7 +28,7 @@ async def create_batch(request: Request, caller: Sender, state: State) -> JSONRe
     """Accept up to 10,000 notifications (a JSON array, or NDJSON as `application/x-ndjson`; the body may be
     32 MiB). Each item is checked and keyed on its own and answered in `items`, in request order: one bad
     item never refuses the others. 413 over the size limit, 422 over 10,000 items."""
-    items = split_items(await request.body(), request.headers.get("content-type"), screen=document_problem)
+    items = split_items(await request.body(), request.headers.get("content-type"))
     result = await state.batches.submit(caller.principal, items)
     return JSONResponse(BatchAccepted.of(result), status_code=202)
 
