@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic.json_schema import models_json_schema
 
 from engine.batch import MAX_ITEMS, NDJSON_CONTENT_TYPE, BatchProgress, BatchResult
-from serve_app.schemas.problems import FieldProblem
+from engine.models import NotificationRequest
+from serve_app.schemas.problems import REF_PREFIX, FieldProblem
 
 BATCH_ID_PATTERN = r"^bat_[0-9a-f]{32}$"
 
@@ -120,7 +122,20 @@ class BatchCancelled(BatchView):
     cancelled: int = Field(description="messages this call cancelled (not yet sending)")
 
 
-#: The request body as the OpenAPI document shows it (the route reads the raw body itself).
+class BatchRequest(RootModel[list[NotificationRequest]]):
+    """Up to 10,000 notifications, each the body of `POST /api/notifications` with its own
+    `idempotency_key` (as NDJSON: one per line)."""
+
+    root: list[NotificationRequest] = Field(max_length=MAX_ITEMS)
+
+
+def batch_components() -> dict[str, Any]:
+    """The component schemas the batch body refers to (the route reads the raw body itself)."""
+    _, doc = models_json_schema([(BatchRequest, "validation")], ref_template=REF_PREFIX + "{model}")
+    return dict(doc.get("$defs", {}))
+
+
+#: The request body as the OpenAPI document shows it.
 REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -129,13 +144,7 @@ REQUEST_BODY: dict[str, Any] = {
             "`idempotency_key`: a JSON array, or NDJSON (one per line) as `application/x-ndjson`."
         ),
         "content": {
-            "application/json": {
-                "schema": {
-                    "type": "array",
-                    "maxItems": MAX_ITEMS,
-                    "items": {"$ref": "#/components/schemas/NotificationRequest"},
-                }
-            },
+            "application/json": {"schema": {"$ref": REF_PREFIX + "BatchRequest"}},
             NDJSON_CONTENT_TYPE: {"schema": {"type": "string"}},
         },
     }
