@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -53,6 +54,10 @@ _KEY_MESSAGES = {
     KeyProblem.MISMATCH: "the Idempotency-Key header and the idempotency_key field differ",
     KeyProblem.TOO_LONG: "the idempotency key must be 1 to 255 characters",
 }
+
+
+#: Template resolutions by (template ref, locale, channel): the pinned template, or why it cannot be used.
+Resolutions = dict[tuple[str, str, Channel], "ResolvedTemplate | FieldError"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,22 +138,38 @@ class Intake:
     async def _check(
         self, principal: Principal, body: NotificationRequest | Any, header_key: str | None, *, need_key: bool
     ) -> Checked:
-        request = body if isinstance(body, NotificationRequest) else self._parse(body)
+        request = body if isinstance(body, NotificationRequest) else self.parse(body)
         check_tenant_id(request.tenant_id, principal.tenant)
         tenant = await self.tenant(principal.tenant)
         if tenant is None:
             raise ApiProblem(401, f"unknown tenant {principal.tenant!r}")
+        checked, errors = self.validate(request, tenant, header_key, need_key=need_key)
+        if checked is None:
+            raise ApiProblem(422, "the notification is not valid", errors=errors)
+        return checked
+
+    def validate(
+        self,
+        request: NotificationRequest,
+        tenant: Tenant,
+        header_key: str | None,
+        *,
+        need_key: bool,
+        memo: Resolutions | None = None,
+    ) -> tuple[Checked | None, list[FieldError]]:
+        """The checks past the model's own (key, channel, address, template and its variables), without
+        I/O: the checked request, or None and the fields at fault (located under ``body``). ``memo`` keeps
+        template resolutions across the calls of one batch (one tenant, one moment)."""
         key, problem = pick_key(header_key, request.idempotency_key)
         errors = [FieldError(("header", "Idempotency-Key"), _KEY_MESSAGES[problem])] if problem and need_key else []
         if request.channel not in self.channels:
             errors.append(FieldError(("body", "channel"), f"no {request.channel.value} provider is configured"))
         errors += address_errors(request)
-        resolved, template_errors = self._resolve(request, tenant)
+        resolved, template_errors = self._resolve(request, tenant, memo)
         errors += template_errors
-        if errors:
-            raise ApiProblem(422, "the notification is not valid", errors=errors)
-        assert resolved is not None
-        return Checked(request, tenant, resolved, key)
+        if errors or resolved is None:
+            return None, errors
+        return Checked(request, tenant, resolved, key), []
 
     async def submit(self, principal: Principal, body: NotificationRequest | Any, header_key: str | None) -> Accepted:
         """Accept one notification: a validated request (the API edge parsed it) or a raw JSON body.
@@ -159,29 +180,29 @@ class Intake:
         checked = await self._check(principal, body, header_key, need_key=True)
         request, tenant, resolved, key = checked.request, checked.tenant, checked.resolved, checked.key
         assert key is not None
-        canonical = request.model_dump(mode="json", exclude_none=True)
-        canonical["tenant_id"] = tenant.slug
-        req_hash = request_hash(canonical)
+        req_hash = canonical_hash(request, tenant)
         replay = await self._cache_first(tenant, key, req_hash)
         if replay is not None:
             return replay
         admitted: Admitted | None = None
         try:
-            admitted = self._admit(request, tenant, resolved)
+            admitted = self.admit(request, tenant, resolved)
             result = await self._store(request, tenant, resolved, key, req_hash, admitted)
         except BaseException:  # a refusal too: the key stays free for the client's retry
-            self._undo(request, tenant, admitted)
+            self.undo(request, tenant, admitted)
             await self._cache_release(tenant, key)
             raise
         if result.replayed:  # the key was used already: an idempotent replay counts nothing
-            self._undo(request, tenant, admitted)
+            self.undo(request, tenant, admitted)
             return result
         return replace(result, headers=admitted.headers()) if admitted is not None else result
 
     # -- steps -------------------------------------------------------------------------------------
 
-    def _admit(self, request: NotificationRequest, tenant: Tenant, resolved: ResolvedTemplate) -> Admitted | None:
-        """Count the message against its channel's quotas and budget. Raises: ApiProblem 429."""
+    def admit(self, request: NotificationRequest, tenant: Tenant, resolved: ResolvedTemplate) -> Admitted | None:
+        """Count the message against its channel's quotas and budget (None: no governance).
+
+        Raises: ApiProblem 429."""
         if self.governance is None:
             return None
         to = request.to.model_dump(mode="json", exclude_none=True)
@@ -200,11 +221,13 @@ class Intake:
             )
             raise
 
-    def _undo(self, request: NotificationRequest, tenant: Tenant, admitted: Admitted | None) -> None:
+    def undo(self, request: NotificationRequest, tenant: Tenant, admitted: Admitted | None) -> None:
+        """Take back what :meth:`admit` counted for a message that was not stored after all."""
         if self.governance is not None and admitted is not None:
             self.governance.undo(tenant, request.channel, admitted)
 
-    def _parse(self, body: Any) -> NotificationRequest:
+    def parse(self, body: Any) -> NotificationRequest:
+        """The request model of a raw JSON value. Raises: ApiProblem 422 naming the fields."""
         if not isinstance(body, dict):
             raise ApiProblem(
                 422, "the body must be a JSON object", errors=[FieldError(("body",), "expected an object")]
@@ -219,18 +242,27 @@ class Intake:
             ) from None
 
     def _resolve(
-        self, request: NotificationRequest, tenant: Tenant
+        self, request: NotificationRequest, tenant: Tenant, memo: Resolutions | None = None
     ) -> tuple[ResolvedTemplate | None, list[FieldError]]:
-        try:
-            resolved = self.catalog.resolve(
-                request.template_id,
-                locale=request.locale or tenant.default_locale or DEFAULT_LOCALE,
-                channel=request.channel,
-                tenant=tenant.slug,
-                tenant_default_locale=tenant.default_locale,
-            )
-        except TemplateError as err:
-            return None, [FieldError(("body", err.field), str(err))]
+        locale = request.locale or tenant.default_locale or DEFAULT_LOCALE
+        memo_key = (request.template_id, locale, request.channel)
+        found = memo.get(memo_key) if memo is not None else None
+        if found is None:
+            try:
+                found = self.catalog.resolve(
+                    request.template_id,
+                    locale=locale,
+                    channel=request.channel,
+                    tenant=tenant.slug,
+                    tenant_default_locale=tenant.default_locale,
+                )
+            except TemplateError as err:
+                found = FieldError(("body", err.field), str(err))
+            if memo is not None:
+                memo[memo_key] = found
+        if isinstance(found, FieldError):
+            return None, [found]
+        resolved = found
         problems = self.catalog.validate_variables(resolved, request.variables)
         return resolved, [FieldError(("body", "variables", p.name), p.message) for p in problems]
 
@@ -260,6 +292,33 @@ class Intake:
         req_hash: str,
         admitted: Admitted | None = None,
     ) -> Accepted:
+        message, status, response = self.new_message(
+            Checked(request, tenant, resolved, key), req_hash, estimated_cost=admitted.estimate if admitted else None
+        )
+        created, stored = await self.repo.accept(
+            message, response, status=status, idempotency_ttl_s=self.idempotency_ttl_s
+        )
+        if created:
+            stored = StoredResponse(req_hash, 202, response)
+            self.metrics.inc("notifications_enqueued_total", channel=request.channel.value, tenant=tenant.slug)
+            result = Accepted(202, response)
+        else:
+            result = self._judge(stored, req_hash)
+        await self._cache_complete(tenant, key, stored)
+        return result
+
+    def new_message(
+        self,
+        checked: Checked,
+        req_hash: str,
+        dumped: dict[str, Any] | None = None,
+        *,
+        estimated_cost: Decimal | None = None,
+    ) -> tuple[NewMessage, Status, dict[str, Any]]:
+        """The message to store for a checked request (with a key), its first status and the answer.
+        ``dumped``: the request's :func:`canonical_dump` when the caller has it (saves dumping it again)."""
+        request, tenant, resolved, key = checked.request, checked.tenant, checked.resolved, checked.key
+        assert key is not None
         now = self.clock()
         schedule_at = request.schedule_at
         scheduled = schedule_at is not None and schedule_at > now
@@ -280,9 +339,9 @@ class Intake:
             template_version=resolved.version,
             locale=resolved.locale_used,
             requested_locale=request.locale,
-            to=request.to.model_dump(mode="json", exclude_none=True),
+            to=dumped["to"] if dumped else request.to.model_dump(mode="json", exclude_none=True),
             variables=request.variables,
-            metadata=_pinned_metadata(request, resolved),
+            metadata=_pinned_metadata(request, resolved, dumped.get("metadata") if dumped else None),
             priority=request.priority,
             schedule_at=schedule_at if scheduled else None,
             ttl_seconds=request.ttl_seconds,
@@ -294,19 +353,9 @@ class Intake:
             attachments=tuple(request.attachments),
             category=request.metadata.category or resolved.manifest.category,
             tags=tuple(request.metadata.tags),
-            estimated_cost=admitted.estimate if admitted is not None else None,
+            estimated_cost=estimated_cost,
         )
-        created, stored = await self.repo.accept(
-            message, response, status=status, idempotency_ttl_s=self.idempotency_ttl_s
-        )
-        if created:
-            stored = StoredResponse(req_hash, 202, response)
-            self.metrics.inc("notifications_enqueued_total", channel=request.channel.value, tenant=tenant.slug)
-            result = Accepted(202, response)
-        else:
-            result = self._judge(stored, req_hash)
-        await self._cache_complete(tenant, key, stored)
-        return result
+        return message, status, response
 
     @staticmethod
     def _judge(stored: StoredResponse | None, req_hash: str) -> Accepted:
@@ -334,6 +383,18 @@ class Intake:
             log.warning("idempotency cache release failed: %s", err)
 
 
+def canonical_dump(request: NotificationRequest, tenant: Tenant) -> dict[str, Any]:
+    """The validated body as JSON values, its tenant named: what idempotency compares."""
+    canonical = request.model_dump(mode="json", exclude_none=True)
+    canonical["tenant_id"] = tenant.slug
+    return canonical
+
+
+def canonical_hash(request: NotificationRequest, tenant: Tenant) -> str:
+    """What "the same request" means for idempotency: the hash of :func:`canonical_dump`."""
+    return request_hash(canonical_dump(request, tenant))
+
+
 def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
     """A body may name its tenant; it must be the token's.
 
@@ -348,10 +409,12 @@ def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
         )
 
 
-def _pinned_metadata(request: NotificationRequest, resolved: ResolvedTemplate) -> dict[str, Any]:
+def _pinned_metadata(
+    request: NotificationRequest, resolved: ResolvedTemplate, dumped: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The request's metadata with its category pinned: the request's own, else the template's, so the
     suppression check and unsubscribe links know the category without reading the manifest again."""
-    metadata = request.metadata.model_dump(mode="json", exclude_none=True)
+    metadata = dict(dumped) if dumped is not None else request.metadata.model_dump(mode="json", exclude_none=True)
     metadata.setdefault("category", resolved.manifest.category)
     return metadata
 

@@ -24,6 +24,8 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "notifications_delivered_total": ("channel", "provider", "tenant"),
     "notifications_bounced_total": ("channel", "provider", "tenant"),
     "webhook_deliveries_total": ("outcome",),
+    "ingress_messages_total": ("outcome",),
+    "ingress_dead_lettered_total": ("reason",),
     #: Every provider call's outcome per message, failovers included (a message may touch several).
     "provider_sent_total": ("channel", "provider"),
     "provider_failed_total": ("channel", "provider", "reason"),

@@ -21,6 +21,7 @@ from ray import serve
 from actors import (
     FEEDBACK_ACTOR,
     HEALTH_ACTOR,
+    INGRESS_ACTOR,
     METRICS_ACTOR,
     NAMESPACE,
     RELAY_ACTOR,
@@ -31,6 +32,8 @@ from actors.routing import ActorRoutingState, follow_table
 from actors.wiring import DriverWiring
 from drivers.webhooks import create_receiver
 from engine import redaction
+from engine.batch import BatchIntake
+from engine.batch.ingress import IngressKeys
 from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantCredentials, TenantDrivers
 from engine.feedback.analytics import Analytics
@@ -51,7 +54,9 @@ from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
 from engine.routing.service import RoutingService
 from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
+from engine.storage.batch_store import BatchStore
 from engine.storage.budget_store import BudgetStore
+from engine.storage.ingress_keys import IngressKeyStore
 from engine.storage.quota_store import QuotaStore
 from engine.template_service import TemplateService
 from engine.tenant_config import EditPolicy
@@ -95,6 +100,8 @@ class RayOperations:
         for i in range(self.config.settings.senders):
             checks[f"sender-{i}"] = await self._actor_check(f"{SENDER_ACTOR_PREFIX}{i}", lambda h: bool(h["running"]))
         checks["feedback"] = await self._actor_check(FEEDBACK_ACTOR, lambda h: bool(h["running"]))
+        if self.config.settings.amqp_url:
+            checks["ingress"] = await self._actor_check(INGRESS_ACTOR, lambda h: bool(h["running"]))
         return checks
 
     async def _actor_check(self, name: str, healthy: Callable[[dict[str, Any]], bool]) -> str:
@@ -193,6 +200,8 @@ class HeraldApi:
             public_url=base_url.rstrip("/"),
             routing=RoutingService(ActorRoutingState(), intake, {c: settings.providers(c) for c in Channel}),
             usage=UsageService(parts.pool),
+            batches=BatchIntake(intake, BatchStore(parts.pool)),
+            ingress_keys=IngressKeys(IngressKeyStore(parts.pool), box),
         )
         loop = asyncio.get_running_loop()
         self._flusher = loop.create_task(self.ops.flush_forever())

@@ -15,6 +15,7 @@ from engine.models import FieldError
 from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
 from serve_app.docs import mount_docs
 from serve_app.limits import RequestLimitMiddleware, RequestLimits
+from serve_app.schemas.batches import batch_components
 from serve_app.schemas.problems import problem_components
 from serve_app.schemas.webhooks import SECURITY_SCHEMES, body_components
 
@@ -80,7 +81,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     # The problem+json responses (serve_app.schemas.problems) and the provider webhooks' bodies and
     # signature schemes (serve_app.schemas.webhooks) refer to these shared components.
     components = schema.setdefault("components", {})
-    components.setdefault("schemas", {}).update({**problem_components(), **body_components()})
+    schemas = components.setdefault("schemas", {})
+    schemas.update({**problem_components(), **body_components()})
+    for name, component in batch_components().items():  # the batch body: a list of the routes' own models
+        schemas.setdefault(name, component)
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     app.openapi_schema = schema
     return schema

@@ -13,33 +13,32 @@
 Everything else, including bodies that are not JSON at all, goes on untouched: the route answers them.
 Answers are RFC 9457 problem+json in the API's envelope. The body limit is ``HERALD_MAX_BODY_BYTES``
 (1 MiB); a route prefix may take its own, see :class:`RequestLimits`: provider webhooks (``/webhooks/``,
-SendGrid's batches of a few thousand events) take ``HERALD_WEBHOOK_MAX_BODY_BYTES`` (5 MiB).
+SendGrid's batches of a few thousand events) take ``HERALD_WEBHOOK_MAX_BODY_BYTES`` (5 MiB), and
+``/api/batch`` takes 32 MiB; the batch route parses its own body and checks each item with
+:func:`document_problem`, so a bad item is that item's error, not the whole request's.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.models import FieldError
+from engine.json_safety import MAX_JSON_DEPTH, document_problem, too_deep
 from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
 
 MIB = 1024 * 1024
 #: Where providers post their webhooks: their own body limit.
 WEBHOOKS_PREFIX = "/webhooks"
-#: Containers (objects and arrays) a JSON body may nest; no request Herald takes needs more than a few.
-MAX_JSON_DEPTH = 64
-#: An unpaired surrogate: UTF-8 cannot encode it, so neither can PostgreSQL (nor can it hold NUL).
-_SURROGATE = re.compile("[\ud800-\udfff]")
+#: Where batches of up to 10,000 notifications are posted: their own limit, each item checked by the route.
+BATCH_PREFIX = "/api/batch"
+BATCH_MAX_BODY_BYTES = 32 * MIB
 _NUL_QUERY = re.compile(rb"%00|\x00")
 
 
@@ -54,6 +53,8 @@ class RequestLimits:
     max_bytes: int = MIB
     max_json_depth: int = MAX_JSON_DEPTH
     routes: Mapping[str, int] = field(default_factory=dict)
+    #: Prefixes whose routes check their JSON themselves (the body is only size-limited here).
+    unchecked: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(
@@ -68,16 +69,24 @@ class RequestLimits:
         from engine.settings import load_settings
 
         settings = load_settings(env)
-        prefixes = {WEBHOOKS_PREFIX: settings.webhook_max_body_bytes, **(routes or {})}
-        return cls(max_bytes=settings.max_body_bytes, routes=prefixes)
+        prefixes = {WEBHOOKS_PREFIX: settings.webhook_max_body_bytes, BATCH_PREFIX: BATCH_MAX_BODY_BYTES}
+        prefixes.update(routes or {})
+        return cls(max_bytes=settings.max_body_bytes, routes=prefixes, unchecked=frozenset({BATCH_PREFIX}))
 
     def for_path(self, path: str) -> int:
         best, limit = -1, self.max_bytes
         for prefix, prefix_limit in self.routes.items():
             base = prefix.rstrip("/")
-            if (path == base or path.startswith(base + "/")) and len(base) > best:
+            if _under(path, base) and len(base) > best:
                 best, limit = len(base), prefix_limit
         return limit
+
+    def checks_json(self, path: str) -> bool:
+        return not any(_under(path, prefix.rstrip("/")) for prefix in self.unchecked)
+
+
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base + "/")
 
 
 def json_body_problem(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ApiProblem | None:
@@ -88,49 +97,12 @@ def json_body_problem(body: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> ApiPro
     try:
         doc = json.loads(body)
     except RecursionError:
-        return _too_deep(max_depth)
+        return too_deep(max_depth)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None  # not JSON: the route says so (400), or reads it as what it is
     except ValueError:  # an integer literal past Python's int/str conversion limit
         return ApiProblem(400, f"the JSON body holds an integer longer than {sys.get_int_max_str_digits()} digits")
-    if type(doc) is not dict and type(doc) is not list:
-        return _scalar_problem(doc, ())
-    return _walk(doc, max_depth)
-
-
-def _walk(doc: dict[str, Any] | list[Any], max_depth: int) -> ApiProblem | None:
-    # Hot on large bodies: only non-empty containers go on the stack, scalars are judged in place by exact
-    # type. A container at ``loc`` is ``len(loc) + 1`` levels deep.
-    stack: list[tuple[dict[str, Any] | list[Any], tuple[str | int, ...]]] = [(doc, ())]
-    while stack:
-        node, loc = stack.pop()
-        items = node.items() if type(node) is dict else enumerate(node)  # type: ignore[union-attr]
-        for key, value in items:
-            if type(key) is str and _unstorable_text(key):
-                return _unstorable((*loc, _printable(key)), "a key with a NUL character or an unpaired surrogate")
-            kind = type(value)
-            if kind is dict or kind is list:
-                if len(loc) + 1 >= max_depth:
-                    return _too_deep(max_depth)
-                if value:
-                    stack.append((value, (*loc, key)))
-            elif kind is str or kind is float:
-                problem = _scalar_problem(value, (*loc, key))
-                if problem is not None:
-                    return problem
-    return None
-
-
-def _unstorable_text(text: str) -> bool:
-    return "\x00" in text or (not text.isascii() and _SURROGATE.search(text) is not None)
-
-
-def _scalar_problem(value: Any, loc: tuple[str | int, ...]) -> ApiProblem | None:
-    if type(value) is str and _unstorable_text(value):
-        return _unstorable(loc, "text with a NUL character or an unpaired surrogate, which cannot be stored")
-    if type(value) is float and not math.isfinite(value):
-        return _unstorable(loc, "not a finite number (JSON has no NaN or Infinity)")
-    return None
+    return document_problem(doc, max_depth=max_depth)
 
 
 class RequestLimitMiddleware:
@@ -166,7 +138,8 @@ class RequestLimitMiddleware:
         if body is None:
             await _answer(scope, receive, send, _too_large(limit))
             return
-        problem = json_body_problem(body, max_depth=self.limits.max_json_depth) if body else None
+        check = body and self.limits.checks_json(scope["path"])
+        problem = json_body_problem(body, max_depth=self.limits.max_json_depth) if check else None
         if problem is not None:
             await _answer(scope, receive, send, problem)
             return
@@ -214,19 +187,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 def _too_large(limit: int) -> ApiProblem:
     return ApiProblem(413, f"the request body is larger than {limit} bytes")
-
-
-def _too_deep(limit: int) -> ApiProblem:
-    return ApiProblem(400, f"the JSON body is nested deeper than {limit} levels")
-
-
-def _unstorable(loc: tuple[str | int, ...], why: str) -> ApiProblem:
-    return ApiProblem(422, "the request holds a value Herald cannot store", errors=[FieldError(("body", *loc), why)])
-
-
-def _printable(key: str) -> str:
-    """A key safe to echo in a JSON answer (an unpaired surrogate cannot be encoded as UTF-8)."""
-    return key.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, problem: ApiProblem) -> None:

@@ -80,6 +80,7 @@ class Stack:
     senders: list[Any] = field(default_factory=list)
     relay: Any = None
     feedback: Any = None
+    ingress: Any = None  #: the ingress queue's consumer (RabbitMQ only)
     metrics: Any = None
     health: Any = None  #: the provider health actor (every circuit breaker)
     routing: Any = None  #: the routing table actor
@@ -161,6 +162,7 @@ class Stack:
         from actors import (
             FEEDBACK_ACTOR,
             HEALTH_ACTOR,
+            INGRESS_ACTOR,
             METRICS_ACTOR,
             NAMESPACE,
             RELAY_ACTOR,
@@ -170,6 +172,7 @@ class Stack:
         from actors.feedback import FeedbackActor
         from actors.governor import start_governors
         from actors.health import HealthActor
+        from actors.ingress import IngressActor
         from actors.metrics import MetricsActor
         from actors.relay import RelayActor
         from actors.routing import RoutingTableActor
@@ -195,6 +198,9 @@ class Stack:
         ]
         self.feedback = FeedbackActor.options(name=FEEDBACK_ACTOR, namespace=NAMESPACE).remote(config)
         workers = [self.relay, self.feedback, self.health, self.routing, *self.senders]
+        if s.amqp_url:
+            self.ingress = IngressActor.options(name=INGRESS_ACTOR, namespace=NAMESPACE).remote(config)
+            workers.append(self.ingress)
         ray.get([a.health.remote() for a in workers], timeout=timeout_s)
 
     def scale_ingress(self, replicas: int, *, timeout_s: float = 120.0) -> None:
@@ -282,6 +288,7 @@ class Stack:
                 *self.senders,
                 self.relay,
                 self.feedback,
+                self.ingress,
                 self.routing,
                 self.health,
                 self.metrics,
@@ -291,7 +298,7 @@ class Stack:
                 if actor is not None:
                     with contextlib.suppress(ray.exceptions.RayError, ValueError):  # already gone
                         ray.kill(actor, no_restart=True)
-            self.senders, self.relay, self.feedback, self.metrics = [], None, None, None
+            self.senders, self.relay, self.feedback, self.ingress, self.metrics = [], None, None, None, None
             self.routing, self.health, self.governors = None, None, []
             phases["drain"] = time.monotonic() - mark
 
@@ -335,6 +342,8 @@ class Stack:
             steps["relay"] = self.relay.stop.remote()
         if self.feedback is not None:
             steps["feedback"] = self.feedback.stop.remote()
+        if self.ingress is not None:
+            steps["ingress"] = self.ingress.stop.remote()
         steps["serve"] = serve.shutdown_async()
         tasks = {name: asyncio.ensure_future(step) for name, step in steps.items()}
         await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))

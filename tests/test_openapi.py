@@ -32,6 +32,7 @@ NO_BODY = {
     "enable_webhook_endpoint",
     "test_webhook_endpoint",
     "rotate_webhook_secret",
+    "rotate_ingress_key",
     "reload_routing",
 }
 

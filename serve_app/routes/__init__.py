@@ -35,8 +35,10 @@ from serve_app.http import create_app
 from serve_app.routes import (
     admin,
     analytics,
+    batches,
     dlq,
     inbox,
+    ingress,
     links,
     metrics,
     notifications,
@@ -54,6 +56,8 @@ from serve_app.routes.deps import ApiState
 
 ROUTERS: tuple[APIRouter, ...] = (
     notifications.router,
+    batches.router,
+    ingress.router,
     templates.router,
     partials.router,
     preview.router,

@@ -18,6 +18,8 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
 from engine.auth import ADMIN, PLATFORM, AuthError, PlatformPrincipal, Principal, decode_token, verify_token
+from engine.batch import BatchIntake
+from engine.batch.ingress import IngressKeys
 from engine.credentials import TenantCredentials
 from engine.feedback.analytics import Analytics
 from engine.feedback.endpoints import WebhookEndpoints
@@ -75,6 +77,8 @@ class ApiState:
     public_url: str  #: HERALD_PUBLIC_URL (else where the API listens): the URLs providers were given
     routing: RoutingService
     usage: UsageService  #: GET /api/usage
+    batches: BatchIntake  #: POST /api/batch, GET/DELETE /api/batches/{id}
+    ingress_keys: IngressKeys  #: the keys that sign producers' messages on the ingress queue
 
 
 def api_state(request: Request) -> ApiState:

@@ -136,10 +136,10 @@ def test_intake_validates_with_its_allow_private_flag(allow: bool) -> None:
     intake = Intake(None, None, metrics=MetricsBuffer(), idempotency_ttl_s=60, allow_private_callbacks=allow)  # type: ignore[arg-type]
     body = {**BODY, "callback_url": "http://127.0.0.1:9000/e"}
     if allow:
-        assert str(intake._parse(body).callback_url) == "http://127.0.0.1:9000/e"
+        assert str(intake.parse(body).callback_url) == "http://127.0.0.1:9000/e"
     else:
         with pytest.raises(ApiProblem) as caught:
-            intake._parse(body)
+            intake.parse(body)
         assert caught.value.status == 422
         assert [e.loc for e in caught.value.errors] == [("body", "callback_url")]
 

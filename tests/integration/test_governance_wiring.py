@@ -11,6 +11,7 @@ import pytest
 
 from drivers.fake import FakeDriver
 from engine.auth import Principal
+from engine.batch import BatchIntake
 from engine.channels import Channel
 from engine.dispatch import Dispatcher, DispatchOptions
 from engine.governance.admission import GovernanceAdmission
@@ -24,6 +25,7 @@ from engine.metrics import MetricsBuffer
 from engine.models import Tenant
 from engine.problems import ApiProblem
 from engine.retries import RetryPolicy
+from engine.storage.batch_store import BatchStore
 from engine.storage.budget_store import BudgetStore
 from engine.storage.quota_store import QuotaStore
 from engine.storage.repository import Repository
@@ -118,4 +120,30 @@ async def test_quotas_refuse_at_the_cap_replays_count_nothing_and_budgets_settle
     assert spend["reserved"] == 0 and spend["sent"] == 2  # the estimates left the reservation, once
     left = await repo.pool.fetch("SELECT estimated_cost FROM messages WHERE id = ANY($1::uuid[])", ids)
     assert [r["estimated_cost"] for r in left] == [None, None]
+    await repo.pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)
+
+
+async def test_batch_items_count_against_the_quota_one_by_one(
+    repo: Repository, catalog: TemplateCatalog, tenant: Tenant, principal: Principal
+) -> None:
+    await configure(repo, tenant, {"limits": {"email": {"per_day": 3}}})
+    gate = GovernanceAdmission(Quotas(QuotaStore(repo.pool)), Budgets(BudgetStore(repo.pool), lambda q: Decimal("0.1")))
+    intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600, governance=gate)
+    batches = BatchIntake(intake, BatchStore(repo.pool))
+    await intake.submit(principal, email(0), "b-0")  # one of the day's three, by the single route
+    items = [{**email(i), "idempotency_key": f"b-{i}"} for i in range(4)]  # b-0 again: a replay
+    items.append({**email(1), "idempotency_key": "b-1"})  # the same item twice in the batch
+    result = await batches.submit(principal, items)
+    codes = [r.code for r in result.items]
+    assert codes == [202, 202, 202, 429, 202], codes  # b-0 replayed, b-1 and b-2 counted, b-3 over the cap
+    assert result.items[0].replayed and result.items[4].replayed
+    refused = result.items[3]
+    assert refused.errors and refused.errors[0].loc == ("body", 3) and "per_day" in refused.errors[0].msg
+    again = await batches.submit(principal, items[:3])  # the client retries: replays, never 429
+    assert [(r.code, r.replayed) for r in again.items] == [(202, True)] * 3
+    await gate.reconcile()
+    day = "SELECT used FROM quota_counters WHERE tenant_id = $1 AND period = 'day'"
+    assert await repo.pool.fetchval(day, tenant.id) == 3  # replays and the refusal counted nothing
+    costs = await repo.pool.fetch("SELECT estimated_cost FROM messages WHERE tenant_id = $1", tenant.id)
+    assert sorted(r["estimated_cost"] for r in costs) == [Decimal("0.1")] * 3
     await repo.pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)

@@ -202,3 +202,21 @@ async def test_a_client_that_leaves_mid_body_gets_no_answer() -> None:
     scope = {"type": "http", "method": "POST", "path": "/x", "headers": [(b"transfer-encoding", b"chunked")]}
     await RequestLimitMiddleware(app)(scope, receive, send)
     assert sent == []
+
+
+def test_batches_have_their_own_limit_and_check_their_items_themselves() -> None:
+    from serve_app.limits import BATCH_MAX_BODY_BYTES
+
+    limits = RequestLimits.from_env({})
+    assert limits.for_path("/api/batch") == BATCH_MAX_BODY_BYTES == 32 * MIB
+    assert limits.for_path("/api/batches/bat_x") == MIB
+    assert not limits.checks_json("/api/batch") and limits.checks_json("/api/batches/bat_x")
+
+
+async def test_a_batch_body_is_only_size_limited_here() -> None:
+    limits = RequestLimits(max_bytes=4096, routes={"/api/batch": 16384}, unchecked=frozenset({"/api/batch"}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(echo_app(limits)), base_url="http://t") as client:
+        bad_item = json.dumps([{"a": "\u0000"}, {"b": 1}]).encode()
+        assert (await client.post("/api/batch", content=bad_item)).status_code == 200  # the route's to judge
+        assert_problem(await client.post("/api/notifications", content=bad_item), 422)
+        assert_problem(await client.post("/api/batch", content=b"x" * 16385), 413)

@@ -1,0 +1,270 @@
+"""P3, end to end: batches accepted -> outbox -> relay -> RabbitMQ -> senders -> the ``sink`` provider,
+every status and event recorded; beside a Celery pipeline doing the same per message, in the same run.
+
+    python -m loadtests.e2e_bench [--n 20000] [--batch-size 5000] [--senders 2] [--database-url ...] [--amqp-url ...]
+
+Herald: the batch intake, the outbox relay and ``--senders`` sender loops run in this process (the
+engine objects the Ray actors wrap, without Ray) on the real RabbitMQ and PostgreSQL; the clock runs
+from the first batch until every message is ``sent``. Celery: the same messages stored in one statement,
+one task each enqueued, and a Celery worker (prefork, one process per core) doing for each what a
+sender does for a message (claim, render, send to ``sink``, record) with Herald's dispatcher; the clock
+runs from the insert until every message is ``sent``. Rows written per message are counted from
+PostgreSQL's own statistics (inserts, updates and deletes of every table, over the messages sent).
+Needs the ``bench`` extra (Celery) and RabbitMQ (``AMQP_URL``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from drivers.sink import EmailSink
+from engine.auth import Principal
+from engine.batch import BatchIntake, split_items
+from engine.broker.factory import make_broker
+from engine.channels import Channel
+from engine.dispatch import Dispatcher, DispatchOptions
+from engine.intake import Intake
+from engine.metrics import MetricsBuffer
+from engine.relay import Relay, RelayOptions
+from engine.retries import RetryPolicy
+from engine.sender_loop import SenderLoop
+from engine.storage.batch_store import BatchStore
+from engine.storage.repository import Repository, create_pool
+from engine.templating import TemplateCatalog
+from loadtests.batch_bench import _with_database, admin_url, item
+from loadtests.bench import TEMPLATES, queued
+
+_ROW_STATS = """
+SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS rows FROM pg_stat_user_tables
+"""
+
+
+async def row_counts(dsn: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        with contextlib.suppress(asyncpg.PostgresError):  # PostgreSQL 15+: this session's counts now
+            await conn.execute("SELECT pg_stat_force_next_flush()")
+        return {r["relname"]: int(r["rows"]) for r in await conn.fetch(_ROW_STATS)}
+    finally:
+        await conn.close()
+
+
+async def rows_per_message(dsn: str, before: dict[str, int], n: int) -> dict[str, float]:
+    await asyncio.sleep(1.0)  # statistics are flushed by each backend at most once a second
+    after = await row_counts(dsn)
+    moved = {t: (after.get(t, 0) - before.get(t, 0)) / n for t in after}
+    return {t: round(v, 3) for t, v in sorted(moved.items()) if v >= 0.001}
+
+
+async def wait_sent(pool: asyncpg.Pool, tenant_id: uuid.UUID, n: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        sent = await pool.fetchval("SELECT count(*) FROM messages WHERE tenant_id = $1 AND status = 'sent'", tenant_id)
+        if sent >= n:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"only {sent} of {n} messages sent in {timeout_s:.0f}s")
+
+
+async def herald_e2e(dsn: str, amqp_url: str, n: int, batch_size: int, senders: int) -> dict[str, Any]:
+    pool = await create_pool(dsn, min_size=2, max_size=4 + 2 * senders)
+    repo = Repository(pool)
+    catalog = TemplateCatalog(TEMPLATES)
+    tenant = await repo.ensure_tenant(f"bench_{uuid.uuid4().hex[:8]}")
+    metrics = MetricsBuffer()
+    intake = Intake(repo, catalog, metrics=metrics, idempotency_ttl_s=86400)
+    batches = BatchIntake(intake, BatchStore(pool))
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    relay_broker = make_broker(amqp_url, dsn, queue_prefix=prefix)
+    await relay_broker.connect()
+    relay = Relay(repo, relay_broker, RelayOptions(batch=2000, envelope_max_ids=100, poll_s=0.05), listen_dsn=dsn)
+    loops: list[SenderLoop] = []
+    sender_brokers = []
+    for _ in range(senders):
+        broker = make_broker(amqp_url, dsn, queue_prefix=prefix, prefetch=50)
+        await broker.connect()
+        sender_brokers.append(broker)
+        dispatcher = Dispatcher(
+            repo,
+            catalog,
+            {Channel.EMAIL: [EmailSink()]},
+            policy=RetryPolicy(),
+            metrics=metrics,
+            options=DispatchOptions(),
+        )
+        loops.append(SenderLoop(broker, dispatcher, max_envelopes=20, wait_s=0.05))
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(relay.run(stop)), *(asyncio.create_task(loop.run()) for loop in loops)]
+    principal = Principal(tenant.slug, frozenset({"send"}))
+    run = uuid.uuid4().hex[:8]
+    bodies = [
+        json.dumps([item(i, run) for i in range(k, min(k + batch_size, n))]).encode() for k in range(0, n, batch_size)
+    ]
+    before = await row_counts(dsn)
+    try:
+        start = time.perf_counter()
+        accepted = 0
+        for body in bodies:
+            accepted += (await batches.submit(principal, split_items(body, "application/json"))).accepted
+        accepted_s = time.perf_counter() - start
+        await wait_sent(pool, tenant.id, n, timeout_s=60 + n / 100)
+        elapsed = time.perf_counter() - start
+    finally:
+        stop.set()
+        for loop in loops:
+            await loop.stop(5)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for broker in (relay_broker, *sender_brokers):
+            with contextlib.suppress(Exception):
+                await broker.close()
+    rows = await rows_per_message(dsn, before, n)
+    await _drop_queues(amqp_url, prefix)
+    await pool.close()
+    return {"msgs_per_s": n / elapsed, "accepted": accepted, "accept_s": accepted_s, "rows_per_message": rows}
+
+
+async def _drop_queues(amqp_url: str, prefix: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in [f"{prefix}notifications.{p}" for p in ("high", "normal", "low")] + [
+            f"{prefix}notifications.dlq.{c.value}" for c in Channel
+        ]:
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(name)
+
+
+def _celery_worker(dsn: str, amqp_url: str, queue: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "HERALD_BENCH_DATABASE_URL": dsn,
+        "HERALD_BENCH_AMQP_URL": amqp_url,
+        "HERALD_BENCH_QUEUE": queue,
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "loadtests.celery_pipeline",
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        str(os.cpu_count() or 2),
+        "--loglevel",
+        "WARNING",
+        "-Q",
+        queue,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def celery_e2e(dsn: str, amqp_url: str, n: int) -> dict[str, Any]:
+    queue = f"herald-bench-celery-{uuid.uuid4().hex[:8]}"
+    os.environ["HERALD_BENCH_AMQP_URL"] = amqp_url
+    os.environ["HERALD_BENCH_QUEUE"] = queue
+    from loadtests.celery_pipeline import app, send
+
+    app.conf.broker_url = amqp_url
+    app.conf.task_default_queue = queue
+    worker = _celery_worker(dsn, amqp_url, queue)
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    repo = Repository(pool)
+    tenant = await repo.ensure_tenant(f"bench_{uuid.uuid4().hex[:8]}")
+    try:
+        # warm the worker (its processes open their pools at the first task)
+        warm = await queued(repo, tenant.id, 4)
+        for mid in warm:
+            send.apply_async((mid.hex,), queue=queue)
+        await wait_sent(pool, tenant.id, 4, timeout_s=120)
+        before = await row_counts(dsn)
+        start = time.perf_counter()
+        ids = await queued(repo, tenant.id, n)
+        with app.producer_or_acquire() as producer:
+            for mid in ids:
+                send.apply_async((mid.hex,), queue=queue, producer=producer)
+        await wait_sent(pool, tenant.id, n + 4, timeout_s=60 + n / 20)
+        elapsed = time.perf_counter() - start
+        rows = await rows_per_message(dsn, before, n)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        await pool.close()
+        with contextlib.suppress(Exception):
+            app.connection_for_write().default_channel.queue_delete(queue)
+    return {"msgs_per_s": n / elapsed, "rows_per_message": rows}
+
+
+async def p3(
+    dsn: str,
+    amqp_url: str,
+    n: int,
+    batch_size: int = 5000,
+    senders: int = 2,
+    celery_n: int | None = None,
+) -> dict[str, Any]:
+    """P3 figures: Herald's end-to-end msgs/s, Celery's, their ratio and the rows each writes per message."""
+    herald = await herald_e2e(dsn, amqp_url, n, batch_size, senders)
+    celery = await celery_e2e(dsn, amqp_url, celery_n or max(1000, n // 10))
+    return {
+        "herald_msgs_per_s": herald["msgs_per_s"],
+        "herald_accept_s": herald["accept_s"],
+        "celery_msgs_per_s": celery["msgs_per_s"],
+        "ratio": herald["msgs_per_s"] / celery["msgs_per_s"],
+        "herald_rows_per_message": herald["rows_per_message"],
+        "celery_rows_per_message": celery["rows_per_message"],
+    }
+
+
+def _run(admin: str, body: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    return asyncio.run(_with_database(admin, body))  # type: ignore[arg-type]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--celery-n", type=int, default=None, help="messages for the Celery run (default n/10)")
+    parser.add_argument("--batch-size", type=int, default=5_000)
+    parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL"))
+    args = parser.parse_args()
+    if not args.amqp_url:
+        parser.error("P3 runs on RabbitMQ: set AMQP_URL or --amqp-url")
+    figures = _run(
+        admin_url(args.database_url),
+        lambda url: p3(url, args.amqp_url, args.n, args.batch_size, args.senders, args.celery_n),
+    )
+    print(json.dumps(figures, indent=2, default=lambda v: round(v, 3)))
+    herald_rows = sum(figures["herald_rows_per_message"].values())
+    print(
+        f"P3 end to end: Herald {figures['herald_msgs_per_s']:,.0f} msgs/s, Celery {figures['celery_msgs_per_s']:,.0f}"
+        f" msgs/s: {figures['ratio']:.1f}x (goals: >= 10,000 msgs/s, >= 10x); Herald writes {herald_rows:.1f} rows"
+        " per message"
+    )
+
+
+if __name__ == "__main__":
+    main()
