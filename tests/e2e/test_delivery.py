@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from collections import Counter
@@ -128,3 +130,32 @@ def test_high_priority_overtakes_a_low_backlog(herald: Herald) -> None:
     high_at = next(r["sent_at"] for r in rows if r["priority"] == "high")
     low_before = sum(r["sent_at"] < high_at for r in rows if r["priority"] == "low")
     assert low_before < 500, f"{low_before} of 2000 low messages went before the high one"
+
+
+def test_a_sender_process_killed_mid_batch_loses_nothing_and_sends_nothing_twice_at_the_emulator(
+    herald: Herald,
+) -> None:
+    """``kill -9`` of a sender actor's process while a wave flows to the SendGrid emulator: Ray restarts
+    it, the leases of its claimed batch run out and the relay puts them back; counted per message at the
+    emulator (``custom_args.message_id``)."""
+    tenant = new_tenant()
+    herald.use_providers(tenant, email=["sendgrid"])
+    emulator = herald.fakes.sendgrid.emulator
+    since = len(emulator.received)
+    victim = senders(herald)[0]
+    pid = int(wait_healthy(victim)["pid"])
+    ids = asyncio.run(post_many(herald, herald.token(tenant), [otp(f"kill9-{i}@example.com") for i in range(300)]))
+    deadline = time.monotonic() + 30
+    while len(emulator.received) - since < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)  # mid-stream: the victim holds claimed batches
+    statuses = wait_all_terminal(herald, ids, timeout_s=120)
+    assert len(statuses) == len(ids) and set(statuses.values()) <= {"sent", "delivered"}, Counter(statuses.values())
+    at_emulator = Counter(
+        p["custom_args"]["message_id"]
+        for r in emulator.received[since:]
+        for p in (r.body or {}).get("personalizations", [])
+    )
+    assert set(at_emulator) == set(ids), "lost at the provider"
+    assert max(at_emulator.values()) == 1, {m: n for m, n in at_emulator.items() if n > 1}
+    assert int(wait_healthy(victim)["pid"]) != pid  # a new process took its place
