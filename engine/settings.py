@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -92,7 +92,10 @@ class Settings(BaseSettings):
     routing_refresh_s: float = Field(1.0, gt=0, le=60, alias="HERALD_ROUTING_REFRESH_SECONDS")
 
     object_store_mb: int = Field(256, ge=75, alias="HERALD_RAY_OBJECT_STORE_MB")
-    direct_ingress: bool = Field(False, alias="HERALD_DIRECT_INGRESS")
+    #: How HERALD_HTTP_PORT reaches the ingress replicas (serve_app/ingress.py).
+    ingress: Literal["haproxy", "proxy"] = Field("haproxy", alias="HERALD_INGRESS")
+    #: Ingress replicas; none: one per core.
+    ingress_replicas: int | None = Field(None, ge=1, le=64, alias="HERALD_INGRESS_REPLICAS")
 
     @field_validator(
         "retry_delays_s",

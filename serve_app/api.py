@@ -31,6 +31,7 @@ from actors.routing import ActorRoutingState
 from actors.wiring import DriverWiring
 from drivers.webhooks import create_receiver
 from engine import redaction
+from engine.auth import VerifiedTokens
 from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantCredentials, TenantDrivers
 from engine.feedback.analytics import Analytics
@@ -181,6 +182,7 @@ class HeraldApi:
             analytics=Analytics(parts.pool),
             public_url=base_url.rstrip("/"),
             routing=RoutingService(ActorRoutingState(), intake, {c: settings.providers(c) for c in Channel}),
+            tokens=VerifiedTokens(secret),
         )
         self._flusher = asyncio.get_running_loop().create_task(self.ops.flush_forever())
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
-from engine.auth import ADMIN, PLATFORM, AuthError, PlatformPrincipal, Principal, decode_token, verify_token
+from engine.auth import ADMIN, PLATFORM, AuthError, PlatformPrincipal, Principal, VerifiedTokens, verify_token
 from engine.credentials import TenantCredentials
 from engine.feedback.analytics import Analytics
 from engine.feedback.endpoints import WebhookEndpoints
@@ -73,9 +73,11 @@ class ApiState:
     analytics: Analytics
     public_url: str  #: HERALD_PUBLIC_URL (else where the API listens): the URLs providers were given
     routing: RoutingService
+    tokens: VerifiedTokens  #: bearer tokens already verified by this replica
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop per request.
     state: ApiState | None = getattr(request.app.state, "herald", None)
     if state is None:
         raise ApiProblem(503, "Herald is starting")
@@ -104,7 +106,7 @@ async def authenticated(
     try:
         if credentials is None:  # verify_token says what is wrong with the header
             return verify_token(state.secret, request.headers.get("authorization"))
-        return decode_token(state.secret, credentials.credentials)
+        return state.tokens.decode(credentials.credentials)
     except AuthError as err:
         raise ApiProblem(401, str(err), headers=_CHALLENGE) from None
 
