@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,13 +48,22 @@ def resolve_database_url(settings: Settings) -> str:
     return embedded_database_url(settings.data_dir)
 
 
+def ray_process_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Ray's settings for Herald's processes (values already in ``environ`` win)."""
+    environ = os.environ if environ is None else environ
+    wanted = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "1",
+        # Ray starts its workers at niceness 15, as if they were background work: here they are the
+        # product (ingress replicas, senders, relay), and beside other programs they would starve.
+        "RAY_worker_niceness": "0",
+    }
+    return {name: environ.get(name, value) for name, value in wanted.items()}
+
+
 def _ray_environment(settings: Settings) -> None:
     """Variables Ray and Serve read at start-up (before ``ray.init``)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # Ray starts its workers at niceness 15, as if they were background work: here they are the product
-    # (ingress replicas, senders, relay), and on a machine shared with other programs they would starve.
-    os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.update(ray_process_environment())
     # The proxy's socket must share the port with PortHold's (see serve_app.ports), and drain quickly.
     os.environ["SERVE_SOCKET_REUSE_PORT_ENABLED"] = "1"
     os.environ.setdefault("RAY_SERVE_PROXY_GRACEFUL_SHUTDOWN_TIMEOUT_S", "2")
