@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     credentials_key: str | None = Field(None, alias="HERALD_CREDENTIALS_KEY")
     log_level: str = Field("INFO", alias="HERALD_LOG_LEVEL")
 
-    senders: int = Field(2, ge=1, le=256, alias="HERALD_SENDERS")
+    #: One sender (batches of 100, 20 envelopes prefetched) outruns the ingress on a small machine; each
+    #: more is another Ray worker (about 100 MiB).
+    senders: int = Field(1, ge=1, le=256, alias="HERALD_SENDERS")
     sender_batch: int = Field(100, ge=1, le=1000, alias="HERALD_SENDER_BATCH")
     sender_prefetch: int = Field(20, ge=1, le=1000, alias="HERALD_SENDER_PREFETCH")
     send_lease_s: float = Field(30.0, gt=0, alias="HERALD_SEND_LEASE_SECONDS")

@@ -326,7 +326,10 @@ def _pss(processes: list[psutil.Process]) -> list[tuple[str, float]]:
     found = []
     for p in processes:
         try:
-            name = " ".join(p.cmdline()[:1]) if p.name() in ("python", "python3") else p.name()
+            name = p.name()
+            if name.startswith("python"):  # Ray's helper scripts and the herald command: the script's name
+                script = next((a for a in p.cmdline()[1:] if a.endswith(".py") or a.endswith("herald")), "")
+                name = f"python {Path(script).name}" if script else name
             found.append((f"{p.pid} {name[:60]}", p.memory_full_info().pss / 2**20))
         except psutil.Error:
             continue
@@ -424,7 +427,8 @@ def run(names: Sequence[str], ctx: Context, out: Callable[[str], None] = print) 
         raise ValueError(f"unknown figure(s) {unknown}; known: {', '.join(FIGURES)}")
     out(_machine())
     rows: list[Row] = []
-    with bench_database(ctx):
+    needs_database = any(n != "p6" for n in names)
+    with bench_database(ctx) if needs_database else contextlib.nullcontext():
         herald_needed = any(FIGURES[n].needs_herald for n in names)
         try:
             if herald_needed:

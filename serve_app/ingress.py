@@ -60,8 +60,14 @@ def serve_environment(mode: str, environ: Mapping[str, str]) -> dict[str, str]:
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0.5"
         ),
     }
-    # HAProxy's stats page and Prometheus frontend bind fixed ports on every interface by default (8404,
-    # 9101): two Heralds on one machine would collide, so each takes free ones unless they are set.
-    for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+    # HAProxy's stats page and Prometheus frontend, and the fallback Serve proxy this mode keeps on the head
+    # node (it answers while no replica is up), bind fixed ports by default (8404, 9101, 8500, 9500): two
+    # Heralds on one machine would collide, so each takes free ones unless they are set.
+    for name in (
+        "RAY_SERVE_HAPROXY_STATS_PORT",
+        "RAY_SERVE_HAPROXY_METRICS_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+    ):
         env[name] = environ.get(name) or str(free_port())
     return env
