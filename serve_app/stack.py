@@ -57,9 +57,6 @@ def ray_process_environment(environ: Mapping[str, str] | None = None) -> dict[st
         # Ray starts its workers at niceness 15, as if they were background work: here they are the
         # product (ingress replicas, senders, relay), and beside other programs they would starve.
         "RAY_worker_niceness": "0",
-        # glibc gives each thread of a process its own malloc arena (up to 8 per core); Ray's workers run
-        # a dozen threads each, and the arenas' free pages count in every worker's footprint.
-        "MALLOC_ARENA_MAX": "2",
     }
     return {name: environ.get(name, value) for name, value in wanted.items()}
 
