@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -89,16 +90,50 @@ def verify_token(secret: str, authorization: str | None) -> Principal | Platform
 
 def decode_token(secret: str, token: str) -> Principal | PlatformPrincipal:
     """Raises: AuthError (see :func:`verify_token`)."""
+    return _decode(secret, token)[0]
+
+
+def _decode(secret: str, token: str) -> tuple[Principal | PlatformPrincipal, float]:
+    """The token's principal and its expiry (epoch seconds). Raises: AuthError."""
     try:
         claims = jwt.decode(token, secret, algorithms=["HS256"], audience=AUDIENCE, options={"require": ["exp", "aud"]})
     except jwt.PyJWTError as err:
         raise AuthError(f"invalid token: {err}") from err
     scopes = frozenset(str(claims.get("scope", "")).split())
     tenant = claims.get("tenant")
+    expires = float(claims["exp"])
     if PLATFORM in scopes:
         if tenant is not None:
             raise AuthError("invalid token: a platform token names no tenant")
-        return PlatformPrincipal()
+        return PlatformPrincipal(), expires
     if not isinstance(tenant, str) or not tenant:
         raise AuthError("invalid token: no tenant claim")
-    return Principal(tenant=tenant, scopes=scopes)
+    return Principal(tenant=tenant, scopes=scopes), expires
+
+
+class VerifiedTokens:
+    """Tokens this process has verified, with their principal, until each expires.
+
+    A token cannot change, so its verdict holds until its ``exp``; verifying it (HMAC, claims) again on
+    every request costs more than the rest of an accept's admission. Only valid tokens are kept; when
+    ``max_entries`` are held the whole map is dropped (a bound, not an LRU: callers reuse a few tokens).
+    """
+
+    def __init__(self, secret: str, *, max_entries: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret
+        self._max = max_entries
+        self._clock = clock
+        self._known: dict[str, tuple[Principal | PlatformPrincipal, float]] = {}
+
+    def decode(self, token: str) -> Principal | PlatformPrincipal:
+        """As :func:`decode_token`. Raises: AuthError."""
+        known = self._known.get(token)
+        if known is not None:
+            if self._clock() < known[1]:
+                return known[0]
+            del self._known[token]
+        principal, expires = _decode(self._secret, token)
+        if len(self._known) >= self._max:
+            self._known.clear()
+        self._known[token] = (principal, expires)
+        return principal

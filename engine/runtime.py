@@ -44,7 +44,7 @@ class RuntimeConfig:
         return {
             "database": "postgres (DATABASE_URL)" if s.database_url else f"embedded postgres ({s.data_dir / 'pg'})",
             "broker": "rabbitmq (AMQP_URL)" if s.amqp_url else "postgres queue table",
-            "idempotency cache": "redis (REDIS_URL)" if s.redis_url else "none (postgres only)",
+            "idempotency": "postgres (the accept's insert)",
             "compute": f"ray cluster ({s.ray_address})" if s.ray_address else "local ray",
             **{f"{c.value} providers": ",".join(s.providers(c)) or "none" for c in Channel},
         }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -55,9 +55,9 @@ class Settings(BaseSettings):
     credentials_key: str | None = Field(None, alias="HERALD_CREDENTIALS_KEY")
     log_level: str = Field("INFO", alias="HERALD_LOG_LEVEL")
 
-    senders: int = Field(2, ge=1, le=256, alias="HERALD_SENDERS")
-    #: Serve replicas of the HTTP ingress (each counts quotas and budgets in memory, reconciled every second).
-    api_replicas: int = Field(1, ge=1, le=64, alias="HERALD_API_REPLICAS")
+    #: One sender (batches of 100, 20 envelopes prefetched) outruns the ingress on a small machine; each
+    #: more is another Ray worker (about 100 MiB).
+    senders: int = Field(1, ge=1, le=256, alias="HERALD_SENDERS")
     #: Tenant governor actors holding the rate limits' token buckets (tenants are spread over them).
     governor_shards: int = Field(2, ge=1, le=64, alias="HERALD_GOVERNOR_SHARDS")
     sender_batch: int = Field(100, ge=1, le=1000, alias="HERALD_SENDER_BATCH")
@@ -103,7 +103,10 @@ class Settings(BaseSettings):
     volume_flush_s: float = Field(5.0, gt=0, le=3600, alias="HERALD_VOLUME_FLUSH_SECONDS")
 
     object_store_mb: int = Field(256, ge=75, alias="HERALD_RAY_OBJECT_STORE_MB")
-    direct_ingress: bool = Field(False, alias="HERALD_DIRECT_INGRESS")
+    #: How HERALD_HTTP_PORT reaches the ingress replicas (serve_app/ingress.py).
+    ingress: Literal["haproxy", "proxy"] = Field("haproxy", alias="HERALD_INGRESS")
+    #: Ingress replicas; none: one per core.
+    ingress_replicas: int | None = Field(None, ge=1, le=64, alias="HERALD_INGRESS_REPLICAS")
 
     @field_validator(
         "retry_delays_s",

@@ -1,4 +1,4 @@
-"""The ``herald`` command: up, demo, token, send, migrate, fakes, config."""
+"""The ``herald`` command: up, demo, token, send, migrate, fakes, bench, config."""
 
 from __future__ import annotations
 
@@ -309,13 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", type=float, default=15.0, help="seconds to wait for a final status (0: don't)")
     sub.add_parser("migrate", help="apply pending database migrations")
     sub.add_parser("fakes", help="run the provider emulators in the foreground")
+    bench = sub.add_parser("bench", help="start Herald and its baselines, print each throughput figure beside them")
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds of load per measurement")
+    bench.add_argument("--connections", default="4,32", help="P1: wrk connections, comma-separated")
+    bench.add_argument("--n", type=int, default=20000, help="P2/P3: notifications")
+    bench.add_argument("--batch-size", type=int, default=1000, help="P2: notifications per batch")
+    bench.add_argument("--only", default="p1,p2,p3,p6,locust", help="figures, comma-separated (p1,p2,p3,p6,locust)")
     config = sub.add_parser("config", help="print the settings read from the environment (secrets masked)")
     config.add_argument("--check", action="store_true", help="only validate: print 'configuration ok' or the error")
     return parser
 
 
+def cmd_bench(_: Settings, args: argparse.Namespace) -> int:
+    from loadtests.suite import main as bench_main
+
+    return bench_main(args)
+
+
 COMMANDS = {
     "up": cmd_up,
+    "bench": cmd_bench,
     "demo": cmd_demo,
     "token": cmd_token,
     "send": cmd_send,

@@ -18,13 +18,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.settings import Settings
 from engine.storage.dsn import redact_dsn
 from engine.storage.migrate import migrate_url
+from serve_app.ingress import default_replicas, serve_environment
 from serve_app.ports import PortHold, ray_port_environment
 from serve_app.runfile import RunFile, stop_leftovers
 
@@ -47,15 +48,26 @@ def resolve_database_url(settings: Settings) -> str:
     return embedded_database_url(settings.data_dir)
 
 
+def ray_process_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Ray's settings for Herald's processes (values already in ``environ`` win)."""
+    environ = os.environ if environ is None else environ
+    wanted = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_DEDUP_LOGS": "1",
+        # Ray starts its workers at niceness 15, as if they were background work: here they are the
+        # product (ingress replicas, senders, relay), and beside other programs they would starve.
+        "RAY_worker_niceness": "0",
+    }
+    return {name: environ.get(name, value) for name, value in wanted.items()}
+
+
 def _ray_environment(settings: Settings) -> None:
     """Variables Ray and Serve read at start-up (before ``ray.init``)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.update(ray_process_environment())
     # The proxy's socket must share the port with PortHold's (see serve_app.ports), and drain quickly.
     os.environ["SERVE_SOCKET_REUSE_PORT_ENABLED"] = "1"
     os.environ.setdefault("RAY_SERVE_PROXY_GRACEFUL_SHUTDOWN_TIMEOUT_S", "2")
-    if settings.direct_ingress:
-        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    os.environ.update(serve_environment(settings.ingress, os.environ))
     os.environ.update(ray_port_environment(settings.http_port, os.environ))
 
 
@@ -228,7 +240,7 @@ class Stack:
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
         quiet = s.log_level.upper() not in ("DEBUG", "INFO")
         api = HeraldApi.options(
-            num_replicas=replicas or s.api_replicas,
+            num_replicas=replicas or s.ingress_replicas or default_replicas(),
             logging_config={"log_level": s.log_level.upper(), "enable_access_log": not quiet},
             graceful_shutdown_wait_loop_s=0.5,
             graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S,

@@ -17,7 +17,15 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
-from engine.auth import ADMIN, PLATFORM, AuthError, PlatformPrincipal, Principal, decode_token, verify_token
+from engine.auth import (
+    ADMIN,
+    PLATFORM,
+    AuthError,
+    PlatformPrincipal,
+    Principal,
+    VerifiedTokens,
+    verify_token,
+)
 from engine.batch import BatchIntake
 from engine.batch.ingress import IngressKeys
 from engine.credentials import TenantCredentials
@@ -79,9 +87,11 @@ class ApiState:
     usage: UsageService  #: GET /api/usage
     batches: BatchIntake  #: POST /api/batch, GET/DELETE /api/batches/{id}
     ingress_keys: IngressKeys  #: the keys that sign producers' messages on the ingress queue
+    tokens: VerifiedTokens  #: bearer tokens already verified by this replica
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:
+    # async: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop per request.
     state: ApiState | None = getattr(request.app.state, "herald", None)
     if state is None:
         raise ApiProblem(503, "Herald is starting")
@@ -110,7 +120,7 @@ async def authenticated(
     try:
         if credentials is None:  # verify_token says what is wrong with the header
             return verify_token(state.secret, request.headers.get("authorization"))
-        return decode_token(state.secret, credentials.credentials)
+        return state.tokens.decode(credentials.credentials)
     except AuthError as err:
         raise ApiProblem(401, str(err), headers=_CHALLENGE) from None
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from serve_app.ingress import default_replicas
 from tests.e2e.conftest import Herald
 
 pytestmark = pytest.mark.ray
@@ -38,7 +39,7 @@ def two_replicas(herald: Herald) -> Iterator[Herald]:
     try:
         yield herald
     finally:
-        herald.stack.scale_ingress(herald.settings.api_replicas)
+        herald.stack.scale_ingress(herald.settings.ingress_replicas or default_replicas())
 
 
 def _set_config(herald: Herald, tenant: str, **sections: Any) -> None:

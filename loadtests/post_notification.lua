@@ -1,0 +1,33 @@
+-- wrk script: POST /api/notifications with a fresh Idempotency-Key per request.
+-- Reads HERALD_TOKEN from the environment (empty for the baselines, which take no token).
+local counter = 0
+local prefix = tostring(os.time()) .. "-" .. tostring(math.random(1, 1e9))
+local token = os.getenv("HERALD_TOKEN") or ""
+local body = '{"channel":"email","template_id":"otp_login:v3","locale":"en-GB",' ..
+             '"to":{"email":"ada@example.com"},"variables":{"code":"384921","ttl":5},"priority":"high"}'
+
+function setup(thread)
+  thread:set("id", tostring(math.random(1, 1e9)))
+end
+
+request = function()
+  counter = counter + 1
+  local headers = {
+    ["Content-Type"] = "application/json",
+    ["Idempotency-Key"] = prefix .. "-" .. (id or "0") .. "-" .. counter,
+  }
+  if token ~= "" then headers["Authorization"] = "Bearer " .. token end
+  return wrk.format("POST", "/api/notifications", headers, body)
+end
+
+local statuses = {}
+response = function(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+done = function(summary, latency, requests)
+  io.write(string.format("P1JSON {\"requests\":%d,\"duration_us\":%d,\"p50_us\":%d,\"p99_us\":%d,\"errors\":%d,",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout + summary.errors.status))
+  io.write("\"non2xx\":" .. tostring(summary.errors.status) .. "}\n")
+end
