@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.auth import issue_token
+from engine.auth import VerifiedTokens, issue_token
 from engine.batch import BatchIntake
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
@@ -61,7 +61,9 @@ async def api(repo: Repository, catalog: TemplateCatalog) -> AsyncIterator[Api]:
     app = create_app()
     app.include_router(batches.router)
     app.include_router(notifications.router)
-    app.state.herald = SimpleNamespace(secret=SECRET, intake=intake, batches=BatchIntake(intake, BatchStore(repo.pool)))
+    app.state.herald = SimpleNamespace(
+        secret=SECRET, intake=intake, batches=BatchIntake(intake, BatchStore(repo.pool)), tokens=VerifiedTokens(SECRET)
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
         yield Api(client, repo)
 
