@@ -13,12 +13,15 @@ from actors.routing import ActorFeed
 from actors.wiring import DriverWiring
 from drivers.attachments import S3AttachmentFetcher
 from engine import redaction
+from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantDrivers
 from engine.dispatch import Dispatcher, DispatchOptions
+from engine.governance.recipients import RecipientGate
 from engine.metrics import MetricsBuffer
 from engine.retries import RetryPolicy
 from engine.runtime import RuntimeConfig, driver_env, open_components, provider_chains
 from engine.sender_loop import SenderLoop
+from engine.storage.recipients_store import RecipientStore
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,8 @@ class SenderActor:
                 CredentialBox(s.credentials_key or config.secret), driver_env(s, config.env), self.wiring.factory
             ),
             feed=self.feed,
+            recipients=RecipientGate(RecipientStore(self.parts.pool)),
+            test_sinks={c: self.wiring.factory(c, "sink", config.env) for c in Channel},
         )
         assert self.parts.broker is not None
         self.loop = SenderLoop(self.parts.broker, dispatcher, max_envelopes=s.sender_prefetch, on_batch=self._flush)

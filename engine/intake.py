@@ -136,6 +136,7 @@ class Intake:
         if request.channel not in self.channels:
             errors.append(FieldError(("body", "channel"), f"no {request.channel.value} provider is configured"))
         errors += address_errors(request)
+        errors += attachment_errors(request, tenant)
         resolved, template_errors = self._resolve(request, tenant)
         errors += template_errors
         if errors:
@@ -159,7 +160,7 @@ class Intake:
         if replay is not None:
             return replay
         try:
-            return await self._store(request, tenant, resolved, key, req_hash)
+            return await self._store(request, tenant, resolved, key, req_hash, test=principal.test)
         except BaseException:
             await self._cache_release(tenant, key)
             raise
@@ -214,7 +215,14 @@ class Intake:
         return self._judge(stored, req_hash)
 
     async def _store(
-        self, request: NotificationRequest, tenant: Tenant, resolved: ResolvedTemplate, key: str, req_hash: str
+        self,
+        request: NotificationRequest,
+        tenant: Tenant,
+        resolved: ResolvedTemplate,
+        key: str,
+        req_hash: str,
+        *,
+        test: bool = False,
     ) -> Accepted:
         now = self.clock()
         schedule_at = request.schedule_at
@@ -238,7 +246,7 @@ class Intake:
             requested_locale=request.locale,
             to=request.to.model_dump(mode="json", exclude_none=True),
             variables=request.variables,
-            metadata=_pinned_metadata(request, resolved),
+            metadata=_pinned_metadata(request, resolved, test=test),
             priority=request.priority,
             schedule_at=schedule_at if scheduled else None,
             ttl_seconds=request.ttl_seconds,
@@ -289,6 +297,10 @@ class Intake:
             log.warning("idempotency cache release failed: %s", err)
 
 
+#: The metadata key marking a message sent with a test-mode API key.
+TEST_MODE = "test_mode"
+
+
 def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
     """A body may name its tenant; it must be the token's.
 
@@ -301,12 +313,29 @@ def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
             "tenant_id does not match the token's tenant",
             errors=[FieldError(("body", "tenant_id"), "must be the token's tenant")],
         )
-def _pinned_metadata(request: NotificationRequest, resolved: ResolvedTemplate) -> dict[str, Any]:
+
+
+def _pinned_metadata(request: NotificationRequest, resolved: ResolvedTemplate, *, test: bool) -> dict[str, Any]:
     """The request's metadata with its category pinned: the request's own, else the template's, so the
-    suppression check and unsubscribe links know the category without reading the manifest again."""
+    suppression check and unsubscribe links know the category without reading the manifest again; and
+    ``test_mode`` when a test-mode API key sent it (only the key sets it: the senders send those to the
+    sink)."""
     metadata = request.metadata.model_dump(mode="json", exclude_none=True)
     metadata.setdefault("category", resolved.manifest.category)
+    metadata.pop(TEST_MODE, None)
+    if test:
+        metadata[TEST_MODE] = True
     return metadata
+
+
+def attachment_errors(request: NotificationRequest, tenant: Tenant) -> list[FieldError]:
+    """Attachments outside the tenant's ``attachments.buckets``."""
+    allowed = tenant.config.attachments
+    return [
+        FieldError(("body", "attachments", i, "s3"), "not in one of the tenant's attachments.buckets")
+        for i, a in enumerate(request.attachments)
+        if not allowed.allows(a.s3)
+    ]
 
 
 def _key_reused() -> ApiProblem:
