@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", alias="HERALD_LOG_LEVEL")
 
     senders: int = Field(2, ge=1, le=256, alias="HERALD_SENDERS")
+    #: Serve replicas of the HTTP ingress (each with its own caches, API key snapshot and counters).
+    ingress_replicas: int = Field(1, ge=1, le=64, alias="HERALD_INGRESS_REPLICAS")
     sender_batch: int = Field(100, ge=1, le=1000, alias="HERALD_SENDER_BATCH")
     sender_prefetch: int = Field(20, ge=1, le=1000, alias="HERALD_SENDER_PREFETCH")
     send_lease_s: float = Field(30.0, gt=0, alias="HERALD_SEND_LEASE_SECONDS")
@@ -76,6 +78,10 @@ class Settings(BaseSettings):
     whatsapp_providers: CsvTuple = Field((), alias="HERALD_WHATSAPP_PROVIDERS")
     inapp_providers: CsvTuple = Field(("store",), alias="HERALD_INAPP_PROVIDERS")
     link_tracking: bool = Field(True, alias="HERALD_LINK_TRACKING")
+    #: How long unsubscribe links signed with a tenant's previous key keep working after a rotation.
+    unsubscribe_key_grace_s: int = Field(
+        90 * 24 * 3600, ge=0, le=3650 * 24 * 3600, alias="HERALD_UNSUBSCRIBE_KEY_GRACE_SECONDS"
+    )
     webhooks_allow_private: bool = Field(False, alias="HERALD_WEBHOOKS_ALLOW_PRIVATE")
     provider_event_retention_days: int = Field(30, ge=1, le=3650, alias="HERALD_PROVIDER_EVENT_RETENTION_DAYS")
     webhook_timeout_s: float = Field(10.0, gt=0, le=60, alias="HERALD_WEBHOOK_TIMEOUT_SECONDS")
