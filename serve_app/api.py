@@ -38,6 +38,10 @@ from engine.feedback.endpoints import WebhookEndpoints
 from engine.feedback.inbound import ProviderWebhooks
 from engine.feedback.ingest import FeedbackIngest
 from engine.feedback.signing_keys import WebhookSecrets
+from engine.governance.audit import AuditLog
+from engine.governance.keys import ApiKeyService, ApiKeyVerifier, Authenticator, pepper_from
+from engine.governance.recipients import RecipientService
+from engine.governance.replies import InboundReplies
 from engine.intake import Intake
 from engine.lifecycle import Lifecycle, QueuesSnapshot
 from engine.metrics import MetricsBuffer
@@ -45,6 +49,9 @@ from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
 from engine.routing.service import RoutingService
 from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
+from engine.storage.audit_store import AuditStore
+from engine.storage.keys_store import ApiKeyStore
+from engine.storage.recipients_store import RecipientStore
 from engine.template_service import TemplateService
 from engine.tenant_config import EditPolicy
 from engine.tenant_config.store import TenantStore
@@ -154,12 +161,22 @@ class HeraldApi:
         provider_env = driver_env(settings, config.env)
         drivers = TenantDrivers(box, provider_env, wiring.factory)
         self.ops = RayOperations(config, parts, metrics, wiring)
+        key_store, pepper = ApiKeyStore(parts.pool), pepper_from(secret)
+        self.key_verifier = ApiKeyVerifier(key_store, pepper=pepper)
+        recipient_store = RecipientStore(parts.pool)
+        recipients = RecipientService(recipient_store)
         self.state = ApiState(
             secret=secret,
             intake=intake,
             repo=parts.repo,
             templates=templates,
-            tracking=Tracking(parts.pool, secret=secret, base_url=base_url),
+            tracking=Tracking(
+                parts.pool,
+                secret=secret,
+                base_url=base_url,
+                tenants=intake.tenant,
+                unsubscribe_grace_s=settings.unsubscribe_key_grace_s,
+            ),
             credentials=TenantCredentials(drivers, parts.pool),
             tenants=TenantService(
                 TenantStore(parts.pool),
@@ -175,19 +192,30 @@ class HeraldApi:
                 provider_env,
                 tenants=intake.tenant,
                 box=box,
+                replies=InboundReplies(recipients, recipient_store, intake.tenant),
             ),
             endpoints=WebhookEndpoints(parts.pool, allow_private=settings.webhooks_allow_private),
             webhook_secrets=WebhookSecrets(parts.pool, box),
             analytics=Analytics(parts.pool),
             public_url=base_url.rstrip("/"),
             routing=RoutingService(ActorRoutingState(), intake, {c: settings.providers(c) for c in Channel}),
+            authenticator=Authenticator(secret, self.key_verifier),
+            keys=ApiKeyService(key_store, pepper=pepper, verifier=self.key_verifier),
+            audit=AuditLog(AuditStore(parts.pool)),
+            recipients=recipients,
         )
         self._flusher = asyncio.get_running_loop().create_task(self.ops.flush_forever())
+        # Revocations made on any replica, read every half second; last use written every 10 s.
+        self._keys_stop = asyncio.Event()
+        self._keys_task = asyncio.get_running_loop().create_task(self.key_verifier.run(self._keys_stop))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_app(self.state)
 
     async def __del__(self) -> None:
         self._flusher.cancel()
+        self._keys_stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._keys_task, 2.0)
         with contextlib.suppress(Exception):
             await self.parts.aclose()

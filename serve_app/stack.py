@@ -199,6 +199,7 @@ class Stack:
         serve.start(http_options={"host": s.http_host, "port": s.http_port})
         quiet = s.log_level.upper() not in ("DEBUG", "INFO")
         api = HeraldApi.options(
+            num_replicas=s.ingress_replicas,
             logging_config={"log_level": s.log_level.upper(), "enable_access_log": not quiet},
             graceful_shutdown_wait_loop_s=0.5,
             graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S,

@@ -35,14 +35,17 @@ from serve_app.http import create_app
 from serve_app.routes import (
     admin,
     analytics,
+    audit,
     dlq,
     inbox,
+    keys,
     links,
     metrics,
     notifications,
     partials,
     preview,
     provider_webhooks,
+    recipients,
     routing,
     templates,
     tenants,
@@ -66,6 +69,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     provider_webhooks.router,
     webhook_endpoints.router,
     analytics.router,
+    keys.router,
+    audit.router,
+    recipients.router,
     metrics.router,
 )
 

@@ -17,12 +17,15 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
-from engine.auth import ADMIN, PLATFORM, AuthError, PlatformPrincipal, Principal, decode_token, verify_token
+from engine.auth import ADMIN, PLATFORM, AuthError, PlatformPrincipal, Principal
 from engine.credentials import TenantCredentials
 from engine.feedback.analytics import Analytics
 from engine.feedback.endpoints import WebhookEndpoints
 from engine.feedback.inbound import ProviderWebhooks
 from engine.feedback.signing_keys import WebhookSecrets
+from engine.governance.audit import AuditLog
+from engine.governance.keys import ApiKeyService, Authenticator
+from engine.governance.recipients import RecipientService
 from engine.intake import Intake
 from engine.lifecycle import Lifecycle, QueuesSnapshot
 from engine.models import Tenant
@@ -73,6 +76,10 @@ class ApiState:
     analytics: Analytics
     public_url: str  #: HERALD_PUBLIC_URL (else where the API listens): the URLs providers were given
     routing: RoutingService
+    authenticator: Authenticator  #: JWTs, and API keys from this replica's snapshot
+    keys: ApiKeyService
+    audit: AuditLog
+    recipients: RecipientService
 
 
 def api_state(request: Request) -> ApiState:
@@ -89,7 +96,8 @@ bearer = HTTPBearer(
     bearerFormat="JWT",
     auto_error=False,
     description=(
-        "A JWT from `herald token --tenant SLUG` (claims `tenant`, `scope`: send read templates admin) "
+        "A JWT from `herald token --tenant SLUG` (claims `tenant`, `scope`: send read templates admin), "
+        "a tenant's API key (`hk_live_...` / `hk_test_...` from `POST /api/keys`, with its scopes) "
         "or `herald token --platform` (scope `platform`). Each operation names the scope it needs."
     ),
 )
@@ -100,11 +108,9 @@ async def authenticated(
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal | PlatformPrincipal:
-    """The token's principal. Raises: ApiProblem 401."""
+    """The token's (JWT or API key) principal. Raises: ApiProblem 401."""
     try:
-        if credentials is None:  # verify_token says what is wrong with the header
-            return verify_token(state.secret, request.headers.get("authorization"))
-        return decode_token(state.secret, credentials.credentials)
+        return await state.authenticator.authenticate(request.headers.get("authorization"))
     except AuthError as err:
         raise ApiProblem(401, str(err), headers=_CHALLENGE) from None
 
@@ -121,8 +127,9 @@ class TenantCaller:
 
     @property
     def actor(self) -> str:
-        """Who audit records name."""
-        return self.principal.tenant
+        """Who audit records name: the tenant, and the API key when one was used."""
+        key = self.principal.key_id
+        return f"{self.principal.tenant}/{key}" if key else self.principal.tenant
 
 
 async def tenant_caller(scopes: SecurityScopes, state: State, principal: Authenticated) -> TenantCaller:

@@ -154,6 +154,7 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         "HERALD_RELAY_POLL_SECONDS": "0.2",
         "HERALD_QUEUE_STATS_SECONDS": "1",  # the queues view and gauges a test waits for
         "HERALD_SENDERS": "2",
+        "HERALD_INGRESS_REPLICAS": "2",  # caches, key snapshots and counters must agree across replicas
         "HERALD_LOG_LEVEL": "WARNING",
     }
     proxy = None
