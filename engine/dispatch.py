@@ -189,7 +189,7 @@ class Dispatcher:
         if msg.expires_at is not None and msg.expires_at <= started:
             return self._expired(msg, started)
         required = msg.tenant_config.preferences.required_categories
-        if msg.suppressed or suppressed_by(msg.suppression_categories, msg.category, required):
+        if suppressed_by(msg.suppression_categories, msg.category, required):
             return self._suppressed(msg, started)
         if refused is not None:
             return self._suppressed(msg, started, refused)
