@@ -8,6 +8,7 @@ import random
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -224,12 +225,24 @@ def test_stop_help_and_start_round_trip_through_the_signed_twilio_webhook(herald
         assert herald.wait_status(api, code, DONE)["status"] == "sent"  # one-time codes still go
         help_reply = _twilio_inbound(herald, phone, "HELP")
         assert "<Message>Reply STOP to stop these messages" in help_reply.text
+        # The emulator posts a reply the way Twilio does, and keeps what Herald answered.
+        twilio = herald.fakes.env["HERALD_TWILIO_BASE_URL"]
+        assert httpx.post(f"{twilio}/_state", json={"reply": {"from": phone, "body": "info"}}).status_code == 200
+        answers = _wait(lambda: [c for c in httpx.get(f"{twilio}/_callbacks").json() if phone in c["body"]])
+        assert answers[0]["status"] == 200 and "<Message>Reply STOP" in answers[0]["answer"]
         assert _twilio_inbound(herald, phone, "START").status_code == 200
         assert api.get("/api/suppressions", params={"channel": "sms", "address": phone}).json()["items"] == []
         back = post(api, sms(phone, "marketing")).json()["message_id"]
         assert herald.wait_status(api, back, DONE)["status"] == "sent"
     with herald.client(bystander) as other:  # it never sent to the number: its list is untouched
         assert other.get("/api/suppressions").json()["items"] == []
+
+
+def _wait(found: Callable[[], list[Any]], timeout_s: float = 15) -> list[Any]:
+    deadline = time.monotonic() + timeout_s
+    while not (items := found()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return items
 
 
 def test_a_stop_reply_on_whatsapp_through_metas_signed_webhook(herald: Herald) -> None:
@@ -241,14 +254,19 @@ def test_a_stop_reply_on_whatsapp_through_metas_signed_webhook(herald: Herald) -
         reply = {"from": phone.lstrip("+"), "id": f"wamid.{uuid.uuid4().hex}", "type": "text", "text": {"body": "STOP"}}
         doc = {"object": "whatsapp_business_account", "entry": [{"changes": [{"value": {"messages": [reply]}}]}]}
         body = json.dumps(doc).encode()
-        secret = herald.fakes.env["HERALD_META_APP_SECRET"]
         url = f"{herald.base_url}/webhooks/whatsapp/meta"
         forged = httpx.post(url, content=body, headers={"X-Hub-Signature-256": meta_signature("x", body)})
         assert forged.status_code == 403
-        signed = httpx.post(url, content=body, headers={"X-Hub-Signature-256": meta_signature(secret, body)})
-        assert signed.status_code == 200, signed.text
-        listed = api.get("/api/suppressions", params={"channel": "whatsapp", "address": phone}).json()["items"]
-        assert [e["scope"] for e in listed] == ["non_required"]
+        assert api.get("/api/suppressions").json()["items"] == []
+        # The emulator posts the reply the way Meta does, signed with the app secret.
+        meta = herald.fakes.env["HERALD_META_BASE_URL"]
+        assert httpx.post(f"{meta}/_state", json={"reply": {"from": phone, "text": "STOP"}}).status_code == 200
+
+        def listed() -> list[Any]:
+            params = {"channel": "whatsapp", "address": phone}
+            return list(api.get("/api/suppressions", params=params).json()["items"])
+
+        assert [e["scope"] for e in _wait(listed)] == ["non_required"]
 
 
 def test_unsubscribe_links_follow_the_tenants_rotated_key(herald: Herald) -> None:
