@@ -14,7 +14,7 @@ from serve_app.schemas.problems import problems
 router = APIRouter(tags=["audit"])
 
 
-@router.get("/admin/audit", response_model=AuditPage, responses=problems(401, 403, 422))
+@router.get("/admin/audit", response_model=AuditPage, responses=problems(400, 401, 403, 422))
 async def platform_audit(query: Annotated[AuditQuery, Query()], caller: Platform, state: State) -> AuditPage:
     """Audit records of every tenant and the platform, newest first: by ``tenant``, ``action`` (exact, or a
     prefix ending in ``*``: ``dlq.*``), ``actor``, ``after`` / ``before``; ``cursor`` and ``limit``."""
@@ -22,7 +22,7 @@ async def platform_audit(query: Annotated[AuditQuery, Query()], caller: Platform
     return await state.audit.list(scope, query.filters(), cursor=query.cursor, limit=query.limit)
 
 
-@router.get("/api/audit", response_model=AuditPage, responses=problems(401, 403, 422))
+@router.get("/api/audit", response_model=AuditPage, responses=problems(400, 401, 403, 422))
 async def tenant_audit(query: Annotated[AuditQuery, Query()], caller: TenantAdmin, state: State) -> AuditPage:
     """The tenant's own audit records, filtered as ``GET /admin/audit`` (naming another tenant is 403)."""
     scope = AdminScope.of_tenant(caller.tenant, caller.actor)

@@ -22,7 +22,7 @@ async def create_key(body: CreateKeyRequest, caller: TenantAdmin, state: State) 
     return await state.keys.create(caller.tenant, body, actor=caller.actor)
 
 
-@router.get("/api/keys", response_model=KeyPage, responses=problems(401, 403, 422))
+@router.get("/api/keys", response_model=KeyPage, responses=problems(400, 401, 403, 422))
 async def list_keys(query: Annotated[PageQuery, Query()], caller: TenantAdmin, state: State) -> KeyPage:
     """The tenant's keys, newest first, revoked ones included, with last use (recorded every few seconds)."""
     return await state.keys.list(caller.tenant, cursor=query.cursor, limit=query.limit)

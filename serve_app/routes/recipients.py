@@ -37,13 +37,15 @@ async def put_preferences(user_id: UserId, body: PreferencesBody, caller: Sender
     return await state.recipients.put_preferences(caller.tenant, user_id, body)
 
 
-@router.get("/api/recipients/{user_id}/preferences", response_model=PreferencesView, responses=problems(401, 403, 422))
+@router.get(
+    "/api/recipients/{user_id}/preferences", response_model=PreferencesView, responses=problems(400, 401, 403, 422)
+)
 async def get_preferences(user_id: UserId, caller: Reader, state: State) -> PreferencesView:
     """The recipient's preferences (none stored: everything allowed) and the tenant's required categories."""
     return await state.recipients.get_preferences(caller.tenant, user_id)
 
 
-@router.get("/api/suppressions", response_model=SuppressionPage, responses=problems(401, 403, 422))
+@router.get("/api/suppressions", response_model=SuppressionPage, responses=problems(400, 401, 403, 422))
 async def list_suppressions(
     query: Annotated[SuppressionQuery, Query()], caller: Reader, state: State
 ) -> SuppressionPage:

@@ -228,7 +228,8 @@ def test_stop_help_and_start_round_trip_through_the_signed_twilio_webhook(herald
         # The emulator posts a reply the way Twilio does, and keeps what Herald answered.
         twilio = herald.fakes.env["HERALD_TWILIO_BASE_URL"]
         assert httpx.post(f"{twilio}/_state", json={"reply": {"from": phone, "body": "info"}}).status_code == 200
-        answers = _wait(lambda: [c for c in httpx.get(f"{twilio}/_callbacks").json() if phone in c["body"]])
+        sender = urllib.parse.urlencode({"From": phone})
+        answers = _wait(lambda: [c for c in httpx.get(f"{twilio}/_callbacks").json() if sender in c["body"]])
         assert answers[0]["status"] == 200 and "<Message>Reply STOP" in answers[0]["answer"]
         assert _twilio_inbound(herald, phone, "START").status_code == 200
         assert api.get("/api/suppressions", params={"channel": "sms", "address": phone}).json()["items"] == []
