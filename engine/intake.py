@@ -110,6 +110,11 @@ class Intake:
                 await self.tenant_templates.ensure(tenant.slug, tenant.id, tenant.templates_version)
         return tenant
 
+    def _stale(self, slug: str, after_s: float = 0.25) -> bool:
+        """Whether the cached tenant was read more than ``after_s`` ago (worth reading again once)."""
+        cached = self._tenants.get(slug)
+        return cached is not None and time.monotonic() - cached[0] > after_s
+
     def forget_tenant(self, slug: str) -> None:
         """Re-read the tenant on its next request (after this process changed its config or templates)."""
         self._tenants.pop(slug, None)
@@ -138,6 +143,10 @@ class Intake:
         errors += address_errors(request)
         errors += attachment_errors(request, tenant)
         resolved, template_errors = self._resolve(request, tenant)
+        if resolved is None and self._stale(tenant.slug):  # a publish on another replica may be newer
+            self.forget_tenant(tenant.slug)
+            tenant = await self.tenant(principal.tenant) or tenant
+            resolved, template_errors = self._resolve(request, tenant)
         errors += template_errors
         if errors:
             raise ApiProblem(422, "the notification is not valid", errors=errors)
