@@ -14,16 +14,19 @@ from actors.routing import ActorFeed
 from actors.wiring import DriverWiring
 from drivers.attachments import S3AttachmentFetcher
 from engine import redaction
+from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantDrivers
 from engine.dedupe import RecipientDedupe
 from engine.dispatch import Dispatcher, DispatchOptions
 from engine.governance.quotas import DedupeRefunds
+from engine.governance.recipients import RecipientGate
 from engine.metrics import MetricsBuffer
 from engine.retries import RetryPolicy
 from engine.runtime import RuntimeConfig, driver_env, open_components, provider_chains
 from engine.sender_loop import SenderLoop
 from engine.storage.dedupe_store import DedupeStore
 from engine.storage.quota_store import QuotaStore
+from engine.storage.recipients_store import RecipientStore
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ class SenderActor:
                 link_secret=config.secret,
                 on_deduplicated=DedupeRefunds(QuotaStore(self.parts.repo.pool)),  # a copy never sent is not counted
             ),
+            recipients=RecipientGate(RecipientStore(self.parts.pool)),
+            test_sinks={c: self.wiring.factory(c, "sink", config.env) for c in Channel},
         )
         assert self.parts.broker is not None
         self.loop = SenderLoop(

@@ -16,6 +16,9 @@ whatsapp/twilio    the same                                      the same
 whatsapp/meta      ``X-Hub-Signature-256`` (+ the GET handshake)  ``HERALD_META_APP_SECRET``, ``_VERIFY_TOKEN``
 =================  ===========================================  ==============================================
 
+Recipients' replies (STOP / START / HELP) come in on ``sms/twilio/inbound`` (verified as ``sms/twilio``,
+:meth:`WebhookReceiver.inbound`) and inside Meta's webhook (``messages[]`` beside ``statuses[]``).
+
 ``HERALD_WEBHOOK_TOLERANCE_SECONDS`` (300) is how far a signed timestamp (SendGrid, SNS) may be from our
 clock before the request counts as a replay. SNS SMS reports no deliveries, so it has no receiver.
 """
@@ -62,6 +65,14 @@ class WebhookReceiver(ABC):
             WebhookError: a forgery or replay (401/403, nothing to record), a body that is not the
                 provider's (400), or a signing certificate we could not fetch (502).
         """
+
+    async def inbound(self, request: WebhookRequest) -> WebhookReceipt:
+        """Verify an incoming-message webhook (a recipient's reply), then parse it.
+
+        Raises:
+            WebhookError: as :meth:`receive`; 405 for a provider with no such webhook.
+        """
+        raise WebhookError(f"{self.provider} has no incoming-message webhook here", status_code=405)
 
     def handshake(self, request: WebhookRequest) -> str:
         """The body of the answer to a provider's verification GET.
@@ -122,6 +133,10 @@ class TwilioSmsReceiver(WebhookReceiver):
         )
         return WebhookReceipt(events=events)
 
+    async def inbound(self, request: WebhookRequest) -> WebhookReceipt:
+        self.verifier.verify(request.url, request.body, request.headers)
+        return WebhookReceipt(inbound=twilio_webhooks.parse_inbound(request.body, channel=self.channel))
+
 
 class TwilioWhatsappReceiver(TwilioSmsReceiver):
     channel: ClassVar[Channel] = Channel.WHATSAPP
@@ -140,7 +155,9 @@ class MetaReceiver(WebhookReceiver):
 
     async def receive(self, request: WebhookRequest) -> WebhookReceipt:
         self.verifier.verify(request.body, request.headers)
-        return WebhookReceipt(events=meta_webhooks.parse_statuses(request.body))
+        return WebhookReceipt(
+            events=meta_webhooks.parse_statuses(request.body), inbound=meta_webhooks.parse_inbound(request.body)
+        )
 
     def handshake(self, request: WebhookRequest) -> str:
         return self.verifier.handshake(request.query)

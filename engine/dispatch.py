@@ -30,9 +30,10 @@ from engine.errors import (
 )
 from engine.governance.buckets import BucketKey, Rate
 from engine.governance.leases import LeaseClient, Want, take_granted
+from engine.governance.recipients import RecipientCheck, RecipientGate, suppressed_by
 from engine.ids import format_message_id
 from engine.metrics import MetricsBuffer
-from engine.models import ClaimedMessage
+from engine.models import ClaimedMessage, Tenant
 from engine.outcomes import Outcome, TriedProvider
 from engine.retries import Action, RetryPolicy
 from engine.routed import Ending, Journey, Router, Try
@@ -92,9 +93,13 @@ class Dispatcher:
         attachments: AttachmentResolver | None = None,
         feed: RoutingFeed | None = None,
         dedupe: RecipientDedupe | None = None,
+        recipients: RecipientGate | None = None,
+        test_sinks: Mapping[Channel, Driver] | None = None,
         clock: Callable[[], datetime] = utcnow,
         leases: LeaseClient | None = None,
     ) -> None:
+        """``recipients``: the preference check (none: preferences are not read); ``test_sinks``: where
+        messages sent with a test-mode API key go, per channel (none: they route like any other)."""
         self.repo = repo
         self.catalog = catalog
         self.drivers = drivers
@@ -108,6 +113,8 @@ class Dispatcher:
         self.feed = feed
         #: Recipient dedupe (``dedupe.<category>.window_seconds``), decided in PostgreSQL across senders.
         self.dedupe = dedupe or RecipientDedupe(DedupeStore(repo.pool), link_secret=options.link_secret)
+        self.recipients = recipients
+        self.test_sinks = test_sinks or {}
         self.clock = clock
         self.router = Router(drivers, self._tenant_driver, feed, clock=clock)
         #: Tokens of the tenants' rate limits (``limits.<channel>.rate_per_second``); None: no limits.
@@ -124,14 +131,16 @@ class Dispatcher:
         outcomes: list[Outcome] = []
         journeys: list[Journey] = []
         sendable = await self._within_rate(claimed, started, outcomes)
+        tests: list[tuple[ClaimedMessage, OutboundMessage]] = []
         view = self.router.view()
         wall = started.timestamp()
+        refused = await self._refused_by_preferences(sendable)
         ready: list[tuple[ClaimedMessage, OutboundMessage]] = []
         for msg in sendable:
             # Rendering is CPU work: give the event loop back between messages, so the sender's reserved
             # high-priority lane runs its one-time code in the middle of a big low batch.
             await asyncio.sleep(0)
-            prepared = await self._prepare(msg, started)
+            prepared = await self._prepare(msg, started, refused.get(msg.id))
             if isinstance(prepared, Outcome):
                 outcomes.append(prepared)
             else:
@@ -142,6 +151,9 @@ class Dispatcher:
         for msg, prepared in ready:
             if msg.id in firsts:
                 continue
+            if is_test(msg) and msg.channel in self.test_sinks:
+                tests.append((msg, prepared))
+                continue
             journey = self.router.journey(msg, prepared, view, wall)
             if journey.plan.no_route:
                 outcomes.append(self._no_route(msg, started, journey.plan))
@@ -149,6 +161,7 @@ class Dispatcher:
                 journeys.append(journey)
         await self.router.send(journeys)
         outcomes.extend(self._journey_outcome(j, started, view) for j in journeys)
+        outcomes.extend(await self._send_tests(tests, started))
         await self.repo.record(outcomes)
         if copies and self.dedupe.on_deduplicated is not None:
             await self.dedupe.on_deduplicated.deduplicated(copies)
@@ -195,12 +208,49 @@ class Dispatcher:
             self.metrics.inc("notifications_throttled_total", channel=msg.channel.value, tenant=msg.tenant_slug)
         return go
 
-    async def _prepare(self, msg: ClaimedMessage, started: datetime) -> OutboundMessage | Outcome:
+
+    async def _refused_by_preferences(self, claimed: Sequence[ClaimedMessage]) -> dict[uuid.UUID, str]:
+        """The messages their recipients' preferences stop, with the reason (one statement per batch)."""
+        if self.recipients is None:
+            return {}
+        checks = {
+            m.id: RecipientCheck(
+                Tenant(m.tenant_id, m.tenant_slug, m.tenant_slug, m.tenant_config),
+                m.to.get("user_id"),
+                m.category,
+                m.channel,
+            )
+            for m in claimed
+            if m.to.get("user_id") and m.category
+        }
+        return await self.recipients.refused(checks) if checks else {}
+
+    async def _send_tests(
+        self, tests: Sequence[tuple[ClaimedMessage, OutboundMessage]], started: datetime
+    ) -> list[Outcome]:
+        """Messages of test-mode API keys: to the channel's sink, never to a provider."""
+        outcomes = []
+        for channel, sink in self.test_sinks.items():
+            batch = [(m, out) for m, out in tests if m.channel is channel]
+            if batch:
+                results = await sink.send_batch([out for _, out in batch])
+                outcomes += [
+                    replace(self._result_outcome(m, r, started, 0.0), meta={**self._sent_meta(r), "test": True})
+                    for (m, _), r in zip(batch, results, strict=True)
+                ]
+        return outcomes
+
+    async def _prepare(
+        self, msg: ClaimedMessage, started: datetime, refused: str | None = None
+    ) -> OutboundMessage | Outcome:
         """The message ready for its driver, or the outcome that ends it before any provider call."""
         if msg.expires_at is not None and msg.expires_at <= started:
             return self._expired(msg, started)
-        if msg.suppressed:
+        required = msg.tenant_config.preferences.required_categories
+        if suppressed_by(msg.suppression_categories, msg.category, required):
             return self._suppressed(msg, started)
+        if refused is not None:
+            return self._suppressed(msg, started, refused)
         try:
             out = self._outbound(msg, started)
         except (TemplateError, RenderError) as err:
@@ -229,6 +279,7 @@ class Dispatcher:
             link_secret=self.options.link_secret,
             recipient=address[1] if address else None,
             category=msg.category,
+            unsubscribe_generation=msg.unsubscribe_generation,
         )
         content = self.catalog.render(resolved, msg.variables, msg.channel, context=context)
         to = msg.to
@@ -279,7 +330,13 @@ class Dispatcher:
         address = msg.address()
         if msg.channel is not Channel.EMAIL or not address or not msg.tenant_config.unsubscribe:
             return {}
-        token = sign_unsubscribe(self.options.link_secret, msg.tenant_slug, address[1], category=msg.category)
+        token = sign_unsubscribe(
+            self.options.link_secret,
+            msg.tenant_slug,
+            address[1],
+            category=msg.category,
+            generation=msg.unsubscribe_generation,
+        )
         return {
             "List-Unsubscribe": f"<{unsubscribe_url(self.options.base_url, token)}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
@@ -405,9 +462,10 @@ class Dispatcher:
         expired_at = msg.expires_at.isoformat() if msg.expires_at else None
         return _ended_unsent(msg, now, Status.EXPIRED, EventType.EXPIRED, {"expired_at": expired_at})
 
-    def _suppressed(self, msg: ClaimedMessage, now: datetime) -> Outcome:
-        reason = {"reason": "recipient is on the tenant's suppression list"}
-        return _ended_unsent(msg, now, Status.SUPPRESSED, EventType.SUPPRESSED, reason)
+    def _suppressed(
+        self, msg: ClaimedMessage, now: datetime, reason: str = "recipient is on the tenant's suppression list"
+    ) -> Outcome:
+        return _ended_unsent(msg, now, Status.SUPPRESSED, EventType.SUPPRESSED, {"reason": reason})
 
     def _deduplicated(self, msg: ClaimedMessage, now: datetime, first: uuid.UUID) -> Outcome:
         meta = {
@@ -461,6 +519,11 @@ class Dispatcher:
                 else:
                     reason = t.error.failure_class.value
                     self.metrics.inc("provider_failed_total", channel=channel, provider=t.provider, reason=reason)
+
+
+def is_test(msg: ClaimedMessage) -> bool:
+    """Whether a test-mode API key sent the message (``metadata.test_mode``, set at admission)."""
+    return (msg.metadata or {}).get("test_mode") is True
 
 
 def _capped(at: datetime, expires_at: datetime | None) -> datetime:

@@ -122,6 +122,11 @@ class Intake:
                 await self.tenant_templates.ensure(tenant.slug, tenant.id, tenant.templates_version)
         return tenant
 
+    def _stale(self, slug: str, after_s: float = 0.25) -> bool:
+        """Whether the cached tenant was read more than ``after_s`` ago (worth reading again once)."""
+        cached = self._tenants.get(slug)
+        return cached is not None and time.monotonic() - cached[0] > after_s
+
     def forget_tenant(self, slug: str) -> None:
         """Re-read the tenant on its next request (after this process changed its config or templates)."""
         self._tenants.pop(slug, None)
@@ -144,6 +149,10 @@ class Intake:
         if tenant is None:
             raise ApiProblem(401, f"unknown tenant {principal.tenant!r}")
         checked, errors = self.validate(request, tenant, header_key, need_key=need_key)
+        if checked is None and self._stale(tenant.slug):  # a publish on another replica may be newer
+            self.forget_tenant(tenant.slug)
+            tenant = await self.tenant(principal.tenant) or tenant
+            checked, errors = self.validate(request, tenant, header_key, need_key=need_key)
         if checked is None:
             raise ApiProblem(422, "the notification is not valid", errors=errors)
         return checked
@@ -165,6 +174,7 @@ class Intake:
         if request.channel not in self.channels:
             errors.append(FieldError(("body", "channel"), f"no {request.channel.value} provider is configured"))
         errors += address_errors(request)
+        errors += attachment_errors(request, tenant)
         resolved, template_errors = self._resolve(request, tenant, memo)
         errors += template_errors
         if errors or resolved is None:
@@ -187,7 +197,7 @@ class Intake:
         admitted: Admitted | None = None
         try:
             admitted = self.admit(request, tenant, resolved)
-            result = await self._store(request, tenant, resolved, key, req_hash, admitted)
+            result = await self._store(request, tenant, resolved, key, req_hash, admitted, test=principal.test)
         except BaseException:  # a refusal too: the key stays free for the client's retry
             self.undo(request, tenant, admitted)
             await self._cache_release(tenant, key)
@@ -291,9 +301,14 @@ class Intake:
         key: str,
         req_hash: str,
         admitted: Admitted | None = None,
+        *,
+        test: bool = False,
     ) -> Accepted:
         message, status, response = self.new_message(
-            Checked(request, tenant, resolved, key), req_hash, estimated_cost=admitted.estimate if admitted else None
+            Checked(request, tenant, resolved, key),
+            req_hash,
+            estimated_cost=admitted.estimate if admitted else None,
+            test=test,
         )
         created, stored = await self.repo.accept(
             message, response, status=status, idempotency_ttl_s=self.idempotency_ttl_s
@@ -314,9 +329,11 @@ class Intake:
         dumped: dict[str, Any] | None = None,
         *,
         estimated_cost: Decimal | None = None,
+        test: bool = False,
     ) -> tuple[NewMessage, Status, dict[str, Any]]:
         """The message to store for a checked request (with a key), its first status and the answer.
-        ``dumped``: the request's :func:`canonical_dump` when the caller has it (saves dumping it again)."""
+        ``dumped``: the request's :func:`canonical_dump` when the caller has it (saves dumping it again);
+        ``test``: sent with a test-mode API key."""
         request, tenant, resolved, key = checked.request, checked.tenant, checked.resolved, checked.key
         assert key is not None
         now = self.clock()
@@ -341,7 +358,7 @@ class Intake:
             requested_locale=request.locale,
             to=dumped["to"] if dumped else request.to.model_dump(mode="json", exclude_none=True),
             variables=request.variables,
-            metadata=_pinned_metadata(request, resolved, dumped.get("metadata") if dumped else None),
+            metadata=_pinned_metadata(request, resolved, dumped.get("metadata") if dumped else None, test=test),
             priority=request.priority,
             schedule_at=schedule_at if scheduled else None,
             ttl_seconds=request.ttl_seconds,
@@ -395,6 +412,10 @@ def canonical_hash(request: NotificationRequest, tenant: Tenant) -> str:
     return request_hash(canonical_dump(request, tenant))
 
 
+#: The metadata key marking a message sent with a test-mode API key.
+TEST_MODE = "test_mode"
+
+
 def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
     """A body may name its tenant; it must be the token's.
 
@@ -410,13 +431,28 @@ def check_tenant_id(tenant_id: str | None, token_tenant: str) -> None:
 
 
 def _pinned_metadata(
-    request: NotificationRequest, resolved: ResolvedTemplate, dumped: dict[str, Any] | None = None
+    request: NotificationRequest, resolved: ResolvedTemplate, dumped: dict[str, Any] | None = None, *, test: bool
 ) -> dict[str, Any]:
     """The request's metadata with its category pinned: the request's own, else the template's, so the
-    suppression check and unsubscribe links know the category without reading the manifest again."""
+    suppression check and unsubscribe links know the category without reading the manifest again; and
+    ``test_mode`` when a test-mode API key sent it (only the key sets it: the senders send those to the
+    sink)."""
     metadata = dict(dumped) if dumped is not None else request.metadata.model_dump(mode="json", exclude_none=True)
     metadata.setdefault("category", resolved.manifest.category)
+    metadata.pop(TEST_MODE, None)
+    if test:
+        metadata[TEST_MODE] = True
     return metadata
+
+
+def attachment_errors(request: NotificationRequest, tenant: Tenant) -> list[FieldError]:
+    """Attachments outside the tenant's ``attachments.buckets``."""
+    allowed = tenant.config.attachments
+    return [
+        FieldError(("body", "attachments", i, "s3"), "not in one of the tenant's attachments.buckets")
+        for i, a in enumerate(request.attachments)
+        if not allowed.allows(a.s3)
+    ]
 
 
 def _key_reused() -> ApiProblem:

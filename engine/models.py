@@ -319,7 +319,10 @@ class ClaimedMessage:
     attempts: int  #: including this one
     created_at: datetime
     expires_at: datetime | None
-    suppressed: bool = False  #: the address is on the tenant's suppression list
+    #: The category of each of the address's suppression entries (None: every category), as the claim read
+    #: them; the sender decides with the tenant's required categories (``recipients.suppressed_by``).
+    suppression_categories: tuple[str | None, ...] = ()
+    unsubscribe_generation: int = 0  #: the tenant's unsubscribe link key generation
     attachments: tuple[dict[str, Any], ...] = ()  #: ``{"s3", "filename", "content_type"}`` references
     estimated_cost: Decimal | None = None  #: reserved at admission; settled when the message is done with
     tenant_config_version: int = 1

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     whatsapp_providers: CsvTuple = Field((), alias="HERALD_WHATSAPP_PROVIDERS")
     inapp_providers: CsvTuple = Field(("store",), alias="HERALD_INAPP_PROVIDERS")
     link_tracking: bool = Field(True, alias="HERALD_LINK_TRACKING")
+    #: How long unsubscribe links signed with a tenant's previous key keep working after a rotation.
+    unsubscribe_key_grace_s: int = Field(
+        90 * 24 * 3600, ge=0, le=3650 * 24 * 3600, alias="HERALD_UNSUBSCRIBE_KEY_GRACE_SECONDS"
+    )
     webhooks_allow_private: bool = Field(False, alias="HERALD_WEBHOOKS_ALLOW_PRIVATE")
     provider_event_retention_days: int = Field(30, ge=1, le=3650, alias="HERALD_PROVIDER_EVENT_RETENTION_DAYS")
     webhook_timeout_s: float = Field(10.0, gt=0, le=60, alias="HERALD_WEBHOOK_TIMEOUT_SECONDS")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -22,7 +24,15 @@ from engine.ids import new_id, parse_message_id
 from engine.models import Tenant
 from engine.states import EventType
 from engine.storage.feedback_sql import TRACK
-from engine.templating.links import click_url, sign_link, verify_link, verify_open, verify_unsubscribe
+from engine.templating.links import (
+    UnsubscribeTarget,
+    click_url,
+    sign_link,
+    unsubscribe_signer,
+    verify_link,
+    verify_open,
+    verify_unsubscribe,
+)
 from engine.templating.pixel import TRANSPARENT_GIF
 
 log = logging.getLogger(__name__)
@@ -34,6 +44,26 @@ INSERT INTO suppressions (id, tenant_id, kind, address, category, reason)
 SELECT $1, t.id, $2, $3, $5, 'unsubscribed' FROM tenants t WHERE t.slug = $4
 ON CONFLICT (tenant_id, kind, address, category) DO NOTHING
 """
+
+_UNSUBSCRIBE_GENERATIONS = """
+SELECT unsubscribe_generation AS current, coalesce(unsubscribe_previous_until > now(), false) AS previous
+FROM tenants WHERE slug = $1
+"""
+_ROTATE = """
+WITH t AS (
+    UPDATE tenants SET unsubscribe_generation = unsubscribe_generation + 1,
+                       unsubscribe_previous_until = now() + make_interval(secs => $2)
+    WHERE id = $1
+    RETURNING id, unsubscribe_generation, unsubscribe_previous_until
+), a AS (
+    INSERT INTO audit_log (tenant_id, actor, action, subject, detail)
+    SELECT t.id, $3, 'unsubscribe_key.rotate', NULL, jsonb_build_object('generation', t.unsubscribe_generation)
+    FROM t
+)
+SELECT unsubscribe_generation, unsubscribe_previous_until FROM t
+"""
+#: The suppression category of an unsubscribe from a required category's message: everything else.
+_NON_REQUIRED = "*non_required"
 
 _SHORTLINK_CLICK = """
 UPDATE shortlinks s SET clicks = s.clicks + 1
@@ -58,11 +88,29 @@ class Shortlink:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class RotatedKey:
+    generation: int
+    previous_expires_at: datetime
+
+
 class Tracking:
-    def __init__(self, pool: asyncpg.Pool, *, secret: str, base_url: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        secret: str,
+        base_url: str,
+        tenants: Callable[[str], Awaitable[Tenant | None]] | None = None,
+        unsubscribe_grace_s: float = 90 * 24 * 3600,
+    ) -> None:
+        """``tenants``: the tenant lookup (its required categories); ``unsubscribe_grace_s``: how long links
+        signed with a tenant's previous unsubscribe key keep working after a rotation."""
         self.pool = pool
         self.secret = secret
         self.base_url = base_url
+        self.tenants = tenants
+        self.unsubscribe_grace_s = unsubscribe_grace_s
 
     async def create_shortlink(self, tenant: Tenant, url: str) -> Shortlink:
         link_id = new_id()
@@ -85,16 +133,40 @@ class Tracking:
         token = sign_link(self.secret, tenant.slug, SHORTLINK_PREFIX + link_id.hex, row["url"])
         return Shortlink(link_id, row["url"], click_url(self.base_url, token), row["clicks"])
 
+    async def verify_unsubscribe(self, token: str) -> UnsubscribeTarget | None:
+        """The target of a genuine unsubscribe token signed with its tenant's current key, or the previous
+        one inside the grace period after a rotation; None otherwise."""
+        signer = unsubscribe_signer(token)
+        if signer is None:
+            return None
+        row = await self.pool.fetchrow(_UNSUBSCRIBE_GENERATIONS, signer[0])
+        if row is None:
+            return None
+        accepted = {row["current"], row["current"] - 1} if row["previous"] else {row["current"]}
+        return verify_unsubscribe(self.secret, token, generations=accepted)
+
     async def unsubscribe(self, token: str) -> bool:
         """Put the token's address on its tenant's suppression list (RFC 8058 one-click) for the category
-        the message was sent in (every category for tokens that name none); False if invalid."""
-        target = verify_unsubscribe(self.secret, token)
+        the message was sent in (every category for tokens that name none; every category the tenant does
+        not require for a message of a required one, which keeps flowing); False if invalid."""
+        target = await self.verify_unsubscribe(token)
         if target is None:
             return False
         kind = "email" if "@" in target.address else "phone"
         address = target.address.lower() if kind == "email" else target.address
-        result = await self.pool.execute(_UNSUBSCRIBE, new_id(), kind, address, target.tenant, target.category)
+        category = target.category
+        tenant = await self.tenants(target.tenant) if self.tenants is not None else None
+        if tenant is not None and tenant.config.preferences.is_required(category):
+            category = _NON_REQUIRED
+        result = await self.pool.execute(_UNSUBSCRIBE, new_id(), kind, address, target.tenant, category)
         return result.endswith(" 1") or result.endswith(" 0")
+
+    async def rotate_unsubscribe_key(self, tenant: Tenant, *, actor: str) -> RotatedKey:
+        """Sign the tenant's unsubscribe links with a new key from now on (senders on their next batch);
+        links signed with the previous one keep working for the grace period, older ones stop."""
+        row = await self.pool.fetchrow(_ROTATE, tenant.id, float(self.unsubscribe_grace_s), actor)
+        assert row is not None
+        return RotatedKey(row["unsubscribe_generation"], row["unsubscribe_previous_until"])
 
     async def open(self, token: str, *, user_agent: str | None = None, ip: str | None = None) -> bool:
         """Record an open of the pixel's message; False for a tampered or unknown token (the route serves

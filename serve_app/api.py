@@ -32,7 +32,6 @@ from actors.routing import ActorRoutingState, follow_table
 from actors.wiring import DriverWiring
 from drivers.webhooks import create_receiver
 from engine import redaction
-from engine.auth import VerifiedTokens
 from engine.batch import BatchIntake
 from engine.batch.ingress import IngressKeys
 from engine.channels import Channel
@@ -43,9 +42,13 @@ from engine.feedback.inbound import ProviderWebhooks
 from engine.feedback.ingest import FeedbackIngest
 from engine.feedback.signing_keys import WebhookSecrets
 from engine.governance.admission import GovernanceAdmission
+from engine.governance.audit import AuditLog
 from engine.governance.budgets import Budgets
+from engine.governance.keys import ApiKeyService, ApiKeyVerifier, Authenticator, pepper_from
 from engine.governance.prices import TablePrices
 from engine.governance.quotas import Quotas
+from engine.governance.recipients import RecipientService
+from engine.governance.replies import InboundReplies
 from engine.governance.usage import UsageService
 from engine.governance.warnings import WarningSink
 from engine.intake import Intake
@@ -55,10 +58,13 @@ from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
 from engine.routing.service import RoutingService
 from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
+from engine.storage.audit_store import AuditStore
 from engine.storage.batch_store import BatchStore
 from engine.storage.budget_store import BudgetStore
 from engine.storage.ingress_keys import IngressKeyStore
+from engine.storage.keys_store import ApiKeyStore
 from engine.storage.quota_store import QuotaStore
+from engine.storage.recipients_store import RecipientStore
 from engine.template_service import TemplateService
 from engine.tenant_config import EditPolicy
 from engine.tenant_config.store import TenantStore
@@ -175,12 +181,22 @@ class HeraldApi:
         provider_env = driver_env(settings, config.env)
         drivers = TenantDrivers(box, provider_env, wiring.factory)
         self.ops = RayOperations(config, parts, metrics, wiring)
+        key_store, pepper = ApiKeyStore(parts.pool), pepper_from(secret)
+        self.key_verifier = ApiKeyVerifier(key_store, pepper=pepper)
+        recipient_store = RecipientStore(parts.pool)
+        recipients = RecipientService(recipient_store)
         self.state = ApiState(
             secret=secret,
             intake=intake,
             repo=parts.repo,
             templates=templates,
-            tracking=Tracking(parts.pool, secret=secret, base_url=base_url),
+            tracking=Tracking(
+                parts.pool,
+                secret=secret,
+                base_url=base_url,
+                tenants=intake.tenant,
+                unsubscribe_grace_s=settings.unsubscribe_key_grace_s,
+            ),
             credentials=TenantCredentials(drivers, parts.pool),
             tenants=TenantService(
                 TenantStore(parts.pool),
@@ -196,6 +212,7 @@ class HeraldApi:
                 provider_env,
                 tenants=intake.tenant,
                 box=box,
+                replies=InboundReplies(recipients, recipient_store, intake.tenant),
             ),
             endpoints=WebhookEndpoints(parts.pool, allow_private=settings.webhooks_allow_private),
             webhook_secrets=WebhookSecrets(parts.pool, box),
@@ -205,13 +222,19 @@ class HeraldApi:
             usage=UsageService(parts.pool),
             batches=BatchIntake(intake, BatchStore(parts.pool)),
             ingress_keys=IngressKeys(IngressKeyStore(parts.pool), box),
-            tokens=VerifiedTokens(secret),
+            authenticator=Authenticator(secret, self.key_verifier),
+            keys=ApiKeyService(key_store, pepper=pepper, verifier=self.key_verifier),
+            audit=AuditLog(AuditStore(parts.pool)),
+            recipients=recipients,
         )
         loop = asyncio.get_running_loop()
         self._flusher = loop.create_task(self.ops.flush_forever())
         # Quotas and budgets: this replica's counts reconciled with every other's each second.
         self._governance_stop = asyncio.Event()
+        # Revocations made on any replica, read every half second; last use written every 10 s.
+        self._keys_stop = asyncio.Event()
         self._background = [
+            loop.create_task(self.key_verifier.run(self._keys_stop)),
             loop.create_task(follow_table(prices.use, refresh_s=settings.routing_refresh_s)),
             loop.create_task(governance.run(self._governance_stop, on_warnings=WarningSink(parts.pool, metrics))),
         ]
@@ -222,8 +245,9 @@ class HeraldApi:
     async def __del__(self) -> None:
         self._flusher.cancel()
         self._governance_stop.set()  # one last reconcile hands this replica's counts over
-        self._background[0].cancel()
+        self._keys_stop.set()
+        self._background[1].cancel()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._background[1], 2.0)
+            await asyncio.wait(self._background[::2], timeout=2.0)
         with contextlib.suppress(Exception):
             await self.parts.aclose()

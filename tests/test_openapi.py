@@ -17,12 +17,21 @@ from serve_app.routes import build_app
 #: Operations anyone may call (bind them to an internal interface in production, or they are links in emails).
 OPEN = {"healthz", "metrics", "follow_link", "unsubscribe", "unsubscribe_page", "open_pixel", "meta_verification"}
 #: Their answers are not JSON.
-NOT_JSON = {"metrics", "follow_link", "unsubscribe", "unsubscribe_page", "open_pixel", "meta_verification"}
+NOT_JSON = {
+    "metrics",
+    "follow_link",
+    "unsubscribe",
+    "unsubscribe_page",
+    "open_pixel",
+    "meta_verification",
+    "sms_twilio_inbound",  # TwiML
+}
 TENANT_SCOPES = {"send", "read", "templates", "admin"}
 #: Provider webhooks: authenticated by the provider's signature (one of these schemes), not a token.
 WEBHOOKS = {
     "email_webhook": {"sendgrid_signature", "sns_signature"},
     "sms_twilio_webhook": {"twilio_signature"},
+    "sms_twilio_inbound": {"twilio_signature"},
     "whatsapp_webhook": {"meta_signature", "twilio_signature"},
 }
 #: POST operations that take no body.
@@ -34,6 +43,7 @@ NO_BODY = {
     "rotate_webhook_secret",
     "rotate_ingress_key",
     "reload_routing",
+    "rotate_unsubscribe_key",
 }
 
 

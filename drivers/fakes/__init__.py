@@ -53,6 +53,7 @@ WEBHOOK_PATHS: dict[str, str] = {
     "sendgrid": "/webhooks/email/sendgrid",
     "ses": "/webhooks/email/ses",
     "meta": "/webhooks/whatsapp/meta",
+    "twilio_inbound": "/webhooks/sms/twilio/inbound",
 }
 
 
@@ -78,7 +79,7 @@ def run_fakes(directory: Path | None = None, *, public_url: str | None = None) -
         "aws": lambda: _with_env(start_aws(sns_endpoint=hooks["ses"])),
         "sendgrid": lambda: start_sendgrid(webhook_url=hooks["sendgrid"]),
         "smtp": lambda: _with_env(start_smtp()),
-        "twilio": start_twilio,
+        "twilio": lambda: start_twilio(inbound_url=hooks["twilio_inbound"]),
         "meta": lambda: start_meta(webhook_url=hooks["meta"]),
         "fcm": lambda: start_fcm(where),
         "apns": lambda: start_apns(where),

@@ -163,6 +163,7 @@ class CallbackRecord:
     status: int | None
     attempts: int
     body: str
+    answer: str | None = None  #: what Herald answered the last attempt (TwiML for a Twilio reply)
 
 
 class Notifier:
@@ -195,17 +196,18 @@ class Notifier:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=10, trust_env=False)
         status: int | None = None
+        answer: str | None = None
         attempt = 0
         for attempt in range(1, self.attempts + 1):
             try:
                 response = await self._client.post(callback.url, content=callback.body, headers=callback.headers)
-                status = response.status_code
+                status, answer = response.status_code, response.text[:2000]
             except httpx.HTTPError:
-                status = None
+                status, answer = None, None
             if (status is not None and status < 500) or attempt == self.attempts:
                 break
             await asyncio.sleep(self.backoff_s * attempt)
-        record = CallbackRecord(callback.url, status, attempt, callback.body.decode(errors="replace"))
+        record = CallbackRecord(callback.url, status, attempt, callback.body.decode(errors="replace"), answer)
         with self._lock:
             self.records.append(record)
 

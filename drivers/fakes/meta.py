@@ -343,10 +343,28 @@ class MetaEmulator(Emulator):
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Body: ``open_windows`` (digits, or null: all open), ``not_on_whatsapp`` (digits), ``templates``
         (``{name: {language: body parameter count, or {"body", "buttons": [{"sub_type"}], "category"}}}``),
-        ``fail`` (``{digits: error code}``: the status webhook after the send says failed), ``webhook_url``."""
+        ``fail`` (``{digits: error code}``: the status webhook after the send says failed), ``webhook_url``,
+        ``reply`` (``{"from": digits, "text": "STOP"}``: a recipient's message, posted signed to the webhook)."""
         state = self.api.state
         if "webhook_url" in doc:
             self.webhook_url = doc["webhook_url"]
+        reply = doc.get("reply")
+        if reply and self.webhook_url:
+            message = {
+                "from": str(reply["from"]).lstrip("+"),
+                "id": f"wamid.{uuid.uuid4().hex}",
+                "timestamp": str(int(time.time())),
+                "type": "text",
+                "text": {"body": str(reply.get("text", ""))},
+            }
+            value = {
+                "messaging_product": "whatsapp",
+                "metadata": {"phone_number_id": state.phone_number_id},
+                "contacts": [{"wa_id": message["from"]}],
+                "messages": [message],
+            }
+            change = {"field": "messages", "value": value}
+            self.notifier.post(self.signed({"object": "whatsapp_business_account", "entry": [{"changes": [change]}]}))
         state.fail.update({str(k): int(v) for k, v in (doc.get("fail") or {}).items()})
         if "open_windows" in doc:
             state.open_windows = None if doc["open_windows"] is None else set(doc["open_windows"])

@@ -219,9 +219,10 @@ class TwilioEmulator(Emulator):
 
     name = "twilio"
 
-    def __init__(self, state: TwilioState | None = None) -> None:
+    def __init__(self, state: TwilioState | None = None, *, inbound_url: str | None = None) -> None:
         super().__init__()
         self.api = TwilioApi(state)
+        self.inbound_url = inbound_url  #: the number's "a message comes in" webhook
 
     def handle(self, request: Exchange) -> Answer:
         if request.method == "GET" and _ACCOUNT.match(request.path):
@@ -271,9 +272,23 @@ class TwilioEmulator(Emulator):
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``{"opted_out": [...], "landlines": [...]}`` (E.164), ``{"content": {sid: variable count}}``
         (approved Content templates), ``{"undelivered": {"+E164": error code}}`` (its status callback says
-        undelivered with that ``ErrorCode``), ``{"account_status": "active" | "suspended" | "closed"}``."""
+        undelivered with that ``ErrorCode``), ``{"account_status": "active" | "suspended" | "closed"}``,
+        ``{"reply": {"from": "+E164", "body": "STOP"}}`` (a recipient's message: posted, signed, to the
+        incoming-message webhook; ``/_callbacks`` shows Herald's TwiML)."""
         if "account_status" in doc:
             self.api.state.account_status = str(doc["account_status"])
+        reply = doc.get("reply")
+        if reply and self.inbound_url:
+            params = {
+                "AccountSid": self.api.state.account_sid,
+                "ApiVersion": "2010-04-01",
+                "From": str(reply["from"]),
+                "To": str(reply.get("to") or SMS_FROM),
+                "Body": str(reply.get("body", "")),
+                "MessageSid": "SM" + uuid.uuid4().hex,
+                "NumMedia": "0",
+            }
+            self.notifier.post(self._callback(self.inbound_url, params), delay_s=0)
         self.api.state.content.update(doc.get("content", {}))
         self.api.state.opted_out.update(doc.get("opted_out", []))
         self.api.state.landlines.update(doc.get("landlines", []))
@@ -281,7 +296,10 @@ class TwilioEmulator(Emulator):
         return {"opted_out": len(self.api.state.opted_out), "landlines": len(self.api.state.landlines)}
 
 
-def start_twilio(state: TwilioState | None = None) -> tuple[RunningEmulator, dict[str, str]]:
-    """Start the Twilio emulator; returns it and the settings that point the drivers at it."""
-    running = RunningEmulator(TwilioEmulator(state))
+def start_twilio(
+    state: TwilioState | None = None, *, inbound_url: str | None = None
+) -> tuple[RunningEmulator, dict[str, str]]:
+    """Start the Twilio emulator (posting recipients' replies to ``inbound_url``, if given); returns it and
+    the settings that point the drivers at it."""
+    running = RunningEmulator(TwilioEmulator(state, inbound_url=inbound_url))
     return running, env_for(running.url, state=state)

@@ -10,7 +10,8 @@ The URL must be the one Twilio was given (``HERALD_PUBLIC_URL`` + path + query),
 front of us rewrote it to. When that URL carries ``herald_message_id=msg_…`` (it is signed with the rest),
 events name Herald's message directly.
 
-A route calls :meth:`TwilioWebhookVerifier.verify` then :func:`parse_status_callback`.
+A route calls :meth:`TwilioWebhookVerifier.verify` then :func:`parse_status_callback`, or for the
+incoming-message webhook (a reply: ``From``, ``Body``), :func:`parse_inbound`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from engine.errors import ConfigurationError
 from engine.feedback.events import (
     DeliveryEvent,
     EventType,
+    InboundMessage,
     RejectReason,
     WebhookAuthError,
     WebhookPayloadError,
@@ -193,3 +195,19 @@ def parse_status_callback(
         raw=params,
     )
     return (event,)
+
+
+def parse_inbound(body: bytes, *, channel: Channel = Channel.SMS) -> tuple[InboundMessage, ...]:
+    """A (verified) incoming-message webhook as the message the recipient sent.
+
+    Raises:
+        WebhookPayloadError: not form data, or without ``From``.
+    """
+    params = dict(form_params(body))
+    sender = str(params.get("From") or "").removeprefix(WHATSAPP_PREFIX)
+    if not sender:
+        raise WebhookPayloadError("an incoming Twilio message names From")
+    if params.get("From", "").startswith(WHATSAPP_PREFIX):
+        channel = Channel.WHATSAPP
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    return (InboundMessage(channel, PROVIDER, sender, params.get("Body"), str(sid) if sid else None),)

@@ -27,6 +27,7 @@ from engine.errors import ConfigurationError
 from engine.feedback.events import (
     DeliveryEvent,
     EventType,
+    InboundMessage,
     RejectReason,
     WebhookAuthError,
     WebhookPayloadError,
@@ -169,3 +170,41 @@ def parse_statuses(body: bytes, *, received_at: datetime | None = None) -> tuple
         raise WebhookPayloadError("the body must be a JSON object")
     fallback = received_at or datetime.now(UTC)
     return tuple(to_event(s, fallback) for s in _statuses(doc) if s.get("id"))
+
+
+def _messages(doc: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for entry in doc.get("entry") or []:
+        for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
+            value = change.get("value") if isinstance(change, dict) else None
+            if isinstance(value, dict):
+                yield from (m for m in value.get("messages") or [] if isinstance(m, dict))
+
+
+def _text(message: Mapping[str, Any]) -> str | None:
+    """What the recipient wrote: a text body, or the label of a quick-reply button they tapped."""
+    for kind, key in (("text", "body"), ("button", "text")):
+        part = message.get(kind)
+        if isinstance(part, dict) and isinstance(part.get(key), str):
+            return str(part[key])
+    return None
+
+
+def parse_inbound(body: bytes) -> tuple[InboundMessage, ...]:
+    """The messages recipients sent (``entry[].changes[].value.messages[]``) in a verified webhook POST.
+
+    Raises:
+        WebhookPayloadError: the body is not a JSON object.
+    """
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookPayloadError("the body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise WebhookPayloadError("the body must be a JSON object")
+    return tuple(
+        InboundMessage(
+            Channel.WHATSAPP, PROVIDER, "+" + str(m["from"]).lstrip("+"), _text(m), str(m.get("id") or "") or None
+        )
+        for m in _messages(doc)
+        if m.get("from")
+    )

@@ -294,7 +294,7 @@ class BatchIntake:
             return ItemResult(index, 422, errors=_rooted(index, errors))
         dumped = canonical_dump(request, tenant)
         req_hash = request_hash(dumped)
-        message, status, response = self.intake.new_message(checked, req_hash, dumped)
+        message, status, response = self.intake.new_message(checked, req_hash, dumped, test=principal.test)
         return StagedMessage(message, status, response, checked), req_hash
 
     @staticmethod

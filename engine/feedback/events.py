@@ -167,12 +167,24 @@ class WebhookRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a recipient sent us (a reply on SMS or WhatsApp), from a verified webhook."""
+
+    channel: Channel
+    provider: str
+    sender: str  #: the recipient's number, E.164
+    text: str | None
+    provider_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookReceipt:
-    """What a verified request brought: events to record, or an SNS subscription to confirm (GET
-    ``confirm_url``)."""
+    """What a verified request brought: events to record, messages recipients sent (replies), or an SNS
+    subscription to confirm (GET ``confirm_url``)."""
 
     events: tuple[DeliveryEvent, ...] = ()
     confirm_url: str | None = None
+    inbound: tuple[InboundMessage, ...] = ()
 
 
 def get_header(headers: Mapping[str, str], name: str) -> str | None:

@@ -31,6 +31,7 @@ from engine.credentials import CredentialBox, sealed_for
 from engine.errors import ConfigurationError
 from engine.feedback.events import WebhookError, WebhookReceipt, WebhookRequest
 from engine.feedback.ingest import FeedbackIngest, IngestReport
+from engine.governance.replies import InboundReplies, RepliesReport
 from engine.models import Tenant
 from engine.problems import ApiProblem
 
@@ -45,6 +46,8 @@ class WebhookReceiverPort(Protocol):
     """What the engine needs of a provider's webhook receiver (``drivers.webhooks`` implements it)."""
 
     async def receive(self, request: WebhookRequest) -> WebhookReceipt: ...
+
+    async def inbound(self, request: WebhookRequest) -> WebhookReceipt: ...
 
     def handshake(self, request: WebhookRequest) -> str: ...
 
@@ -84,13 +87,16 @@ class ProviderWebhooks:
         tenants: TenantLookup,
         box: CredentialBox,
         confirm: Callable[[str], Awaitable[None]] = confirm_subscription,
+        replies: InboundReplies | None = None,
     ) -> None:
+        """``replies``: what acts on recipients' STOP / START / HELP (none: replies are ignored)."""
         self.ingest = ingest
         self.factory = factory
         self.env = dict(env)
         self.tenants = tenants
         self.box = box
         self.confirm = confirm
+        self.replies = replies
         self._receivers: dict[tuple[Channel, str, str | None], WebhookReceiverPort] = {}
 
     async def receive(self, channel: Channel, provider: str, request: WebhookRequest) -> IngestReport:
@@ -108,10 +114,32 @@ class ProviderWebhooks:
         except WebhookError as err:
             raise ApiProblem(err.status_code, err.detail) from None
         try:
-            return await self.ingest.ingest(provider, channel, receipt.events, tenant_id=tenant_id)
+            report = await self.ingest.ingest(provider, channel, receipt.events, tenant_id=tenant_id)
+            if receipt.inbound and self.replies is not None:  # Meta sends replies beside the statuses
+                await self.replies.handle(receipt.inbound, tenant=request.query.get(TENANT_QUERY) or None)
+            return report
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
             log.warning("%s/%s webhook events not recorded: %s", channel.value, provider, type(err).__name__)
             raise ApiProblem(503, "the events could not be recorded now; send them again") from None
+
+    async def receive_inbound(self, channel: Channel, provider: str, request: WebhookRequest) -> RepliesReport:
+        """Verify an incoming-message webhook and act on the recipients' STOP / START / HELP.
+
+        Raises:
+            ApiProblem: as :meth:`receive`.
+        """
+        receiver, _ = await self._receiver(channel, provider, request)
+        try:
+            receipt = await receiver.inbound(request)
+        except WebhookError as err:
+            raise ApiProblem(err.status_code, err.detail) from None
+        if self.replies is None:
+            return RepliesReport()
+        try:
+            return await self.replies.handle(receipt.inbound, tenant=request.query.get(TENANT_QUERY) or None)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            log.warning("%s/%s replies not recorded: %s", channel.value, provider, type(err).__name__)
+            raise ApiProblem(503, "the reply could not be recorded now; send it again") from None
 
     async def handshake(self, channel: Channel, provider: str, request: WebhookRequest) -> str:
         """The answer to a provider's verification GET (Meta's ``hub.challenge``).

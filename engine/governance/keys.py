@@ -31,7 +31,7 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.auth import AuthError, PlatformPrincipal, Principal, decode_token
+from engine.auth import AuthError, PlatformPrincipal, Principal, VerifiedTokens
 from engine.ids import new_id
 from engine.lifecycle.cursor import Position, decode_cursor, encode_cursor
 from engine.models import FieldError, Tenant
@@ -319,6 +319,7 @@ class Authenticator:
     def __init__(self, secret: str, keys: ApiKeyVerifier) -> None:
         self.secret = secret
         self.keys = keys
+        self.tokens = VerifiedTokens(secret)  #: JWTs this replica verified, until each expires
 
     async def authenticate(self, authorization: str | None) -> Principal | PlatformPrincipal:
         """Raises: AuthError (401)."""
@@ -330,7 +331,7 @@ class Authenticator:
             raise AuthError("Authorization must be 'Bearer <token>'")
         if is_api_key(token):
             return await self.keys.verify(token)
-        return decode_token(self.secret, token)
+        return self.tokens.decode(token)
 
 
 def _bounded(cache: OrderedDict[str, Any], size: int) -> OrderedDict[str, Any]:

@@ -76,12 +76,14 @@ def preference_allows(
 def suppression_applies(
     entry_category: str | None, message_category: str | None, required: Collection[str]
 ) -> bool:
-    """Whether a suppression entry stops a message of ``message_category``."""
+    """Whether a suppression entry stops a message of ``message_category``: an every-category entry (a dead
+    address) always does; no other stops a required category (unsubscribes and STOP replies leave one-time
+    codes flowing, even an unsubscribe from a message of a category made required later)."""
     if entry_category is None:
         return True
-    if entry_category == NON_REQUIRED:
-        return message_category is None or message_category not in required
-    return entry_category == message_category
+    if message_category is not None and message_category in required:
+        return False
+    return entry_category in (NON_REQUIRED, message_category)
 
 
 def suppressed_by(
@@ -248,6 +250,17 @@ class RecipientService:
     ) -> tuple[SuppressionView, bool]:
         """``(entry, created)``: the same entry twice is stored once. Raises: ApiProblem 422."""
         entry = _parse(SuppressionEntry, body)
+        if tenant.config.preferences.is_required(entry.category):
+            raise ApiProblem(
+                422,
+                "a required category cannot be suppressed on its own",
+                errors=[
+                    FieldError(
+                        ("body", "category"),
+                        f"{entry.category} is a required category: omit category to stop every category",
+                    )
+                ],
+            )
         channel = Channel(entry.channel)
         address = normalized_address(channel, entry.address, ("body", "address"))
         row, added = await self.store.add_suppression(

@@ -70,6 +70,19 @@ CLAIM_SUPPRESSION_CATEGORIES = """
         OR (s.kind = 'device_token' AND s.address = coalesce(m."to"->'push'->>'token', m."to"->>'device_token'))))
 """
 
+#: The tenants that sent to a number lately, most recent first (each probe is the tenant-first phone index).
+_SENDERS_TO = """
+SELECT t.slug FROM tenants t
+CROSS JOIN LATERAL (
+    SELECT m.created_at FROM messages m
+    WHERE m.tenant_id = t.id AND m."to" ? 'phone' AND m."to"->>'phone' = $1
+      AND m.created_at > now() - make_interval(days => $2)
+    ORDER BY m.created_at DESC LIMIT 1
+) last
+ORDER BY last.created_at DESC
+LIMIT $3
+"""
+
 _AUDIT = "INSERT INTO audit_log (tenant_id, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)"
 
 
@@ -170,3 +183,8 @@ class RecipientStore:
             row = _row(found)
             await conn.execute(_AUDIT, tenant_id, actor, "suppression.remove", f"sup_{row.id.hex}", _audit(row))
         return row
+
+    async def tenants_sending_to(self, number: str, *, days: int = 30, limit: int = 100) -> list[str]:
+        """Slugs of the tenants that sent to ``number`` (E.164) in the last ``days``, most recent first."""
+        rows = await self.pool.fetch(_SENDERS_TO, number, days, limit)
+        return [r["slug"] for r in rows]

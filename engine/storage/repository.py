@@ -191,7 +191,8 @@ class Repository:
                 attempts=r["attempts"],
                 created_at=r["created_at"],
                 expires_at=r["expires_at"],
-                suppressed=r["suppressed"],
+                suppression_categories=tuple(r["suppression_categories"]),
+                unsubscribe_generation=r["unsubscribe_generation"],
                 attachments=tuple(r["attachment_refs"]),
                 estimated_cost=r["estimated_cost"],
             )

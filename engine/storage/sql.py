@@ -1,5 +1,7 @@
 """SQL statements of the repository, kept apart so each reads as one piece."""
 
+from engine.storage.recipients_store import CLAIM_SUPPRESSION_CATEGORIES
+
 _TENANT_COLUMNS = "id, slug, name, region, config, config_version, templates_version"
 
 GET_TENANT = f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE slug = $1"
@@ -74,7 +76,7 @@ FROM messages m
 WHERE m.tenant_id = $1 AND m.id = $2
 """
 
-CLAIM = """
+CLAIM = f"""
 UPDATE messages m
 SET status = 'sending', claimed_until = now() + make_interval(secs => $2), attempts = m.attempts + 1,
     version = m.version + 1, updated_at = now()
@@ -91,14 +93,10 @@ RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config_version, m.ch
            WHERE a.tenant_id = m.tenant_id AND a.message_id = m.id AND a.attempt_no = m.attempts - 1
              AND a.outcome = 'unknown'
            LIMIT 1) AS sent_maybe_provider,
-          EXISTS (SELECT 1 FROM suppressions s
-                  WHERE s.tenant_id = m.tenant_id
-                    AND (s.category IS NULL OR s.category = m.metadata->>'category')
-                    AND ((s.kind = 'email' AND s.address = lower(m."to"->>'email'))
-                         OR (s.kind = 'phone' AND s.address = m."to"->>'phone')
-                         OR (s.kind = 'device_token'
-                             AND s.address = coalesce(m."to"->'push'->>'token', m."to"->>'device_token')))
-                 ) AS suppressed,
+          t.unsubscribe_generation,
+          -- every suppression entry's category for the address; the sender decides with the tenant's
+          -- required categories (engine.governance.recipients.suppressed_by)
+          {CLAIM_SUPPRESSION_CATEGORIES} AS suppression_categories,
           (SELECT coalesce(json_agg(json_build_object('s3', a.storage, 'filename', a.filename,
                                                       'content_type', a.content_type)), '[]'::json)
            FROM attachments a WHERE a.message_id = m.id) AS attachment_refs

@@ -342,7 +342,9 @@ def _provided(ctx: RenderContext, uses: frozenset[str]) -> dict[str, Any]:
         scope["message_id"] = ctx.message_id
     # Signing costs an HMAC: only for templates that show the link.
     if "unsubscribe_url" in uses and ctx.link_secret and ctx.tenant and ctx.recipient:
-        token = sign_unsubscribe(ctx.link_secret, ctx.tenant, ctx.recipient, category=ctx.category)
+        token = sign_unsubscribe(
+            ctx.link_secret, ctx.tenant, ctx.recipient, category=ctx.category, generation=ctx.unsubscribe_generation
+        )
         scope["unsubscribe_url"] = unsubscribe_url(ctx.base_url, token)
     return scope
 

@@ -12,7 +12,8 @@ class RenderContext:
     ``tracking`` turns ``link()`` URLs into signed click redirects under ``base_url`` and puts an open
     pixel into HTML email (both need ``link_secret`` and ``message_id``; without them links stay untracked
     and preview says so). ``unsubscribe_url`` is offered to templates when ``link_secret``, ``tenant`` and
-    ``recipient`` are known; it unsubscribes from ``category`` (every category when ``None``).
+    ``recipient`` are known; it unsubscribes from ``category`` (every category when ``None``), signed with
+    the tenant's key of ``unsubscribe_generation``.
     ``timezone`` (IANA name) is where ``format_datetime`` shows times.
     """
 
@@ -24,3 +25,4 @@ class RenderContext:
     recipient: str | None = None
     timezone: str = "UTC"
     category: str | None = None
+    unsubscribe_generation: int = 0  #: the tenant's unsubscribe key generation (engine.templating.links)

@@ -2,11 +2,16 @@
 render.
 
 A token is ``base64url(payload || tag)`` without padding, where ``tag`` is the first 16 bytes of
-HMAC-SHA256(secret, payload). The payload starts with a kind (``c1`` click, ``o1`` open, ``u1``/``u2``
+HMAC-SHA256(secret, payload). The payload starts with a kind (``c1`` click, ``o1`` open, ``u1``/``u2``/``u3``
 unsubscribe, ``u2`` naming the category) so a token of one kind can never be replayed as another, then
 the fields joined by the ASCII unit separator
 (which cannot occur in a tenant slug, message id, URL or address: they are checked). A token that was
 altered in any way fails verification and yields None, never an exception.
+
+Unsubscribe links are signed with the tenant's own key of a generation (``u3``: tenant, generation,
+address, category), derived from the secret (:func:`unsubscribe_key`); rotating moves the tenant to the next
+generation, and the verifier says which generations it still accepts. Generation 0 is the secret itself:
+the ``u1``/``u2`` links made before tenants had keys.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 #: Path under the public base URL where click redirects are served.
@@ -33,6 +39,8 @@ _CLICK = "c1"
 _OPEN = "o1"
 _UNSUBSCRIBE = "u1"
 _UNSUBSCRIBE_CATEGORY = "u2"
+_UNSUBSCRIBE_KEYED = "u3"
+_EVERY_CATEGORY = "*"  # no category name starts so
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,20 +105,59 @@ def verify_open(secret: str | bytes, token: str) -> OpenTarget | None:
     return None if fields is None else OpenTarget(tenant=fields[1], message_id=fields[2])
 
 
-def sign_unsubscribe(secret: str | bytes, tenant: str, address: str, *, category: str | None = None) -> str:
+def unsubscribe_key(secret: str | bytes, tenant: str, generation: int) -> bytes:
+    """The key of ``tenant``'s unsubscribe links of ``generation`` (0: the secret itself)."""
+    key = _key(secret)
+    if generation == 0:
+        return key
+    return hmac.new(key, f"herald unsubscribe{_SEP}{tenant}{_SEP}{generation}".encode(), hashlib.sha256).digest()
+
+
+def sign_unsubscribe(
+    secret: str | bytes, tenant: str, address: str, *, category: str | None = None, generation: int = 0
+) -> str:
     """A token for a one-click unsubscribe of ``address`` from ``tenant``'s messages of ``category``
-    (every category when ``None``).
+    (every category when ``None``), signed with the tenant's key of ``generation``.
 
     Raises:
         ValueError: empty secret, or a field holding control characters.
     """
+    if generation > 0:
+        fields = (_UNSUBSCRIBE_KEYED, tenant, str(generation), address, category or _EVERY_CATEGORY)
+        return _sign(unsubscribe_key(secret, tenant, generation), fields)
     if category:
         return _sign(secret, (_UNSUBSCRIBE_CATEGORY, tenant, address, category))
     return _sign(secret, (_UNSUBSCRIBE, tenant, address))
 
 
-def verify_unsubscribe(secret: str | bytes, token: str) -> UnsubscribeTarget | None:
-    """The tenant, address and category of an unsubscribe token, or None when it is not genuine."""
+def unsubscribe_signer(token: str) -> tuple[str, int] | None:
+    """``(tenant, generation)`` an unsubscribe token claims to be signed by, read without verifying it (to
+    pick the key that verifies it); None when it is no unsubscribe token at all."""
+    fields = _fields(token)
+    if fields is None:
+        return None
+    if fields[0] == _UNSUBSCRIBE_KEYED and len(fields) == 5 and fields[2].isdigit() and fields[2] != "0":
+        return fields[1], int(fields[2])
+    if fields[0] in (_UNSUBSCRIBE, _UNSUBSCRIBE_CATEGORY) and len(fields) > 1:
+        return fields[1], 0
+    return None
+
+
+def verify_unsubscribe(
+    secret: str | bytes, token: str, *, generations: Collection[int] = (0,)
+) -> UnsubscribeTarget | None:
+    """The tenant, address and category of an unsubscribe token signed with one of the tenant's keys of
+    ``generations``, or None when it is not genuine (or signed with a key no longer accepted)."""
+    signer = unsubscribe_signer(token)
+    if signer is None or signer[1] not in generations:
+        return None
+    tenant, generation = signer
+    if generation > 0:
+        fields = _verify(unsubscribe_key(secret, tenant, generation), token, _UNSUBSCRIBE_KEYED, 5)
+        if fields is None:
+            return None
+        category = None if fields[4] == _EVERY_CATEGORY else fields[4]
+        return UnsubscribeTarget(tenant=fields[1], address=fields[3], category=category)
     fields = _verify(secret, token, _UNSUBSCRIBE_CATEGORY, 4)
     if fields is not None:
         return UnsubscribeTarget(tenant=fields[1], address=fields[2], category=fields[3])
@@ -143,6 +190,15 @@ def _sign(secret: str | bytes, fields: tuple[str, ...]) -> str:
     payload = _SEP.join(fields).encode()
     tag = hmac.new(_key(secret), payload, hashlib.sha256).digest()[:_TAG_BYTES]
     return base64.urlsafe_b64encode(payload + tag).rstrip(b"=").decode("ascii")
+
+
+def _fields(token: str) -> list[str] | None:
+    """A token's fields, unverified."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return raw[:-_TAG_BYTES].decode().split(_SEP) if len(raw) > _TAG_BYTES else None
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _verify(secret: str | bytes, token: str, kind: str, count: int) -> list[str] | None:

@@ -32,6 +32,7 @@ BucketRef = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}
 
 DEFAULT_SOFT_CAP_PERCENT = 80
 DEFAULT_REQUIRED_CATEGORIES: tuple[str, ...] = ("auth", "transactional")
+DEFAULT_HELP_TEXT = "Reply STOP to stop these messages, START to receive them again."
 #: The quota keys of ``limits.<channel>``, smallest period first.
 QUOTA_KEYS: tuple[str, ...] = ("per_minute", "per_day", "per_month")
 
@@ -132,6 +133,13 @@ class PreferencesConfig(Section):
         max_length=32,
         description="categories no recipient can opt out of, exempt from unsubscribes and STOP replies and from "
         "a budget stop under budgets.on_exhausted = required_only",
+    )
+
+    help_text: str = Field(
+        DEFAULT_HELP_TEXT,
+        min_length=1,
+        max_length=480,
+        description="the answer to a HELP reply on SMS (and what a WhatsApp HELP is recorded with)",
     )
 
     @field_validator("required_categories")

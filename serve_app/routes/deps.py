@@ -17,15 +17,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
-from engine.auth import (
-    ADMIN,
-    PLATFORM,
-    AuthError,
-    PlatformPrincipal,
-    Principal,
-    VerifiedTokens,
-    verify_token,
-)
+from engine.auth import ADMIN, PLATFORM, AuthError, PlatformPrincipal, Principal
 from engine.batch import BatchIntake
 from engine.batch.ingress import IngressKeys
 from engine.credentials import TenantCredentials
@@ -33,6 +25,9 @@ from engine.feedback.analytics import Analytics
 from engine.feedback.endpoints import WebhookEndpoints
 from engine.feedback.inbound import ProviderWebhooks
 from engine.feedback.signing_keys import WebhookSecrets
+from engine.governance.audit import AuditLog
+from engine.governance.keys import ApiKeyService, Authenticator
+from engine.governance.recipients import RecipientService
 from engine.governance.usage import UsageService
 from engine.intake import Intake
 from engine.lifecycle import Lifecycle, QueuesSnapshot
@@ -87,7 +82,10 @@ class ApiState:
     usage: UsageService  #: GET /api/usage
     batches: BatchIntake  #: POST /api/batch, GET/DELETE /api/batches/{id}
     ingress_keys: IngressKeys  #: the keys that sign producers' messages on the ingress queue
-    tokens: VerifiedTokens  #: bearer tokens already verified by this replica
+    authenticator: Authenticator  #: JWTs, and API keys from this replica's snapshot
+    keys: ApiKeyService
+    audit: AuditLog
+    recipients: RecipientService
 
 
 async def api_state(request: Request) -> ApiState:
@@ -105,7 +103,8 @@ bearer = HTTPBearer(
     bearerFormat="JWT",
     auto_error=False,
     description=(
-        "A JWT from `herald token --tenant SLUG` (claims `tenant`, `scope`: send read templates admin) "
+        "A JWT from `herald token --tenant SLUG` (claims `tenant`, `scope`: send read templates admin), "
+        "a tenant's API key (`hk_live_...` / `hk_test_...` from `POST /api/keys`, with its scopes) "
         "or `herald token --platform` (scope `platform`). Each operation names the scope it needs."
     ),
 )
@@ -116,11 +115,9 @@ async def authenticated(
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal | PlatformPrincipal:
-    """The token's principal. Raises: ApiProblem 401."""
+    """The token's (JWT or API key) principal. Raises: ApiProblem 401."""
     try:
-        if credentials is None:  # verify_token says what is wrong with the header
-            return verify_token(state.secret, request.headers.get("authorization"))
-        return state.tokens.decode(credentials.credentials)
+        return await state.authenticator.authenticate(request.headers.get("authorization"))
     except AuthError as err:
         raise ApiProblem(401, str(err), headers=_CHALLENGE) from None
 
@@ -137,8 +134,9 @@ class TenantCaller:
 
     @property
     def actor(self) -> str:
-        """Who audit records name."""
-        return self.principal.tenant
+        """Who audit records name: the tenant, and the API key when one was used."""
+        key = self.principal.key_id
+        return f"{self.principal.tenant}/{key}" if key else self.principal.tenant
 
 
 async def tenant_caller(scopes: SecurityScopes, state: State, principal: Authenticated) -> TenantCaller:

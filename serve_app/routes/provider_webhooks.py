@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from enum import StrEnum
 from typing import Annotated, Any
+from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from engine.channels import Channel
 from engine.feedback.events import WebhookRequest
@@ -100,6 +101,30 @@ async def sms_twilio_webhook(
     return _out(await state.webhooks.receive(Channel.SMS, "twilio", await inbound(request, state)))
 
 
+_TWIML = {
+    200: {
+        "description": "TwiML: the tenant's help text as a reply to HELP, else an empty response",
+        "content": {"application/xml": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post(
+    "/webhooks/sms/twilio/inbound",
+    response_class=Response,
+    responses={**_TWIML, **ANSWERS},
+    openapi_extra=_extra(docs.TWILIO_BODY, docs.TWILIO),
+)
+async def sms_twilio_inbound(request: Request, state: State, tenant: TenantQuery = None) -> Response:
+    """Twilio's incoming-message webhook (the number's "A message comes in"; WhatsApp senders too):
+    STOP / UNSUBSCRIBE suppress the number for the tenant's non-required categories, START lifts that,
+    HELP is answered with the tenant's help text."""
+    report = await state.webhooks.receive_inbound(Channel.SMS, "twilio", await inbound(request, state))
+    reply = f"<Message>{escape(report.help)}</Message>" if report.help else ""
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Response>{reply}</Response>'
+    return Response(body, media_type="application/xml")
+
+
 @router.post(
     "/webhooks/whatsapp/{provider}",
     response_model=IngestOut,
@@ -121,7 +146,8 @@ async def whatsapp_webhook(
     tenant: TenantQuery = None,
     herald_message_id: MessageQuery = None,
 ) -> IngestOut:
-    """Meta's WhatsApp status webhooks, or Twilio's WhatsApp status callbacks."""
+    """Meta's WhatsApp webhooks (statuses, and recipients' replies: STOP / START as on SMS), or Twilio's
+    WhatsApp status callbacks."""
     return _out(await state.webhooks.receive(Channel.WHATSAPP, provider.value, await inbound(request, state)))
 
 

@@ -158,6 +158,7 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         # tests count the requests their emulators saw.
         "HERALD_HEALTH_CHECK_SECONDS": "0",
         "HERALD_VOLUME_FLUSH_SECONDS": "0.5",
+        "HERALD_INGRESS_REPLICAS": "2",  # caches, key snapshots and counters must agree across replicas
         "HERALD_LOG_LEVEL": "WARNING",
     }
     proxy = None

@@ -152,6 +152,12 @@ def test_s3_attachments_go_inline_and_missing_ones_fail(herald: Herald) -> None:
     s3.put_object(Bucket=bucket, Key="r-123.pdf", Body=b"%PDF-1.4 receipt", ContentType="application/pdf")
     tenant = new_tenant()
     herald.use_providers(tenant, email=["smtp"])
+    herald.sql(
+        "UPDATE tenants SET config = config || jsonb_build_object('attachments', jsonb_build_object("
+        "'buckets', jsonb_build_array($2::text))) WHERE slug = $1",
+        tenant,
+        bucket,
+    )
     body = {
         "channel": "email",
         "template_id": "otp_login",
@@ -160,6 +166,9 @@ def test_s3_attachments_go_inline_and_missing_ones_fail(herald: Herald) -> None:
         "attachments": [{"s3": f"s3://{bucket}/r-123.pdf"}],
     }
     with herald.client(tenant) as api:
+        elsewhere = post(api, {**body, "attachments": [{"s3": f"s3://{bucket}-other/r-123.pdf"}]})
+        assert elsewhere.status_code == 422, elsewhere.text
+        assert [e["loc"] for e in elsewhere.json()["errors"]] == [["body", "attachments", 0, "s3"]]
         sent = post(api, body).json()["message_id"]
         view = herald.wait_status(api, sent, lambda s: s not in ("queued", "sending"))
         assert view["status"] in ACCEPTED, [a["error"] for a in view["attempts"]]

@@ -42,7 +42,10 @@ def client_package(herald: Herald, tmp_path_factory: pytest.TempPathFactory) -> 
         "post_hooks": [],
         "project_name_override": PACKAGE,
         "package_name_override": PACKAGE,
-        "content_type_overrides": {"image/gif": "application/octet-stream"},  # the open pixel, as bytes
+        "content_type_overrides": {  # the open pixel as bytes, TwiML as text
+            "image/gif": "application/octet-stream",
+            "application/xml": "text/plain",
+        },
     }
     (root / "config.json").write_text(json.dumps(config))
     args = ["generate", "--path", "openapi.json", "--config", "config.json", "--meta", "none", "--output-path", PACKAGE]

@@ -13,7 +13,7 @@ from tests.e2e.test_api import new_tenant, otp, post
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
 
 
-def test_one_click_unsubscribe_suppresses_later_sends(herald: Herald) -> None:
+def test_one_click_unsubscribe_stops_optional_mail_and_leaves_codes_flowing(herald: Herald) -> None:
     tenant = new_tenant()
     herald.token(tenant)
     herald.sql("UPDATE tenants SET config = config || '{\"unsubscribe\": true}'::jsonb WHERE slug = $1", tenant)
@@ -28,13 +28,17 @@ def test_one_click_unsubscribe_suppresses_later_sends(herald: Herald) -> None:
         second = post(api, otp("leaver@example.com")).json()["message_id"]
         assert herald.wait_status(api, second, lambda s: s not in ("queued", "sending"))["status"] == "sent"
         assert httpx.post(url, timeout=30).status_code == 200
-        third = post(api, otp("Leaver@Example.com")).json()["message_id"]
-        view = herald.wait_status(api, third, lambda s: s not in ("queued", "sending"))
+        # The link came with a one-time code (auth, a required category): codes keep flowing, and the
+        # unsubscribe stops every category the tenant does not require.
+        code = post(api, otp("Leaver@Example.com")).json()["message_id"]
+        assert herald.wait_status(api, code, lambda s: s not in ("queued", "sending"))["status"] == "sent"
+        news = post(api, {**otp("Leaver@Example.com"), "metadata": {"category": "marketing"}}).json()["message_id"]
+        view = herald.wait_status(api, news, lambda s: s not in ("queued", "sending"))
         assert view["status"] == "suppressed"
         assert [e["type"] for e in view["events"]][-1] == "NotificationSuppressed"
-        other = post(api, otp("stayer@example.com")).json()["message_id"]
+        other = post(api, {**otp("stayer@example.com"), "metadata": {"category": "marketing"}}).json()["message_id"]
         assert herald.wait_status(api, other, lambda s: s not in ("queued", "sending"))["status"] == "sent"
-    assert all(r["message_id"] != third for r in herald.console_records())
+    assert all(r["message_id"] != news for r in herald.console_records())
 
 
 def test_bad_recipient_goes_on_the_suppression_list(herald: Herald) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
@@ -90,6 +91,7 @@ def test_tenant_override_is_isolated(herald: Herald) -> None:
         api.put("/api/templates/otp_login/draft", json=doc("Custom"))
         api.post("/api/templates/otp_login/publish")
         assert send(herald, api, "otp_login", name="Ed")["subject"] == "Custom Ed"
+        time.sleep(2.1)  # the other ingress replica re-reads the tenant (its templates version) within 2 s
         r = post(
             api,
             {

@@ -112,3 +112,27 @@ class TestSmsSegments:
     def test_surrogate_pairs_are_not_split_across_parts(self) -> None:
         assert sms_segments("a" * 66 + "😀" + "a" * 65).segments == 2
         assert sms_segments("a" * 66 + "😀" + "a" * 66).segments == 3
+
+
+def test_unsubscribe_links_of_a_tenant_key_generation() -> None:
+    from engine.templating.links import unsubscribe_signer
+
+    token = sign_unsubscribe(SECRET, "t_001", "ana@example.com", category="marketing", generation=3)
+    assert unsubscribe_signer(token) == ("t_001", 3)
+    assert verify_unsubscribe(SECRET, token) is None  # generation 0 only, by default
+    assert verify_unsubscribe(SECRET, token, generations={2, 3}) == UnsubscribeTarget(
+        "t_001", "ana@example.com", "marketing"
+    )
+    every = sign_unsubscribe(SECRET, "t_001", "ana@example.com", generation=1)
+    assert verify_unsubscribe(SECRET, every, generations={1}) == UnsubscribeTarget("t_001", "ana@example.com")
+    # Another tenant's key, or the same payload claiming another generation, never verifies.
+    forged = sign_unsubscribe(SECRET, "t_002", "ana@example.com", generation=3)
+    assert verify_unsubscribe(SECRET, forged, generations={3}).tenant == "t_002"
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    moved = raw.replace(b"\x1f3\x1f", b"\x1f2\x1f")
+    moved_token = base64.urlsafe_b64encode(moved).rstrip(b"=").decode()
+    assert unsubscribe_signer(moved_token) == ("t_001", 2)
+    assert verify_unsubscribe(SECRET, moved_token, generations={2, 3}) is None
+    legacy = sign_unsubscribe(SECRET, "t_001", "ana@example.com")
+    assert unsubscribe_signer(legacy) == ("t_001", 0)
+    assert verify_unsubscribe(SECRET, legacy, generations={1, 2}) is None  # rotated away from

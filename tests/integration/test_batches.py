@@ -13,12 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from engine.auth import VerifiedTokens, issue_token
+from engine.auth import issue_token
 from engine.batch import BatchIntake
+from engine.governance.keys import ApiKeyVerifier, Authenticator, pepper_from
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.models import Tenant
 from engine.storage.batch_store import BatchStore
+from engine.storage.keys_store import ApiKeyStore
 from engine.storage.repository import Repository
 from engine.templating import TemplateCatalog
 from serve_app.http import create_app
@@ -62,7 +64,10 @@ async def api(repo: Repository, catalog: TemplateCatalog) -> AsyncIterator[Api]:
     app.include_router(batches.router)
     app.include_router(notifications.router)
     app.state.herald = SimpleNamespace(
-        secret=SECRET, intake=intake, batches=BatchIntake(intake, BatchStore(repo.pool)), tokens=VerifiedTokens(SECRET)
+        secret=SECRET,
+        intake=intake,
+        batches=BatchIntake(intake, BatchStore(repo.pool)),
+        authenticator=Authenticator(SECRET, ApiKeyVerifier(ApiKeyStore(repo.pool), pepper=pepper_from(SECRET))),
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
         yield Api(client, repo)

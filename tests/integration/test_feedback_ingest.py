@@ -13,6 +13,7 @@ from engine.channels import Channel
 from engine.feedback.events import DeliveryEvent, EventType, RejectReason
 from engine.feedback.ingest import FeedbackIngest
 from engine.feedback.plan import plan_batch
+from engine.governance.recipients import suppressed_by
 from engine.metrics import MetricsBuffer
 from engine.models import Tenant
 from engine.storage.repository import Repository, create_pool
@@ -189,8 +190,9 @@ async def test_an_unsubscribe_suppresses_its_category_in_the_claim(repo, ingest,
         news.address,
         [later[0].id, other[0].id],
     )
-    claimed = {c.id: c.suppressed for c in await repo.claim([later[0].id, later[1].id, other[0].id], 30)}
-    assert claimed == {later[0].id: True, later[1].id: False, other[0].id: False}
+    claimed = await repo.claim([later[0].id, later[1].id, other[0].id], 30)
+    stopped = {c.id: suppressed_by(c.suppression_categories, c.category, ("auth", "transactional")) for c in claimed}
+    assert stopped == {later[0].id: True, later[1].id: False, other[0].id: False}
 
 
 async def test_an_unregistered_push_token_is_suppressed_for_every_category(repo, ingest, tenant) -> None:
@@ -216,7 +218,8 @@ async def test_an_unregistered_push_token_is_suppressed_for_every_category(repo,
         """UPDATE messages SET "to" = '{"push": {"platform": "fcm", "token": "tok-123"}}' WHERE id = $1""", again.id
     )
     [claimed] = await repo.claim([again.id], 30)
-    assert claimed.suppressed
+    assert claimed.suppression_categories == (None,)  # every category: one-time codes too
+    assert suppressed_by(claimed.suppression_categories, "auth", ("auth",))
 
 
 async def test_a_sendgrid_batch_of_1000_is_two_statements(repo, tenant, database_url) -> None:
