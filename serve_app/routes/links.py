@@ -11,7 +11,7 @@ from engine.problems import ApiProblem
 from engine.templating.pixel import PIXEL_HEADERS
 from serve_app.routes.deps import OPEN, Reader, Sender, State
 from serve_app.schemas.links import Shortlink, ShortlinkRequest
-from serve_app.schemas.problems import problems
+from serve_app.schemas.problems import FRONT_DOOR_400, problems
 
 router = APIRouter(tags=["links"])
 
@@ -45,6 +45,7 @@ async def get_shortlink(
     responses={
         302: {"description": "To the link's URL", "headers": {"Location": {"schema": {"type": "string"}}}},
         **problems(404, 422),
+        **FRONT_DOOR_400,
     },
     openapi_extra=OPEN,
 )
@@ -63,6 +64,7 @@ async def follow_link(token: Token, request: Request, state: State) -> RedirectR
     responses={
         200: {"description": "A 1x1 transparent GIF, never cached", "content": {"image/gif": {}}},
         **problems(422),
+        **FRONT_DOOR_400,
     },
     openapi_extra=OPEN,
 )

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from engine.problems import ApiProblem
 from serve_app.routes.deps import OPEN, State, TenantAdmin
 from serve_app.schemas.governance import RotatedUnsubscribeKey
-from serve_app.schemas.problems import problems
+from serve_app.schemas.problems import FRONT_DOOR_400, problems
 
 router = APIRouter(tags=["links"])
 
@@ -20,7 +20,10 @@ Token = Annotated[str, Path(max_length=4096, description="a signed unsubscribe t
 _PAGE = {200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}}
 
 
-@router.post("/u/{token}", response_class=HTMLResponse, responses={**_PAGE, **problems(404, 422)}, openapi_extra=OPEN)
+_PAGE_RESPONSES = {**_PAGE, **problems(404, 422), **FRONT_DOOR_400}
+
+
+@router.post("/u/{token}", response_class=HTMLResponse, responses=_PAGE_RESPONSES, openapi_extra=OPEN)
 async def unsubscribe(token: Token, state: State) -> HTMLResponse:
     """RFC 8058 one-click unsubscribe: the address joins the tenant's suppression list."""
     if not await state.tracking.unsubscribe(token):
@@ -28,7 +31,7 @@ async def unsubscribe(token: Token, state: State) -> HTMLResponse:
     return HTMLResponse("<p>You are unsubscribed. You will not receive these messages any more.</p>")
 
 
-@router.get("/u/{token}", response_class=HTMLResponse, responses={**_PAGE, **problems(404, 422)}, openapi_extra=OPEN)
+@router.get("/u/{token}", response_class=HTMLResponse, responses=_PAGE_RESPONSES, openapi_extra=OPEN)
 async def unsubscribe_page(token: Token, state: State) -> HTMLResponse:
     """A confirmation page (mail scanners follow GET links, so only the POST unsubscribes)."""
     if await state.tracking.verify_unsubscribe(token) is None:

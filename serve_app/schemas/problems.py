@@ -130,3 +130,11 @@ def problem_components() -> dict[str, Any]:
     """The component schemas the ``problems()`` responses refer to."""
     _, doc = models_json_schema([(Problem, "serialization")], ref_template=REF_PREFIX + "{model}")
     return dict(doc.get("$defs", {}))
+
+
+#: Routes whose path carries a token sent to recipients: a request line the front door (HAProxy) will not
+#: read, e.g. a token of kilobytes, is answered 400 there in HTML, before Herald sees it.
+FRONT_DOOR_400: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The request line is too long or malformed (answered by the front door)",
+          "content": {"text/html": {"schema": {"type": "string"}}}},
+}  # fmt: skip

@@ -42,9 +42,10 @@ def client_package(herald: Herald, tmp_path_factory: pytest.TempPathFactory) -> 
         "post_hooks": [],
         "project_name_override": PACKAGE,
         "package_name_override": PACKAGE,
-        "content_type_overrides": {  # the open pixel as bytes, TwiML as text
+        "content_type_overrides": {  # the open pixel as bytes, TwiML as text, an NDJSON batch as bytes
             "image/gif": "application/octet-stream",
             "application/xml": "text/plain",
+            "application/x-ndjson": "application/octet-stream",
         },
     }
     (root / "config.json").write_text(json.dumps(config))

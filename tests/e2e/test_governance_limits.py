@@ -205,16 +205,24 @@ def test_quotas_answer_429_with_the_headers_and_warn_once(two_replicas: Herald) 
         hook = admin.post("/api/webhooks/endpoints", json={"url": "http://127.0.0.1:9/quota-hook"})
         assert hook.status_code == 201, hook.text
     time.sleep(2.5)
-    body = {"channel": "sms", "template_id": "otp_login", "to": {"phone": "+447400123456"}, "variables": {"code": "1"}}
+
+    def body(i: int) -> dict[str, Any]:  # a code of its own each: the same code twice would be deduplicated
+        return {"channel": "sms", "template_id": "otp_login", "to": {"phone": "+447400123456"},
+                "variables": {"code": f"{i:06d}"}}  # fmt: skip
+
     with herald.client(tenant) as api:
         keys = [f"{RUN}-q-{i}" for i in range(10)]
-        first = [api.post("/api/notifications", json=body, headers={"Idempotency-Key": k}) for k in keys]
+        first = [
+            api.post("/api/notifications", json=body(i), headers={"Idempotency-Key": k}) for i, k in enumerate(keys)
+        ]
         assert [r.status_code for r in first] == [202] * 10, [r.text for r in first if r.status_code != 202]
         assert first[0].headers["RateLimit-Policy"] == '"sms.per_day";q=10;w=86400'
         assert first[0].headers["RateLimit"].startswith('"sms.per_day";r=')
         time.sleep(2.5)  # both replicas have reconciled: each knows all 10
         for i in range(4):  # a refused key is free again: its retry is refused the same, never 409
-            r = api.post("/api/notifications", json=body, headers={"Idempotency-Key": f"{RUN}-q-over-{i % 2}"})
+            r = api.post(
+                "/api/notifications", json=body(100 + i % 2), headers={"Idempotency-Key": f"{RUN}-q-over-{i % 2}"}
+            )
             assert r.status_code == 429, r.text
             assert r.headers["content-type"].startswith("application/problem+json")
             assert int(r.headers["Retry-After"]) >= 1
@@ -223,7 +231,7 @@ def test_quotas_answer_429_with_the_headers_and_warn_once(two_replicas: Herald) 
             problem = r.json()
             assert problem["type"] == "urn:herald:problem:quota-exceeded"
             assert problem["limit"]["name"] == "limits.sms.per_day" and problem["limit"]["quota"] == 10
-        replay = api.post("/api/notifications", json=body, headers={"Idempotency-Key": f"{RUN}-q-3"})
+        replay = api.post("/api/notifications", json=body(3), headers={"Idempotency-Key": f"{RUN}-q-3"})
         assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
         time.sleep(1.5)
         usage = api.get("/api/usage").json()["channels"]["sms"]

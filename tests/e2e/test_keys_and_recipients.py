@@ -44,7 +44,7 @@ def number() -> str:
 
 def sms(phone: str, category: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"channel": "sms", "template_id": "otp_login", "to": {"phone": phone}}
-    body["variables"] = {"code": "246810"}
+    body["variables"] = {"code": f"{random.randrange(10**6):06d}"}  # a new code: never deduplicated
     if category:
         body["metadata"] = {"category": category}
     return body

@@ -113,10 +113,10 @@ def test_search_by_recipient_tag_and_time_with_cursor_pages(herald: Herald) -> N
     tenant = new_tenant()
     with herald.client(tenant) as api:
         tagged = {"metadata": {"tags": ["welcome"]}}
-        ada = [
-            accepted(api, otp("ada@example.com", **tagged)),
-            accepted(api, otp("ada@example.com")),
-            accepted(api, otp("Ada@Example.com", **tagged)),
+        ada = [  # three codes: the same one twice within 30 s would be deduplicated
+            accepted(api, otp("ada@example.com", variables={"code": "100001"}, **tagged)),
+            accepted(api, otp("ada@example.com", variables={"code": "100002"})),
+            accepted(api, otp("Ada@Example.com", variables={"code": "100003"}, **tagged)),
         ]
         bob_to = {"email": "bob@example.com", "user_id": "u-bob"}
         bob = accepted(api, {**otp("bob@example.com", **tagged), "to": bob_to})

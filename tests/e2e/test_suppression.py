@@ -18,19 +18,19 @@ def test_one_click_unsubscribe_stops_optional_mail_and_leaves_codes_flowing(hera
     herald.token(tenant)
     herald.sql("UPDATE tenants SET config = config || '{\"unsubscribe\": true}'::jsonb WHERE slug = $1", tenant)
     with herald.client(tenant) as api:
-        first = post(api, otp("leaver@example.com")).json()["message_id"]
+        first = post(api, otp("leaver@example.com", variables={"code": "200001"})).json()["message_id"]
         herald.wait_status(api, first, lambda s: s == "sent")
         headers = next(r for r in herald.console_records() if r["message_id"] == first)["headers"]
         assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         url = headers["List-Unsubscribe"].strip("<>")
         assert httpx.get(url, timeout=30).status_code == 200  # a page, not an unsubscribe (scanners follow GETs)
         assert httpx.get(url.rsplit("/", 1)[0] + "/bogus-token").status_code == 404
-        second = post(api, otp("leaver@example.com")).json()["message_id"]
+        second = post(api, otp("leaver@example.com", variables={"code": "200002"})).json()["message_id"]
         assert herald.wait_status(api, second, lambda s: s not in ("queued", "sending"))["status"] == "sent"
         assert httpx.post(url, timeout=30).status_code == 200
         # The link came with a one-time code (auth, a required category): codes keep flowing, and the
         # unsubscribe stops every category the tenant does not require.
-        code = post(api, otp("Leaver@Example.com")).json()["message_id"]
+        code = post(api, otp("Leaver@Example.com", variables={"code": "200003"})).json()["message_id"]
         assert herald.wait_status(api, code, lambda s: s not in ("queued", "sending"))["status"] == "sent"
         news = post(api, {**otp("Leaver@Example.com"), "metadata": {"category": "marketing"}}).json()["message_id"]
         view = herald.wait_status(api, news, lambda s: s not in ("queued", "sending"))

@@ -12,6 +12,9 @@ import pytest
 from tests.e2e.conftest import Herald
 from tests.e2e.test_api import new_tenant, post
 
+#: A publish or rollback reaches every ingress replica when it next re-reads the tenant (within 2 s).
+EVERY_REPLICA_S = 2.1
+
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
 
 MANIFEST = {
@@ -52,15 +55,18 @@ def test_draft_publish_send_and_rollback(herald: Herald) -> None:
         v1 = api.post("/api/templates/welcome/publish")
         assert v1.status_code == 200 and v1.json()["version"] == 1
         assert api.post("/api/templates/welcome/publish").status_code == 409  # no draft left
+        time.sleep(EVERY_REPLICA_S)
         assert send(herald, api, "welcome", name="Ada")["subject"] == "Hello Ada"
 
         api.put("/api/templates/welcome/draft", json=doc("Howdy"))
         assert api.post("/api/templates/welcome/publish").json()["version"] == 2
+        time.sleep(EVERY_REPLICA_S)
         assert send(herald, api, "welcome", name="Bo")["subject"] == "Howdy Bo"
         assert send(herald, api, "welcome:v1", name="Cy")["subject"] == "Hello Cy"  # pinned version
 
         back = api.post("/api/templates/welcome/rollback", json={"version": 1})
         assert back.json()["version"] == 3 and back.json()["republished_from"] == 1
+        time.sleep(EVERY_REPLICA_S)
         assert send(herald, api, "welcome", name="Di")["subject"] == "Hello Di"
         listing = api.get("/api/templates/welcome").json()
         assert listing["latest"] == 3 and [v["version"] for v in listing["versions"]] == [1, 2, 3]
@@ -90,8 +96,8 @@ def test_tenant_override_is_isolated(herald: Herald) -> None:
     with herald.client(owner) as api:
         api.put("/api/templates/otp_login/draft", json=doc("Custom"))
         api.post("/api/templates/otp_login/publish")
+        time.sleep(EVERY_REPLICA_S)
         assert send(herald, api, "otp_login", name="Ed")["subject"] == "Custom Ed"
-        time.sleep(2.1)  # the other ingress replica re-reads the tenant (its templates version) within 2 s
         r = post(
             api,
             {
@@ -194,6 +200,7 @@ def test_tenant_partials_apply_to_the_tenants_templates(herald: Herald) -> None:
         with_header["texts"]["en"]["body.html"] = '{% include "header.html" %}<p>Hi {{ name }}</p>'
         assert api.put("/api/templates/branded/draft", json=with_header).status_code == 200
         api.post("/api/templates/branded/publish")
+        time.sleep(EVERY_REPLICA_S)
         assert "<h1>ACME Flo</h1>" in send(herald, api, "branded", name="Flo")["html"]
         assert [p["name"] for p in api.get("/api/partials").json()["partials"]] == ["header.html"]
     with herald.client(new_tenant()) as other:  # another tenant's shipped templates keep the shipped header
