@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -21,8 +22,10 @@ from engine.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
-#: The longest the main lane waits, at one of its yield points, for a high-lane batch to finish.
+#: The longest the main lane waits at once for a high-lane batch to finish, and the share of its own
+#: working time it may spend waiting so.
 HIGH_YIELD_MAX_S = 0.05
+HIGH_YIELD_SHARE = 0.5
 
 
 class SenderLoop:
@@ -53,6 +56,8 @@ class SenderLoop:
         #: Set while no high-lane batch is in hand; the main lane waits on it between messages.
         self._high_idle = asyncio.Event()
         self._high_idle.set()
+        self._yield_budget = HIGH_YIELD_MAX_S
+        self._yield_at = time.monotonic()
         self.batches = 0
         self.sent = 0
 
@@ -92,11 +97,19 @@ class SenderLoop:
     async def _yield_to_high(self) -> None:
         """Between the main lane's messages: let a one-time code in hand go first, CPU included (the
         main lane's rendering would otherwise compete with that code's statements for the machine),
-        but never stall the main lane for longer than ``HIGH_YIELD_MAX_S`` on a slow high send."""
+        but for at most ``HIGH_YIELD_SHARE`` of the main lane's time, so a burst keeps draining under a
+        steady stream of codes."""
         await asyncio.sleep(0)
-        if not self._high_idle.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._high_idle.wait(), HIGH_YIELD_MAX_S)
+        now = time.monotonic()
+        self._yield_budget = min(HIGH_YIELD_MAX_S, self._yield_budget + (now - self._yield_at) * HIGH_YIELD_SHARE)
+        self._yield_at = now
+        if self._high_idle.is_set() or self._yield_budget <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._high_idle.wait(), self._yield_budget)
+        waited = time.monotonic() - now
+        self._yield_budget -= waited
+        self._yield_at += waited  # time spent waiting earns no budget
 
     async def _handle(self, deliveries: list, yield_to: Callable[[], Awaitable[None]] | None) -> None:  # type: ignore[type-arg]
         # What is ready now goes together, so one OTP is sent alone at once and a burst in batches; but
