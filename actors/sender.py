@@ -80,6 +80,7 @@ class SenderActor:
             self.parts.broker,
             dispatcher,
             max_envelopes=s.sender_prefetch,
+            max_batch=s.sender_batch,
             on_batch=self._flush,
             high_lane=s.sender_high_lane,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -53,6 +53,10 @@ class AttachmentResolver(Protocol):
     """Turns stored attachment references into what drivers send (the runtime hands one in)."""
 
     async def resolve(self, refs: Sequence[object]) -> tuple[Attachment, ...]: ...
+
+
+async def _one_turn() -> None:
+    await asyncio.sleep(0)
 
 
 def utcnow() -> datetime:
@@ -120,7 +124,12 @@ class Dispatcher:
         #: Tokens of the tenants' rate limits (``limits.<channel>.rate_per_second``); None: no limits.
         self.leases = leases
 
-    async def process(self, ids: Sequence[uuid.UUID]) -> BatchReport:
+    async def process(
+        self, ids: Sequence[uuid.UUID], *, yield_to: Callable[[], Awaitable[object]] | None = None
+    ) -> BatchReport:
+        """Send one batch. ``yield_to`` is awaited between the messages it renders (default: one turn of
+        the event loop), so other work of the sender (its high lane) runs inside a big batch."""
+        pause = yield_to or _one_turn
         claimed = await self.repo.claim(ids, self.options.lease_s)
         if not claimed:
             return BatchReport(0, 0, 0, 0)
@@ -139,7 +148,7 @@ class Dispatcher:
         for msg in sendable:
             # Rendering is CPU work: give the event loop back between messages, so the sender's reserved
             # high-priority lane runs its one-time code in the middle of a big low batch.
-            await asyncio.sleep(0)
+            await pause()
             prepared = await self._prepare(msg, started, refused.get(msg.id))
             if isinstance(prepared, Outcome):
                 outcomes.append(prepared)

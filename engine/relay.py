@@ -60,15 +60,16 @@ class Relay:
         self.published_by_queue: Counter[str] = Counter()
         self.healthy = False
         self._wake = asyncio.Event()
+        self._wake_high = asyncio.Event()
 
-    async def run_once(self) -> int:
-        """Publish one batch of due rows; returns how many were published.
+    async def run_once(self, *, high_only: bool = False) -> int:
+        """Publish one batch of due rows (or of due high-priority rows); returns how many were published.
 
         Raises:
             BrokerUnavailable: nothing of this batch was published; its rows stay in the outbox.
         """
         async with self.repo.pool.acquire() as conn, conn.transaction():
-            rows = await take_outbox(conn, self.options.batch)
+            rows = await take_outbox(conn, self.options.batch, high_only=high_only)
             if not rows:
                 return 0
             for queue, envelopes in build_envelopes(rows, self.options.envelope_max_ids).items():
@@ -77,42 +78,68 @@ class Relay:
         self.published += len(rows)
         return len(rows)
 
-    async def drain(self) -> int:
+    async def drain(self, *, high_only: bool = False) -> int:
         total = 0
         while True:
-            n = await self.run_once()
+            n = await self.run_once(high_only=high_only)
             total += n
             if n < self.options.batch:
                 return total
 
     async def run(self, stop: asyncio.Event) -> None:
         listener = await self._listen()
-        last_reclaim = 0.0
+        # The high lane publishes one-time codes while the main pass is inside a burst's 1,000-row batch
+        # (rows are taken with SKIP LOCKED, so the lanes never take or wait on each other's rows).
+        high = asyncio.create_task(self._run_high(stop))
         try:
-            while not stop.is_set():
-                self._wake.clear()
-                try:
-                    await self.drain()
-                    self.healthy = True
-                except BrokerUnavailable as err:
-                    self.healthy = False
-                    log.warning("broker unavailable, outbox rows kept: %s", err)
-                    await _wait(stop, self.options.broker_retry_s)
-                    continue
-                except (OSError, asyncpg.PostgresError) as err:
-                    log.warning("relay pass failed, retrying: %s", err)
-                    await _wait(stop, self.options.broker_retry_s)
-                    continue
-                if time.monotonic() - last_reclaim >= self.options.reclaim_every_s:
-                    last_reclaim = time.monotonic()
-                    reclaimed = await self.repo.reclaim_expired_leases()
-                    if reclaimed:
-                        log.warning("returned %d expired send leases to the queue", reclaimed)
-                        continue
-                await _wait_any(stop, self._wake, self.options.poll_s)
+            await self._run_main(stop)
         finally:
+            await high
             if listener is not None:
                 await listener.close()
+
+    async def _run_high(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake_high.clear()
+            try:
+                await self.drain(high_only=True)
+            except BrokerUnavailable as err:
+                log.warning("broker unavailable, high-priority outbox rows kept: %s", err)
+                await _wait(stop, self.options.broker_retry_s)
+                continue
+            except (OSError, asyncpg.PostgresError) as err:
+                log.warning("relay high-lane pass failed, retrying: %s", err)
+                await _wait(stop, self.options.broker_retry_s)
+                continue
+            await _wait_any(stop, self._wake_high, self.options.poll_s)
+
+    async def _run_main(self, stop: asyncio.Event) -> None:
+        last_reclaim = 0.0
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.drain()
+                self.healthy = True
+            except BrokerUnavailable as err:
+                self.healthy = False
+                log.warning("broker unavailable, outbox rows kept: %s", err)
+                await _wait(stop, self.options.broker_retry_s)
+                continue
+            except (OSError, asyncpg.PostgresError) as err:
+                log.warning("relay pass failed, retrying: %s", err)
+                await _wait(stop, self.options.broker_retry_s)
+                continue
+            if time.monotonic() - last_reclaim >= self.options.reclaim_every_s:
+                last_reclaim = time.monotonic()
+                reclaimed = await self.repo.reclaim_expired_leases()
+                if reclaimed:
+                    log.warning("returned %d expired send leases to the queue", reclaimed)
+                    continue
+            await _wait_any(stop, self._wake, self.options.poll_s)
+
+    def _wake_all(self) -> None:
+        self._wake.set()
+        self._wake_high.set()
 
     async def _listen(self) -> asyncpg.Connection | None:
         try:
@@ -120,7 +147,7 @@ class Relay:
         except (OSError, asyncpg.PostgresError) as err:
             log.warning("LISTEN unavailable, polling only: %s", err)
             return None
-        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake_all())
         return conn
 
 

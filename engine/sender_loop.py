@@ -11,15 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
 from engine.broker import Broker, BrokerUnavailable
-from engine.channels import Priority
+from engine.channels import PRIORITY_ORDER, Priority
 from engine.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
+
+#: The longest the main lane waits at once for a high-lane batch to finish, and the share of its own
+#: working time it may spend waiting so.
+HIGH_YIELD_MAX_S = 0.05
+HIGH_YIELD_SHARE = 0.5
 
 
 class SenderLoop:
@@ -29,6 +35,7 @@ class SenderLoop:
         dispatcher: Dispatcher,
         *,
         max_envelopes: int = 20,
+        max_batch: int = 100,
         wait_s: float = 0.5,
         on_batch: Callable[[], None] | None = None,
         high_lane: bool = True,
@@ -36,6 +43,8 @@ class SenderLoop:
         self.broker = broker
         self.dispatcher = dispatcher
         self.max_envelopes = max_envelopes
+        #: Messages per claim/record: a burst's envelopes (up to 100 ids each) go in slices of this many.
+        self.max_batch = max_batch
         self.wait_s = wait_s
         self.on_batch = on_batch
         #: The lanes (``None``: every priority); a reserved one for high unless turned off.
@@ -44,6 +53,11 @@ class SenderLoop:
         self._done = asyncio.Event()
         self._resumed = asyncio.Event()
         self._resumed.set()
+        #: Set while no high-lane batch is in hand; the main lane waits on it between messages.
+        self._high_idle = asyncio.Event()
+        self._high_idle.set()
+        self._yield_budget = HIGH_YIELD_MAX_S
+        self._yield_at = time.monotonic()
         self.batches = 0
         self.sent = 0
 
@@ -69,16 +83,52 @@ class SenderLoop:
                 for d in deliveries:
                     await d.nack(requeue=True)
                 break
-            if deliveries:
-                await self._handle(deliveries)
+            if not deliveries:
+                continue
+            if priorities is None:
+                await self._handle(deliveries, self._yield_to_high)
+                continue
+            self._high_idle.clear()
+            try:
+                await self._handle(deliveries, None)
+            finally:
+                self._high_idle.set()
 
-    async def _handle(self, deliveries: list) -> None:  # type: ignore[type-arg]
-        # What is ready now goes together, so one OTP is sent alone at once and a burst in batches.
-        ids = list(dict.fromkeys(i for d in deliveries for i in d.envelope.message_ids))
+    async def _yield_to_high(self) -> None:
+        """Between the main lane's messages: let a one-time code in hand go first, CPU included (the
+        main lane's rendering would otherwise compete with that code's statements for the machine),
+        but for at most ``HIGH_YIELD_SHARE`` of the main lane's time, so a burst keeps draining under a
+        steady stream of codes."""
+        await asyncio.sleep(0)
+        now = time.monotonic()
+        self._yield_budget = min(HIGH_YIELD_MAX_S, self._yield_budget + (now - self._yield_at) * HIGH_YIELD_SHARE)
+        self._yield_at = now
+        if self._high_idle.is_set() or self._yield_budget <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._high_idle.wait(), self._yield_budget)
+        waited = time.monotonic() - now
+        self._yield_budget -= waited
+        self._yield_at += waited  # time spent waiting earns no budget
+
+    async def _handle(self, deliveries: list, yield_to: Callable[[], Awaitable[None]] | None) -> None:  # type: ignore[type-arg]
+        # What is ready now goes together, so one OTP is sent alone at once and a burst in batches; but
+        # never a high envelope in a low batch (it goes first, on its own), and a burst in slices of
+        # ``max_batch``, so no claim or record statement grows with the prefetch.
+        sent = 0
         try:
-            report = await self.dispatcher.process(ids)
+            for priority in PRIORITY_ORDER:
+                ids = list(
+                    dict.fromkeys(
+                        i for d in deliveries if d.envelope.priority is priority for i in d.envelope.message_ids
+                    )
+                )
+                for start in range(0, len(ids), self.max_batch):
+                    report = await self.dispatcher.process(ids[start : start + self.max_batch], yield_to=yield_to)
+                    sent += report.sent
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-            log.error("batch of %d failed before recording (%s); returning it to the queue", len(ids), err)
+            # Slices already recorded are skipped when the envelopes come back (the claim finds them sent).
+            log.error("batch of %d envelopes failed (%s); returning it to the queue", len(deliveries), err)
             with contextlib.suppress(BrokerUnavailable):  # unacked envelopes come back anyway
                 for d in deliveries:
                     await d.nack(requeue=True)
@@ -91,7 +141,7 @@ class SenderLoop:
             # The broker redelivers what was not acked; the claim makes a redelivered envelope a no-op.
             log.warning("ack failed (%s); the envelopes come back and are skipped", err)
         self.batches += 1
-        self.sent += report.sent
+        self.sent += sent
         if self.on_batch is not None:
             self.on_batch()
 

@@ -80,6 +80,7 @@ class Side:
     amqp_url: str | None
     prefix: str
     high_lane: bool
+    batch: int
 
 
 def make_broker(side: Side) -> Broker:
@@ -120,7 +121,7 @@ def sender_process(side: Side, stop: EventType, reached: mp.Queue, sent: Any) ->
             metrics=MetricsBuffer(),
             options=DispatchOptions(),
         )
-        loop = SenderLoop(broker, dispatcher, max_envelopes=20, high_lane=side.high_lane)
+        loop = SenderLoop(broker, dispatcher, max_envelopes=20, max_batch=side.batch, high_lane=side.high_lane)
         task = asyncio.create_task(loop.run())
         while not stop.is_set():
             await asyncio.sleep(0.1)
@@ -221,7 +222,7 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
     tenant = await repo.ensure_tenant("t_bench")
     principal = Principal(tenant=tenant.slug, scopes=frozenset({"send"}))
     intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600)
-    side = Side(url, args.broker, args.amqp_url, f"bench{uuid.uuid4().hex[:8]}.", not args.no_high_lane)
+    side = Side(url, args.broker, args.amqp_url, f"bench{uuid.uuid4().hex[:8]}.", not args.no_high_lane, args.batch)
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     reached_q = ctx.Queue()
@@ -256,6 +257,7 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
         "broker": args.broker,
         "senders": args.senders,
         "high_lane": not args.no_high_lane,
+        "batch": args.batch,
         "rate_per_s": args.rate,
         "burst": args.burst,
         "burst_seeded_s": round(seeded_s, 1),
@@ -286,6 +288,7 @@ def main() -> None:
     parser.add_argument(
         "--broker", choices=("rabbitmq", "postgres"), default="rabbitmq" if os.environ.get("AMQP_URL") else "postgres"
     )
+    parser.add_argument("--batch", type=int, default=100, help="messages per claim/record (HERALD_SENDER_BATCH)")
     parser.add_argument("--no-high-lane", action="store_true", help="senders without the reserved high lane")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL"))

@@ -279,7 +279,8 @@ class Repository:
         return await list_inbox(self.pool, tenant_id, user_id, limit=limit)
 
 
-async def take_outbox(conn: asyncpg.Connection, limit: int) -> list[OutboxRow]:
-    """Due outbox rows, deleted inside the caller's transaction (commit only after the broker confirmed)."""
-    rows = await conn.fetch(sql.TAKE_OUTBOX, limit)
+async def take_outbox(conn: asyncpg.Connection, limit: int, *, high_only: bool = False) -> list[OutboxRow]:
+    """Due outbox rows (every priority, high first; or high only), deleted inside the caller's
+    transaction (commit only after the broker confirmed)."""
+    rows = await conn.fetch(sql.TAKE_OUTBOX_HIGH if high_only else sql.TAKE_OUTBOX, limit)
     return [OutboxRow(r["id"], r["tenant_id"], r["message_id"], r["queue"], r["priority"]) for r in rows]

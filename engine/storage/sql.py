@@ -239,3 +239,11 @@ USING (
 WHERE o.id = due.id
 RETURNING o.id, o.tenant_id, o.message_id, o.queue, o.priority
 """
+
+# The relay's high lane: only the due high-priority rows (the first range of the same index).
+TAKE_OUTBOX_HIGH = f"""
+DELETE FROM outbox o
+USING ({_DUE_AT_PRIORITY.format(rank=0)}) due
+WHERE o.id = due.id
+RETURNING o.id, o.tenant_id, o.message_id, o.queue, o.priority
+"""

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from drivers.base import OutboundMessage, SendResult
 from engine.auth import Principal
-from engine.broker import Broker
+from engine.broker import Broker, Envelope
 from engine.broker.pgqueue import PgQueueBroker
 from engine.broker.rabbitmq import RabbitMQBroker
+from engine.channels import Priority, priority_queue
+from engine.ids import parse_message_id
 from engine.relay import Relay, RelayOptions
 from engine.sender_loop import SenderLoop
 from tests.broker.conftest import delete_rabbit_queues
@@ -94,3 +96,58 @@ async def test_a_one_time_code_goes_out_while_the_main_lane_is_held_by_a_low_bat
         await loop.stop(10)
         await task
     assert loop.batches >= 2
+
+
+async def test_the_relay_publishes_a_one_time_code_while_its_main_pass_waits_on_a_low_batch(
+    h: Harness, principal: Principal
+) -> None:
+    published = h.broker.publish
+    gate, held = asyncio.Event(), asyncio.Event()
+
+    async def publish(queue: str, envelopes: Sequence[Envelope]) -> None:
+        if queue == priority_queue(Priority.LOW):
+            held.set()
+            await gate.wait()  # the broker is slow to confirm the burst's envelopes
+        await published(queue, envelopes)
+
+    h.broker.publish = publish  # type: ignore[method-assign]
+    low = {"channel": "email", "template_id": "security_alert:v1", "variables": {"device": "Firefox"}}
+    for i in range(30):
+        await h.submit(principal, {**low, "priority": "low", "to": {"email": f"user{i}@example.com"}})
+    stop = asyncio.Event()
+    relay = asyncio.create_task(h.relay.run(stop))
+    try:
+        await asyncio.wait_for(held.wait(), 10)  # the main pass holds the low rows it took
+        code = await h.submit(principal, otp(priority="high"))
+        deliveries = await h.broker.get(20, 5.0, priorities=(Priority.HIGH,))
+        assert [i for d in deliveries for i in d.envelope.message_ids] == [parse_message_id(code)]
+        for d in deliveries:
+            await d.ack()
+    finally:
+        gate.set()
+        stop.set()
+        await relay
+
+
+async def test_the_main_lane_sends_a_high_envelope_on_its_own_before_the_low_ones_it_took(
+    h: Harness, principal: Principal
+) -> None:
+    low = {"channel": "email", "template_id": "security_alert:v1", "variables": {"device": "Firefox"}}
+    for i in range(30):
+        await h.submit(principal, {**low, "priority": "low", "to": {"email": f"user{i}@example.com"}})
+    code = await h.submit(principal, otp(priority="high"))
+    await h.relay.drain()
+    batches = h.driver.calls  # the message ids of each send_batch call, in order
+    batches.clear()
+    loop = SenderLoop(h.broker, h.dispatcher, max_envelopes=20, max_batch=10, wait_s=0.2, high_lane=False)
+    task = asyncio.create_task(loop.run())
+    try:
+        for _ in range(200):
+            if sum(map(len, batches)) >= 31:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await loop.stop(10)
+        await task
+    assert batches[0] == [code]  # the one-time code alone, first
+    assert sorted(map(len, batches[1:])) == [10, 10, 10]  # the low ones in slices of max_batch
