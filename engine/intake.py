@@ -196,7 +196,16 @@ class Intake:
             return replay
         admitted: Admitted | None = None
         try:
-            admitted = self.admit(request, tenant, resolved)
+            try:
+                admitted = self.admit(request, tenant, resolved)
+            except ApiProblem as refused:
+                if refused.status != 429:
+                    raise
+                # At the cap, a key already used still answers its replay (one read, on refusals only).
+                earlier = await self.repo.idempotent_response(tenant.id, key)
+                if earlier is None:
+                    raise
+                return self._judge(earlier, req_hash)
             result = await self._store(request, tenant, resolved, key, req_hash, admitted, test=principal.test)
         except BaseException:  # a refusal too: the key stays free for the client's retry
             self.undo(request, tenant, admitted)

@@ -132,12 +132,13 @@ def test_high_priority_overtakes_a_low_backlog(herald: Herald) -> None:
     assert low_before < 500, f"{low_before} of 2000 low messages went before the high one"
 
 
-def test_a_sender_process_killed_mid_batch_loses_nothing_and_sends_nothing_twice_at_the_emulator(
+def test_a_sender_process_killed_mid_batch_loses_nothing_and_resends_at_most_its_request_in_flight(
     herald: Herald,
 ) -> None:
     """``kill -9`` of a sender actor's process while a wave flows to the SendGrid emulator: Ray restarts
     it, the leases of its claimed batch run out and the relay puts them back; counted per message at the
-    emulator (``custom_args.message_id``)."""
+    emulator (``custom_args.message_id``). Delivery is at-least-once: what the provider accepted from the
+    killed process but the process never recorded goes again (one request of a slice, at most)."""
     tenant = new_tenant()
     herald.use_providers(tenant, email=["sendgrid"])
     emulator = herald.fakes.sendgrid.emulator
@@ -157,5 +158,7 @@ def test_a_sender_process_killed_mid_batch_loses_nothing_and_sends_nothing_twice
         for p in (r.body or {}).get("personalizations", [])
     )
     assert set(at_emulator) == set(ids), "lost at the provider"
-    assert max(at_emulator.values()) == 1, {m: n for m, n in at_emulator.items() if n > 1}
+    twice = {m: n for m, n in at_emulator.items() if n > 1}
+    print(f"\nsender killed mid-batch: {len(ids)} messages, {len(twice)} sent twice, none lost")
+    assert max(at_emulator.values()) <= 2 and len(twice) <= herald.settings.sender_batch, twice
     assert int(wait_healthy(victim)["pid"]) != pid  # a new process took its place

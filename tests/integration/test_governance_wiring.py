@@ -107,6 +107,8 @@ async def test_quotas_refuse_at_the_cap_replays_count_nothing_and_budgets_settle
         await intake.submit(principal, email(3), "k-3")
     assert refused.value.status == 429 and refused.value.extensions["limit"]["name"] == "limits.email.per_day"
     assert refused.value.headers["RateLimit"].startswith('"email.per_day";r=0;')
+    at_the_cap = await intake.submit(principal, email(1), "k-1")  # a used key still replays at the cap
+    assert at_the_cap.replayed and at_the_cap.body["message_id"] == first.body["message_id"]
     await gate.reconcile()
     used = await repo.pool.fetchval(
         "SELECT used FROM quota_counters WHERE tenant_id = $1 AND period = 'day'", tenant.id
