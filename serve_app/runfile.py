@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,10 +94,15 @@ class RunFile:
                 log.warning("stopped what it left running: %s", ", ".join(stopped))
         Record(self.me).save(self.path)
 
-    def record_children(self) -> None:
-        """Note the processes started so far (Ray's), for a later Herald to stop if this one is killed."""
-        children = [Proc.of(p) for p in psutil.Process(self.me.pid).children(recursive=True)]
-        Record(self.me, children).save(self.path)
+    def record_children(self, ports: Collection[int] = ()) -> None:
+        """Note the processes started so far (Ray's), for a later Herald to stop if this one is killed;
+        and whatever listens on ``ports`` (HAProxy daemonizes, so it is nobody's child)."""
+        found = {p.pid: p for p in psutil.Process(self.me.pid).children(recursive=True)}
+        for pid in _listening_on(ports):
+            if pid != self.me.pid and pid not in found:
+                with contextlib.suppress(psutil.Error):
+                    found[pid] = psutil.Process(pid)
+        Record(self.me, [Proc.of(p) for p in found.values()]).save(self.path)
 
     def children(self) -> list[Proc]:
         record = Record.load(self.path)
@@ -126,3 +132,13 @@ def stop_leftovers(children: list[Proc], *, grace_s: float = LEFTOVER_GRACE_S) -
             process.kill()
     psutil.wait_procs(still, timeout=grace_s)
     return names
+
+
+def _listening_on(ports: Collection[int]) -> list[int]:
+    if not ports:
+        return []
+    try:
+        connections = psutil.net_connections("tcp")
+    except psutil.Error:
+        return []
+    return [c.pid for c in connections if c.pid and c.status == psutil.CONN_LISTEN and c.laddr.port in ports]

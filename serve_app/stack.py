@@ -142,7 +142,7 @@ class Stack:
         if self.port is not None:  # Serve's proxy listens on it now
             self.port.release()
         if self.run_file is not None:
-            self.run_file.record_children()
+            self.run_file.record_children(ports=[s.http_port])
         log.info("herald is up at %s", s.base_url)
 
     def _start_ray(self) -> None:
