@@ -61,10 +61,10 @@ from engine.runtime import Components, RuntimeConfig, driver_env, open_component
 from engine.storage.audit_store import AuditStore
 from engine.storage.batch_store import BatchStore
 from engine.storage.budget_store import BudgetStore
-from engine.storage.ingress_keys import IngressKeyStore
 from engine.storage.keys_store import ApiKeyStore
 from engine.storage.quota_store import QuotaStore
 from engine.storage.recipients_store import RecipientStore
+from engine.storage.rotating_secrets import INGRESS_KEYS, RotatingSecretStore
 from engine.template_service import TemplateService
 from engine.tenant_config import EditPolicy
 from engine.tenant_config.store import TenantStore
@@ -221,7 +221,7 @@ class HeraldApi:
             routing=RoutingService(ActorRoutingState(), intake, {c: settings.providers(c) for c in Channel}),
             usage=UsageService(parts.pool),
             batches=BatchIntake(intake, BatchStore(parts.pool)),
-            ingress_keys=IngressKeys(IngressKeyStore(parts.pool), box),
+            ingress_keys=IngressKeys(RotatingSecretStore(parts.pool, INGRESS_KEYS), box),
             authenticator=Authenticator(secret, self.key_verifier),
             keys=ApiKeyService(key_store, pepper=pepper, verifier=self.key_verifier),
             audit=AuditLog(AuditStore(parts.pool)),

@@ -28,7 +28,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import aio_pika
@@ -41,9 +41,10 @@ from engine.errors import ConfigurationError
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.models import FieldError
+from engine.rotating_secrets import ROTATION_OVERLAP_S, RotatingSecret, RotatingSecrets, utcnow
 from engine.runtime import Components, RuntimeConfig
 from engine.storage.batch_store import BatchStore
-from engine.storage.ingress_keys import IngressKeyStore, SealedKeys
+from engine.storage.rotating_secrets import INGRESS_KEYS, RotatingSecretStore
 
 from .parse import Unreadable
 from .service import BatchIntake
@@ -56,8 +57,6 @@ TENANT_HEADER = "x-herald-tenant"
 SIGNATURE_HEADER = "x-herald-signature"
 SIGNATURE_VERSION = "v1"
 KEY_PREFIX = "hik_"
-#: How long the previous key still verifies after a rotation.
-ROTATION_OVERLAP_S = 24 * 3600.0
 #: How long the consumer trusts its copy of a tenant's keys (a rotation shows up within it).
 KEYS_TTL_S = 5.0
 _FIELD = "ingress_key"
@@ -69,65 +68,41 @@ def sign(key: str, tenant: str, body: bytes) -> str:
     return f"{SIGNATURE_VERSION}={digest}"
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, slots=True)
-class TenantIngressKeys:
-    current: str
-    previous: str | None = None
-    previous_until: datetime | None = None
-    rotated_at: datetime | None = None
-
-    def active(self, now: datetime) -> list[str]:
-        keep = self.previous is not None and self.previous_until is not None and self.previous_until > now
-        return [self.current, self.previous] if keep and self.previous else [self.current]
-
+class TenantIngressKeys(RotatingSecret):
     def verifies(self, tenant: str, body: bytes, signature: str, now: datetime) -> bool:
         return any(hmac.compare_digest(sign(k, tenant, body), signature) for k in self.active(now))
 
     def view(self, now: datetime) -> dict[str, object]:
         """What ``GET /api/ingress/key`` shows: the current key and until when the previous one verifies."""
-        rotating = len(self.active(now)) > 1
         return {
             "key": self.current,
-            "previous_expires_at": self.previous_until if rotating else None,
+            "previous_expires_at": self.previous_expires_at(now),
             "rotated_at": self.rotated_at,
         }
 
 
-class IngressKeys:
+def _new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class IngressKeys(RotatingSecrets[TenantIngressKeys]):
     """Reads, creates and rotates tenants' ingress keys (sealed like provider credentials)."""
 
     def __init__(
         self,
-        store: IngressKeyStore,
+        store: RotatingSecretStore,
         box: CredentialBox,
         *,
         overlap_s: float = ROTATION_OVERLAP_S,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         ttl_s: float = KEYS_TTL_S,
     ) -> None:
-        self.store = store
-        self.box = box
-        self.overlap_s = overlap_s
-        self.clock = clock
+        super().__init__(
+            store, box, kind=TenantIngressKeys, field=_FIELD, make=_new_key, overlap_s=overlap_s, clock=clock
+        )
         self.ttl_s = ttl_s
         self._cached: dict[uuid.UUID, tuple[float, TenantIngressKeys]] = {}
-
-    def _open(self, sealed: SealedKeys) -> TenantIngressKeys:
-        previous = self.box.open(sealed.previous)[_FIELD] if sealed.previous else None
-        return TenantIngressKeys(
-            self.box.open(sealed.current)[_FIELD], previous, sealed.previous_until, sealed.rotated_at
-        )
-
-    def _new(self) -> str:
-        return self.box.seal({_FIELD: KEY_PREFIX + secrets.token_urlsafe(32)})
-
-    async def get(self, tenant_id: uuid.UUID) -> TenantIngressKeys:
-        """The tenant's keys, a first one made now if it has none."""
-        return self._open(await self.store.ensure(tenant_id, self._new()))
 
     async def cached(self, tenant_id: uuid.UUID) -> TenantIngressKeys:
         now = time.monotonic()
@@ -138,17 +113,11 @@ class IngressKeys:
         self._cached[tenant_id] = (now, keys)
         return keys
 
-    async def show(self, tenant_id: uuid.UUID) -> dict[str, object]:
-        return (await self.get(tenant_id)).view(self.clock())
-
-    async def rotate_and_show(self, tenant_id: uuid.UUID, *, actor: str) -> dict[str, object]:
+    async def rotate(self, tenant_id: uuid.UUID, *, actor: str) -> TenantIngressKeys:
         """A new key; the one it replaces still verifies for the overlap (audit-logged)."""
-        now = self.clock()
-        sealed = await self.store.rotate(
-            tenant_id, self._new(), previous_until=now + timedelta(seconds=self.overlap_s), now=now, actor=actor
-        )
+        keys = await super().rotate(tenant_id, actor=actor)
         self._cached.pop(tenant_id, None)
-        return self._open(sealed).view(now)
+        return keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +332,7 @@ def open_ingress(parts: Components, config: RuntimeConfig, metrics: MetricsBuffe
         tenant_templates=parts.tenant_templates,
         allow_private_callbacks=s.webhooks_allow_private,
     )
-    keys = IngressKeys(IngressKeyStore(parts.pool), CredentialBox(s.credentials_key or config.secret))
+    keys = IngressKeys(RotatingSecretStore(parts.pool, INGRESS_KEYS), CredentialBox(s.credentials_key or config.secret))
     processor = IngressProcessor(BatchIntake(intake, BatchStore(parts.pool)), keys, metrics)
     options = ConsumerOptions(queue=s.queue_prefix + INGRESS_QUEUE, dead_queue=s.queue_prefix + DEAD_QUEUE)
     return IngressConsumer(s.amqp_url, processor, options)

@@ -1,4 +1,6 @@
-"""Statements of events out: tenant endpoints, signing secrets, the delivery queue and its log.
+"""Statements of events out: tenant endpoints, the delivery queue and its log.
+
+The signing secrets are in :mod:`engine.storage.rotating_secrets`.
 
 The delivery workers run two statements per batch: :data:`CLAIM_DELIVERIES` (due rows, ``SKIP LOCKED``,
 leased by pushing their next attempt time forward) and :data:`RECORD_DELIVERIES` (outcomes, the attempt
@@ -74,35 +76,6 @@ FROM webhook_deliveries d
 WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND ($3::bigint IS NULL OR d.id < $3)
 ORDER BY d.id DESC
 LIMIT $4
-"""
-
-SECRET_COLUMNS = "tenant_id, current_sealed, previous_sealed, previous_until, rotated_at, created_at"
-
-ENSURE_SECRET = f"""
-WITH ins AS (
-    INSERT INTO webhook_secrets (tenant_id, current_sealed) VALUES ($1, $2)
-    ON CONFLICT (tenant_id) DO NOTHING
-    RETURNING {SECRET_COLUMNS}
-)
-SELECT * FROM ins
-UNION ALL
-SELECT {SECRET_COLUMNS} FROM webhook_secrets WHERE tenant_id = $1
-LIMIT 1
-"""
-
-# $1 tenant, $2 new sealed secret, $3 until when the previous one still signs, $4 now.
-ROTATE_SECRET = f"""
-WITH rot AS (
-    INSERT INTO webhook_secrets AS s (tenant_id, current_sealed, rotated_at) VALUES ($1, $2, $4)
-    ON CONFLICT (tenant_id) DO UPDATE
-    SET previous_sealed = s.current_sealed, previous_until = $3, current_sealed = EXCLUDED.current_sealed,
-        rotated_at = $4
-    RETURNING {SECRET_COLUMNS}
-), audit AS (
-    INSERT INTO audit_log (tenant_id, actor, action, subject, detail)
-    SELECT $1, $5, 'webhooks.secret.rotate', 'webhook_secret', jsonb_build_object('previous_until', $3::timestamptz)
-)
-SELECT * FROM rot
 """
 
 CLAIM_DELIVERIES = """

@@ -26,8 +26,8 @@ from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.models import Tenant
 from engine.storage.batch_store import BatchStore
-from engine.storage.ingress_keys import IngressKeyStore
 from engine.storage.repository import Repository
+from engine.storage.rotating_secrets import INGRESS_KEYS, RotatingSecretStore
 from engine.templating import TemplateCatalog
 from examples.ingress_producer import publish, signature
 
@@ -82,7 +82,7 @@ class Running:
 async def ingress(repo: Repository, catalog: TemplateCatalog, amqp_url: str) -> AsyncIterator[Running]:
     metrics = MetricsBuffer()
     intake = Intake(repo, catalog, metrics=metrics, idempotency_ttl_s=3600)
-    keys = IngressKeys(IngressKeyStore(repo.pool), CredentialBox("ingress-test-credentials-key"))
+    keys = IngressKeys(RotatingSecretStore(repo.pool, INGRESS_KEYS), CredentialBox("ingress-test-credentials-key"))
     prefix = f"t{uuid.uuid4().hex[:8]}."
     options = ConsumerOptions(queue=prefix + "notifications.ingress", dead_queue=prefix + "notifications.ingress.dead")
     consumer = IngressConsumer(
