@@ -217,7 +217,6 @@ class Dispatcher:
             self.metrics.inc("notifications_throttled_total", channel=msg.channel.value, tenant=msg.tenant_slug)
         return go
 
-
     async def _refused_by_preferences(self, claimed: Sequence[ClaimedMessage]) -> dict[uuid.UUID, str]:
         """The messages their recipients' preferences stop, with the reason (one statement per batch)."""
         if self.recipients is None:
@@ -568,36 +567,10 @@ def _provider_options(msg: ClaimedMessage, whatsapp: WhatsappSpec | None) -> dic
     return {"whatsapp_template": whatsapp.request(msg.variables, msg.locale)}
 
 
-def _throttled(msg: ClaimedMessage, now: datetime, delay_s: float, rate: Rate | None) -> Outcome:
-    """Over the tenant's send rate: back to the queue for when its token is due, the attempt given back."""
-    limit = f"limits.{msg.channel.value}.rate_per_second"
-    return Outcome(
-        message_id=msg.id,
-        tenant_id=msg.tenant_id,
-        status=Status.THROTTLED,
-        event=EventType.RETRY_SCHEDULED,
-        attempt_no=msg.attempts,
-        started_at=now,
-        priority=msg.priority,
-        error_class=FailureClass.THROTTLED.value,
-        error_code="rate_limited",
-        queue=priority_queue(msg.priority),
-        available_at=_capped(now + timedelta(seconds=delay_s), msg.expires_at),
-        refund_attempts=1,
-        attempted=False,
-        meta={
-            "reason": "rate_limited",
-            "limit": limit,
-            "rate_per_second": rate.per_second if rate else None,
-            "retry_in_s": round(delay_s, 3),
-        },
-    )
-
-
-def _ended_unsent(
-    msg: ClaimedMessage, now: datetime, status: Status, event: EventType, meta: dict[str, Any]
+def _unsent(
+    msg: ClaimedMessage, now: datetime, status: Status, event: EventType, meta: dict[str, Any], **fields: Any
 ) -> Outcome:
-    """A message that ends before any provider call: no attempt row, and the claimed attempt is given back."""
+    """An outcome decided before any provider call, with the ``fields`` of its kind."""
     return Outcome(
         message_id=msg.id,
         tenant_id=msg.tenant_id,
@@ -606,27 +579,53 @@ def _ended_unsent(
         attempt_no=msg.attempts,
         started_at=now,
         priority=msg.priority,
+        meta=meta,
+        **fields,
+    )
+
+
+def _throttled(msg: ClaimedMessage, now: datetime, delay_s: float, rate: Rate | None) -> Outcome:
+    """Over the tenant's send rate: back to the queue for when its token is due, the attempt given back."""
+    meta = {
+        "reason": "rate_limited",
+        "limit": f"limits.{msg.channel.value}.rate_per_second",
+        "rate_per_second": rate.per_second if rate else None,
+        "retry_in_s": round(delay_s, 3),
+    }
+    return _unsent(
+        msg,
+        now,
+        Status.THROTTLED,
+        EventType.RETRY_SCHEDULED,
+        meta,
+        error_class=FailureClass.THROTTLED.value,
+        error_code="rate_limited",
+        queue=priority_queue(msg.priority),
+        available_at=_capped(now + timedelta(seconds=delay_s), msg.expires_at),
         refund_attempts=1,
         attempted=False,
-        meta=meta,
     )
+
+
+def _ended_unsent(
+    msg: ClaimedMessage, now: datetime, status: Status, event: EventType, meta: dict[str, Any]
+) -> Outcome:
+    """A message that ends before any provider call: no attempt row, and the claimed attempt is given back."""
+    return _unsent(msg, now, status, event, meta, refund_attempts=1, attempted=False)
 
 
 def _failed_unsent(
     msg: ClaimedMessage, now: datetime, code: str, detail: str, meta: dict[str, Any], **extra: Any
 ) -> Outcome:
     """``failed`` before any provider took the message: a permanent failure with its code."""
-    return Outcome(
-        message_id=msg.id,
-        tenant_id=msg.tenant_id,
-        status=Status.FAILED,
-        event=EventType.FAILED,
-        attempt_no=msg.attempts,
-        started_at=now,
-        priority=msg.priority,
+    return _unsent(
+        msg,
+        now,
+        Status.FAILED,
+        EventType.FAILED,
+        meta,
         error_class=FailureClass.PERMANENT.value,
         error_code=code,
         error_detail=detail[:500],
-        meta=meta,
         **extra,
     )
