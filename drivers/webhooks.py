@@ -2,8 +2,10 @@
 
 One receiver per ``(channel, provider)`` that reports deliveries, built from provider settings like a
 driver (:func:`create_receiver`; the composition root hands it to the engine's
-:class:`~engine.feedback.inbound.ProviderWebhooks`). :meth:`WebhookReceiver.receive` verifies first and
-parses only what it verified, so a forged request never reaches the parser, let alone storage.
+:class:`~engine.feedback.inbound.ProviderWebhooks`). :meth:`WebhookReceiver.receive` is the one pipeline:
+it verifies first and parses only what it verified, so a forged request never reaches the parser, let
+alone storage; a provider's receiver only fills in :meth:`~WebhookReceiver.verify` and
+:meth:`~WebhookReceiver.parse`.
 
 =================  ===========================================  ==============================================
 route              verified by                                   settings
@@ -28,9 +30,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from drivers.email import sendgrid_webhooks, ses_webhooks
+from drivers.email._sns import SnsMessage
 from drivers.sms import twilio_webhooks
 from drivers.toolkit import SettingsReader
 from drivers.whatsapp import meta_webhooks
@@ -46,8 +49,16 @@ def _tolerance_s(env: Mapping[str, str]) -> float:
     return SettingsReader(env).number(TOLERANCE_SETTING, DEFAULT_TOLERANCE_S)
 
 
-class WebhookReceiver(ABC):
-    """One provider's webhook on one channel."""
+V = TypeVar("V")
+
+
+class WebhookReceiver(ABC, Generic[V]):
+    """One provider's webhook on one channel.
+
+    :meth:`receive` is the pipeline, the same for every provider: :meth:`verify` the request, then
+    :meth:`parse` what it verified into a :class:`WebhookReceipt`. ``V`` is what verifying yields for the
+    parser (the SNS message for SES; nothing for a signature over the raw body).
+    """
 
     provider: ClassVar[str]
     channel: ClassVar[Channel]
@@ -57,13 +68,29 @@ class WebhookReceiver(ABC):
     def from_env(cls, env: Mapping[str, str]) -> Self:
         """Raises: ConfigurationError naming the setting that is missing or malformed."""
 
-    @abstractmethod
     async def receive(self, request: WebhookRequest) -> WebhookReceipt:
         """Verify the request, then parse it.
 
         Raises:
             WebhookError: a forgery or replay (401/403, nothing to record), a body that is not the
                 provider's (400), or a signing certificate we could not fetch (502).
+        """
+        return self.parse(request, await self.verify(request))
+
+    @abstractmethod
+    async def verify(self, request: WebhookRequest) -> V:
+        """Check the request by the provider's own scheme, in constant time.
+
+        Raises:
+            WebhookError: as :meth:`receive`; nothing of the request is parsed or recorded then.
+        """
+
+    @abstractmethod
+    def parse(self, request: WebhookRequest, verified: V) -> WebhookReceipt:
+        """The normalized events (and replies) of a verified request.
+
+        Raises:
+            WebhookPayloadError: the body is not the provider's (400).
         """
 
     async def inbound(self, request: WebhookRequest) -> WebhookReceipt:
@@ -83,7 +110,7 @@ class WebhookReceiver(ABC):
         raise WebhookError(f"{self.provider} has no verification handshake", status_code=405)
 
 
-class SendgridReceiver(WebhookReceiver):
+class SendgridReceiver(WebhookReceiver[None]):
     provider: ClassVar[str] = "sendgrid"
     channel: ClassVar[Channel] = Channel.EMAIL
 
@@ -94,12 +121,14 @@ class SendgridReceiver(WebhookReceiver):
     def from_env(cls, env: Mapping[str, str]) -> Self:
         return cls(sendgrid_webhooks.SendgridWebhookVerifier.from_env(env, tolerance_s=_tolerance_s(env)))
 
-    async def receive(self, request: WebhookRequest) -> WebhookReceipt:
+    async def verify(self, request: WebhookRequest) -> None:
         self.verifier.verify(request.body, request.headers)
+
+    def parse(self, request: WebhookRequest, verified: None) -> WebhookReceipt:
         return WebhookReceipt(events=sendgrid_webhooks.parse_events(request.body))
 
 
-class SesReceiver(WebhookReceiver):
+class SesReceiver(WebhookReceiver[SnsMessage]):
     provider: ClassVar[str] = "ses"
     channel: ClassVar[Channel] = Channel.EMAIL
 
@@ -110,12 +139,15 @@ class SesReceiver(WebhookReceiver):
     def from_env(cls, env: Mapping[str, str]) -> Self:
         return cls(ses_webhooks.SesWebhook.from_env(env, tolerance_s=_tolerance_s(env)))
 
-    async def receive(self, request: WebhookRequest) -> WebhookReceipt:
-        delivery = await self.webhook.receive(request.body, request.headers)
+    async def verify(self, request: WebhookRequest) -> SnsMessage:
+        return await self.webhook.verify(request.body, request.headers)
+
+    def parse(self, request: WebhookRequest, verified: SnsMessage) -> WebhookReceipt:
+        delivery = ses_webhooks.SesWebhook.parse(verified)
         return WebhookReceipt(events=delivery.events, confirm_url=delivery.subscribe_url)
 
 
-class TwilioSmsReceiver(WebhookReceiver):
+class TwilioSmsReceiver(WebhookReceiver[None]):
     provider: ClassVar[str] = "twilio"
     channel: ClassVar[Channel] = Channel.SMS
 
@@ -126,15 +158,17 @@ class TwilioSmsReceiver(WebhookReceiver):
     def from_env(cls, env: Mapping[str, str]) -> Self:
         return cls(twilio_webhooks.TwilioWebhookVerifier.from_env(env))
 
-    async def receive(self, request: WebhookRequest) -> WebhookReceipt:
+    async def verify(self, request: WebhookRequest) -> None:
         self.verifier.verify(request.url, request.body, request.headers)
+
+    def parse(self, request: WebhookRequest, verified: None) -> WebhookReceipt:
         events = twilio_webhooks.parse_status_callback(
             request.body, url=request.url, channel=self.channel, received_at=datetime.now(UTC)
         )
         return WebhookReceipt(events=events)
 
     async def inbound(self, request: WebhookRequest) -> WebhookReceipt:
-        self.verifier.verify(request.url, request.body, request.headers)
+        await self.verify(request)
         return WebhookReceipt(inbound=twilio_webhooks.parse_inbound(request.body, channel=self.channel))
 
 
@@ -142,7 +176,7 @@ class TwilioWhatsappReceiver(TwilioSmsReceiver):
     channel: ClassVar[Channel] = Channel.WHATSAPP
 
 
-class MetaReceiver(WebhookReceiver):
+class MetaReceiver(WebhookReceiver[None]):
     provider: ClassVar[str] = "meta"
     channel: ClassVar[Channel] = Channel.WHATSAPP
 
@@ -153,8 +187,10 @@ class MetaReceiver(WebhookReceiver):
     def from_env(cls, env: Mapping[str, str]) -> Self:
         return cls(meta_webhooks.MetaWebhookVerifier.from_env(env))
 
-    async def receive(self, request: WebhookRequest) -> WebhookReceipt:
+    async def verify(self, request: WebhookRequest) -> None:
         self.verifier.verify(request.body, request.headers)
+
+    def parse(self, request: WebhookRequest, verified: None) -> WebhookReceipt:
         return WebhookReceipt(
             events=meta_webhooks.parse_statuses(request.body), inbound=meta_webhooks.parse_inbound(request.body)
         )
@@ -163,7 +199,7 @@ class MetaReceiver(WebhookReceiver):
         return self.verifier.handshake(request.query)
 
 
-RECEIVERS: dict[tuple[Channel, str], type[WebhookReceiver]] = {
+RECEIVERS: dict[tuple[Channel, str], type[WebhookReceiver[Any]]] = {
     (Channel.EMAIL, "sendgrid"): SendgridReceiver,
     (Channel.EMAIL, "ses"): SesReceiver,
     (Channel.SMS, "twilio"): TwilioSmsReceiver,
@@ -172,7 +208,7 @@ RECEIVERS: dict[tuple[Channel, str], type[WebhookReceiver]] = {
 }
 
 
-def create_receiver(channel: Channel, provider: str, env: Mapping[str, str]) -> WebhookReceiver:
+def create_receiver(channel: Channel, provider: str, env: Mapping[str, str]) -> WebhookReceiver[Any]:
     """The receiver of ``(channel, provider)`` from its settings.
 
     Raises:

@@ -105,8 +105,18 @@ class SesWebhook:
         )
 
     async def receive(self, body: bytes, headers: Mapping[str, str] | None = None) -> SesDelivery:
+        """:meth:`verify`, then :meth:`parse`.
+
+        Raises: the :class:`~drivers.email._sns.SnsVerifier` errors (all ``WebhookError``)."""
+        return self.parse(await self.verify(body, headers))
+
+    async def verify(self, body: bytes, headers: Mapping[str, str] | None = None) -> SnsMessage:
         """Raises: the :class:`~drivers.email._sns.SnsVerifier` errors (all ``WebhookError``)."""
-        message = await self.verifier.verify(body, headers)
+        return await self.verifier.verify(body, headers)
+
+    @staticmethod
+    def parse(message: SnsMessage) -> SesDelivery:
+        """What a verified SNS message brings: the subscription to confirm, or the SES events."""
         if message.type == SUBSCRIPTION_CONFIRMATION:
             return SesDelivery(subscribe_url=message.subscribe_url, sns_message_id=message.message_id)
         return SesDelivery(events=ses_events(message), sns_message_id=message.message_id)
