@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 import time
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from engine.feedback.events import (
     WebhookUpstreamError,
     from_iso,
     get_header,
+    json_body,
 )
 
 NOTIFICATION = "Notification"
@@ -98,10 +98,7 @@ def string_to_sign(doc: Mapping[str, Any]) -> bytes:
 
 def parse_envelope(body: bytes) -> dict[str, Any]:
     """Raises: WebhookPayloadError: not an SNS JSON envelope."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookPayloadError("the body is not JSON") from None
+    doc = json_body(body)
     if not isinstance(doc, dict) or doc.get("Type") not in SIGNED_KEYS:
         raise WebhookPayloadError("the body is not an SNS message")
     required = ("MessageId", "TopicArn", "Message", "Timestamp", "Signature", "SigningCertURL")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from engine.feedback.events import (
     content_key,
     from_unix,
     get_header,
+    json_body,
 )
 
 PROVIDER = "sendgrid"
@@ -164,10 +164,7 @@ def parse_events(body: bytes, *, received_at: datetime | None = None) -> tuple[D
     Raises:
         WebhookPayloadError: the body is not a JSON array of objects.
     """
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookPayloadError("the body is not JSON") from None
+    doc = json_body(body)
     if not isinstance(doc, list) or not all(isinstance(item, dict) for item in doc):
         raise WebhookPayloadError("the body must be a JSON array of event objects")
     fallback = received_at or datetime.now(UTC)

@@ -197,6 +197,18 @@ def get_header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.lower() == wanted), None)
 
 
+def json_body(body: bytes) -> Any:
+    """A (verified) webhook body read as JSON; the caller checks its shape.
+
+    Raises:
+        WebhookPayloadError: the body is not JSON.
+    """
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise WebhookPayloadError("the body is not JSON") from None
+
+
 def content_key(provider: str, raw: Mapping[str, Any] | Sequence[Any]) -> str:
     """A dedupe key from the event's content, for providers whose events carry no id of their own."""
     canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
