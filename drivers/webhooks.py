@@ -191,9 +191,8 @@ class MetaReceiver(WebhookReceiver[None]):
         self.verifier.verify(request.body, request.headers)
 
     def parse(self, request: WebhookRequest, verified: None) -> WebhookReceipt:
-        return WebhookReceipt(
-            events=meta_webhooks.parse_statuses(request.body), inbound=meta_webhooks.parse_inbound(request.body)
-        )
+        events, inbound = meta_webhooks.parse(request.body)
+        return WebhookReceipt(events=events, inbound=inbound)
 
     def handshake(self, request: WebhookRequest) -> str:
         return self.verifier.handshake(request.query)

@@ -10,14 +10,13 @@
   status echoes the ``biz_opaque_callback_data`` the send carried (Herald's ``msg_…``).
 
 A route calls :meth:`MetaWebhookVerifier.handshake` for the GET, and :meth:`MetaWebhookVerifier.verify`
-then :func:`parse_statuses` for a POST.
+then :func:`parse` (statuses and replies, in one walk of the payload) for a POST.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +32,7 @@ from engine.feedback.events import (
     WebhookPayloadError,
     from_unix,
     get_header,
+    json_body,
 )
 
 PROVIDER = "meta"
@@ -111,12 +111,17 @@ class MetaWebhookVerifier:
             raise WebhookAuthError("the Meta signature does not match")
 
 
-def _statuses(doc: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+def _values(doc: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Each ``entry[].changes[].value`` of a payload, where its ``statuses[]`` and ``messages[]`` are."""
     for entry in doc.get("entry") or []:
         for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
             value = change.get("value") if isinstance(change, dict) else None
             if isinstance(value, dict):
-                yield from (s for s in value.get("statuses") or [] if isinstance(s, dict))
+                yield value
+
+
+def _items(value: Mapping[str, Any], key: str) -> Iterator[dict[str, Any]]:
+    return (item for item in value.get(key) or [] if isinstance(item, dict))
 
 
 def _first_error(status: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -156,30 +161,6 @@ def to_event(status: Mapping[str, Any], received_at: datetime) -> DeliveryEvent:
     )
 
 
-def parse_statuses(body: bytes, *, received_at: datetime | None = None) -> tuple[DeliveryEvent, ...]:
-    """Every status in a (verified) webhook POST; a payload without statuses gives none.
-
-    Raises:
-        WebhookPayloadError: the body is not a JSON object.
-    """
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookPayloadError("the body is not JSON") from None
-    if not isinstance(doc, dict):
-        raise WebhookPayloadError("the body must be a JSON object")
-    fallback = received_at or datetime.now(UTC)
-    return tuple(to_event(s, fallback) for s in _statuses(doc) if s.get("id"))
-
-
-def _messages(doc: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    for entry in doc.get("entry") or []:
-        for change in (entry.get("changes") or []) if isinstance(entry, dict) else []:
-            value = change.get("value") if isinstance(change, dict) else None
-            if isinstance(value, dict):
-                yield from (m for m in value.get("messages") or [] if isinstance(m, dict))
-
-
 def _text(message: Mapping[str, Any]) -> str | None:
     """What the recipient wrote: a text body, or the label of a quick-reply button they tapped."""
     for kind, key in (("text", "body"), ("button", "text")):
@@ -189,22 +170,45 @@ def _text(message: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _inbound(message: Mapping[str, Any]) -> InboundMessage:
+    sender = "+" + str(message["from"]).lstrip("+")
+    return InboundMessage(Channel.WHATSAPP, PROVIDER, sender, _text(message), str(message.get("id") or "") or None)
+
+
+def parse(
+    body: bytes, *, received_at: datetime | None = None
+) -> tuple[tuple[DeliveryEvent, ...], tuple[InboundMessage, ...]]:
+    """The statuses (as events) and the messages recipients sent, of a (verified) webhook POST, in one
+    walk of its ``entry[].changes[].value``; a payload without either gives none of it.
+
+    Raises:
+        WebhookPayloadError: the body is not a JSON object.
+    """
+    doc = json_body(body)
+    if not isinstance(doc, dict):
+        raise WebhookPayloadError("the body must be a JSON object")
+    fallback = received_at or datetime.now(UTC)
+    events: list[DeliveryEvent] = []
+    inbound: list[InboundMessage] = []
+    for value in _values(doc):
+        events += (to_event(s, fallback) for s in _items(value, "statuses") if s.get("id"))
+        inbound += (_inbound(m) for m in _items(value, "messages") if m.get("from"))
+    return tuple(events), tuple(inbound)
+
+
+def parse_statuses(body: bytes, *, received_at: datetime | None = None) -> tuple[DeliveryEvent, ...]:
+    """Every status in a (verified) webhook POST; a payload without statuses gives none.
+
+    Raises:
+        WebhookPayloadError: the body is not a JSON object.
+    """
+    return parse(body, received_at=received_at)[0]
+
+
 def parse_inbound(body: bytes) -> tuple[InboundMessage, ...]:
     """The messages recipients sent (``entry[].changes[].value.messages[]``) in a verified webhook POST.
 
     Raises:
         WebhookPayloadError: the body is not a JSON object.
     """
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookPayloadError("the body is not JSON") from None
-    if not isinstance(doc, dict):
-        raise WebhookPayloadError("the body must be a JSON object")
-    return tuple(
-        InboundMessage(
-            Channel.WHATSAPP, PROVIDER, "+" + str(m["from"]).lstrip("+"), _text(m), str(m.get("id") or "") or None
-        )
-        for m in _messages(doc)
-        if m.get("from")
-    )
+    return parse(body)[1]
