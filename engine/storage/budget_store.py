@@ -17,30 +17,27 @@ from decimal import Decimal
 
 import asyncpg
 
-_RECONCILE = """
+from engine.storage.soft_caps import warn_on_conflict, warn_on_insert, warned_now
+
+_TOKEN = "$7::uuid"
+_RECONCILE = f"""
 WITH d AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::date[], $4::numeric[], $5::bigint[], $6::numeric[])
         AS d(tenant_id, channel, month, reserved, accepted, soft_cap)
 )
 INSERT INTO budget_spend AS b (tenant_id, channel, month, reserved, accepted, soft_cap, warn_token, warned_at)
 SELECT tenant_id, channel, month, reserved, accepted, soft_cap,
-       CASE WHEN soft_cap IS NOT NULL AND reserved >= soft_cap THEN $7::uuid END,
-       CASE WHEN soft_cap IS NOT NULL AND reserved >= soft_cap THEN now() END
+       {warn_on_insert("reserved", token=_TOKEN)}
 FROM d
 ORDER BY tenant_id, channel, month
 ON CONFLICT (tenant_id, channel, month) DO UPDATE
 SET reserved = b.reserved + EXCLUDED.reserved,
     accepted = b.accepted + EXCLUDED.accepted,
     soft_cap = EXCLUDED.soft_cap,
-    warn_token = CASE WHEN b.warn_token IS NULL AND EXCLUDED.soft_cap IS NOT NULL
-                           AND b.reserved + EXCLUDED.reserved + b.spent >= EXCLUDED.soft_cap
-                      THEN $7::uuid ELSE b.warn_token END,
-    warned_at = CASE WHEN b.warn_token IS NULL AND EXCLUDED.soft_cap IS NOT NULL
-                          AND b.reserved + EXCLUDED.reserved + b.spent >= EXCLUDED.soft_cap
-                     THEN now() ELSE b.warned_at END,
+    {warn_on_conflict("b", "b.reserved + EXCLUDED.reserved + b.spent", token=_TOKEN)},
     updated_at = now()
 RETURNING tenant_id, channel, month, reserved + spent AS committed,
-          warn_token IS NOT DISTINCT FROM $7::uuid AS warned_now
+          {warned_now(_TOKEN)}
 """
 
 _SETTLE = """

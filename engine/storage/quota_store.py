@@ -15,28 +15,25 @@ from datetime import datetime
 
 import asyncpg
 
-_RECONCILE = """
+from engine.storage.soft_caps import warn_on_conflict, warn_on_insert, warned_now
+
+_TOKEN = "$7::uuid"
+_RECONCILE = f"""
 WITH d AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[], $6::bigint[])
         AS d(tenant_id, channel, period, window_start, delta, soft_cap)
 )
 INSERT INTO quota_counters AS c (tenant_id, channel, period, window_start, used, soft_cap, warn_token, warned_at)
 SELECT tenant_id, channel, period, window_start, delta, soft_cap,
-       CASE WHEN soft_cap IS NOT NULL AND delta >= soft_cap THEN $7::uuid END,
-       CASE WHEN soft_cap IS NOT NULL AND delta >= soft_cap THEN now() END
+       {warn_on_insert("delta", token=_TOKEN)}
 FROM d
 ORDER BY tenant_id, channel, period, window_start
 ON CONFLICT (tenant_id, channel, period, window_start) DO UPDATE
 SET used = c.used + EXCLUDED.used,
     soft_cap = EXCLUDED.soft_cap,
-    warn_token = CASE WHEN c.warn_token IS NULL AND EXCLUDED.soft_cap IS NOT NULL
-                           AND c.used + EXCLUDED.used >= EXCLUDED.soft_cap
-                      THEN $7::uuid ELSE c.warn_token END,
-    warned_at = CASE WHEN c.warn_token IS NULL AND EXCLUDED.soft_cap IS NOT NULL
-                          AND c.used + EXCLUDED.used >= EXCLUDED.soft_cap
-                     THEN now() ELSE c.warned_at END,
+    {warn_on_conflict("c", "c.used + EXCLUDED.used", token=_TOKEN)},
     updated_at = now()
-RETURNING tenant_id, channel, period, window_start, used, warn_token IS NOT DISTINCT FROM $7::uuid AS warned_now
+RETURNING tenant_id, channel, period, window_start, used, {warned_now(_TOKEN)}
 """
 
 # Refunds (deduplicated messages, an accept that did not store) take from the window they were counted in.
