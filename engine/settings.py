@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     #: more is another Ray worker (about 100 MiB).
     senders: int = Field(1, ge=1, le=256, alias="HERALD_SENDERS")
     #: Tenant governor actors holding the rate limits' token buckets (tenants are spread over them).
-    governor_shards: int = Field(2, ge=1, le=64, alias="HERALD_GOVERNOR_SHARDS")
+    governor_shards: int = Field(1, ge=1, le=64, alias="HERALD_GOVERNOR_SHARDS")
     sender_batch: int = Field(100, ge=1, le=1000, alias="HERALD_SENDER_BATCH")
     sender_prefetch: int = Field(20, ge=1, le=1000, alias="HERALD_SENDER_PREFETCH")
     #: Each sender keeps a lane for notifications.high alone, so a low burst never holds one-time codes.

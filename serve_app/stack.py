@@ -136,8 +136,9 @@ class Stack:
         self._start_ray()
         if self.run_file is not None:  # Ray's own processes, should this one be killed while starting
             self.run_file.record_children()
-        self._start_actors(config, table, timeout_s)
-        self._start_serve(config)
+        workers = self._start_actors(config, table)
+        self._start_serve(config)  # beside the actors starting: Ray starts only so many workers at once
+        self._wait_actors(workers, timeout_s)
         self._wait_healthy(timeout_s)
         if self.port is not None:  # Serve's proxy listens on it now
             self.port.release()
@@ -168,8 +169,9 @@ class Stack:
         if callable(previous):  # ray.init replaced the handler the caller installed with its own exit
             signal.signal(signal.SIGTERM, previous)
 
-    def _start_actors(self, config: Any, table: Any, timeout_s: float) -> None:
-        import ray
+    def _start_actors(self, config: Any, table: Any) -> list[Any]:
+        """Create every actor; the ones to wait for (:meth:`_wait_actors`). The named control-plane actors
+        come first: a sender finds them by name as it starts, and its calls wait until they are up."""
 
         from actors import (
             FEEDBACK_ACTOR,
@@ -192,16 +194,11 @@ class Stack:
 
         s = self.settings
         self.metrics = MetricsActor.options(name=METRICS_ACTOR, namespace=NAMESPACE, get_if_exists=True).remote()
-        # The senders read both routing actors as they start, so these come first.
         self.health = HealthActor.options(name=HEALTH_ACTOR, namespace=NAMESPACE).remote(table, config)
         self.routing = RoutingTableActor.options(name=ROUTING_ACTOR, namespace=NAMESPACE).remote(
             str(s.routing_table_path)
         )
-        self.governors = start_governors(s.governor_shards)  # senders find them by name as they start
-        ray.get(
-            [self.health.health.remote(), self.routing.health.remote(), *(g.health.remote() for g in self.governors)],
-            timeout=timeout_s,
-        )
+        self.governors = start_governors(s.governor_shards)
         log.info("routing table:     %s (%s)", table.label, s.routing_table_path)
         self.relay = RelayActor.options(name=RELAY_ACTOR, namespace=NAMESPACE).remote(config)
         self.senders = [
@@ -209,10 +206,15 @@ class Stack:
             for i in range(self.settings.senders)
         ]
         self.feedback = FeedbackActor.options(name=FEEDBACK_ACTOR, namespace=NAMESPACE).remote(config)
-        workers = [self.relay, self.feedback, self.health, self.routing, *self.senders]
+        workers = [self.health, self.routing, *self.governors, self.relay, self.feedback, *self.senders]
         if s.amqp_url:
             self.ingress = IngressActor.options(name=INGRESS_ACTOR, namespace=NAMESPACE).remote(config)
             workers.append(self.ingress)
+        return workers
+
+    def _wait_actors(self, workers: list[Any], timeout_s: float) -> None:
+        import ray
+
         ray.get([a.health.remote() for a in workers], timeout=timeout_s)
 
     def scale_ingress(self, replicas: int, *, timeout_s: float = 120.0) -> None:

@@ -24,6 +24,7 @@ from engine.channels import Channel
 from engine.models import FieldError, Tenant
 from engine.problems import ApiProblem
 from engine.storage.budget_store import BudgetStore, Reservation, Settlement, SpendRow
+from engine.tenant_config.governance import BudgetsConfig
 
 from .periods import CalendarWindows, Period, Window, utcnow, window_of
 from .tally import Tally
@@ -136,6 +137,14 @@ class _Budget:
     currency: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    config: BudgetsConfig  #: the config object it was worked out from (a config change replaces it)
+    minute: Window
+    month: Window
+    key: SpendKey
+
+
 class Budgets:
     """One process's view of every tenant's monthly spend."""
 
@@ -146,6 +155,7 @@ class Budgets:
         self.spend: Tally[SpendKey, Decimal] = Tally(ZERO)
         self.accepted: dict[SpendKey, int] = {}
         self._budgets: dict[SpendKey, _Budget] = {}
+        self._plans: dict[tuple[uuid.UUID, Channel], _Plan] = {}
         self._windows = CalendarWindows()
 
     def estimate(self, query: PriceQuery) -> Decimal:
@@ -155,11 +165,11 @@ class Budgets:
     def check(self, tenant: Tenant, channel: Channel, category: str | None, estimate: Decimal) -> BudgetDecision:
         """Whether a message of ``estimate`` fits the month's budget, reserving nothing."""
         now = self.clock()
-        month = self._windows.at(now)[Period.MONTH]
-        config = tenant.config.budgets
+        plan = self._plan(tenant, channel, now)
+        config = plan.config
         monthly = config.channel(channel).monthly
-        committed = self.spend.watched(_key(tenant, channel, month))
-        decision = BudgetDecision(channel, estimate, committed, monthly, config.currency, month, now)
+        committed = self.spend.watched(plan.key)
+        decision = BudgetDecision(channel, estimate, committed, monthly, config.currency, plan.month, now)
         if monthly is None or committed + estimate <= monthly:
             return decision
         if config.on_exhausted == "required_only" and tenant.config.preferences.is_required(category):
@@ -170,22 +180,28 @@ class Budgets:
         self, tenant: Tenant, channel: Channel, estimate: Decimal, n: int = 1, *, now: datetime | None = None
     ) -> None:
         """Count ``n`` accepted messages of ``estimate`` each in this month's spend."""
-        key = _key(tenant, channel, self._windows.at(now or self.clock())[Period.MONTH])
+        key = self._plan(tenant, channel, now or self.clock()).key
         self.spend.add(key, estimate * n)
         self.accepted[key] = self.accepted.get(key, 0) + n
-        budget = tenant.config.budgets.channel(channel)
-        held = self._budgets.get(key)
-        currency = tenant.config.budgets.currency
+
+    def _plan(self, tenant: Tenant, channel: Channel, now: datetime) -> _Plan:
+        """The month's key and budget at ``now``, worked out again only when the minute or the tenant's
+        budgets change (admission asks on every request)."""
+        config = tenant.config.budgets
+        plan = self._plans.get((tenant.id, channel))
+        if plan is not None and plan.config is config and plan.minute.start <= now < plan.minute.end:
+            return plan
+        windows = self._windows.at(now)
+        month = windows[Period.MONTH]
+        key = _key(tenant, channel, month)
+        budget = config.channel(channel)
         if budget.monthly is None:
-            if held is not None:
-                del self._budgets[key]
-        elif held is None or (held.monthly, held.percent, held.currency) != (
-            budget.monthly,
-            budget.soft_cap_percent,
-            currency,
-        ):
+            self._budgets.pop(key, None)
+        else:
             soft = (budget.monthly * budget.soft_cap_percent / 100).quantize(_MICRO)
-            self._budgets[key] = _Budget(budget.monthly, soft, budget.soft_cap_percent, currency)
+            self._budgets[key] = _Budget(budget.monthly, soft, budget.soft_cap_percent, config.currency)
+        plan = self._plans[(tenant.id, channel)] = _Plan(config, windows[Period.MINUTE], month, key)
+        return plan
 
     def admit(self, tenant: Tenant, channel: Channel, query: PriceQuery) -> BudgetDecision:
         """Estimate, check, and reserve when allowed."""

@@ -23,6 +23,7 @@ from engine.channels import Channel
 from engine.models import ClaimedMessage, FieldError, Tenant
 from engine.problems import ApiProblem
 from engine.storage.quota_store import CounterRow, QuotaStore
+from engine.tenant_config.governance import ChannelLimits
 
 from .periods import CalendarWindows, Period, Window, utcnow, window_of
 from .tally import Tally
@@ -42,16 +43,12 @@ class QuotaStanding:
     limit: int
     used: int
     window: Window
+    policy: str  #: its name in ``RateLimit-Policy`` and ``RateLimit`` (``sms.per_day``)
 
     @property
     def name(self) -> str:
         """The config key that sets it (``limits.sms.per_day``)."""
-        return f"limits.{self.channel.value}.{self.period.quota_key}"
-
-    @property
-    def policy(self) -> str:
-        """Its name in ``RateLimit-Policy`` and ``RateLimit``."""
-        return f"{self.channel.value}.{self.period.quota_key}"
+        return f"limits.{self.policy}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +59,7 @@ class QuotaDecision:
     standings: tuple[QuotaStanding, ...]
     exceeded: QuotaStanding | None  #: the exhausted quota that frees up last, when refused
     now: datetime
+    policy: str  #: the ``RateLimit-Policy`` header, worked out with the standings' windows
     n: int = 1
 
     @property
@@ -81,7 +79,7 @@ class QuotaDecision:
             return {}
         taken = self.n if self.allowed else 0
         out = {
-            "RateLimit-Policy": ", ".join(f'"{s.policy}";q={s.limit};w={s.window.seconds}' for s in self.standings),
+            "RateLimit-Policy": self.policy,
             "RateLimit": ", ".join(
                 f'"{s.policy}";r={max(0, s.limit - s.used - taken)};t={math.ceil(s.window.seconds_left(self.now))}'
                 for s in self.standings
@@ -155,6 +153,25 @@ class _Cap:
     percent: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    period: Period
+    window: Window
+    key: QuotaKey
+    limit: int | None
+    policy: str  #: its name in ``RateLimit-Policy`` and ``RateLimit``
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    limits: ChannelLimits  #: the config object it was worked out from (a config change replaces it)
+    percent: int
+    minute: Window
+    slots: tuple[_Slot, ...]  #: every period's (usage counts them all)
+    capped: tuple[_Slot, ...]  #: the periods with a quota
+    policy: str  #: the ``RateLimit-Policy`` header
+
+
 class Quotas:
     """One process's quota counters (every channel of every tenant it admits for)."""
 
@@ -163,38 +180,55 @@ class Quotas:
         self.clock = clock
         self.tally: Tally[QuotaKey, int] = Tally(0)
         self._caps: dict[QuotaKey, _Cap] = {}
+        self._plans: dict[tuple[uuid.UUID, Channel], _Plan] = {}
         self._windows = CalendarWindows()
 
     def check(self, tenant: Tenant, channel: Channel, n: int = 1, *, now: datetime | None = None) -> QuotaDecision:
         """Whether ``n`` more messages fit, counting nothing."""
         now = now or self.clock()
-        windows = self._windows.at(now)
-        caps = tenant.config.limits.channel(channel).quota_caps()
-        standings = []
-        for period, window in windows.items():
-            limit = caps.get(period.quota_key)
-            if limit is None:
-                continue
-            used = self.tally.watched((tenant.id, channel.value, period.value, window.start))
-            standings.append(QuotaStanding(channel, period, limit, used, window))
+        plan = self._plan(tenant, channel, now)
+        standings = tuple(
+            QuotaStanding(channel, slot.period, slot.limit, self.tally.watched(slot.key), slot.window, slot.policy)
+            for slot in plan.capped
+        )
         exceeded = [s for s in standings if s.used + n > s.limit]
         worst = max(exceeded, key=lambda s: s.window.end) if exceeded else None
-        return QuotaDecision(channel, tuple(standings), worst, now, n)
+        return QuotaDecision(channel, standings, worst, now, plan.policy, n)
 
     def count(self, tenant: Tenant, channel: Channel, n: int = 1, *, now: datetime | None = None) -> None:
         """Count ``n`` accepted messages in every period (quota or not: usage shows them all)."""
-        caps = tenant.config.limits.channel(channel).quota_caps()
+        for slot in self._plan(tenant, channel, now or self.clock()).slots:
+            self.tally.add(slot.key, n)
+
+    def _plan(self, tenant: Tenant, channel: Channel, now: datetime) -> _Plan:
+        """The channel's windows, keys and caps at ``now``, worked out again only when the minute or the
+        tenant's limits change (admission asks on every request)."""
+        limits = tenant.config.limits.channel(channel)
         percent = tenant.config.quotas.soft_cap_percent
-        for period, window in self._windows.at(now or self.clock()).items():
+        plan = self._plans.get((tenant.id, channel))
+        if (
+            plan is not None
+            and plan.limits is limits
+            and plan.percent == percent
+            and plan.minute.start <= now < plan.minute.end
+        ):
+            return plan
+        windows = self._windows.at(now)
+        caps = limits.quota_caps()
+        slots = []
+        for period, window in windows.items():
             key = (tenant.id, channel.value, period.value, window.start)
-            self.tally.add(key, n)
             limit = caps.get(period.quota_key)
-            held = self._caps.get(key)
+            slots.append(_Slot(period, window, key, limit, f"{channel.value}.{period.quota_key}"))
             if limit is None:
-                if held is not None:
-                    del self._caps[key]
-            elif held is None or held.limit != limit or held.percent != percent:
+                self._caps.pop(key, None)
+            else:
                 self._caps[key] = _Cap(limit, math.ceil(limit * percent / 100), percent)
+        capped = tuple(s for s in slots if s.limit is not None)
+        policy = ", ".join(f'"{s.policy}";q={s.limit};w={s.window.seconds}' for s in capped)
+        plan = _Plan(limits, percent, windows[Period.MINUTE], tuple(slots), capped, policy)
+        self._plans[(tenant.id, channel)] = plan
+        return plan
 
     def admit(self, tenant: Tenant, channel: Channel, n: int = 1) -> QuotaDecision:
         """Check, and count when allowed. A refused decision's :meth:`QuotaDecision.problem` is the 429."""

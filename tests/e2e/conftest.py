@@ -159,6 +159,7 @@ def herald(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         "HERALD_HEALTH_CHECK_SECONDS": "0",
         "HERALD_VOLUME_FLUSH_SECONDS": "0.5",
         "HERALD_INGRESS_REPLICAS": "2",  # caches, key snapshots and counters must agree across replicas
+        "HERALD_GOVERNOR_SHARDS": "2",  # tenants spread over shards, as on a cluster
         "HERALD_LOG_LEVEL": "WARNING",
     }
     proxy = None

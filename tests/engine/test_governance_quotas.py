@@ -77,6 +77,30 @@ def test_a_limit_change_applies_to_the_next_admission() -> None:
     assert quotas.admit(raised, Channel.SMS).allowed
 
 
+def test_a_new_minute_opens_a_new_window_while_the_day_keeps_counting() -> None:
+    now = [datetime(2030, 1, 1, 10, 0, 59, tzinfo=UTC)]
+    quotas = Quotas(store=None, clock=lambda: now[0])  # type: ignore[arg-type]
+    t = tenant({"limits": {"sms": {"per_minute": 1, "per_day": 2}}})
+    assert quotas.admit(t, Channel.SMS).allowed
+    assert quotas.admit(t, Channel.SMS).exceeded.name == "limits.sms.per_minute"  # type: ignore[union-attr]
+    now[0] += timedelta(seconds=1)
+    assert quotas.admit(t, Channel.SMS).allowed
+    now[0] += timedelta(seconds=61)
+    assert quotas.admit(t, Channel.SMS).exceeded.name == "limits.sms.per_day"  # type: ignore[union-attr]
+    now[0] = datetime(2030, 1, 2, tzinfo=UTC)
+    assert quotas.admit(t, Channel.SMS).allowed
+
+
+def test_a_budget_change_applies_to_the_next_admission() -> None:
+    budgets = Budgets(store=None, price=lambda q: Decimal("1"))  # type: ignore[arg-type]
+    t = tenant({"budgets": {"sms": {"monthly": 1}}})
+    query = PriceQuery("t_q", Channel.SMS, "marketing")
+    assert budgets.admit(t, Channel.SMS, query).allowed
+    assert not budgets.admit(t, Channel.SMS, query).allowed
+    raised = dataclasses.replace(t, config=validate_config({"budgets": {"sms": {"monthly": 2}}}))
+    assert budgets.admit(raised, Channel.SMS, query).allowed
+
+
 def test_an_estimate_is_never_negative_and_rounds_to_the_micro_unit() -> None:
     budgets = Budgets(store=None, price=lambda q: Decimal("-1") if q.units == 0 else Decimal("0.0123456789"))  # type: ignore[arg-type]
     assert budgets.estimate(PriceQuery("t", Channel.SMS, units=0)) == 0
