@@ -33,11 +33,14 @@ log = logging.getLogger(__name__)
 
 @ray.remote(num_cpus=0.1, max_restarts=-1)
 class SenderActor:
-    async def __init__(self, config: RuntimeConfig, index: int) -> None:
+    async def __init__(self, config: RuntimeConfig, index: int, *, high_only: bool = False) -> None:
+        """``high_only``: a dedicated sender of ``notifications.high`` (``HERALD_HIGH_SENDERS``), idle but
+        for one-time codes, which it takes ahead of the other senders."""
         s = config.settings
         redaction.install()
         self.index = index
-        self.parts = await open_components(config, broker=True, pool_size=3)
+        self.high_only = high_only
+        self.parts = await open_components(config, broker=True, pool_size=3, high_only=high_only)
         self.wiring = DriverWiring(config.database_url)
         self.drivers = provider_chains(s, config.env, self.wiring.factory)
         self.metrics = MetricsBuffer()
@@ -82,7 +85,8 @@ class SenderActor:
             max_envelopes=s.sender_prefetch,
             max_batch=s.sender_batch,
             on_batch=self._flush,
-            high_lane=s.sender_high_lane,
+            high_lane=s.sender_high_lane or high_only,
+            main_lane=not high_only,
         )
         self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self.task = asyncio.get_running_loop().create_task(self.loop.run())
@@ -93,7 +97,13 @@ class SenderActor:
             self.metrics_actor.apply.remote(delta)
 
     async def health(self) -> dict[str, object]:
-        return {"index": self.index, "pid": os.getpid(), "running": not self.task.done(), **self.loop.stats()}
+        return {
+            "index": self.index,
+            "high_only": self.high_only,
+            "pid": os.getpid(),
+            "running": not self.task.done(),
+            **self.loop.stats(),
+        }
 
     async def pause(self) -> None:
         self.loop.pause()

@@ -113,8 +113,15 @@ class Components:
 
 
 async def open_components(
-    config: RuntimeConfig, *, broker: bool = False, cache: bool = False, pool_size: int = 5
+    config: RuntimeConfig,
+    *,
+    broker: bool = False,
+    cache: bool = False,
+    pool_size: int = 5,
+    high_only: bool = False,
 ) -> Components:
+    """``high_only``: the broker of a dedicated high-priority sender (it consumes ``notifications.high``
+    alone, ahead of the other senders)."""
     s = config.settings
     pool = await create_pool(config.database_url, min_size=1, max_size=pool_size)
     tenant_templates = TenantTemplateCache(pool)
@@ -131,6 +138,7 @@ async def open_components(
             prefetch=s.sender_prefetch,
             lease_s=s.send_lease_s,
             dlq_max_length=s.dlq_max_length,
+            high_only=high_only,
         )
         await parts.broker.connect()
     return parts

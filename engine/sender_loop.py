@@ -3,7 +3,9 @@
 A sender runs two lanes on one dispatcher: the main lane takes every priority (high first), and a
 reserved lane takes only ``notifications.high``. While the main lane is busy with a batch of a ``low``
 burst, a one-time code that arrives is taken by the reserved lane at once instead of waiting for that
-batch to finish (the lanes interleave at every await: claim, send, record).
+batch to finish (the lanes interleave at every await: claim, send, record). The reserved lane keeps up
+to ``high_concurrency`` batches in hand at once: a code that arrives while the one before it is still
+being recorded (a statement that may wait on the burst's writes) is claimed and sent at once, not after.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 #: working time it may spend waiting so.
 HIGH_YIELD_MAX_S = 0.05
 HIGH_YIELD_SHARE = 0.5
+#: High-lane batches in hand at once, by default (each holds at most one pooled connection at a time).
+HIGH_CONCURRENCY = 4
 
 
 class SenderLoop:
@@ -39,6 +43,8 @@ class SenderLoop:
         wait_s: float = 0.5,
         on_batch: Callable[[], None] | None = None,
         high_lane: bool = True,
+        main_lane: bool = True,
+        high_concurrency: int = HIGH_CONCURRENCY,
     ) -> None:
         self.broker = broker
         self.dispatcher = dispatcher
@@ -47,8 +53,11 @@ class SenderLoop:
         self.max_batch = max_batch
         self.wait_s = wait_s
         self.on_batch = on_batch
-        #: The lanes (``None``: every priority); a reserved one for high unless turned off.
-        self.lanes: list[tuple[Priority, ...] | None] = [None, (Priority.HIGH,)] if high_lane else [None]
+        #: The main lane takes every priority (high first); the reserved one only high (unless turned off).
+        self.main_lane = main_lane
+        self.high_lane = high_lane
+        if not (main_lane or high_lane):
+            raise ValueError("a sender loop needs at least one lane")
         self._stopping = asyncio.Event()
         self._done = asyncio.Event()
         self._resumed = asyncio.Event()
@@ -56,6 +65,11 @@ class SenderLoop:
         #: Set while no high-lane batch is in hand; the main lane waits on it between messages.
         self._high_idle = asyncio.Event()
         self._high_idle.set()
+        self._high_slots = asyncio.Semaphore(max(1, high_concurrency))
+        self._high_in_hand: set[asyncio.Task[None]] = set()
+        #: What a high-lane batch raised beyond the failures ``_handle`` deals with: it ends the loop, as
+        #: it would have ended a lane that handled the batch itself.
+        self._high_error: BaseException | None = None
         self._yield_budget = HIGH_YIELD_MAX_S
         self._yield_at = time.monotonic()
         self.batches = 0
@@ -65,16 +79,17 @@ class SenderLoop:
         return {"batches": self.batches, "sent": self.sent, "paused": not self._resumed.is_set()}
 
     async def run(self) -> None:
+        lanes = ([self._main_lane()] if self.main_lane else []) + ([self._high_lane()] if self.high_lane else [])
         try:
-            await asyncio.gather(*(self._lane(p) for p in self.lanes))
+            await asyncio.gather(*lanes)
         finally:
             self._done.set()
 
-    async def _lane(self, priorities: tuple[Priority, ...] | None) -> None:
+    async def _main_lane(self) -> None:
         while not self._stopping.is_set():
             await self._resumed.wait()
             try:
-                deliveries = await self.broker.get(self.max_envelopes, self.wait_s, priorities=priorities)
+                deliveries = await self.broker.get(self.max_envelopes, self.wait_s)
             except BrokerUnavailable as err:
                 log.warning("broker unavailable, retrying: %s", err)
                 await asyncio.sleep(1.0)
@@ -83,16 +98,50 @@ class SenderLoop:
                 for d in deliveries:
                     await d.nack(requeue=True)
                 break
-            if not deliveries:
-                continue
-            if priorities is None:
+            if deliveries:
                 await self._handle(deliveries, self._yield_to_high)
+
+    async def _high_lane(self) -> None:
+        """The reserved lane: up to ``high_concurrency`` batches of ``notifications.high`` in hand."""
+        while not self._stopping.is_set():
+            await self._high_slots.acquire()
+            if self._high_error is not None:
+                break
+            if self._stopping.is_set():
+                self._high_slots.release()
+                break
+            await self._resumed.wait()
+            try:
+                deliveries = await self.broker.get(self.max_envelopes, self.wait_s, priorities=(Priority.HIGH,))
+            except BrokerUnavailable as err:
+                self._high_slots.release()
+                log.warning("broker unavailable, retrying: %s", err)
+                await asyncio.sleep(1.0)
+                continue
+            if self._stopping.is_set():
+                self._high_slots.release()
+                for d in deliveries:
+                    await d.nack(requeue=True)
+                break
+            if not deliveries:
+                self._high_slots.release()
                 continue
             self._high_idle.clear()
-            try:
-                await self._handle(deliveries, None)
-            finally:
-                self._high_idle.set()
+            task = asyncio.create_task(self._handle(deliveries, None))
+            self._high_in_hand.add(task)
+            task.add_done_callback(self._high_done)
+        if self._high_in_hand:  # its batches in hand finish before the loop ends
+            await asyncio.gather(*self._high_in_hand, return_exceptions=True)
+        if self._high_error is not None:
+            raise self._high_error
+
+    def _high_done(self, task: asyncio.Task[None]) -> None:
+        self._high_in_hand.discard(task)
+        self._high_slots.release()
+        if not self._high_in_hand:
+            self._high_idle.set()
+        if not task.cancelled() and task.exception() is not None and self._high_error is None:
+            self._high_error = task.exception()
 
     async def _yield_to_high(self) -> None:
         """Between the main lane's messages: let a one-time code in hand go first, CPU included (the

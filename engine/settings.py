@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     sender_prefetch: int = Field(20, ge=1, le=1000, alias="HERALD_SENDER_PREFETCH")
     #: Each sender keeps a lane for notifications.high alone, so a low burst never holds one-time codes.
     sender_high_lane: bool = Field(True, alias="HERALD_SENDER_HIGH_LANE")
+    #: Senders for notifications.high alone, beside the HERALD_SENDERS: a process whose event loop and
+    #: database connections no burst keeps busy, so the system runs a one-time code as soon as it
+    #: arrives (it is idle between codes). With RabbitMQ the other senders take high-priority messages
+    #: only beyond its window, or while it is down. 0: the senders' reserved lanes alone.
+    high_senders: int = Field(1, ge=0, le=64, alias="HERALD_HIGH_SENDERS")
     send_lease_s: float = Field(30.0, gt=0, alias="HERALD_SEND_LEASE_SECONDS")
     relay_batch: int = Field(1000, ge=1, le=10000, alias="HERALD_RELAY_BATCH")
     relay_poll_s: float = Field(0.5, gt=0, alias="HERALD_RELAY_POLL_SECONDS")

@@ -1,12 +1,13 @@
 """Priority isolation, measured: one-time codes while a ``low`` burst drains, beside the same stream quiet.
 
     python -m loadtests.priority_bench [--burst 100000] [--samples 1000] [--rate 50] [--senders 2]
-                                       [--broker rabbitmq|postgres] [--no-high-lane]
+                                       [--high-senders 1] [--broker rabbitmq|postgres] [--no-high-lane]
 
 On a fresh database of ``DATABASE_URL``'s server (and RabbitMQ at ``AMQP_URL`` in a queue namespace of its
-own, or the Postgres queue): the relay and ``--senders`` sender loops (claim, render, dedupe, record) each
-in a process of its own, as the actors run, sending to the ``sink`` provider; this process accepts the
-one-time codes through the intake. Two phases, same run:
+own, or the Postgres queue): the relay, ``--senders`` sender loops (claim, render, dedupe, record) and
+``--high-senders`` ones for ``notifications.high`` alone (``HERALD_HIGH_SENDERS``) each in a process of its
+own, as the actors run, sending to the ``sink`` provider; this process accepts the one-time codes through
+the intake. Two phases, same run:
 
 1. quiet: ``--samples`` one-time codes (``otp_login``, priority ``high``) through the intake at ``--rate``
    per second, each timed from its 202 (``Intake.submit`` returned) to the provider call;
@@ -15,7 +16,8 @@ one-time codes through the intake. Two phases, same run:
 
 Prints p50/p99 of both and the low messages still waiting when the burst phase's last sample was taken
 (the burst must still be draining for the figure to mean anything). ``--no-high-lane`` turns the senders'
-reserved lane for ``notifications.high`` off, for comparison. Goal: burst p99 <= 250 ms and <= 2x quiet.
+reserved lane for ``notifications.high`` off, and ``--high-senders 0`` the dedicated senders, for
+comparison. Goal: burst p99 <= 250 ms and <= 2x quiet.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ from typing import Any
 from drivers.sink import EmailSink
 from engine.auth import Principal
 from engine.broker import Broker
+from engine.broker.base import HIGH_SENDER_CONSUMER_PRIORITY
 from engine.broker.pgqueue import PgQueueBroker
 from engine.broker.rabbitmq import RabbitMQBroker
-from engine.channels import ALL_QUEUES, Channel
+from engine.channels import ALL_QUEUES, Channel, Priority
 from engine.delivery import OutboundMessage, SendResult
 from engine.dispatch import Dispatcher, DispatchOptions
 from engine.intake import Intake
@@ -49,6 +52,7 @@ from engine.metrics import MetricsBuffer
 from engine.relay import Relay, RelayOptions
 from engine.retries import RetryPolicy
 from engine.sender_loop import SenderLoop
+from engine.settings import Settings
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
 from loadtests.bench import drop, prepare
@@ -83,9 +87,17 @@ class Side:
     batch: int
 
 
-def make_broker(side: Side) -> Broker:
+def make_broker(side: Side, *, high_only: bool = False) -> Broker:
     if side.broker == "rabbitmq":
         assert side.amqp_url
+        if high_only:  # as a dedicated high-priority sender's broker (actors.sender)
+            return RabbitMQBroker(
+                side.amqp_url,
+                queue_prefix=side.prefix,
+                prefetch=20,
+                consume=(Priority.HIGH,),
+                consumer_priority=HIGH_SENDER_CONSUMER_PRIORITY,
+            )
         return RabbitMQBroker(side.amqp_url, queue_prefix=side.prefix, prefetch=20)
     return PgQueueBroker(dsn=side.url, queue_prefix=side.prefix, lease_s=30, poll_s=0.05)
 
@@ -107,10 +119,10 @@ def relay_process(side: Side, stop: EventType) -> None:
     asyncio.run(main())
 
 
-def sender_process(side: Side, stop: EventType, reached: mp.Queue, sent: Any) -> None:  # type: ignore[type-arg]
+def sender_process(side: Side, stop: EventType, reached: mp.Queue, sent: Any, high_only: bool) -> None:  # type: ignore[type-arg]
     async def main() -> None:
         pool = await create_pool(side.url, min_size=1, max_size=3)
-        broker = make_broker(side)
+        broker = make_broker(side, high_only=high_only)
         await broker.connect()
         sink = TimedSink(reached)
         dispatcher = Dispatcher(
@@ -121,7 +133,14 @@ def sender_process(side: Side, stop: EventType, reached: mp.Queue, sent: Any) ->
             metrics=MetricsBuffer(),
             options=DispatchOptions(),
         )
-        loop = SenderLoop(broker, dispatcher, max_envelopes=20, max_batch=side.batch, high_lane=side.high_lane)
+        loop = SenderLoop(
+            broker,
+            dispatcher,
+            max_envelopes=20,
+            max_batch=side.batch,
+            high_lane=side.high_lane or high_only,
+            main_lane=not high_only,
+        )
         task = asyncio.create_task(loop.run())
         while not stop.is_set():
             await asyncio.sleep(0.1)
@@ -228,7 +247,10 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
     reached_q = ctx.Queue()
     sent = ctx.Value("q", 0)
     procs = [ctx.Process(target=relay_process, args=(side, stop))]
-    procs += [ctx.Process(target=sender_process, args=(side, stop, reached_q, sent)) for _ in range(args.senders)]
+    procs += [
+        ctx.Process(target=sender_process, args=(side, stop, reached_q, sent, i >= args.senders))
+        for i in range(args.senders + args.high_senders)
+    ]
     for p in procs:
         p.start()
     reached = Reached(reached_q)
@@ -256,6 +278,7 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
     return {
         "broker": args.broker,
         "senders": args.senders,
+        "high_senders": args.high_senders,
         "high_lane": not args.no_high_lane,
         "batch": args.batch,
         "rate_per_s": args.rate,
@@ -285,6 +308,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000, help="one-time codes timed per phase")
     parser.add_argument("--rate", type=float, default=50.0, help="one-time codes per second")
     parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument(
+        "--high-senders",
+        type=int,
+        default=Settings.model_fields["high_senders"].default,
+        help="dedicated senders for notifications.high (HERALD_HIGH_SENDERS)",
+    )
     parser.add_argument(
         "--broker", choices=("rabbitmq", "postgres"), default="rabbitmq" if os.environ.get("AMQP_URL") else "postgres"
     )

@@ -21,6 +21,7 @@ from ray import serve
 from actors import (
     FEEDBACK_ACTOR,
     HEALTH_ACTOR,
+    HIGH_SENDER_ACTOR_PREFIX,
     INGRESS_ACTOR,
     METRICS_ACTOR,
     NAMESPACE,
@@ -106,6 +107,10 @@ class RayOperations:
         checks["routing-table"] = await self._actor_check(ROUTING_ACTOR, lambda h: bool(h["running"]))
         for i in range(self.config.settings.senders):
             checks[f"sender-{i}"] = await self._actor_check(f"{SENDER_ACTOR_PREFIX}{i}", lambda h: bool(h["running"]))
+        for i in range(self.config.settings.high_senders):
+            checks[f"sender-high-{i}"] = await self._actor_check(
+                f"{HIGH_SENDER_ACTOR_PREFIX}{i}", lambda h: bool(h["running"])
+            )
         checks["feedback"] = await self._actor_check(FEEDBACK_ACTOR, lambda h: bool(h["running"]))
         if self.config.settings.amqp_url:
             checks["ingress"] = await self._actor_check(INGRESS_ACTOR, lambda h: bool(h["running"]))

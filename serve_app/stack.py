@@ -176,6 +176,7 @@ class Stack:
         from actors import (
             FEEDBACK_ACTOR,
             HEALTH_ACTOR,
+            HIGH_SENDER_ACTOR_PREFIX,
             INGRESS_ACTOR,
             METRICS_ACTOR,
             NAMESPACE,
@@ -204,6 +205,11 @@ class Stack:
         self.senders = [
             SenderActor.options(name=f"{SENDER_ACTOR_PREFIX}{i}", namespace=NAMESPACE).remote(config, i)
             for i in range(self.settings.senders)
+        ] + [
+            SenderActor.options(name=f"{HIGH_SENDER_ACTOR_PREFIX}{i}", namespace=NAMESPACE).remote(
+                config, i, high_only=True
+            )
+            for i in range(self.settings.high_senders)
         ]
         self.feedback = FeedbackActor.options(name=FEEDBACK_ACTOR, namespace=NAMESPACE).remote(config)
         workers = [self.health, self.routing, *self.governors, self.relay, self.feedback, *self.senders]

@@ -31,6 +31,9 @@ from engine.channels import Priority
 ENVELOPE_VERSION = 1
 #: Default cap of each ``notifications.dlq.<channel>`` queue (HERALD_DLQ_MAX_LENGTH).
 DLQ_MAX_LENGTH = 10_000
+#: The RabbitMQ ``x-priority`` of a dedicated high-priority sender's consumer: one-time codes go to it
+#: first, to the other senders only when its window is full or it is down.
+HIGH_SENDER_CONSUMER_PRIORITY = 10
 
 
 class BrokerUnavailable(Exception):

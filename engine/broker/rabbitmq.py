@@ -6,8 +6,11 @@ manual acks, and a consumer that serves high before normal before low.
   :class:`BrokerUnavailable`. Each message carries the headers ``tenant``, ``priority`` and ``traceparent``
   and the body :meth:`Envelope.to_bytes` (``application/json``).
 - One consumer channel (``basic.qos`` prefetch per consumer, so each priority queue has its own window)
-  consumes the three priority queues into local per-priority buffers; ``get`` drains the high buffer first
-  (or only the buffers of the priorities it asks for).
+  consumes the three priority queues (or the ones ``consume`` names) into local per-priority buffers;
+  ``get`` drains the high buffer first (or only the buffers of the priorities it asks for).
+- ``consumer_priority`` is the consumers' ``x-priority``: RabbitMQ hands a queue's messages to its
+  highest-priority consumers while they have room in their window, and to the others only beyond that
+  (a dedicated high-priority sender takes every one-time code, the other senders only what it cannot).
 - Unacked messages go back to their queue when the connection closes (``close`` never acks), which is
   how a killed sender's work comes back. After a reconnect, deliveries buffered from the lost channel are
   discarded (RabbitMQ delivers them again, ``redelivered=True``).
@@ -124,8 +127,12 @@ class RabbitMQBroker(Broker):
         confirm_timeout_s: float = 10.0,
         reconnect_interval_s: float = 2.0,
         dlq_max_length: int = DLQ_MAX_LENGTH,
+        consume: Sequence[Priority] = PRIORITY_ORDER,
+        consumer_priority: int = 0,
     ) -> None:
         self.url = url
+        self.consume = tuple(p for p in PRIORITY_ORDER if p in consume)
+        self.consumer_priority = consumer_priority
         self.dlq_max_length = dlq_max_length
         self.prefetch = prefetch
         self.prefix = queue_prefix
@@ -282,9 +289,10 @@ class RabbitMQBroker(Broker):
             with _unavailable("start consuming"):
                 channel = await asyncio.wait_for(connection.channel(), self.connect_timeout_s)
                 await channel.set_qos(prefetch_count=self.prefetch)
-                for priority in PRIORITY_ORDER:
+                arguments = {"x-priority": self.consumer_priority} if self.consumer_priority else None
+                for priority in self.consume:
                     queue = await channel.declare_queue(self._name(priority_queue(priority)), durable=True)
-                    await queue.consume(self._receiver(priority))
+                    await queue.consume(self._receiver(priority), arguments=arguments)
         except BrokerUnavailable:
             if channel is not None:
                 await _close_logged(channel.close(), "close consumer channel")

@@ -76,11 +76,15 @@ FROM messages m
 WHERE m.tenant_id = $1 AND m.id = $2
 """
 
+# The claim commits without waiting for its WAL flush (``synchronous_commit`` off for its transaction
+# alone): under a burst that flush waits behind the burst's writes, and a lease need not be durable. Lost
+# in a crash, the message is only back as it was, its envelope unacked (the ack follows the record, a
+# durable commit that flushes the claim with it), so it is delivered and claimed again: at least once.
 CLAIM = f"""
 UPDATE messages m
 SET status = 'sending', claimed_until = now() + make_interval(secs => $2), attempts = m.attempts + 1,
     version = m.version + 1, updated_at = now()
-FROM tenants t
+FROM tenants t, (SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit
 WHERE t.id = m.tenant_id
   AND m.id = ANY($1::uuid[])
   AND (m.status IN ('queued', 'scheduled', 'throttled')

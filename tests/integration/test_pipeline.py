@@ -23,6 +23,7 @@ from engine.metrics import MetricsBuffer
 from engine.problems import ApiProblem
 from engine.relay import Relay, RelayOptions
 from engine.retries import RetryPolicy
+from engine.storage import sql
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
 
@@ -279,3 +280,16 @@ async def test_mid_batch_outage_fails_over_only_what_was_not_sent(
     assert sorted(outcomes) == sorted(
         [[("primary", "sent")]] * 3 + [[("primary", "failover"), ("backup", "sent")]] + [[("backup", "sent")]] * 2
     )
+
+
+async def test_a_claim_commits_without_waiting_for_its_wal_flush(pipe: Pipeline, principal, repo: Repository) -> None:
+    """The lease is the write a burst made a one-time code wait on; the record stays durable."""
+    message_id = parse_message_id(await pipe.submit(principal, otp()))
+    async with repo.pool.acquire() as conn:
+        async with conn.transaction():
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+            assert len(await conn.fetch(sql.CLAIM, [message_id], 30.0)) == 1
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"  # for this transaction alone
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    await pipe.pump()  # the relay's row; the lease is live, so nothing is sent twice
+    await repo.pool.execute("UPDATE messages SET status = 'sent', claimed_until = NULL WHERE id = $1", message_id)

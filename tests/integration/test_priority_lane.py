@@ -7,16 +7,18 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
+import asyncpg
 import pytest
 
 from drivers.base import OutboundMessage, SendResult
 from engine.auth import Principal
 from engine.broker import Broker, Envelope
+from engine.broker.base import HIGH_SENDER_CONSUMER_PRIORITY
 from engine.broker.pgqueue import PgQueueBroker
 from engine.broker.rabbitmq import RabbitMQBroker
 from engine.channels import Priority, priority_queue
 from engine.ids import parse_message_id
-from engine.relay import Relay, RelayOptions
+from engine.relay import NOTIFY_CHANNEL, Relay, RelayOptions
 from engine.sender_loop import SenderLoop
 from tests.broker.conftest import delete_rabbit_queues
 from tests.integration.lifecycle_support import ClockedDriver, Harness, otp
@@ -151,3 +153,135 @@ async def test_the_main_lane_sends_a_high_envelope_on_its_own_before_the_low_one
         await task
     assert batches[0] == [code]  # the one-time code alone, first
     assert sorted(map(len, batches[1:])) == [10, 10, 10]  # the low ones in slices of max_batch
+
+
+async def test_the_reserved_lane_sends_a_second_code_while_the_first_one_is_still_being_recorded(
+    lane_harness: Harness, principal: Principal
+) -> None:
+    h = lane_harness
+    driver = h.driver
+    assert isinstance(driver, GatedDriver)
+    recorded = h.repo.record
+    first_held, release = asyncio.Event(), asyncio.Event()
+
+    async def record(outcomes):  # type: ignore[no-untyped-def]
+        if not first_held.is_set():
+            first_held.set()
+            await release.wait()  # the first code's record waits on the burst's writes
+        return await recorded(outcomes)
+
+    h.repo.record = record  # type: ignore[method-assign]
+    loop = SenderLoop(h.broker, h.dispatcher, max_envelopes=20, wait_s=0.2, main_lane=False)
+    task = asyncio.create_task(loop.run())
+    try:
+        first = await h.submit(principal, otp("ada@example.com", priority="high"))
+        await h.relay.drain()
+        await asyncio.wait_for(first_held.wait(), 10)
+        second = await h.submit(principal, otp("grace@example.com", priority="high"))
+        await h.relay.drain()
+        for _ in range(200):
+            if second in driver.sent_at:
+                break
+            await asyncio.sleep(0.05)
+        assert second in driver.sent_at, "the second code waited for the first one's record"
+    finally:
+        release.set()
+        await loop.stop(10)
+        await task
+    assert {first, second} <= set(driver.sent_at)
+    rows = await h.repo.pool.fetch(
+        "SELECT status FROM messages WHERE id = ANY($1::uuid[])", [parse_message_id(first), parse_message_id(second)]
+    )
+    assert [r["status"] for r in rows] == ["sent", "sent"]  # both recorded before the loop stopped
+
+
+async def test_a_high_only_sender_leaves_the_low_backlog_to_the_others(
+    lane_harness: Harness, principal: Principal
+) -> None:
+    h = lane_harness
+    driver = h.driver
+    assert isinstance(driver, GatedDriver)
+    low = {"channel": "email", "template_id": "security_alert:v1", "variables": {"device": "Firefox"}}
+    for i in range(5):
+        await h.submit(principal, {**low, "priority": "low", "to": {"email": f"user{i}@example.com"}})
+    code = await h.submit(principal, otp(priority="high"))
+    await h.relay.drain()
+    loop = SenderLoop(h.broker, h.dispatcher, max_envelopes=20, wait_s=0.2, main_lane=False)
+    task = asyncio.create_task(loop.run())
+    try:
+        for _ in range(200):
+            if code in driver.sent_at:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+    finally:
+        await loop.stop(10)
+        await task
+    assert list(driver.sent_at) == [code] and not driver.held.is_set()
+    driver.gate.set()
+    other = SenderLoop(h.broker, h.dispatcher, max_envelopes=20, wait_s=0.2)  # the backlog is still there
+    task = asyncio.create_task(other.run())
+    try:
+        for _ in range(200):
+            if len(driver.sent_at) == 6:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await other.stop(10)
+        await task
+    assert len(driver.sent_at) == 6
+
+
+async def test_rabbitmq_hands_one_time_codes_to_the_dedicated_sender_first(amqp_url: str) -> None:
+    prefix = f"p{uuid.uuid4().hex[:8]}."
+    shared = RabbitMQBroker(amqp_url, queue_prefix=prefix, prefetch=20)
+    dedicated = RabbitMQBroker(
+        amqp_url,
+        queue_prefix=prefix,
+        prefetch=20,
+        consume=(Priority.HIGH,),
+        consumer_priority=HIGH_SENDER_CONSUMER_PRIORITY,
+    )
+    try:
+        for b in (shared, dedicated):
+            await b.connect()
+            assert await b.get(1, 0.05) == []  # consumers up
+        await shared.publish(priority_queue(Priority.LOW), [Envelope(Priority.LOW, (uuid.uuid4(),))])
+        codes = [Envelope(Priority.HIGH, (uuid.uuid4(),)) for _ in range(10)]
+        await shared.publish(priority_queue(Priority.HIGH), codes)
+        taken = await dedicated.get(20, 2.0)
+        for _ in range(20):
+            if len(taken) == len(codes):
+                break
+            taken += await dedicated.get(20, 0.1)
+        assert sorted(d.envelope.message_ids for d in taken) == sorted(e.message_ids for e in codes)
+        left = await shared.get(20, 1.0)
+        assert [d.envelope.priority for d in left] == [Priority.LOW]  # the shared consumer got no code
+        for d in [*taken, *left]:
+            await d.ack()
+    finally:
+        await dedicated.close()
+        await shared.close()
+        await delete_rabbit_queues(amqp_url, prefix)
+
+
+async def test_a_record_that_queues_nothing_wakes_no_relay(h: Harness, database_url: str) -> None:
+    listener = await asyncpg.connect(database_url)
+    woken: list[str] = []
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *args: woken.append(args[-1]))
+    tenant = await h.repo.ensure_tenant("t_relay_wake")
+    message_id = uuid.uuid4()
+    insert = "INSERT INTO outbox (tenant_id, message_id, queue, priority) SELECT $1, $2, 'notifications.low', 2"
+    try:
+        await h.repo.pool.execute(insert + " WHERE false", tenant.id, message_id)  # as a record of sent ones
+        await asyncio.sleep(0.3)
+        assert woken == []  # NOTIFY serializes commits: none for nothing
+        await h.repo.pool.execute(insert, tenant.id, message_id)
+        for _ in range(50):
+            if woken:
+                break
+            await asyncio.sleep(0.05)
+        assert woken, "a queued row did not wake the relay"
+    finally:
+        await listener.close()
+        await h.repo.pool.execute("DELETE FROM outbox WHERE message_id = $1", message_id)
