@@ -3,7 +3,8 @@ sender has picked its provider.
 
 The estimate is the dearest unit price among the channel's configured providers for the message's
 destination (a budget is not passed by a failover to a dearer provider), times its units. The table is a
-snapshot the process keeps fresh in the background (:meth:`TablePrices.use`); no call per request.
+snapshot the process keeps fresh in the background (:meth:`TablePrices.use`); no call per request, and
+each distinct query is priced once per table.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from engine.routing import RoutingTable
 
 from .budgets import ZERO, PriceQuery
 
+#: Distinct queries priced per table before the prices worked out are forgotten (a bound on memory).
+MAX_PRICED = 10_000
+
 
 class TablePrices:
     """A :data:`~engine.governance.budgets.PriceFunction` over the routing table in use."""
@@ -23,11 +27,22 @@ class TablePrices:
     def __init__(self, providers: Mapping[Channel, Sequence[str]], table: RoutingTable | None = None) -> None:
         self.providers = {c: tuple(p) for c, p in providers.items()}
         self.table = table
+        self._priced: dict[PriceQuery, Decimal] = {}
 
     def use(self, table: RoutingTable) -> None:
         self.table = table
+        self._priced = {}
 
     def __call__(self, query: PriceQuery) -> Decimal:
+        priced = self._priced.get(query)
+        if priced is None:
+            priced = self._price(query)
+            if len(self._priced) >= MAX_PRICED:
+                self._priced = {}
+            self._priced[query] = priced
+        return priced
+
+    def _price(self, query: PriceQuery) -> Decimal:
         table = self.table
         if table is None:
             return ZERO

@@ -24,3 +24,12 @@ def test_no_table_or_no_price_estimates_nothing() -> None:
     prices = TablePrices({Channel.SMS: ("twilio",)}, TABLE)
     assert prices(PriceQuery("t", Channel.SMS, None, "ZZ")) == 0  # a destination no provider prices
     assert prices(PriceQuery("t", Channel.PUSH, None, None)) == 0  # a channel with no provider here
+
+
+def test_a_new_table_prices_again_what_was_priced_before() -> None:
+    prices = TablePrices({Channel.SMS: ("sns",)})
+    gb = PriceQuery("t", Channel.SMS, None, "GB")
+    assert prices(gb) == 0  # no table yet
+    prices.use(TABLE)
+    assert prices(gb) == Decimal("0.04")
+    assert prices(gb) == Decimal("0.04")  # the second from the prices worked out
