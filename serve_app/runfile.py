@@ -48,12 +48,19 @@ class Proc:
 class Record:
     owner: Proc
     children: list[Proc] = field(default_factory=list)
+    #: what listened on the public port (HAProxy): stopped after the children, since its manager (a Ray
+    #: actor) starts it again if it dies first
+    listeners: list[Proc] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Record | None:
         try:
             doc = json.loads(path.read_text())
-            return cls(Proc(**doc["owner"]), [Proc(**c) for c in doc.get("children", [])])
+            return cls(
+                Proc(**doc["owner"]),
+                [Proc(**c) for c in doc.get("children", [])],
+                [Proc(**c) for c in doc.get("listeners", [])],
+            )
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -89,7 +96,7 @@ class RunFile:
             log.warning(
                 "the previous herald (pid %d) did not stop cleanly; recovering %s", previous.owner.pid, self.path.parent
             )
-            stopped = stop_leftovers(previous.children)
+            stopped = stop_leftovers(previous.children) + stop_leftovers(previous.listeners)
             if stopped:
                 log.warning("stopped what it left running: %s", ", ".join(stopped))
         Record(self.me).save(self.path)
@@ -98,15 +105,17 @@ class RunFile:
         """Note the processes started so far (Ray's), for a later Herald to stop if this one is killed;
         and whatever listens on ``ports`` (HAProxy daemonizes, so it is nobody's child)."""
         found = {p.pid: p for p in psutil.Process(self.me.pid).children(recursive=True)}
+        listeners = {}
         for pid in _listening_on(ports):
-            if pid != self.me.pid and pid not in found:
+            if pid != self.me.pid:
                 with contextlib.suppress(psutil.Error):
-                    found[pid] = psutil.Process(pid)
-        Record(self.me, [Proc.of(p) for p in found.values()]).save(self.path)
+                    listeners[pid] = found.pop(pid, None) or psutil.Process(pid)
+        Record(self.me, [Proc.of(p) for p in found.values()], [Proc.of(p) for p in listeners.values()]).save(self.path)
 
     def children(self) -> list[Proc]:
+        """What this Herald started, listeners last (see :attr:`Record.listeners`)."""
         record = Record.load(self.path)
-        return record.children if record is not None and record.owner == self.me else []
+        return record.children + record.listeners if record is not None and record.owner == self.me else []
 
     def release(self) -> None:
         record = Record.load(self.path)

@@ -1,0 +1,56 @@
+"""The data directory's run file: a killed Herald's processes, listeners on the public port last."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from serve_app.runfile import Proc, Record, RunFile
+
+SERVE = "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); time.sleep(60)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_a_killed_owners_children_and_listener_are_stopped_by_the_next(tmp_path: Path) -> None:
+    port = free_port()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    listener = subprocess.Popen([sys.executable, "-c", SERVE, str(port)])
+    try:
+        wait_listening(port)
+        owner = RunFile.in_dir(tmp_path)
+        owner.claim()
+        owner.record_children(ports=[port])
+        record = Record.load(owner.path)
+        assert record is not None
+        assert [p.pid for p in record.listeners] == [listener.pid]  # its own entry, not among the children
+        assert {p.pid for p in record.children} == {child.pid}
+        assert [p.pid for p in owner.children()] == [child.pid, listener.pid]  # listeners last
+        dead = Proc(owner.me.pid, owner.me.started + 1)  # as if the owner had been killed
+        Record(dead, record.children, record.listeners).save(owner.path)
+        RunFile.in_dir(tmp_path).claim()
+        assert child.wait(10) is not None and listener.wait(10) is not None
+        assert not any(c.laddr.port == port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN)
+    finally:
+        for p in (child, listener):
+            p.kill()
+            p.wait()
