@@ -58,7 +58,7 @@ class PortHold:
         except OSError as err:
             raise ConfigurationError(
                 f"HERALD_HTTP_PORT={port}: cannot listen on {host}:{port} ({err.strerror}); another process "
-                "has it: stop it, or set HERALD_HTTP_PORT to a free port"
+                f"has it{_holder(port)}: stop it, or set HERALD_HTTP_PORT to a free port"
             ) from None
         finally:
             probe.close()
@@ -85,3 +85,16 @@ def ray_port_environment(port: int, environ: Mapping[str, str]) -> dict[str, str
         moved.update({min_var: str(low), max_var: str(high)})
         log.info("%s..%s moved to %d-%d, off HERALD_HTTP_PORT=%d", min_var, max_var, low, high, port)
     return moved
+
+
+def _holder(port: int) -> str:
+    """`` (name, pid N)`` of what listens on ``port``, when this user may see it."""
+    import psutil
+
+    try:
+        for c in psutil.net_connections("tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid:
+                return f" ({psutil.Process(c.pid).name()}, pid {c.pid})"
+    except psutil.Error:
+        pass
+    return ""
