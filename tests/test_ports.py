@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -45,6 +46,8 @@ def test_a_taken_port_is_refused_naming_it(reuse_port: bool) -> None:
         taken.listen()
         with pytest.raises(ConfigurationError, match=rf"HERALD_HTTP_PORT={port}: cannot listen on 127\.0\.0\.1:{port}"):
             PortHold.take("127.0.0.1", port)
+        with pytest.raises(ConfigurationError, match=rf"another process has it \(\S+, pid {os.getpid()}\)"):
+            PortHold.take("127.0.0.1", port)  # and names it
 
 
 def test_direct_ingress_ranges_move_off_the_port() -> None:
