@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from engine.channels import Channel, dlq_queue, priority_queue
+from engine.channels import Channel, Priority, dlq_queue, priority_queue
 from engine.credentials import TenantDrivers, sealed_for
 from engine.dedupe import RecipientDedupe
 from engine.delivery import Address, Attachment, Driver, OutboundMessage, SendResult
@@ -192,18 +192,23 @@ class Dispatcher:
         others leave the batch ``throttled``, rescheduled for when their tokens are due."""
         if self.leases is None:
             return list(claimed)
-        wants: dict[BucketKey, Want] = {}
-        rates: dict[BucketKey, Rate | None] = {}
-        for m in claimed:
+        firsts: dict[BucketKey, ClaimedMessage] = {}
+        counts: dict[BucketKey, int] = {}
+        highest: dict[BucketKey, Priority] = {}
+        for m in claimed:  # once per message: no object built here
             key = (m.tenant_slug, m.channel)
-            held = wants.get(key)
-            if held is None:
-                bucket = m.tenant_config.limits.channel(m.channel).bucket()
-                rates[key] = Rate(*bucket) if bucket else None
-                wants[key] = Want(1, rates[key], m.priority, m.tenant_config_version)
+            if key not in firsts:
+                firsts[key], counts[key], highest[key] = m, 1, m.priority
             else:
-                priority = min(held.priority, m.priority, key=lambda p: p.rank)
-                wants[key] = replace(held, count=held.count + 1, priority=priority)
+                counts[key] += 1
+                if m.priority.rank < highest[key].rank:
+                    highest[key] = m.priority
+        rates: dict[BucketKey, Rate | None] = {}
+        wants: dict[BucketKey, Want] = {}
+        for key, first in firsts.items():
+            bucket = first.tenant_config.limits.channel(first.channel).bucket()
+            rates[key] = Rate(*bucket) if bucket else None
+            wants[key] = Want(counts[key], rates[key], highest[key], first.tenant_config_version)
         grants = await self.leases.acquire(wants)
         go, later = take_granted(claimed, lambda m: (m.tenant_slug, m.channel), grants)
         queued: dict[BucketKey, int] = {}
