@@ -113,6 +113,17 @@ def uuid_of(public_id: str) -> uuid.UUID:
     return mid
 
 
+async def clear_leftovers(repo: Repository) -> None:
+    """Cancel what earlier tests left pending (their relays and senders are gone), so a timing test's relay
+    and sender handle its own messages alone; rows scheduled an hour or more ahead stay."""
+    await repo.pool.execute("DELETE FROM outbox WHERE available_at < now() + interval '1 hour'")
+    await repo.pool.execute(
+        """UPDATE messages SET status = 'cancelled', claimed_until = NULL
+           WHERE status IN ('queued', 'scheduled', 'throttled', 'sending')
+             AND coalesce(schedule_at, created_at) < now() + interval '1 hour'"""
+    )
+
+
 async def leave_nothing_to_send(repo: Repository, since: datetime) -> None:
     """Other tests' relays take every due outbox row of the session's database: what a test accepted and
     left unsent is cancelled, so nobody else sends it."""

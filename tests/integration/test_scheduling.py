@@ -22,7 +22,7 @@ from engine.states import PENDING
 from engine.storage import sql
 from engine.storage.repository import Repository, take_outbox
 from engine.storage.schedule_store import _CANCEL, ScheduleStore
-from tests.integration.lifecycle_support import Harness, otp, uuid_of
+from tests.integration.lifecycle_support import Harness, clear_leftovers, otp, uuid_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_to_send")]
 
@@ -67,6 +67,7 @@ def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
 async def test_scheduled_messages_leave_within_a_second_of_their_time(
     h: Harness, principal: Any, tenant: Tenant, later_rows: int
 ) -> None:
+    await clear_leftovers(h.repo)  # other tests' pending messages would share this relay and sender
     due = datetime.now(UTC) + timedelta(seconds=1.5)
     ids = [
         await h.submit(principal, otp(f"s{i}@example.com", schedule_at=due.isoformat(), priority=p))
