@@ -4,7 +4,6 @@ message on the ingress queue is sent like one the API accepted."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from typing import Any
@@ -52,9 +51,8 @@ def test_a_batch_is_sent_and_its_progress_shows_it(herald: Herald) -> None:
         assert [e["type"] for e in sent["events"]] == ["NotificationAccepted", "NotificationSent"]
 
 
-def test_the_example_producer_reaches_a_sender(herald: Herald) -> None:
+def test_the_example_producer_reaches_a_sender(herald: Herald, amqp_url: str) -> None:
     tenant = f"t_{uuid.uuid4().hex[:10]}"
-    amqp_url = os.environ["AMQP_URL"]
     with admin(herald, tenant) as api:
         shown = api.get("/api/ingress/key")
         assert shown.status_code == 200, shown.text

@@ -129,7 +129,8 @@ async def test_dlq_pages_are_index_ranges_for_a_tenant_and_for_the_platform(
     for query, index in ((DeadQuery(tenant_id=tenant_id), "messages_dead_tenant"), (DeadQuery(), "messages_dead")):
         plan = await plan_of(repo, *dead_page(query, None, 51))
         assert first_scan(plan, "messages").get("Index Name") == index
-        assert not [n for n in plan if n["Node Type"] == "Seq Scan"]
+        scanned = [n.get("Relation Name") for n in plan if n["Node Type"] == "Seq Scan"]
+        assert "messages" not in scanned, scanned  # (a planner may scan a table of a few rows whole)
         # The only sort is of one message's own attempts (its last error), never of the dead messages.
         sorted_relations = {s.get("Relation Name") for n in plan if n["Node Type"] == "Sort" for s in nodes(n)}
         assert "messages" not in sorted_relations
