@@ -14,14 +14,16 @@ from tests.support.herald_process import HERALD
 
 pytestmark = [pytest.mark.quickstart, pytest.mark.integration]
 
+SMALL_BATCHES = ("--n", "500", "--batch-size", "250")
 
-def test_bench_p1_prints_herald_beside_both_baselines() -> None:
+
+def test_bench_prints_p1_p2_and_p3_beside_their_baselines() -> None:
     if shutil.which("wrk") is None:
         pytest.fail("wrk is not installed (apt-get install -y wrk)")
     before = {p.pid for p in psutil.process_iter()}
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(
-        [HERALD, "bench", "--duration", "1", "--connections", "4", "--only", "p1,p2"],
+        [HERALD, "bench", "--duration", "1", "--connections", "4", "--only", "p1,p2,p3", *SMALL_BATCHES],
         env=env,
         capture_output=True,
         text=True,
@@ -31,9 +33,19 @@ def test_bench_p1_prints_herald_beside_both_baselines() -> None:
     assert done.returncode == 0, out[-4000:]
     row = next(line for line in done.stdout.splitlines() if line.startswith("P1 accept, 4 connections"))
     assert "req/s | bare FastAPI+asyncpg" in row and "| no-op Serve app" in row, row
-    assert "P2" in done.stdout  # a figure from a module that may be missing: a number or "not available"
+    p2 = _row(done.stdout, "P2 batch accept")
+    assert "items/s | raw asyncpg COPY of the same rows" in p2, p2
+    p3 = _row(done.stdout, "P3 end to end")
+    if os.environ.get("AMQP_URL"):
+        assert "msgs/s | Celery pipeline" in p3 and "rows written per message" in p3, p3
+    else:
+        assert "not available: P3 runs on RabbitMQ" in p3, p3
     left = [p for p in psutil.process_iter(["name", "cmdline"]) if p.pid not in before and _ours(p)]
     assert not left, [f"{p.pid} {p.info['name']}" for p in left]
+
+
+def _row(stdout: str, figure: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith(figure))
 
 
 def _ours(process: psutil.Process) -> bool:
