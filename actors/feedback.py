@@ -8,7 +8,7 @@ import contextlib
 
 import ray
 
-from actors import METRICS_ACTOR, NAMESPACE
+from actors import CONTROL_ACTOR, NAMESPACE
 from engine import redaction
 from engine.credentials import CredentialBox
 from engine.feedback.analytics import Analytics
@@ -51,7 +51,8 @@ class FeedbackActor:
             ),
             on_metrics=self._flush,
         )
-        self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
+        #: the control actor: its metrics aggregator takes this process's deltas
+        self.control = ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)
         self.stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.tasks = [
@@ -62,7 +63,7 @@ class FeedbackActor:
     def _flush(self) -> None:
         delta = self.metrics.drain()
         if delta:
-            self.metrics_actor.apply.remote(delta)
+            self.control.apply.remote(delta)
 
     async def health(self) -> dict[str, object]:
         return {"running": all(not t.done() for t in self.tasks), "delivered": self.worker.delivered}

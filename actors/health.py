@@ -1,13 +1,13 @@
-"""The provider health actor: the cluster's one health board (every circuit breaker).
+"""The provider health board of the cluster (every circuit breaker), as the control actor runs it.
 
-Senders call :meth:`HealthActor.sync` about once a second with the tallies they counted and get the
-board's snapshot back; a half-open breaker's probe permits are leased with :meth:`lease_probes`. The
-``provider_circuit_open`` gauges go to the metrics aggregator whenever they change.
+Senders call :meth:`ProviderHealth.sync` about once a second with the tallies they counted and get the
+board's snapshot back; a half-open breaker's probe permits are leased with :meth:`ProviderHealth.lease_probes`.
+The ``provider_circuit_open`` gauges go to ``publish`` (the metrics aggregator) whenever they change.
 
-In the background, the actor checks the platform's provider accounts whose drivers have a cheap health
-check (:class:`~engine.routing.checks.ProviderChecker`), and persists this month's sends per account
-(:class:`~engine.routing.volumes.VolumeKeeper`) every ``HERALD_VOLUME_FLUSH_SECONDS``; it reads them
-back when it starts, so a restart keeps the volume price tiers.
+In the background, it checks the platform's provider accounts whose drivers have a cheap health check
+(:class:`~engine.routing.checks.ProviderChecker`), and persists this month's sends per account
+(:class:`~engine.routing.volumes.VolumeKeeper`) every ``HERALD_VOLUME_FLUSH_SECONDS``; it reads them back
+when it starts, so a restart keeps the volume price tiers.
 """
 
 from __future__ import annotations
@@ -15,19 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
+from collections.abc import Callable
 
-import ray
-
-from actors import METRICS_ACTOR, NAMESPACE, ROUTING_ACTOR
 from actors.wiring import DriverWiring
 from drivers import driver_class
-from engine import redaction
 from engine.channels import Channel
 from engine.delivery import HealthChecked, health_checked
 from engine.errors import ConfigurationError
-from engine.metrics import MetricsBuffer
+from engine.metrics import MetricsBuffer, MetricsDelta
 from engine.routing import BreakerKey, HealthBoard, HealthSnapshot, RoutingTable, Tally
 from engine.routing.checks import ProviderChecker
 from engine.routing.volumes import VolumeKeeper
@@ -40,15 +36,15 @@ log = logging.getLogger(__name__)
 TICK_S = 0.5
 
 
-@ray.remote(num_cpus=0.05, max_restarts=-1)
-class HealthActor:
-    def __init__(self, table: RoutingTable, config: RuntimeConfig) -> None:
+class ProviderHealth:
+    """The board, its checks and its persisted volumes; the background loop starts with the first call
+    (an async actor's event loop runs only then)."""
+
+    def __init__(self, table: RoutingTable, config: RuntimeConfig, publish: Callable[[MetricsDelta], None]) -> None:
         s = config.settings
-        redaction.install()
-        logging.basicConfig(level=s.log_level.upper())  # breaker state changes are logged here, once
-        self.board = HealthBoard(_current_table(table).breaker_policy)
+        self.board = HealthBoard(table.breaker_policy)
         self.metrics = MetricsBuffer()
-        self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
+        self.publish = publish
         self._gauges: dict[tuple[str, str], float] = {}
         self.store = PostgresVolumeStore(config.database_url)
         self.volumes = VolumeKeeper(self.board, self.store)
@@ -57,38 +53,40 @@ class HealthActor:
         self.checker = ProviderChecker(self.board, _checked_drivers(config, self.wiring), s.health_check_s)
         self._task: asyncio.Task[None] | None = None
 
-    async def sync(self, tallies: list[Tally]) -> HealthSnapshot:
+    def sync(self, tallies: list[Tally]) -> HealthSnapshot:
         """Count a sender's tallies; the snapshot it routes from until its next sync."""
         self._start()
         self.board.apply(tallies)
         return self._snapshot()
 
-    async def lease_probes(self, key: BreakerKey, wanted: int) -> int:
+    def lease_probes(self, key: BreakerKey, wanted: int) -> int:
         granted = self.board.lease_probes(key, wanted)
         self._snapshot()
         return granted
 
-    async def snapshot(self) -> HealthSnapshot:
+    def snapshot(self) -> HealthSnapshot:
         self._start()
         return self._snapshot()
 
-    async def configure(self, table: RoutingTable) -> None:
+    def configure(self, table: RoutingTable) -> None:
         """The routing table was reloaded: its breaker thresholds (and check intervals) apply from now on."""
         self.board.configure(table.breaker_policy)
 
-    async def health(self) -> dict[str, object]:
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def health(self) -> dict[str, object]:
         self._start()
-        running = self._task is not None and not self._task.done()
         return {
-            "running": running,
-            "pid": os.getpid(),
+            "running": self.running,
             "version": self.board.version,
             "checked": sorted(f"{p}/{c.value}" for c, p in self.checker.targets),
             "volumes_loaded": self.volumes.loaded,
         }
 
-    async def stop(self) -> None:
-        """Persist the last counts and release connections (the stack calls it before killing the actor)."""
+    async def aclose(self) -> None:
+        """Persist the last counts and release connections."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -99,7 +97,6 @@ class HealthActor:
         await self.store.aclose()
 
     def _start(self) -> None:
-        """The background loop starts with the first call (an async actor's loop runs only then)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._background())
 
@@ -124,7 +121,7 @@ class HealthActor:
             for (provider, channel), value in gauges.items():
                 self.metrics.set("provider_circuit_open", value, provider=provider, channel=channel)
             self._gauges = gauges
-            self.metrics_actor.apply.remote(self.metrics.drain())
+            self.publish(self.metrics.drain())
         return snap
 
 
@@ -145,14 +142,3 @@ def _checked_drivers(config: RuntimeConfig, wiring: DriverWiring) -> dict[tuple[
             if checked is not None:
                 out[(channel, provider)] = checked
     return out
-
-
-def _current_table(start_up: RoutingTable) -> RoutingTable:
-    """The table the routing table actor holds now (this actor was restarted after a reload), else the
-    one it was started with."""
-    try:
-        tables = ray.get_actor(ROUTING_ACTOR, namespace=NAMESPACE)
-        current: RoutingTable | None = ray.get(tables.current.remote(None), timeout=5)
-    except (ValueError, ray.exceptions.RayError):
-        return start_up
-    return current or start_up

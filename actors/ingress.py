@@ -8,7 +8,7 @@ import logging
 
 import ray
 
-from actors import METRICS_ACTOR, NAMESPACE
+from actors import CONTROL_ACTOR, NAMESPACE
 from engine import redaction
 from engine.batch.ingress import open_ingress
 from engine.metrics import MetricsBuffer
@@ -26,7 +26,8 @@ class IngressActor:
         self.parts = await open_components(config, pool_size=3)
         self.metrics = MetricsBuffer()
         self.consumer = open_ingress(self.parts, config, self.metrics)
-        self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
+        #: the control actor: its metrics aggregator takes this process's deltas
+        self.control = ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)
         self.stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self.consumer.run(self.stop_event))
@@ -42,7 +43,7 @@ class IngressActor:
     def _flush(self) -> None:
         delta = self.metrics.drain()
         if delta:
-            self.metrics_actor.apply.remote(delta)
+            self.control.apply.remote(delta)
 
     async def _flush_forever(self) -> None:
         while not self.stop_event.is_set():

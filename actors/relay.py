@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import ray
 
-from actors import METRICS_ACTOR, NAMESPACE
+from actors import CONTROL_ACTOR, NAMESPACE
 from engine import redaction
 from engine.broker import BrokerUnavailable
 from engine.lifecycle.queues import QueueMonitor
@@ -40,7 +40,8 @@ class RelayActor:
             self.parts.broker, lambda: self.relay.published_by_queue, QueueStore(self.parts.pool)
         )
         self.metrics = MetricsBuffer()
-        self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
+        #: the control actor: its metrics aggregator takes this process's deltas
+        self.control = ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)
         self.stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self.relay.run(self.stop_event))
@@ -68,7 +69,7 @@ class RelayActor:
         self.monitor.gauges(self.metrics)
         delta = self.metrics.drain()
         if delta:
-            self.metrics_actor.apply.remote(delta)
+            self.control.apply.remote(delta)
 
     async def _stats_forever(self, every_s: float) -> None:
         while not self.stop_event.is_set():

@@ -8,7 +8,7 @@ import os
 
 import ray
 
-from actors import HEALTH_ACTOR, METRICS_ACTOR, NAMESPACE, ROUTING_ACTOR
+from actors import CONTROL_ACTOR, NAMESPACE
 from actors.governor import lease_client
 from actors.routing import ActorFeed
 from actors.wiring import DriverWiring
@@ -44,11 +44,9 @@ class SenderActor:
         self.wiring = DriverWiring(config.database_url)
         self.drivers = provider_chains(s, config.env, self.wiring.factory)
         self.metrics = MetricsBuffer()
-        self.feed = ActorFeed(
-            ray.get_actor(HEALTH_ACTOR, namespace=NAMESPACE),
-            ray.get_actor(ROUTING_ACTOR, namespace=NAMESPACE),
-            refresh_s=s.routing_refresh_s,
-        )
+        #: the routing table, the health board and the metrics aggregator
+        self.control = ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)
+        self.feed = ActorFeed(self.control, refresh_s=s.routing_refresh_s)
         await self.feed.start()
         self.dispatcher = dispatcher = Dispatcher(
             self.parts.repo,
@@ -88,13 +86,12 @@ class SenderActor:
             high_lane=s.sender_high_lane or high_only,
             main_lane=not high_only,
         )
-        self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
         self.task = asyncio.get_running_loop().create_task(self.loop.run())
 
     def _flush(self) -> None:
         delta = self.metrics.drain()
         if delta:
-            self.metrics_actor.apply.remote(delta)
+            self.control.apply.remote(delta)
 
     async def health(self) -> dict[str, object]:
         return {

@@ -1,8 +1,9 @@
 """The ingress deployment: builds the engine's components in its replica and serves the routers.
 
 The routes themselves live in :mod:`serve_app.routes`; they reach these components through one typed
-:class:`~serve_app.routes.deps.ApiState` on ``app.state``. The cluster-facing parts (actor health,
-queue depths, the metrics aggregator) are :class:`RayOperations`, the routes' ``Operations`` port.
+:class:`~serve_app.routes.deps.ApiState` on ``app.state``. The cluster-facing parts (actor health, queue
+depths, the metrics aggregator in the control actor) are :class:`RayOperations`, the routes' ``Operations``
+port.
 """
 
 from __future__ import annotations
@@ -19,14 +20,12 @@ from fastapi import FastAPI
 from ray import serve
 
 from actors import (
+    CONTROL_ACTOR,
     FEEDBACK_ACTOR,
-    HEALTH_ACTOR,
     HIGH_SENDER_ACTOR_PREFIX,
     INGRESS_ACTOR,
-    METRICS_ACTOR,
     NAMESPACE,
     RELAY_ACTOR,
-    ROUTING_ACTOR,
     SENDER_ACTOR_PREFIX,
 )
 from actors.routing import ActorRoutingState, follow_table
@@ -92,7 +91,7 @@ class RayOperations:
         self.config = config
         self.parts = parts
         self.metrics = metrics
-        self.metrics_actor = ray.get_actor(METRICS_ACTOR, namespace=NAMESPACE)
+        self.control = ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)  #: holds the metrics aggregator
         self._providers: tuple[float, list[dict[str, Any]]] | None = None
 
     async def health_checks(self) -> dict[str, str]:
@@ -103,8 +102,7 @@ class RayOperations:
         except Exception as err:
             checks["database"] = f"error: {type(err).__name__}"
         checks["relay"] = await self._actor_check(RELAY_ACTOR, lambda h: bool(h["running"] and h["broker"]))
-        checks["provider-health"] = await self._actor_check(HEALTH_ACTOR, lambda h: bool(h["running"]))
-        checks["routing-table"] = await self._actor_check(ROUTING_ACTOR, lambda h: bool(h["running"]))
+        checks["control"] = await self._actor_check(CONTROL_ACTOR, lambda h: bool(h["running"]))
         for i in range(self.config.settings.senders):
             checks[f"sender-{i}"] = await self._actor_check(f"{SENDER_ACTOR_PREFIX}{i}", lambda h: bool(h["running"]))
         for i in range(self.config.settings.high_senders):
@@ -133,7 +131,7 @@ class RayOperations:
         return QueuesSnapshot.model_validate(snapshot)
 
     async def metrics_text(self) -> str:
-        text: str = await self.metrics_actor.render.remote(self.metrics.drain())
+        text: str = await self.control.render.remote(self.metrics.drain())
         return text
 
     async def provider_report(self) -> list[dict[str, Any]]:
@@ -149,7 +147,7 @@ class RayOperations:
             await asyncio.sleep(METRICS_FLUSH_S)
             delta = self.metrics.drain()
             if delta:
-                self.metrics_actor.apply.remote(delta)
+                self.control.apply.remote(delta)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.2}, max_ongoing_requests=512, health_check_period_s=5)

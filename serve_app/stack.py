@@ -93,10 +93,9 @@ class Stack:
     relay: Any = None
     feedback: Any = None
     ingress: Any = None  #: the ingress queue's consumer (RabbitMQ only)
-    metrics: Any = None
-    health: Any = None  #: the provider health actor (every circuit breaker)
-    routing: Any = None  #: the routing table actor
-    governors: list[Any] = field(default_factory=list)  #: the rate limits' token buckets, one per shard
+    #: metrics aggregator, routing table, provider health board (every circuit breaker), governor shard 0
+    control: Any = None
+    governors: list[Any] = field(default_factory=list)  #: the rate limits' token buckets, shards 1..
     owns_ray: bool = False
     run_file: RunFile | None = None
     port: PortHold | None = None
@@ -174,31 +173,23 @@ class Stack:
         come first: a sender finds them by name as it starts, and its calls wait until they are up."""
 
         from actors import (
+            CONTROL_ACTOR,
             FEEDBACK_ACTOR,
-            HEALTH_ACTOR,
             HIGH_SENDER_ACTOR_PREFIX,
             INGRESS_ACTOR,
-            METRICS_ACTOR,
             NAMESPACE,
             RELAY_ACTOR,
-            ROUTING_ACTOR,
             SENDER_ACTOR_PREFIX,
         )
+        from actors.control import ControlActor
         from actors.feedback import FeedbackActor
         from actors.governor import start_governors
-        from actors.health import HealthActor
         from actors.ingress import IngressActor
-        from actors.metrics import MetricsActor
         from actors.relay import RelayActor
-        from actors.routing import RoutingTableActor
         from actors.sender import SenderActor
 
         s = self.settings
-        self.metrics = MetricsActor.options(name=METRICS_ACTOR, namespace=NAMESPACE, get_if_exists=True).remote()
-        self.health = HealthActor.options(name=HEALTH_ACTOR, namespace=NAMESPACE).remote(table, config)
-        self.routing = RoutingTableActor.options(name=ROUTING_ACTOR, namespace=NAMESPACE).remote(
-            str(s.routing_table_path)
-        )
+        self.control = ControlActor.options(name=CONTROL_ACTOR, namespace=NAMESPACE).remote(config)
         self.governors = start_governors(s.governor_shards)
         log.info("routing table:     %s (%s)", table.label, s.routing_table_path)
         self.relay = RelayActor.options(name=RELAY_ACTOR, namespace=NAMESPACE).remote(config)
@@ -212,7 +203,7 @@ class Stack:
             for i in range(self.settings.high_senders)
         ]
         self.feedback = FeedbackActor.options(name=FEEDBACK_ACTOR, namespace=NAMESPACE).remote(config)
-        workers = [self.health, self.routing, *self.governors, self.relay, self.feedback, *self.senders]
+        workers = [self.control, *self.governors, self.relay, self.feedback, *self.senders]
         if s.amqp_url:
             self.ingress = IngressActor.options(name=INGRESS_ACTOR, namespace=NAMESPACE).remote(config)
             workers.append(self.ingress)
@@ -309,17 +300,15 @@ class Stack:
                 self.relay,
                 self.feedback,
                 self.ingress,
-                self.routing,
-                self.health,
-                self.metrics,
+                self.control,
                 *self.governors,
             ]
             for actor in actors:
                 if actor is not None:
                     with contextlib.suppress(ray.exceptions.RayError, ValueError):  # already gone
                         ray.kill(actor, no_restart=True)
-            self.senders, self.relay, self.feedback, self.ingress, self.metrics = [], None, None, None, None
-            self.routing, self.health, self.governors = None, None, []
+            self.senders, self.relay, self.feedback, self.ingress = [], None, None, None
+            self.control, self.governors = None, []
             phases["drain"] = time.monotonic() - mark
 
     def _shutdown_ray(self, phases: dict[str, float]) -> None:
@@ -350,9 +339,9 @@ class Stack:
     async def _drain(self, deadline: float) -> None:
         """Senders finish the batch in hand, the relay stops, Serve drains: concurrently, until ``deadline``.
 
-        The health and routing table actors hold no work: they stay up through the drain (a stopping sender
-        hands the health board its last tallies); then the health actor persists its monthly volumes, and
-        both are killed with the others."""
+        The control actor holds no work: it stays up through the drain (a stopping sender hands the health
+        board its last tallies and the aggregator its last counts); then it persists the monthly volumes,
+        and is killed with the others."""
         from ray import serve
 
         steps: dict[str, Awaitable[Any]] = {
@@ -373,8 +362,8 @@ class Stack:
                 log.warning("%s did not stop within %.0fs; cut (leases of its work expire)", name, DRAIN_BUDGET_S)
             elif not task.cancelled() and task.exception() is not None:
                 log.warning("%s did not stop cleanly: %s", name, task.exception())
-        if self.health is not None:
+        if self.control is not None:
             try:
-                await asyncio.wait_for(self.health.stop.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                await asyncio.wait_for(self.control.stop.remote(), timeout=max(1.0, deadline - time.monotonic()))
             except Exception as err:  # stopping goes on whatever happened
-                log.warning("provider health did not stop cleanly: %s", err)
+                log.warning("the control actor did not stop cleanly: %s", err)

@@ -1,5 +1,5 @@
-"""The governor as Ray actors: the stack's shards found by name, two senders' clients held to one tenant's
-rate."""
+"""The governor as Ray actors: the stack's shards found by name (shard 0 in the control actor), two senders'
+clients held to one tenant's rate."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 import pytest
 import ray
 
-from actors import NAMESPACE
-from actors.governor import governor_name, lease_client, start_governors
+from actors import CONTROL_ACTOR, NAMESPACE
+from actors.governor import governor_handles, governor_name, lease_client, start_governors
 from engine.channels import Channel
 from engine.governance.buckets import Rate, shard_for
 from engine.governance.leases import Want
@@ -23,8 +23,10 @@ SHARDS = 2
 
 def test_two_senders_share_one_tenants_rate_through_the_sharded_actors(herald: Herald) -> None:
     assert herald.settings.governor_shards == SHARDS
-    handles = start_governors(SHARDS)  # the stack's, found by name
-    assert [ray.get_actor(governor_name(i), namespace=NAMESPACE) for i in range(SHARDS)]
+    assert len(start_governors(SHARDS)) == SHARDS - 1  # the stack's shards 1.., found by name
+    assert governor_name(0) == CONTROL_ACTOR
+    handles = governor_handles(SHARDS)
+    assert ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)
     assert all("buckets" in h for h in ray.get([h.health.remote() for h in handles], timeout=60))
     sent = asyncio.run(_two_senders(seconds=3.0))
     # 40/s for 3 s, plus the burst of 10 held at the start; a client's unused block is the only slack

@@ -523,12 +523,12 @@ def test_a_failing_health_check_opens_the_breaker_with_no_traffic_and_a_passing_
     assert view["provider"] == "twilio" and twilio_sends(herald) == sends + 1
 
 
-def test_monthly_volumes_and_the_tier_they_reached_survive_a_restart_of_the_health_actor(
+def test_monthly_volumes_and_the_tier_they_reached_survive_a_restart_of_the_control_actor(
     herald: Herald, table: Table
 ) -> None:
     import ray
 
-    from actors import HEALTH_ACTOR, NAMESPACE
+    from actors import CONTROL_ACTOR, NAMESPACE
 
     tenant = new_tenant()
     configure(herald, tenant, providers={"sms": {"allow": ["twilio"]}})
@@ -564,7 +564,7 @@ def test_monthly_volumes_and_the_tier_they_reached_survive_a_restart_of_the_heal
     body = otp_sms("+14155552674", code(), metadata={"category": "marketing"})
     with herald.client(shopper) as api:
         assert explain(api, body)["chosen"] == "twilio"
-        actor = ray.get_actor(HEALTH_ACTOR, namespace=NAMESPACE)
+        actor = ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)
         pid = ray.get(actor.health.remote(), timeout=30)["pid"]
         ray.kill(actor, no_restart=False)  # Ray starts it again, with nothing in memory
         deadline = time.monotonic() + 60
@@ -575,7 +575,7 @@ def test_monthly_volumes_and_the_tier_they_reached_survive_a_restart_of_the_heal
                     break
             except ray.exceptions.RayError:
                 pass  # still restarting
-            assert time.monotonic() < deadline, "the health actor did not come back"
+            assert time.monotonic() < deadline, "the control actor did not come back"
             time.sleep(0.5)
         assert provider_row(herald, "sms", "twilio")["volume_this_month"] == volume
         plan = explain(api, body)
