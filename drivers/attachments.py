@@ -18,16 +18,18 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote
 
-from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from drivers.aws_client import AwsEndpoint, error_parts
 from drivers.toolkit import SettingsReader
 from engine.delivery import Attachment
 from engine.errors import ConfigurationError, DispatchError, PermanentError, RetryableError
+
+if TYPE_CHECKING:
+    from aiobotocore.session import AioSession
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,8 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -29,6 +27,9 @@ from botocore.exceptions import (
 
 from drivers.toolkit import SettingsReader, TransportErrors
 from engine.errors import DispatchError, PermanentError, ProviderDownError, RetryableError
+
+if TYPE_CHECKING:  # aiobotocore is imported at the first AWS call: most processes never make one
+    from aiobotocore.session import AioSession
 
 #: botocore: no connection (refused, DNS) or a connect timeout sent nothing; a read timeout or a closed
 #: connection came after the request went out.
@@ -100,6 +101,8 @@ def install_params_filter() -> None:
 def shared_session() -> AioSession:
     """One botocore session per process: every AWS driver (a tenant's own too) reuses the service models it
     has loaded, instead of loading them again for each driver built. Clients stay per driver."""
+    from aiobotocore.session import get_session
+
     return get_session()
 
 
@@ -157,13 +160,13 @@ class LazyAwsClient:
     ) -> None:
         self.service = service
         self._kwargs = {"region_name": region, "endpoint_url": endpoint_url, **credentials}
-        self._config = AioConfig(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=timeout_s,
-            read_timeout=timeout_s,
+        self._config_args = {
+            "retries": {"total_max_attempts": 1, "mode": "standard"},
+            "connect_timeout": timeout_s,
+            "read_timeout": timeout_s,
             **config,
-        )
-        self._session = session or shared_session()
+        }
+        self._session = session
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._lock = asyncio.Lock()
@@ -176,8 +179,11 @@ class LazyAwsClient:
     async def get(self) -> Any:
         async with self._lock:
             if self._client is None:
+                from aiobotocore.config import AioConfig
+
+                session = self._session or shared_session()
                 self._client = await self._stack.enter_async_context(
-                    self._session.create_client(self.service, config=self._config, **self._kwargs)
+                    session.create_client(self.service, config=AioConfig(**self._config_args), **self._kwargs)
                 )
             return self._client
 

@@ -19,9 +19,8 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
 from drivers.aws_client import AwsEndpoint, aws_boundary, error_parts
@@ -31,6 +30,9 @@ from drivers.toolkit import SettingsReader, classified
 from engine.channels import Channel
 from engine.delivery import OutboundMessage, SendResult
 from engine.errors import DispatchError, PermanentError, ProviderDownError, RetryableError, ThrottledError
+
+if TYPE_CHECKING:
+    from aiobotocore.session import AioSession
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,8 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
 from drivers.aws_client import AwsEndpoint, aws_boundary, error_parts
@@ -36,6 +35,9 @@ from engine.errors import (
     RetryableError,
     ThrottledError,
 )
+
+if TYPE_CHECKING:
+    from aiobotocore.session import AioSession
 
 log = logging.getLogger(__name__)
 
