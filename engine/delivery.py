@@ -12,7 +12,7 @@ carries a :class:`~engine.errors.NotAttemptedError`. Dispatch fails over exactly
 is provider-wide (nothing was sent for them) and keeps every other outcome.
 
 A driver whose provider offers a cheap call that says whether the account can send (an account or
-status endpoint) also implements :class:`HealthChecked`; the provider health actor calls it on a timer,
+status endpoint) also implements :class:`HealthChecked`; the control actor calls it on a timer,
 never per message, so a breaker can open with no traffic.
 """
 

@@ -43,7 +43,7 @@ HISTOGRAMS: dict[str, tuple[str, ...]] = {
 }
 
 GAUGES: dict[str, tuple[str, ...]] = {
-    #: 1 while the platform's breaker for the provider on the channel is open or probing (health actor).
+    #: 1 while the platform's breaker for the provider on the channel is open or probing (the control actor).
     "provider_circuit_open": ("provider", "channel"),
     "queue_depth": ("queue",),
     # Human opens and clicks per delivered message over the analytics window (from the rollups).

@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     #: Seconds between health checks of a provider account whose driver has one (0: none); the routing
     #: table's ``breaker.check_s`` overrides it per provider.
     health_check_s: float = Field(30.0, ge=0, le=3600, alias="HERALD_HEALTH_CHECK_SECONDS")
-    #: How often the health actor persists the monthly sends per provider account (volume price tiers).
+    #: How often the control actor persists the monthly sends per provider account (volume price tiers).
     volume_flush_s: float = Field(5.0, gt=0, le=3600, alias="HERALD_VOLUME_FLUSH_SECONDS")
 
     object_store_mb: int = Field(256, ge=75, alias="HERALD_RAY_OBJECT_STORE_MB")

@@ -3,7 +3,7 @@ timer, and the results feed its account breaker on the :class:`~engine.routing.h
 
 A check is due every ``check_s`` of the provider's breaker policy (the routing table), else every
 ``default_s`` (HERALD_HEALTH_CHECK_SECONDS); 0 turns it off. An account breaker that has gone half-open
-is checked at once: that check is its probe. Checks never run per message: the provider health actor
+is checked at once: that check is its probe. Checks never run per message: the control actor
 calls :meth:`ProviderChecker.run_due` about once a second.
 """
 

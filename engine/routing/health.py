@@ -1,6 +1,6 @@
 """The health board: every breaker, fed by send results in batches, read as a versioned snapshot.
 
-One board is the truth for the whole cluster (the health actor holds it). Senders never ask it about
+One board is the truth for the whole cluster (the control actor holds it). Senders never ask it about
 one message: they count results locally in a :class:`TallyBuffer`, hand the tallies over about once a
 second, and route from the :class:`HealthSnapshot` they get back. The board also learns each provider's
 recent reliability and call latency, and counts this month's sends per provider account (for volume
