@@ -91,3 +91,15 @@ def test_the_check_sees_what_it_forbids() -> None:
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _called_name(n) in IMPORT_BY_NAME]
     strings = [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and DOTTED_PATH.match(str(n.value))]
     assert len(calls) == 1 and len(strings) == 1
+
+
+@pytest.mark.parametrize("module", ["actors.sender", "actors.control", "drivers.attachments", "drivers.email.ses"])
+def test_aws_sdk_loads_at_the_first_aws_call_not_at_import(module: str) -> None:
+    """aiobotocore costs every process that imports it ~18 MiB and half a second; most never call AWS."""
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print('aiobotocore' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False", f"{module} imported aiobotocore"
