@@ -11,9 +11,11 @@ import pytest
 from drivers import create_driver
 from drivers.email.sendgrid import SendgridDriver
 from drivers.email.ses import SesDriver
+from drivers.email.smtp import SmtpDriver
 from drivers.fakes import AllFakes
 from drivers.fakes.aws import AwsHandle
 from drivers.fakes.sendgrid import SendgridEmulator
+from drivers.fakes.smtp import SmtpHandle
 from drivers.fakes.twilio import TwilioEmulator
 from drivers.sms.twilio import TwilioSmsDriver
 from drivers.whatsapp.twilio import TwilioWhatsappDriver
@@ -120,12 +122,35 @@ async def test_ses_checks_that_sending_is_enabled(env: dict[str, str], aws: AwsH
         assert len(aws.sent_ses()) == sent_before  # a check sends nothing
 
 
+async def test_smtp_logs_in_and_sends_noop(env: dict[str, str], smtp: SmtpHandle) -> None:
+    driver = SmtpDriver.from_env(env)
+    assert health_checked(driver) is driver
+    await driver.check_health()
+    assert (smtp.noops, smtp.transactions, smtp.messages) == (1, 0, [])  # a check sends nothing
+    smtp.fail("NOOP", "421 4.3.2 Service not available, closing transmission channel")
+    with pytest.raises(RetryableError) as busy:
+        await driver.check_health()
+    assert busy.value.code == "421"
+    smtp.fail("NOOP", "554 5.3.2 System not accepting network messages")
+    with pytest.raises(ProviderDownError) as refused:
+        await driver.check_health()
+    assert refused.value.code == "554"
+    await driver.check_health()  # each fault was for one command
+    with pytest.raises(ProviderDownError) as login:
+        await SmtpDriver.from_env({**env, "HERALD_SMTP_PASSWORD": "wrong"}).check_health()
+    assert login.value.code == "535"
+    with pytest.raises(ProviderDownError) as unreachable:
+        await SmtpDriver.from_env({**env, "HERALD_SMTP_PORT": str(closed_port())}).check_health()
+    assert unreachable.value.code == "connect"
+    assert smtp.transactions == 0
+
+
 def test_every_configured_emulator_answers_a_check(fakes: AllFakes) -> None:
     """The emulators a stack runs with answer the checks of the drivers that have one."""
     import asyncio
 
     async def run() -> None:
-        for kind in (SendgridDriver, SesDriver, TwilioSmsDriver):
+        for kind in (SendgridDriver, SesDriver, SmtpDriver, TwilioSmsDriver):
             async with kind.from_env(fakes.env) as driver:  # type: ignore[attr-defined]
                 await driver.check_health()
 
