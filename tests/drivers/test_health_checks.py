@@ -17,11 +17,12 @@ from drivers.fakes.aws import AwsHandle
 from drivers.fakes.sendgrid import SendgridEmulator
 from drivers.fakes.smtp import SmtpHandle
 from drivers.fakes.twilio import TwilioEmulator
+from drivers.sms.sns import SnsDriver
 from drivers.sms.twilio import TwilioSmsDriver
 from drivers.whatsapp.twilio import TwilioWhatsappDriver
 from engine.channels import Channel
 from engine.delivery import Address, Content, OutboundMessage, health_checked
-from engine.errors import ProviderDownError, RetryableError
+from engine.errors import ProviderDownError, RetryableError, ThrottledError
 
 
 def closed_port() -> int:
@@ -145,12 +146,37 @@ async def test_smtp_logs_in_and_sends_noop(env: dict[str, str], smtp: SmtpHandle
     assert smtp.transactions == 0
 
 
+async def test_sns_reads_its_sms_attributes(env: dict[str, str], aws: AwsHandle) -> None:
+    sent_before = len(aws.sent_sms())
+    async with SnsDriver.from_env(env) as driver:
+        assert health_checked(driver) is driver
+        await driver.check_health()
+        (seen,) = aws.proxy.received
+        assert seen.method == "POST" and seen.body["Action"] == "GetSMSAttributes"
+        aws.fail("AuthorizationError", 403, "User is not authorized to perform: SNS:GetSMSAttributes")
+        with pytest.raises(ProviderDownError) as denied:
+            await driver.check_health()
+        assert denied.value.code == "AuthorizationError"
+        aws.fail("Throttling", 400, "Rate exceeded")
+        with pytest.raises(ThrottledError):
+            await driver.check_health()
+        aws.fail("InternalError", 500, "Internal Error")
+        with pytest.raises(RetryableError):
+            await driver.check_health()
+        await driver.check_health()
+        assert len(aws.sent_sms()) == sent_before  # a check sends nothing
+    async with SnsDriver.from_env({**env, "HERALD_SNS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}"}) as down:
+        with pytest.raises(ProviderDownError) as unreachable:
+            await down.check_health()
+        assert unreachable.value.code == "connect"
+
+
 def test_every_configured_emulator_answers_a_check(fakes: AllFakes) -> None:
     """The emulators a stack runs with answer the checks of the drivers that have one."""
     import asyncio
 
     async def run() -> None:
-        for kind in (SendgridDriver, SesDriver, SmtpDriver, TwilioSmsDriver):
+        for kind in (SendgridDriver, SesDriver, SmtpDriver, TwilioSmsDriver, SnsDriver):
             async with kind.from_env(fakes.env) as driver:  # type: ignore[attr-defined]
                 await driver.check_health()
 
