@@ -1,6 +1,7 @@
 """The drivers' health checks (the driver port's optional ``check_health``) against their emulators: a
-healthy account passes and sends nothing; a refused key, a suspended account, paused sending, a 5xx
-and an unreachable server fail with the class a send would get. Console and sink have no check."""
+healthy account passes and sends nothing; a refused key, a suspended account, paused sending, a blocked
+number, a 5xx and an unreachable server fail with the class a send would get. Console and sink have no
+check."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ from drivers.email.ses import SesDriver
 from drivers.email.smtp import SmtpDriver
 from drivers.fakes import AllFakes
 from drivers.fakes.aws import AwsHandle
+from drivers.fakes.meta import PHONE_NUMBER_ID, VERIFIED_NAME, MetaEmulator
 from drivers.fakes.sendgrid import SendgridEmulator
 from drivers.fakes.smtp import SmtpHandle
 from drivers.fakes.twilio import TwilioEmulator
 from drivers.sms.sns import SnsDriver
 from drivers.sms.twilio import TwilioSmsDriver
+from drivers.whatsapp.meta import MetaWhatsappDriver
 from drivers.whatsapp.twilio import TwilioWhatsappDriver
 from engine.channels import Channel
 from engine.delivery import Address, Content, OutboundMessage, health_checked
-from engine.errors import ProviderDownError, RetryableError, ThrottledError
+from engine.errors import PermanentError, ProviderDownError, RetryableError, ThrottledError
 
 
 def closed_port() -> int:
@@ -171,12 +174,59 @@ async def test_sns_reads_its_sms_attributes(env: dict[str, str], aws: AwsHandle)
         assert unreachable.value.code == "connect"
 
 
+async def test_meta_reads_its_numbers_messaging_health(env: dict[str, str], meta_emu: MetaEmulator) -> None:
+    async with MetaWhatsappDriver.from_env(env) as driver:
+        assert health_checked(driver) is driver
+        await driver.check_health()
+        (seen,) = meta_emu.received
+        assert (seen.method, seen.path) == ("GET", f"/v23.0/{PHONE_NUMBER_ID}")
+        meta_emu.control({"can_send_message": "LIMITED", "quality_rating": "YELLOW"})
+        await driver.check_health()  # limited still sends
+        meta_emu.control({"can_send_message": "BLOCKED"})
+        with pytest.raises(ProviderDownError, match="PHONE_NUMBER") as blocked:
+            await driver.check_health()
+        assert blocked.value.code == "131031"
+        meta_emu.reset_state()
+        meta_emu.fail(500, {"error": {"code": 2, "message": "Service temporarily unavailable"}}, path=PHONE_NUMBER_ID)
+        with pytest.raises(RetryableError) as unavailable:
+            await driver.check_health()
+        assert unavailable.value.code == "2"
+        await driver.check_health()
+        assert all(r.method == "GET" for r in meta_emu.received)  # a check sends nothing
+    async with MetaWhatsappDriver.from_env({**env, "HERALD_META_TOKEN": "revoked"}) as driver:
+        with pytest.raises(ProviderDownError) as refused:
+            await driver.check_health()
+        assert refused.value.code == "190"
+    async with MetaWhatsappDriver.from_env({**env, "HERALD_META_PHONE_NUMBER_ID": "999"}) as driver:
+        with pytest.raises(PermanentError) as unknown:
+            await driver.check_health()
+        assert unknown.value.code == "100"  # as a send to that number id is
+    async with MetaWhatsappDriver.from_env({**env, "HERALD_META_BASE_URL": f"http://127.0.0.1:{closed_port()}"}) as d:
+        with pytest.raises(ProviderDownError) as unreachable:
+            await d.check_health()
+        assert unreachable.value.code == "connect"
+
+
+def test_the_meta_emulator_answers_the_fields_asked_for(meta_emu: MetaEmulator) -> None:
+    """Graph's node read: the fields asked for and ``id``, else its default fields; an unknown one is 100."""
+    auth = f"Bearer {meta_emu.api.state.token}"
+    path = f"/v23.0/{PHONE_NUMBER_ID}"
+    status, doc = meta_emu.api.phone_number(path, auth, "verified_name,quality_rating")
+    assert status == 200 and doc == {"verified_name": VERIFIED_NAME, "quality_rating": "GREEN", "id": PHONE_NUMBER_ID}
+    status, doc = meta_emu.api.phone_number(path, auth, None)
+    assert status == 200 and "health_status" not in doc and doc["platform_type"] == "CLOUD_API"
+    status, doc = meta_emu.api.phone_number(path, auth, "verified_name,nonsense")
+    assert (status, doc["error"]["code"]) == (400, 100)
+    status, doc = meta_emu.api.phone_number(path, "Bearer wrong", "verified_name")
+    assert (status, doc["error"]["code"]) == (401, 190)
+
+
 def test_every_configured_emulator_answers_a_check(fakes: AllFakes) -> None:
     """The emulators a stack runs with answer the checks of the drivers that have one."""
     import asyncio
 
     async def run() -> None:
-        for kind in (SendgridDriver, SesDriver, SmtpDriver, TwilioSmsDriver, SnsDriver):
+        for kind in (SendgridDriver, SesDriver, SmtpDriver, TwilioSmsDriver, SnsDriver, MetaWhatsappDriver):
             async with kind.from_env(fakes.env) as driver:  # type: ignore[attr-defined]
                 await driver.check_health()
 
