@@ -3,7 +3,8 @@
 One connection per message (batches are bounded by :attr:`SmtpDriver.concurrency`). The provider message
 id is the ``Message-ID`` header the driver writes. Replies are classified by code in :data:`SMTP_CODES`:
 a refused recipient (550/551/553 at ``RCPT``) is a bad recipient, 4xx is transient, 535 (auth) and an
-unreachable server are provider-wide.
+unreachable server are provider-wide. The health check connects and logs in as a send does, then sends
+``NOOP`` and ``QUIT``.
 
 Settings: ``HERALD_SMTP_HOST`` (required), ``HERALD_SMTP_PORT`` (587; 465 means implicit TLS),
 ``HERALD_SMTP_USERNAME``/``HERALD_SMTP_PASSWORD``, ``HERALD_SMTP_STARTTLS`` (``true``/``false``; unset:
@@ -14,7 +15,8 @@ upgrade when offered), ``HERALD_SMTP_FROM`` (else ``HERALD_EMAIL_FROM``), ``HERA
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -146,12 +148,15 @@ class SmtpSettings:
 
 
 def classify(code: int, text: str, *, stage: str) -> DispatchError:
-    """Translate one SMTP error reply; ``stage`` is ``RCPT`` for recipient refusals."""
+    """Translate one SMTP error reply; ``stage`` is ``RCPT`` for recipient refusals, ``NOOP`` for the health
+    check's."""
     kind = SMTP_CODES.get(code)
     if kind is None:
         kind = RetryableError if 400 <= code < 500 else ProviderDownError if code <= 0 else PermanentError
     if kind is BadRecipientError and stage != "RCPT":
         kind = PermanentError
+    if stage == "NOOP" and code >= 500:  # a refusal that concerns no message: the server takes none
+        kind = ProviderDownError
     return classified(kind, provider="smtp", status=code, detail=text)
 
 
@@ -185,17 +190,38 @@ class SmtpDriver(BaseDriver):
             cost_usd=0.0,
         )
 
+    async def check_health(self) -> None:
+        """Connect as a send does (TLS, ``AUTH``), then ``EHLO``, ``NOOP`` and ``QUIT``: nothing is sent.
+
+        Raises:
+            DispatchError: ProviderDownError for a refused connection, refused credentials or a 5xx reply;
+                RetryableError for a 4xx one (``421``: the server is busy) or a timeout.
+        """
+        with self._boundary("NOOP"):
+            async with aiosmtplib.SMTP(**self._connection()) as client:
+                await client.noop()  # preceded by EHLO unless connecting (STARTTLS, AUTH) sent it
+
     async def _submit(self, mail_from: str, rcpt: str, data: bytes) -> None:
-        """The one boundary where SMTP failures become Herald's classes."""
+        with self._boundary("DATA"):
+            await aiosmtplib.send(data, sender=mail_from, recipients=[rcpt], **self._connection())
+
+    def _connection(self) -> dict[str, Any]:
+        """aiosmtplib's connection options: implicit TLS on 465, else STARTTLS as configured; AUTH when set."""
         s = self.settings
         kw: dict[str, Any] = {"hostname": s.host, "port": s.port, "timeout": s.timeout_s, "use_tls": s.port == 465}
         if s.port != 465:
             kw["start_tls"] = s.starttls
         if s.username:
             kw |= {"username": s.username, "password": s.password}
+        return kw
+
+    @contextmanager
+    def _boundary(self, stage: str) -> Iterator[None]:
+        """The one boundary where SMTP failures become Herald's classes; ``stage`` names the command whose
+        error reply is classified (a refused recipient is always ``RCPT``)."""
         try:
             with SMTP_ERRORS.boundary(self.provider):
-                await aiosmtplib.send(data, sender=mail_from, recipients=[rcpt], **kw)
+                yield
         except aiosmtplib.SMTPRecipientsRefused as err:
             first = err.recipients[0]
             raise classify(first.code, first.message, stage="RCPT") from err
@@ -204,7 +230,7 @@ class SmtpDriver(BaseDriver):
                 "SMTP authentication failed", provider=self.provider, code=str(err.code), status_code=err.code
             ) from err
         except aiosmtplib.SMTPResponseException as err:
-            raise classify(err.code, err.message, stage="DATA") from err
+            raise classify(err.code, err.message, stage=stage) from err
         except aiosmtplib.SMTPNotSupported as err:  # the server lacks what our settings ask for (AUTH, TLS)
             raise classified(
                 ProviderDownError, provider=self.provider, status=None, detail=str(err), code="not_supported"

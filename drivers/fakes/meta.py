@@ -11,6 +11,12 @@ the same code on its copy-code button: ``131009``), the 24 h window for free-for
 (``131047``), and recipients that are not on WhatsApp (``131026``). Success is ``200`` with
 ``contacts`` and ``messages[0].id`` (``wamid.…``).
 
+``GET /{version}/{phone-number-id}`` (the driver's health check) answers the number's node with the
+``fields`` asked for (else Graph's default ones), after the same token check; an unknown id is Graph's
+``100``, an unknown field ``100`` too. ``health_status`` is Meta's messaging health: ``can_send_message``
+``AVAILABLE`` until ``POST /_state {"can_send_message": "LIMITED" | "BLOCKED"}`` (a blocked number carries
+an ``errors`` entry, ``131031``); ``{"quality_rating": "YELLOW"}`` sets the rating.
+
 With a webhook URL (``webhook_url``, or ``POST /_state {"webhook_url": ...}``) every accepted message is
 reported as Meta reports it: status webhooks signed with ``X-Hub-Signature-256`` (HMAC-SHA256 under the
 app secret, ``HERALD_META_APP_SECRET``), ``sent`` then ``delivered``, or ``failed`` with the error code set
@@ -27,6 +33,7 @@ import json
 import re
 import secrets
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +45,19 @@ PHONE_NUMBER_ID = "106540352242922"
 APP_SECRET = "emulator-meta-app-secret-0001"
 VERIFY_TOKEN = "emulator-meta-verify-token-0001"
 DISPLAY_NUMBER = "15550783881"
+VERIFIED_NAME = "Herald Emulator"
+WABA_ID = "102290129340398"
+BUSINESS_ID = "506914307656634"
+APP_ID = "634974688087057"
+#: What ``GET /{phone-number-id}`` answers without ``fields``.
+DEFAULT_NUMBER_FIELDS = (
+    "verified_name",
+    "code_verification_status",
+    "display_phone_number",
+    "quality_rating",
+    "platform_type",
+    "throughput",
+)
 #: Meta's parameter object for each button sub-type that takes a value.
 _BUTTON_PARAMETER = {"url": "text", "quick_reply": "payload", "copy_code": "coupon_code"}
 #: The longest one-time code an authentication template takes.
@@ -71,6 +91,7 @@ TEMPLATES: dict[str, dict[str, ApprovedTemplate]] = {
     "otp_login": {"en": AUTHENTICATION, "en_GB": AUTHENTICATION, "en_US": AUTHENTICATION},
 }
 _PATH = re.compile(r"^/(?P<version>v\d+\.\d+)/(?P<pnid>[^/]+)/messages$")
+_NODE = re.compile(r"^/(?P<version>v\d+\.\d+)/(?P<pnid>[^/]+)$")
 _DIGITS = re.compile(r"^\d{7,15}$")
 _TYPES = frozenset(
     {
@@ -114,6 +135,9 @@ class MetaState:
     app_secret: str = APP_SECRET
     #: recipient (digits) -> the error code its ``failed`` status webhook reports after the send
     fail: dict[str, int] = field(default_factory=dict)
+    #: the phone number's messaging health: AVAILABLE, LIMITED or BLOCKED
+    can_send_message: str = "AVAILABLE"
+    quality_rating: str = "GREEN"
 
 
 class MetaApi:
@@ -122,10 +146,66 @@ class MetaApi:
     def __init__(self, state: MetaState | None = None) -> None:
         self.state = state or MetaState()
 
+    def authorized(self, authorization: str | None) -> bool:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        return bool(token) and secrets.compare_digest(token, self.state.token)
+
+    def phone_number(self, path: str, authorization: str | None, fields: str | None) -> tuple[int, dict[str, Any]]:
+        """Answer one ``GET /{version}/{phone-number-id}?fields=...`` as (status, JSON)."""
+        if not self.authorized(authorization):
+            return graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+        match = _NODE.match(path)
+        if match is None or match["pnid"] != self.state.phone_number_id:
+            return graph_error(
+                400,
+                100,
+                f"Unsupported get request. Object with ID '{match['pnid'] if match else path}' does not exist, "
+                "cannot be loaded due to missing permissions, or does not support this operation",
+            )
+        node = self._number_node()
+        wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else list(DEFAULT_NUMBER_FIELDS)
+        unknown = next((f for f in wanted if f not in node), None)
+        if unknown is not None:
+            return graph_error(
+                400, 100, f"Tried accessing nonexisting field ({unknown}) on node type (WhatsAppBusinessPhoneNumber)"
+            )
+        return 200, {**{f: node[f] for f in wanted}, "id": self.state.phone_number_id}
+
+    def _number_node(self) -> dict[str, Any]:
+        """Every field of the phone number node the emulator knows."""
+        state = self.state
+        verdict = state.can_send_message
+        number: dict[str, Any] = {"entity_type": "PHONE_NUMBER", "id": state.phone_number_id}
+        number["can_send_message"] = verdict
+        if verdict == "BLOCKED":
+            number["errors"] = [
+                {
+                    "error_code": 131031,
+                    "error_description": "The WhatsApp Business Account is restricted from messaging.",
+                    "possible_solution": "Resolve the restriction in WhatsApp Manager, then try again.",
+                }
+            ]
+        elif verdict == "LIMITED":
+            number["additional_info"] = ["The phone number's messaging limit was lowered for low quality."]
+        others = [("WABA", WABA_ID), ("BUSINESS", BUSINESS_ID), ("APP", APP_ID)]
+        entities = [number, *({"entity_type": t, "id": i, "can_send_message": "AVAILABLE"} for t, i in others)]
+        return {
+            "verified_name": VERIFIED_NAME,
+            "code_verification_status": "VERIFIED",
+            "display_phone_number": "+1 555-078-3881",  # DISPLAY_NUMBER as Meta formats it
+            "quality_rating": state.quality_rating,
+            "platform_type": "CLOUD_API",
+            "throughput": {"level": "STANDARD"},
+            "status": "CONNECTED",
+            "name_status": "APPROVED",
+            "messaging_limit_tier": "TIER_1K",
+            "account_mode": "LIVE",
+            "health_status": {"can_send_message": verdict, "entities": entities},
+        }
+
     def send(self, path: str, authorization: str | None, body: Any) -> tuple[int, dict[str, Any]]:
         """Answer one ``POST /{version}/{phone-number-id}/messages`` as (status, JSON)."""
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if not token or not secrets.compare_digest(token, self.state.token):
+        if not self.authorized(authorization):
             return graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
         match = _PATH.match(path)
         if match is None or match["pnid"] != self.state.phone_number_id:
@@ -277,7 +357,7 @@ def status_payload(phone_number_id: str, status: dict[str, Any]) -> dict[str, An
     }
     return {
         "object": "whatsapp_business_account",
-        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
+        "entry": [{"id": WABA_ID, "changes": [{"field": "messages", "value": value}]}],
     }
 
 
@@ -292,8 +372,11 @@ class MetaEmulator(Emulator):
         self.webhook_url = webhook_url
 
     def handle(self, request: Exchange) -> Answer:
+        if request.method == "GET":
+            fields = dict(urllib.parse.parse_qsl(request.query)).get("fields")
+            return json_answer(*self.api.phone_number(request.path, request.headers.get("authorization"), fields))
         if request.method != "POST":
-            return json_answer(*graph_error(400, 100, "Unsupported get request."))
+            return json_answer(*graph_error(400, 100, f"Unsupported {request.method.lower()} request."))
         try:
             payload = json.loads(request.body or b"null")
         except ValueError:
@@ -339,13 +422,18 @@ class MetaEmulator(Emulator):
         self.api.state.open_windows = None
         self.api.state.not_on_whatsapp.clear()
         self.api.state.fail.clear()
+        self.api.state.can_send_message = "AVAILABLE"
+        self.api.state.quality_rating = "GREEN"
 
     def control(self, doc: dict[str, Any]) -> dict[str, Any]:
         """Body: ``open_windows`` (digits, or null: all open), ``not_on_whatsapp`` (digits), ``templates``
         (``{name: {language: body parameter count, or {"body", "buttons": [{"sub_type"}], "category"}}}``),
         ``fail`` (``{digits: error code}``: the status webhook after the send says failed), ``webhook_url``,
-        ``reply`` (``{"from": digits, "text": "STOP"}``: a recipient's message, posted signed to the webhook)."""
+        ``reply`` (``{"from": digits, "text": "STOP"}``: a recipient's message, posted signed to the webhook),
+        ``can_send_message`` (the number's messaging health), ``quality_rating``."""
         state = self.api.state
+        state.can_send_message = str(doc.get("can_send_message", state.can_send_message)).upper()
+        state.quality_rating = str(doc.get("quality_rating", state.quality_rating)).upper()
         if "webhook_url" in doc:
             self.webhook_url = doc["webhook_url"]
         reply = doc.get("reply")

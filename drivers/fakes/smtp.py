@@ -1,9 +1,10 @@
 """SMTP emulator: an aiosmtpd server on a loopback port recording what it accepts.
 
 Optional AUTH (PLAIN/LOGIN without TLS, loopback only), scripted refusals per recipient, faults per stage
-(``MAIL``/``RCPT``/``DATA``) on the shared :class:`~drivers.fakes.base.FaultPlan` (the reply code is the
-fault's ``status``, its text the ``body``), and DKIM verification with dkimpy against a public key the
-emulator serves as its own "DNS". Each accepted message is a :class:`ReceivedMail`.
+(``MAIL``/``RCPT``/``DATA``, and ``NOOP``: the SMTP driver's health check) on the shared
+:class:`~drivers.fakes.base.FaultPlan` (the reply code is the fault's ``status``, its text the ``body``),
+and DKIM verification with dkimpy against a public key the emulator serves as its own "DNS". Each accepted
+message is a :class:`ReceivedMail`.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class SmtpState:
     plan: FaultPlan = field(default_factory=FaultPlan)
     lock: threading.Lock = field(default_factory=threading.Lock)
     transactions: int = 0  #: ``MAIL`` commands seen, answered or faulted
+    noops: int = 0  #: ``NOOP`` commands seen, answered or faulted
 
     async def fault_for(self, stage: str) -> str | None:
         """The reply a scripted fault gives at ``stage`` (after its latency), if any."""
@@ -112,6 +114,11 @@ class RecordingHandler:
         with self.state.lock:
             self.state.messages.append(mail)
         return "250 2.0.0 Ok: queued"
+
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
+        with self.state.lock:
+            self.state.noops += 1
+        return await self.state.fault_for("NOOP") or "250 OK"
 
     def _dns(self, name: bytes | str, timeout: int = 5) -> bytes | None:
         return self.state.dkim_txt
@@ -161,8 +168,8 @@ class SmtpHandle:
     def fail(
         self, stage: str, reply: str, *, count: int = 1, after: int = 0, latency_ms: int = 0, outage: bool = False
     ) -> None:
-        """Answer ``stage`` (``MAIL``/``RCPT``/``DATA``) with ``reply`` (``"451 4.3.0 Try again later"``; an
-        empty reply only adds the latency)."""
+        """Answer ``stage`` (``MAIL``/``RCPT``/``DATA``/``NOOP``) with ``reply`` (``"451 4.3.0 Try again
+        later"``; an empty reply only adds the latency)."""
         code, _, text = reply.partition(" ")
         fault = Fault(int(code or 0), text, count=count, latency_ms=latency_ms, outage=outage, after=after)
         fault.path = stage.upper()  # the stage plays the part of the path
@@ -174,12 +181,19 @@ class SmtpHandle:
         with self.state.lock:
             return self.state.transactions
 
+    @property
+    def noops(self) -> int:
+        """``NOOP`` commands seen (the SMTP driver's health checks)."""
+        with self.state.lock:
+            return self.state.noops
+
     def reset(self) -> None:
         self.state.plan.clear()
         with self.state.lock:
             self.state.messages.clear()
             self.state.refused.clear()
             self.state.transactions = 0
+            self.state.noops = 0
 
     def env(self) -> dict[str, str]:
         env = {"HERALD_SMTP_HOST": self.host, "HERALD_SMTP_PORT": str(self.port), "HERALD_SMTP_STARTTLS": "false"}

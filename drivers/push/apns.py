@@ -5,7 +5,8 @@ id, ``iss`` = team id, ``iat``) signed with the ``.p8`` key and reused for :data
 wants 20-60 min: older is ``403 ExpiredProviderToken``, more often is ``429 TooManyProviderTokenUpdates``);
 an ``ExpiredProviderToken`` answer regenerates it once and retries. Failures are classified by
 ``reason`` in :data:`APNS_ERRORS`; ``410 Unregistered`` keeps APNs' ``timestamp`` on the error as
-``invalid_since_ms`` (drop the token only if it was registered before that).
+``invalid_since_ms`` (drop the token only if it was registered before that). There is no health check:
+APNs has no request that checks the key or the topic without sending a notification.
 
 Settings: ``HERALD_APNS_KEY_FILE`` (.p8), ``HERALD_APNS_KEY_ID``, ``HERALD_APNS_TEAM_ID``,
 ``HERALD_APNS_TOPIC`` (bundle id), optional ``HERALD_APNS_BASE_URL`` (default production; an emulator),

@@ -4,7 +4,8 @@ Message attributes: ``AWS.SNS.SMS.SMSType`` (``Transactional`` by default, ``Pro
 traffic or ``extra["sms_type"]``), ``AWS.SNS.SMS.SenderID`` (alphanumeric sender, where supported) or
 ``AWS.MM.SMS.OriginationNumber`` (an E.164 sender), ``AWS.SNS.SMS.MaxPrice``. A 200 means accepted, not
 delivered. Failures are classified by the AWS error code in :data:`SNS_ERRORS`; botocore's own retries
-are off (one attempt), because the engine's retry policy owns retries.
+are off (one attempt), because the engine's retry policy owns retries. The health check is
+``GetSMSAttributes`` (the account's SMS settings): it proves the credentials and the SNS permissions.
 
 Settings: ``HERALD_SNS_REGION``, optional ``HERALD_SNS_ENDPOINT_URL`` (moto), ``HERALD_SNS_SMS_TYPE``,
 ``HERALD_SNS_SENDER_ID``, ``HERALD_SNS_ORIGINATION_NUMBER``, ``HERALD_SNS_MAX_PRICE``; credentials from
@@ -168,6 +169,17 @@ class SnsDriver(BaseDriver):
             segments=parts.segments,
             country=phone.region,
         )
+
+    async def check_health(self) -> None:
+        """``GetSMSAttributes``: the credentials are accepted and may use SNS's SMS settings; nothing is sent.
+
+        Raises:
+            DispatchError: ProviderDownError for refused credentials or permissions, or an unreachable
+                endpoint; RetryableError for a 5xx or a timeout; ThrottledError when throttled.
+        """
+        client = await self._client.get()
+        with aws_boundary(self.provider, classify):
+            await client.get_sms_attributes(attributes=["DefaultSMSType"])
 
     async def _publish(self, **params: Any) -> dict[str, Any]:
         """The one boundary where AWS failures become Herald's classes."""

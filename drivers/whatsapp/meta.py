@@ -4,7 +4,9 @@ Each message carries Herald's id as ``biz_opaque_callback_data``, which Meta ech
 webhooks. Templates (name, language, body parameters, buttons such as an authentication template's copy-code
 button) are first-class (see :mod:`drivers.whatsapp`); free-form text only reaches a user inside the
 24 h service window. Recipients are bare digits (no ``+``). Failures are classified by Graph's
-``error.code`` in :data:`META_ERRORS` (HTTP is 400 for most of them).
+``error.code`` in :data:`META_ERRORS` (HTTP is 400 for most of them). The health check reads the phone
+number's node (``GET {base}/{version}/{phone-number-id}``): the token is accepted, the number is this
+account's, and Meta's messaging health (``health_status.can_send_message``) is not ``BLOCKED``.
 
 Settings: ``HERALD_META_TOKEN`` (system-user token), ``HERALD_META_PHONE_NUMBER_ID``, optional
 ``HERALD_META_BASE_URL`` (an emulator), ``HERALD_META_API_VERSION`` (default ``v23.0``),
@@ -39,6 +41,8 @@ from engine.errors import (
 log = logging.getLogger(__name__)
 
 META_BASE_URL = "https://graph.facebook.com"
+#: The phone number's fields the health check reads (``health_status``: Meta's own can-send verdict).
+CHECK_FIELDS = "verified_name,quality_rating,health_status"
 
 #: Graph ``error.code`` -> (failure class, default retry-after seconds). Codes 200-299 (permissions) are
 #: ProviderDown too; anything else falls back to the HTTP status in :func:`classify`.
@@ -174,7 +178,7 @@ class MetaWhatsappDriver(BaseDriver):
             headers={"Authorization": f"Bearer {settings.token}"},
             timeout=settings.timeout_s,
         )
-        self._path = f"/{settings.api_version}/{settings.phone_number_id}/messages"
+        self._number = f"/{settings.api_version}/{settings.phone_number_id}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -196,10 +200,30 @@ class MetaWhatsappDriver(BaseDriver):
             provider_message_id=wamid,
         )
 
+    async def check_health(self) -> None:
+        """Raises: DispatchError (ProviderDownError when the token is refused or Meta blocks messaging)."""
+        doc = await self._call("GET", self._number, params={"fields": CHECK_FIELDS})
+        health = doc.get("health_status")
+        health = health if isinstance(health, dict) else {}
+        if health.get("can_send_message") != "BLOCKED":
+            return  # AVAILABLE, or LIMITED (it sends, with limits)
+        entities = [e for e in health.get("entities") or [] if isinstance(e, dict)]
+        blocked = [e for e in entities if e.get("can_send_message") == "BLOCKED"]
+        codes = [str(x.get("error_code")) for e in blocked for x in e.get("errors") or [] if isinstance(x, dict)]
+        where = ", ".join(str(e.get("entity_type", "?")) for e in blocked) or "account"
+        raise ProviderDownError(
+            f"Meta blocks messaging ({where}{': ' + ', '.join(codes) if codes else ''})",
+            provider=self.provider,
+            code=codes[0] if codes else "blocked",
+        )
+
     async def _post(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", f"{self._number}/messages", json=payload)
+
+    async def _call(self, method: str, path: str, **request: Any) -> dict[str, Any]:
         """The one boundary where Graph failures become Herald's classes."""
         with HTTPX_ERRORS.boundary(self.provider):
-            response = await self._client.post(self._path, json=payload)
+            response = await self._client.request(method, path, **request)
         body = json_body(response)
         if response.status_code == 200:
             return body
