@@ -150,18 +150,27 @@ class MetaApi:
         token = (authorization or "").removeprefix("Bearer ").strip()
         return bool(token) and secrets.compare_digest(token, self.state.token)
 
-    def phone_number(self, path: str, authorization: str | None, fields: str | None) -> tuple[int, dict[str, Any]]:
-        """Answer one ``GET /{version}/{phone-number-id}?fields=...`` as (status, JSON)."""
+    def _refused(
+        self, verb: str, route: re.Pattern[str], path: str, authorization: str | None
+    ) -> tuple[int, dict[str, Any]] | None:
+        """Graph's answer when the token is not this account's or the path names another number, else None."""
         if not self.authorized(authorization):
             return graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
-        match = _NODE.match(path)
+        match = route.match(path)
         if match is None or match["pnid"] != self.state.phone_number_id:
             return graph_error(
                 400,
                 100,
-                f"Unsupported get request. Object with ID '{match['pnid'] if match else path}' does not exist, "
-                "cannot be loaded due to missing permissions, or does not support this operation",
+                f"Unsupported {verb} request. Object with ID '{match['pnid'] if match else path}' does not "
+                "exist, cannot be loaded due to missing permissions, or does not support this operation",
             )
+        return None
+
+    def phone_number(self, path: str, authorization: str | None, fields: str | None) -> tuple[int, dict[str, Any]]:
+        """Answer one ``GET /{version}/{phone-number-id}?fields=...`` as (status, JSON)."""
+        refused = self._refused("get", _NODE, path, authorization)
+        if refused is not None:
+            return refused
         node = self._number_node()
         wanted = [f.strip() for f in fields.split(",") if f.strip()] if fields else list(DEFAULT_NUMBER_FIELDS)
         unknown = next((f for f in wanted if f not in node), None)
@@ -205,16 +214,9 @@ class MetaApi:
 
     def send(self, path: str, authorization: str | None, body: Any) -> tuple[int, dict[str, Any]]:
         """Answer one ``POST /{version}/{phone-number-id}/messages`` as (status, JSON)."""
-        if not self.authorized(authorization):
-            return graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
-        match = _PATH.match(path)
-        if match is None or match["pnid"] != self.state.phone_number_id:
-            return graph_error(
-                400,
-                100,
-                f"Unsupported post request. Object with ID '{match['pnid'] if match else path}' does not "
-                "exist, cannot be loaded due to missing permissions, or does not support this operation",
-            )
+        refused = self._refused("post", _PATH, path, authorization)
+        if refused is not None:
+            return refused
         if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
             return graph_error(400, 100, "The parameter messaging_product is required.")
         problem = self._validate(body)
