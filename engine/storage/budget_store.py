@@ -1,10 +1,11 @@
 """``budget_spend``: each tenant's spend per channel and UTC calendar month of admission.
 
-Ingress replicas add the estimates of the messages they accept (``reserved``) in one statement per
-reconcile, which answers the totals and marks the one reconcile that first took a month past its soft
-cap (``warn_token``, as for quotas). Senders settle sent messages in one statement per batch: the
-estimate leaves ``reserved`` and the actual cost joins ``spent``; a settlement may arrive before the
-replica's reservation does, so both are upserts that only ever add.
+Ingress replicas add the estimates of the messages they accept (``reserved``) to the row's stripe 0 in
+one statement per reconcile, which answers the totals (every stripe's) and marks the one reconcile that
+first took a month past its soft cap (``warn_token``, as for quotas). Senders settle sent messages in
+their record statement, into stripes of their own (so no two writers wait on one row): the estimate
+leaves ``reserved`` and the actual cost joins ``spent``; a settlement may arrive before the replica's
+reservation does, so both are upserts that only ever add.
 """
 
 from __future__ import annotations
@@ -20,26 +21,35 @@ import asyncpg
 from engine.storage.soft_caps import warn_on_conflict, warn_on_insert, warned_now
 
 _TOKEN = "$7::uuid"
+#: What the senders' stripes of a row ``b`` add up to (reserved + spent; migration 0014).
+_SETTLED = """(SELECT coalesce(sum(s.reserved + s.spent), 0) FROM budget_spend s
+     WHERE s.tenant_id = b.tenant_id AND s.channel = b.channel AND s.month = b.month AND s.stripe > 0)"""
 _RECONCILE = f"""
 WITH d AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::date[], $4::numeric[], $5::bigint[], $6::numeric[])
         AS d(tenant_id, channel, month, reserved, accepted, soft_cap)
+), settled AS (
+    SELECT s.tenant_id, s.channel, s.month, sum(s.reserved + s.spent) AS total
+    FROM budget_spend s JOIN d ON (d.tenant_id, d.channel, d.month) = (s.tenant_id, s.channel, s.month)
+    WHERE s.stripe > 0
+    GROUP BY 1, 2, 3
 )
 INSERT INTO budget_spend AS b (tenant_id, channel, month, reserved, accepted, soft_cap, warn_token, warned_at)
-SELECT tenant_id, channel, month, reserved, accepted, soft_cap,
-       {warn_on_insert("reserved", token=_TOKEN)}
-FROM d
-ORDER BY tenant_id, channel, month
-ON CONFLICT (tenant_id, channel, month) DO UPDATE
+SELECT d.tenant_id, d.channel, d.month, d.reserved, d.accepted, d.soft_cap,
+       {warn_on_insert("d.reserved + coalesce(settled.total, 0)", token=_TOKEN)}
+FROM d LEFT JOIN settled ON (settled.tenant_id, settled.channel, settled.month) = (d.tenant_id, d.channel, d.month)
+ORDER BY d.tenant_id, d.channel, d.month
+ON CONFLICT (tenant_id, channel, month, stripe) DO UPDATE
 SET reserved = b.reserved + EXCLUDED.reserved,
     accepted = b.accepted + EXCLUDED.accepted,
     soft_cap = EXCLUDED.soft_cap,
-    {warn_on_conflict("b", "b.reserved + EXCLUDED.reserved + b.spent", token=_TOKEN)},
+    {warn_on_conflict("b", f"b.reserved + EXCLUDED.reserved + b.spent + {_SETTLED}", token=_TOKEN)},
     updated_at = now()
-RETURNING tenant_id, channel, month, reserved + spent AS committed,
+RETURNING tenant_id, channel, month, reserved + spent + {_SETTLED} AS committed,
           {warned_now(_TOKEN)}
 """
 
+# Into a stripe of the connection's (as the senders' record statement does), never the replicas' stripe 0.
 _SETTLE = """
 WITH s AS (
     SELECT tenant_id, channel, month, sum(estimated) AS estimated, sum(actual) AS actual,
@@ -48,10 +58,10 @@ WITH s AS (
         AS s(tenant_id, channel, month, estimated, actual, sent)
     GROUP BY 1, 2, 3
 )
-INSERT INTO budget_spend AS b (tenant_id, channel, month, reserved, spent, sent)
-SELECT tenant_id, channel, month, -estimated, actual, sent FROM s
+INSERT INTO budget_spend AS b (tenant_id, channel, month, stripe, reserved, spent, sent)
+SELECT tenant_id, channel, month, 1 + pg_backend_pid() % 8, -estimated, actual, sent FROM s
 ORDER BY tenant_id, channel, month
-ON CONFLICT (tenant_id, channel, month) DO UPDATE
+ON CONFLICT (tenant_id, channel, month, stripe) DO UPDATE
 SET reserved = b.reserved + EXCLUDED.reserved, spent = b.spent + EXCLUDED.spent, sent = b.sent + EXCLUDED.sent,
     updated_at = now()
 """

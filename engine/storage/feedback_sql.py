@@ -141,7 +141,7 @@ WITH ev AS (
     FROM contrib
     GROUP BY 1, 2, 3, 4, 5, 6
     ORDER BY 1, 2, 3, 4, 5, 6  -- one lock order for every writer of the rollups
-    ON CONFLICT (tenant_id, day, channel, template_id, template_version, provider) DO UPDATE
+    ON CONFLICT (tenant_id, day, channel, template_id, template_version, provider, stripe) DO UPDATE
     SET {_ROLLUP_SUMS}
 )
 SELECT (SELECT count(*) FROM ins) AS recorded, (SELECT count(*) FROM orph) AS orphans,
@@ -212,7 +212,7 @@ WITH tgt AS (
            ($3::text = 'click' AND first_human)::int
     FROM hit
     WHERE first_human OR first_machine
-    ON CONFLICT (tenant_id, day, channel, template_id, template_version, provider) DO UPDATE
+    ON CONFLICT (tenant_id, day, channel, template_id, template_version, provider, stripe) DO UPDATE
     SET opened = r.opened + EXCLUDED.opened, machine_opened = r.machine_opened + EXCLUDED.machine_opened,
         clicked = r.clicked + EXCLUDED.clicked
 )

@@ -106,7 +106,11 @@ RETURNING m.id, m.tenant_id, t.slug, t.templates_version, t.config_version, m.ch
            FROM attachments a WHERE a.message_id = m.id) AS attachment_refs
 """
 
-RECORD = """
+#: The counter stripe a sender's statement adds to (migration 0014): one of 8 per priority, by connection,
+#: so a one-time code's record never waits on a burst's lock of its tenant's month or day.
+SENDER_STRIPE = "(1 + 8 * u.priority + pg_backend_pid() % 8)::smallint"
+
+RECORD = f"""
 WITH u AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[],
@@ -170,32 +174,33 @@ WITH u AS (
     ON CONFLICT (tenant_id, kind, address, category) DO NOTHING
 ), roll AS (
     INSERT INTO analytics_daily AS r
-        (tenant_id, day, channel, template_id, template_version, provider, sent, failed, suppressed, expired)
+        (tenant_id, day, channel, template_id, template_version, provider, stripe, sent, failed, suppressed,
+         expired)
     SELECT u.tenant_id, (upd.created_at AT TIME ZONE 'UTC')::date, upd.channel, upd.template_id,
-           upd.template_version, coalesce(u.provider, ''),
+           upd.template_version, coalesce(u.provider, ''), {SENDER_STRIPE},
            count(*) FILTER (WHERE u.status = 'sent'), count(*) FILTER (WHERE u.status IN ('failed', 'dead')),
            count(*) FILTER (WHERE u.status = 'suppressed'), count(*) FILTER (WHERE u.status = 'expired')
     FROM u JOIN upd ON upd.id = u.id
     WHERE u.status IN ('sent', 'failed', 'dead', 'suppressed', 'expired')
-    GROUP BY 1, 2, 3, 4, 5, 6
-    ORDER BY 1, 2, 3, 4, 5, 6  -- one lock order for every writer of the rollups
-    ON CONFLICT (tenant_id, day, channel, template_id, template_version, provider) DO UPDATE
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ORDER BY 1, 2, 3, 4, 5, 6, 7  -- one lock order for every writer of the rollups
+    ON CONFLICT (tenant_id, day, channel, template_id, template_version, provider, stripe) DO UPDATE
     SET sent = r.sent + EXCLUDED.sent, failed = r.failed + EXCLUDED.failed,
         suppressed = r.suppressed + EXCLUDED.suppressed, expired = r.expired + EXCLUDED.expired
 ), spend AS (
     -- budgets settled with the status move (exactly once): a done message's estimate leaves the month's
     -- reservation (the month it was accepted in) and a sent one's cost joins its spend
-    INSERT INTO budget_spend AS b (tenant_id, channel, month, reserved, spent, sent)
-    SELECT u.tenant_id, upd.channel, date_trunc('month', upd.created_at AT TIME ZONE 'UTC')::date,
+    INSERT INTO budget_spend AS b (tenant_id, channel, month, stripe, reserved, spent, sent)
+    SELECT u.tenant_id, upd.channel, date_trunc('month', upd.created_at AT TIME ZONE 'UTC')::date, {SENDER_STRIPE},
            -coalesce(sum(pre.estimated_cost), 0),
            coalesce(sum(u.cost_usd::numeric) FILTER (WHERE u.status = 'sent'), 0),
            count(*) FILTER (WHERE u.status = 'sent')
     FROM u JOIN upd ON upd.id = u.id LEFT JOIN pre ON pre.id = u.id
     WHERE (pre.estimated_cost IS NOT NULL AND u.status IN ('failed', 'dead', 'suppressed', 'expired'))
        OR u.status = 'sent'
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (tenant_id, channel, month) DO UPDATE
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (tenant_id, channel, month, stripe) DO UPDATE
     SET reserved = b.reserved + EXCLUDED.reserved, spent = b.spent + EXCLUDED.spent, sent = b.sent + EXCLUDED.sent,
         updated_at = now()
 )

@@ -16,9 +16,10 @@ WHERE tenant_id = $1
   AND ((period = 'minute' AND window_start = $2) OR (period = 'day' AND window_start = $3)
        OR (period = 'month' AND window_start = $4))
 UNION ALL
-SELECT channel, NULL, accepted, reserved, spent, sent
+SELECT channel, NULL, sum(accepted), sum(reserved), sum(spent), sum(sent)
 FROM budget_spend
 WHERE tenant_id = $1 AND month = $5
+GROUP BY channel
 """
 
 

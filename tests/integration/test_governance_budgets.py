@@ -102,7 +102,9 @@ async def test_two_replicas_share_the_month_and_sent_costs_are_folded_in(repo: R
     await a.reconcile()
     assert a.check(t, SMS, None, Decimal("0.40")).committed == Decimal("0.9")
     row = await repo.pool.fetchrow(
-        "SELECT reserved, spent, sent, accepted FROM budget_spend WHERE tenant_id = $1", t.id
+        """SELECT sum(reserved) AS reserved, sum(spent) AS spent, sum(sent) AS sent, sum(accepted) AS accepted
+           FROM budget_spend WHERE tenant_id = $1""",
+        t.id,
     )
     assert (row["reserved"], row["spent"], row["sent"], row["accepted"]) == (0, Decimal("0.9"), 3, 4)
 
@@ -138,6 +140,26 @@ async def test_the_soft_cap_warns_once_per_month(repo: Repository, tenant: Tenan
     }
     a.admit(t, SMS, sms(t))
     assert await a.reconcile() == [] and await b.reconcile() == []
+
+
+async def test_the_soft_cap_counts_what_the_senders_settled_above_the_estimates(
+    repo: Repository, tenant: Tenant
+) -> None:
+    """Senders settle into stripes of the month's row of their own; the replicas' reconcile, which warns,
+    adds them to its own stripe's reservations."""
+    clock = Clock(datetime(2032, 7, 5, tzinfo=UTC))
+    t = configured(tenant, {"budgets": {"sms": {"monthly": 1.5, "soft_cap_percent": 50}}})
+    store = BudgetStore(repo.pool)
+    budgets = Budgets(store, price, clock=clock)
+    budgets.admit(t, SMS, sms(t))
+    assert await budgets.reconcile() == []  # 0.40 reserved, under the soft cap of 0.75
+    # the provider charged 0.70 for it: 0.70 committed, still under the cap
+    await store.settle([settlement(t.id, SMS, clock.at, estimated=Decimal("0.40"), actual=Decimal("0.70"), sent=True)])
+    budgets.admit(t, SMS, sms(t))
+    (warning,) = await budgets.reconcile()  # 0.70 spent + 0.40 reserved: past 0.75
+    assert warning.meta()["spent"] == 1.1
+    stripes = await repo.pool.fetchval("SELECT count(*) FROM budget_spend WHERE tenant_id = $1", t.id)
+    assert stripes == 2
 
 
 async def test_admission_counts_nothing_when_either_refuses(repo: Repository, tenant: Tenant) -> None:

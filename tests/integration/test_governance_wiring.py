@@ -118,7 +118,9 @@ async def test_quotas_refuse_at_the_cap_replays_count_nothing_and_budgets_settle
     estimates = await repo.pool.fetch("SELECT estimated_cost FROM messages WHERE id = ANY($1::uuid[])", ids)
     assert [r["estimated_cost"] for r in estimates] == [Decimal("0.25")] * 2
     await dispatcher(repo, catalog).process(ids)
-    spend = await repo.pool.fetchrow("SELECT reserved, sent FROM budget_spend WHERE tenant_id = $1", tenant.id)
+    spend = await repo.pool.fetchrow(
+        "SELECT sum(reserved) AS reserved, sum(sent) AS sent FROM budget_spend WHERE tenant_id = $1", tenant.id
+    )
     assert spend["reserved"] == 0 and spend["sent"] == 2  # the estimates left the reservation, once
     left = await repo.pool.fetch("SELECT estimated_cost FROM messages WHERE id = ANY($1::uuid[])", ids)
     assert [r["estimated_cost"] for r in left] == [None, None]

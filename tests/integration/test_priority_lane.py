@@ -18,6 +18,7 @@ from engine.broker.pgqueue import PgQueueBroker
 from engine.broker.rabbitmq import RabbitMQBroker
 from engine.channels import Priority, priority_queue
 from engine.ids import parse_message_id
+from engine.models import Tenant
 from engine.relay import NOTIFY_CHANNEL, Relay, RelayOptions
 from engine.sender_loop import SenderLoop
 from tests.broker.conftest import delete_rabbit_queues
@@ -285,3 +286,29 @@ async def test_a_record_that_queues_nothing_wakes_no_relay(h: Harness, database_
     finally:
         await listener.close()
         await h.repo.pool.execute("DELETE FROM outbox WHERE message_id = $1", message_id)
+
+
+async def test_a_one_time_code_is_recorded_while_a_burst_record_of_its_tenant_is_still_open(
+    h: Harness, principal: Principal, tenant: Tenant
+) -> None:
+    """A burst's record statement holds its tenant's counter rows (month's spend, day's rollup) until its
+    commit; the code's record adds to other rows of the same counters (stripes) and does not wait."""
+    low = await h.submit(principal, otp("bulk@example.com", priority="low"))
+    code = await h.submit(principal, otp("ada@example.com", priority="high", variables={"code": "112233"}))
+    pool = h.repo.pool
+    async with pool.acquire() as conn, conn.transaction():
+        h.repo.pool = conn  # type: ignore[assignment]  # the burst's batch, recorded and not committed yet
+        try:
+            assert (await h.dispatcher.process([parse_message_id(low)])).sent == 1
+        finally:
+            h.repo.pool = pool
+        report = await asyncio.wait_for(h.dispatcher.process([parse_message_id(code)]), 5)
+        assert report.sent == 1, "the code's record waited on the burst's counter rows"
+    spend = await pool.fetchrow(
+        "SELECT sum(sent) AS sent, count(*) AS stripes FROM budget_spend WHERE tenant_id = $1", tenant.id
+    )
+    rollup = await pool.fetchrow(
+        "SELECT sum(sent) AS sent, count(*) AS stripes FROM analytics_daily WHERE tenant_id = $1", tenant.id
+    )
+    assert (spend["sent"], spend["stripes"]) == (2, 2)  # both counted, each in its own stripe
+    assert (rollup["sent"], rollup["stripes"]) == (2, 2)
