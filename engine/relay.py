@@ -21,6 +21,7 @@ import asyncpg
 from engine.broker import Broker, BrokerUnavailable, Envelope
 from engine.channels import PRIORITY_ORDER, Priority
 from engine.storage.repository import OutboxRow, Repository, take_outbox
+from engine.storage.table_stats import analyze_stale
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class Relay:
         self.healthy = False
         self._wake = asyncio.Event()
         self._wake_high = asyncio.Event()
+        self._analyzing: asyncio.Task[list[str]] | None = None
+        self._stats_at = 0.0
 
     async def run_once(self, *, high_only: bool = False) -> int:
         """Publish one batch of due rows (or of due high-priority rows); returns how many were published.
@@ -81,6 +84,8 @@ class Relay:
     async def drain(self, *, high_only: bool = False) -> int:
         total = 0
         while True:
+            if not high_only:
+                self._keep_stats()
             n = await self.run_once(high_only=high_only)
             total += n
             if n < self.options.batch:
@@ -95,6 +100,8 @@ class Relay:
             await self._run_main(stop)
         finally:
             await high
+            if self._analyzing is not None:
+                await asyncio.gather(self._analyzing, return_exceptions=True)
             if listener is not None:
                 await listener.close()
 
@@ -137,6 +144,18 @@ class Relay:
                     continue
             await _wait_any(stop, self._wake, self.options.poll_s)
 
+    def _keep_stats(self) -> None:
+        """Every ``reclaim_every_s``, inside a burst's passes too: analyze the hot tables the burst made
+        stale (engine.storage.table_stats), beside the passes, as an ANALYZE of a big table takes a while
+        and must not hold up publishing."""
+        if time.monotonic() - self._stats_at < self.options.reclaim_every_s or not (
+            self._analyzing is None or self._analyzing.done()
+        ):
+            return
+        self._stats_at = time.monotonic()
+        self._analyzing = asyncio.create_task(analyze_stale(self.repo.pool))
+        self._analyzing.add_done_callback(_log_failure)
+
     def _wake_all(self) -> None:
         self._wake.set()
         self._wake_high.set()
@@ -149,6 +168,11 @@ class Relay:
             return None
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake_all())
         return conn
+
+
+def _log_failure(task: asyncio.Task[list[str]]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("analyzing the hot tables failed: %s", task.exception())
 
 
 async def _wait(stop: asyncio.Event, timeout_s: float) -> None:
