@@ -283,4 +283,6 @@ async def take_outbox(conn: asyncpg.Connection, limit: int, *, high_only: bool =
     """Due outbox rows (every priority, high first; or high only), deleted inside the caller's
     transaction (commit only after the broker confirmed)."""
     rows = await conn.fetch(sql.TAKE_OUTBOX_HIGH if high_only else sql.TAKE_OUTBOX, limit)
-    return [OutboxRow(r["id"], r["tenant_id"], r["message_id"], r["queue"], r["priority"]) for r in rows]
+    taken = [OutboxRow(r["id"], r["tenant_id"], r["message_id"], r["queue"], r["priority"]) for r in rows]
+    taken.sort(key=lambda r: (r.priority, r.id))  # deleted in the primary key's order: high first again
+    return taken

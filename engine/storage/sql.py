@@ -235,24 +235,25 @@ SELECT count(*) FROM upd
 _DUE_AT_PRIORITY = """SELECT * FROM (
         SELECT id FROM outbox WHERE priority = {rank} AND available_at <= now()
         ORDER BY available_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) p{rank}"""
+# The due ids are gathered first, into an array, and the rows deleted by their primary key: joined back to
+# the outbox instead, the planner chose a hash join over a scan of the whole table once its statistics
+# counted a burst (100 ms for each 1,000-row pass of a 100,000-row burst, instead of 10).
 TAKE_OUTBOX = f"""
 DELETE FROM outbox o
-USING (
+WHERE o.id = ANY(ARRAY(
     SELECT id FROM (
         {_DUE_AT_PRIORITY.format(rank=0)}
         UNION ALL {_DUE_AT_PRIORITY.format(rank=1)}
         UNION ALL {_DUE_AT_PRIORITY.format(rank=2)}
     ) ranked
     LIMIT $1
-) due
-WHERE o.id = due.id
+))
 RETURNING o.id, o.tenant_id, o.message_id, o.queue, o.priority
 """
 
 # The relay's high lane: only the due high-priority rows (the first range of the same index).
 TAKE_OUTBOX_HIGH = f"""
 DELETE FROM outbox o
-USING ({_DUE_AT_PRIORITY.format(rank=0)}) due
-WHERE o.id = due.id
+WHERE o.id = ANY(ARRAY({_DUE_AT_PRIORITY.format(rank=0)}))
 RETURNING o.id, o.tenant_id, o.message_id, o.queue, o.priority
 """
