@@ -34,6 +34,8 @@ class RelayOptions:
     envelope_max_ids: int = 100
     poll_s: float = 0.5
     reclaim_every_s: float = 2.0
+    #: How often the hot tables' statistics are checked (engine.storage.table_stats), inside bursts too.
+    stats_every_s: float = 0.5
     broker_retry_s: float = 1.0
 
 
@@ -145,10 +147,10 @@ class Relay:
             await _wait_any(stop, self._wake, self.options.poll_s)
 
     def _keep_stats(self) -> None:
-        """Every ``reclaim_every_s``, inside a burst's passes too: analyze the hot tables the burst made
+        """Every ``stats_every_s``, inside a burst's passes too: analyze the hot tables the burst made
         stale (engine.storage.table_stats), beside the passes, as an ANALYZE of a big table takes a while
         and must not hold up publishing."""
-        if time.monotonic() - self._stats_at < self.options.reclaim_every_s or not (
+        if time.monotonic() - self._stats_at < self.options.stats_every_s or not (
             self._analyzing is None or self._analyzing.done()
         ):
             return

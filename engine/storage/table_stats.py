@@ -5,7 +5,8 @@ plan after five runs, made with the table's statistics as they were then. A plan
 and ``outbox`` held a few rows (a fresh deployment, a quiet hour) scanned the whole table for every claim
 once a campaign put 100,000 rows there (a 100-message claim took 100 ms instead of 8), until autovacuum
 analyzed it, which may be a minute later. So the relay analyzes a hot table, at once, when more of it
-changed since its last analysis than it held then; the new statistics also replace the cached plans.
+changed since its last analysis than it held then, or it more than doubled in size; the new statistics
+also replace the cached plans.
 """
 
 from __future__ import annotations
@@ -20,19 +21,26 @@ log = logging.getLogger(__name__)
 HOT_TABLES = ("messages", "outbox", "attempts", "dedupe_claims")
 #: Fewer changed rows than this never make a plan bad enough to matter.
 MIN_CHANGED_ROWS = 10_000
+#: Nor does a table growing by fewer pages (8 kB each) than this.
+MIN_GROWN_PAGES = 128
 
+# Two signs of a burst: the changes counted since the last analysis (the backends report them within a
+# second, or up to ten when they reported just before), and the table's file having more than doubled
+# since (at once: the planner scales its row estimate by it, but not the rest of the statistics).
 _STALE = """
 SELECT s.relname
 FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
 WHERE s.schemaname = current_schema() AND s.relname = ANY($1::text[])
-  AND s.n_mod_since_analyze >= $2 AND s.n_mod_since_analyze > greatest(c.reltuples, 0)
+  AND ((s.n_mod_since_analyze >= $2 AND s.n_mod_since_analyze > greatest(c.reltuples, 0))
+       OR pg_relation_size(c.oid) / current_setting('block_size')::int > greatest(2 * c.relpages, c.relpages + $3))
   AND pg_has_role(c.relowner, 'USAGE')  -- only its owner (or a superuser) may analyze a table
 """
 
 
 async def stale_tables(pool: asyncpg.Pool, tables: tuple[str, ...] = HOT_TABLES) -> list[str]:
-    """The ``tables`` changed, since their last analysis, by more rows than they held then."""
-    return [r["relname"] for r in await pool.fetch(_STALE, list(tables), MIN_CHANGED_ROWS)]
+    """The ``tables`` changed, since their last analysis, by more rows than they held then, or grown to
+    more than twice their size then."""
+    return [r["relname"] for r in await pool.fetch(_STALE, list(tables), MIN_CHANGED_ROWS, MIN_GROWN_PAGES)]
 
 
 async def analyze_stale(pool: asyncpg.Pool, tables: tuple[str, ...] = HOT_TABLES) -> list[str]:

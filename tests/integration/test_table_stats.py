@@ -45,6 +45,21 @@ async def test_a_table_a_burst_filled_is_analyzed_once_and_then_left_alone(repo:
         await repo.pool.execute(f"DROP TABLE {name}")
 
 
+async def test_a_table_that_more_than_doubled_in_size_is_stale_before_its_changes_are_counted(
+    repo: Repository,
+) -> None:
+    name = f"burst_{uuid.uuid4().hex[:8]}"
+    await repo.pool.execute(f"CREATE TABLE {name} (id bigint PRIMARY KEY, v text)")
+    try:
+        await repo.pool.execute(f"INSERT INTO {name} SELECT k, repeat('x', 1000) FROM generate_series(1, 100) AS k")
+        await repo.pool.execute(f"ANALYZE {name}")
+        # 2,000 rows of 1 kB: far fewer changes than MIN_CHANGED_ROWS, but 2 MB more than the 100 kB analyzed
+        await repo.pool.execute(f"INSERT INTO {name} SELECT k, repeat('x', 1000) FROM generate_series(101, 2100) AS k")
+        assert await stale_tables(repo.pool, (name,)) == [name]  # at once, whatever the counts say
+    finally:
+        await repo.pool.execute(f"DROP TABLE {name}")
+
+
 async def test_the_relay_keeps_the_statistics_inside_a_burst_of_passes(
     h: Harness, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,7 +70,7 @@ async def test_the_relay_keeps_the_statistics_inside_a_burst_of_passes(
         return []
 
     monkeypatch.setattr(engine.relay, "analyze_stale", analyze)
-    relay = Relay(h.repo, h.broker, RelayOptions(batch=1, reclaim_every_s=0.0), listen_dsn=database_url)
+    relay = Relay(h.repo, h.broker, RelayOptions(batch=1, stats_every_s=0.0), listen_dsn=database_url)
     relay.run_once = _full_batches(3)  # type: ignore[method-assign]  # a burst: every pass takes a full batch
     assert await relay.drain() == 3
     await asyncio.sleep(0)
