@@ -149,12 +149,13 @@ def rate_run(two_replicas: Herald) -> Iterator[RateRun]:
         rates[tenant] = len(inside) / WINDOW_S
     waiting = herald.sql(
         """SELECT m.id FROM messages m JOIN tenants t ON t.id = m.tenant_id
-           WHERE t.slug = $1 AND m.status = 'throttled' ORDER BY m.updated_at DESC LIMIT 1""",
+           WHERE t.slug = $1 AND m.status = 'throttled' ORDER BY m.updated_at DESC LIMIT 20""",
         "gl-hot-a",
     )
     assert waiting, "no message of the hot tenant is throttled"
-    with herald.client("gl-hot-a") as api:
-        view = api.get(f"/api/notifications/msg_{waiting[0]['id'].hex}").json()
+    with herald.client("gl-hot-a") as api:  # the backlog drains meanwhile: the first one still waiting
+        views = (api.get(f"/api/notifications/msg_{w['id'].hex}").json() for w in waiting)
+        view = next((v for v in views if v["status"] == "throttled"), {"status": "sent before it was read"})
     print(f"sends/s over {WINDOW_S:.0f} s: {rates}; calm median latency alone / during: ", end="")
     print(f"{statistics.median(before):.3f} s / {statistics.median(during):.3f} s")
     try:
