@@ -21,31 +21,32 @@ import asyncpg
 from engine.storage.soft_caps import warn_on_conflict, warn_on_insert, warned_now
 
 _TOKEN = "$7::uuid"
-#: What the senders' stripes of a row ``b`` add up to (reserved + spent; migration 0014).
-_SETTLED = """(SELECT coalesce(sum(s.reserved + s.spent), 0) FROM budget_spend s
-     WHERE s.tenant_id = b.tenant_id AND s.channel = b.channel AND s.month = b.month AND s.stripe > 0)"""
+
+
+def _settled(row: str) -> str:
+    """What the senders' stripes of the month of ``row`` add up to (reserved + spent; migration 0014)."""
+    return f"""(SELECT coalesce(sum(s.reserved + s.spent), 0) FROM budget_spend s
+     WHERE s.tenant_id = {row}.tenant_id AND s.channel = {row}.channel AND s.month = {row}.month
+       AND s.stripe > 0)"""
+
+
 _RECONCILE = f"""
 WITH d AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::date[], $4::numeric[], $5::bigint[], $6::numeric[])
         AS d(tenant_id, channel, month, reserved, accepted, soft_cap)
-), settled AS (
-    SELECT s.tenant_id, s.channel, s.month, sum(s.reserved + s.spent) AS total
-    FROM budget_spend s JOIN d ON (d.tenant_id, d.channel, d.month) = (s.tenant_id, s.channel, s.month)
-    WHERE s.stripe > 0
-    GROUP BY 1, 2, 3
 )
 INSERT INTO budget_spend AS b (tenant_id, channel, month, reserved, accepted, soft_cap, warn_token, warned_at)
-SELECT d.tenant_id, d.channel, d.month, d.reserved, d.accepted, d.soft_cap,
-       {warn_on_insert("d.reserved + coalesce(settled.total, 0)", token=_TOKEN)}
-FROM d LEFT JOIN settled ON (settled.tenant_id, settled.channel, settled.month) = (d.tenant_id, d.channel, d.month)
-ORDER BY d.tenant_id, d.channel, d.month
+SELECT tenant_id, channel, month, reserved, accepted, soft_cap,
+       {warn_on_insert(f"reserved + {_settled('d')}", token=_TOKEN)}
+FROM d
+ORDER BY tenant_id, channel, month
 ON CONFLICT (tenant_id, channel, month, stripe) DO UPDATE
 SET reserved = b.reserved + EXCLUDED.reserved,
     accepted = b.accepted + EXCLUDED.accepted,
     soft_cap = EXCLUDED.soft_cap,
-    {warn_on_conflict("b", f"b.reserved + EXCLUDED.reserved + b.spent + {_SETTLED}", token=_TOKEN)},
+    {warn_on_conflict("b", f"b.reserved + EXCLUDED.reserved + b.spent + {_settled('b')}", token=_TOKEN)},
     updated_at = now()
-RETURNING tenant_id, channel, month, reserved + spent + {_SETTLED} AS committed,
+RETURNING tenant_id, channel, month, reserved + spent + {_settled("b")} AS committed,
           {warned_now(_TOKEN)}
 """
 
