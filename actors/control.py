@@ -59,10 +59,9 @@ class ControlActor:
 
     # routing table
 
-    async def current(self, known_revision: int | None = None) -> RoutingTable | None:
-        """The table, or None when the caller already has this revision."""
-        table = self.tables.table
-        return None if known_revision == table.revision else table
+    async def current(self, known: tuple[int, str] | None = None) -> RoutingTable | None:
+        """The table, or None when the caller already has it (``known`` is its :attr:`RoutingTable.stamp`)."""
+        return self.tables.newer_than(known)
 
     async def reload(self) -> RoutingTable:
         """Read the file again; its breaker thresholds apply from now on.

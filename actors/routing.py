@@ -63,7 +63,7 @@ class ActorFeed:
         tallies = self._buffer.drain()
         try:
             snapshot = await self.control.sync.remote(tallies)
-            known = self._view.table.revision if self._view else None
+            known = self._view.table.stamp if self._view else None
             table = await self.control.current.remote(known)
         except ray.exceptions.RayError as err:
             self._buffer.extend(tallies)
@@ -111,7 +111,7 @@ class ActorRoutingState:
 async def follow_table(use: Callable[[RoutingTable], None], *, refresh_s: float = 1.0) -> None:
     """Hand ``use`` the routing table now and each new revision after (the ingress's price estimates)."""
     control = ray.get_actor(CONTROL_ACTOR, namespace=NAMESPACE)
-    known: int | None = None
+    known: tuple[int, str] | None = None
     while True:
         try:
             table = await control.current.remote(known)
@@ -120,5 +120,5 @@ async def follow_table(use: Callable[[RoutingTable], None], *, refresh_s: float 
         else:
             if table is not None:
                 use(table)
-                known = table.revision
+                known = table.stamp
         await asyncio.sleep(refresh_s)

@@ -214,6 +214,12 @@ class RoutingTable:
     def label(self) -> str:
         return f"{self.version}#{self.revision}"
 
+    @property
+    def stamp(self) -> tuple[int, str]:
+        """What a reader keeps to ask for a newer table. The revision alone starts again at 1 when the
+        process holding the table restarts, so it is paired with the document's digest."""
+        return (self.revision, self.digest)
+
     def route(self, channel: Channel, provider: str) -> ProviderRoute | None:
         return self.routes.get((channel, provider))
 
@@ -393,3 +399,7 @@ class TableStore:
         """Raises: ConfigurationError (and keeps the table it had) when the file is invalid."""
         self.table = load_table(self.path, revision=self.table.revision + 1)
         return self.table
+
+    def newer_than(self, stamp: tuple[int, str] | None) -> RoutingTable | None:
+        """The table, or None when ``stamp`` (a reader's :attr:`RoutingTable.stamp`) is of this one."""
+        return None if stamp is not None and tuple(stamp) == self.table.stamp else self.table

@@ -97,3 +97,19 @@ def test_reload_picks_up_the_file_and_keeps_the_old_table_when_the_new_one_is_ba
     with pytest.raises(ConfigurationError, match=str(path)):
         store.reload()
     assert store.table.revision == 2 and store.table.unit_price(Channel.SMS, "sns", "GB") == 0.02
+
+
+def test_a_reader_of_the_table_before_a_restart_gets_the_file_as_it_is_now(tmp_path: Path) -> None:
+    path = tmp_path / "table.yaml"
+    path.write_text(TABLE)
+    before = TableStore(path)
+    known = before.table.stamp
+    assert before.newer_than(known) is None
+    assert before.newer_than(None) is before.table
+
+    path.write_text(TABLE.replace("GB: 0.04", "GB: 0.02"))
+    after_restart = TableStore(path)  # the control actor's process started again: revision 1 once more
+    assert after_restart.table.revision == known[0]
+    fresh = after_restart.newer_than(known)
+    assert fresh is not None and fresh.unit_price(Channel.SMS, "sns", "GB") == 0.02
+    assert after_restart.newer_than(fresh.stamp) is None
