@@ -215,7 +215,7 @@ class RecipientService:
         self.store = store
 
     async def put_preferences(
-        self, tenant: Tenant, user_id: str, body: PreferencesBody | Mapping[str, Any]
+        self, tenant: Tenant, user_id: str, body: PreferencesBody | Mapping[str, Any], *, actor: str
     ) -> PreferencesView:
         """Raises: ApiProblem 422 naming the field (a required category opted out of included)."""
         _check_user_id(user_id)
@@ -230,7 +230,7 @@ class RecipientService:
         if errors:
             raise ApiProblem(422, "required categories cannot be opted out of", errors=errors)
         doc = {cat: {ch.value: on for ch, on in channels.items()} for cat, channels in prefs.categories.items()}
-        updated = await self.store.put_preferences(tenant.id, user_id, doc)
+        updated = await self.store.put_preferences(tenant.id, user_id, doc, actor=actor)
         return PreferencesView(
             user_id=user_id, categories=doc, required_categories=list(required), updated_at=updated
         )

@@ -3,7 +3,7 @@
 A suppression row is an address of a kind (``email``, ``phone``, ``device_token``) and a category: NULL
 stops every category, a category name only that one, and ``*non_required`` every category the tenant does
 not require (what a STOP reply asks for). Additions and removals write an audit record with the
-address masked.
+address masked; so does a change of a recipient's preferences (before and after, in one transaction).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ ON CONFLICT (tenant_id, user_id) DO UPDATE SET categories = EXCLUDED.categories,
 RETURNING categories, updated_at
 """
 _GET_PREFERENCES = "SELECT categories, updated_at FROM recipient_preferences WHERE tenant_id = $1 AND user_id = $2"
+_LOCK_PREFERENCES = _GET_PREFERENCES + " FOR UPDATE"
 _BATCH_PREFERENCES = """
 SELECT p.tenant_id, p.user_id, p.categories
 FROM recipient_preferences p
@@ -118,10 +119,17 @@ class RecipientStore:
     # -- preferences -------------------------------------------------------------------------------
 
     async def put_preferences(
-        self, tenant_id: uuid.UUID, user_id: str, categories: dict[str, dict[str, bool]]
+        self, tenant_id: uuid.UUID, user_id: str, categories: dict[str, dict[str, bool]], *, actor: str
     ) -> datetime:
-        row = await self.pool.fetchrow(_PUT_PREFERENCES, tenant_id, user_id, categories)
-        assert row is not None
+        """Store them; a change is audited as ``preferences.set`` with what they were and what they are."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            before = await conn.fetchrow(_LOCK_PREFERENCES, tenant_id, user_id)
+            row = await conn.fetchrow(_PUT_PREFERENCES, tenant_id, user_id, categories)
+            assert row is not None
+            was = before["categories"] if before else {}
+            if was != categories:
+                detail = {"before": was, "after": categories}
+                await conn.execute(_AUDIT, tenant_id, actor, "preferences.set", redact(user_id), detail)
         updated: datetime = row["updated_at"]
         return updated
 

@@ -33,8 +33,8 @@ SuppressionId = Annotated[str, Path(max_length=64, examples=["sup_0190b5a7c2f37d
 async def put_preferences(user_id: UserId, body: PreferencesBody, caller: Sender, state: State) -> PreferencesView:
     """Replace the preferences of the recipient ``to.user_id``: per category and channel, ``false`` opts out
     (later messages end ``suppressed`` with the reason). A required category cannot be opted out of (422
-    naming it)."""
-    return await state.recipients.put_preferences(caller.tenant, user_id, body)
+    naming it). A change is an audit record (``preferences.set``, before and after)."""
+    return await state.recipients.put_preferences(caller.tenant, user_id, body, actor=caller.actor)
 
 
 @router.get(

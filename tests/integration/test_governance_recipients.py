@@ -35,7 +35,9 @@ def service(repo: Repository) -> RecipientService:
 async def test_preferences_are_stored_and_honoured_in_one_statement_per_batch(
     repo: Repository, tenant: Tenant, service: RecipientService
 ) -> None:
-    view = await service.put_preferences(tenant, "u_1", {"categories": {"marketing": {"email": False, "sms": True}}})
+    view = await service.put_preferences(
+        tenant, "u_1", {"categories": {"marketing": {"email": False, "sms": True}}}, actor="key_test"
+    )
     assert view.categories == {"marketing": {"email": False, "sms": True}}
     assert view.required_categories == ["auth", "transactional"] and view.updated_at is not None
     assert (await service.get_preferences(tenant, "u_1")).categories == view.categories
@@ -60,18 +62,40 @@ async def test_preferences_are_stored_and_honoured_in_one_statement_per_batch(
     assert len([q for q in statements if "recipient_preferences" in q]) == 1
 
 
+async def test_a_change_of_preferences_is_audited_with_before_and_after(
+    repo: Repository, tenant: Tenant, service: RecipientService
+) -> None:
+    off = {"categories": {"marketing": {"email": False}}}
+    await service.put_preferences(tenant, "ada@example.com", off, actor="key_a")
+    await service.put_preferences(tenant, "ada@example.com", off, actor="key_a")  # no change: no record
+    await service.put_preferences(tenant, "ada@example.com", {"categories": {}}, actor="key_b")
+    with pytest.raises(ApiProblem):
+        await service.put_preferences(tenant, "ada@example.com", {"categories": {"auth": {"sms": False}}}, actor="x")
+    rows = await repo.pool.fetch(
+        "SELECT actor, subject, detail FROM audit_log WHERE tenant_id = $1 AND action = 'preferences.set' ORDER BY id",
+        tenant.id,
+    )
+    assert [(r["actor"], r["detail"]) for r in rows] == [
+        ("key_a", {"before": {}, "after": {"marketing": {"email": False}}}),
+        ("key_b", {"before": {"marketing": {"email": False}}, "after": {}}),
+    ]
+    assert all("ada@example.com" not in r["subject"] for r in rows)  # a user id that is an address is masked
+
+
 async def test_a_required_category_cannot_be_opted_out_of(tenant: Tenant, service: RecipientService) -> None:
     with pytest.raises(ApiProblem) as refused:
         body = {"categories": {"auth": {"sms": False}, "billing": {"sms": False}}}
-        await service.put_preferences(tenant, "u_1", body)
+        await service.put_preferences(tenant, "u_1", body, actor="key_test")
     assert refused.value.status == 422
     assert [e.loc for e in refused.value.errors] == [("body", "categories", "auth", "sms")]
-    await service.put_preferences(tenant, "u_1", {"categories": {"auth": {"sms": True}}})  # saying yes is fine
+    await service.put_preferences(
+        tenant, "u_1", {"categories": {"auth": {"sms": True}}}, actor="key_test"
+    )  # saying yes is fine
     stricter = dataclasses.replace(
         tenant, config=validate_config({"preferences": {"required_categories": ["auth", "billing"]}})
     )
     with pytest.raises(ApiProblem):
-        await service.put_preferences(stricter, "u_1", {"categories": {"billing": {"sms": False}}})
+        await service.put_preferences(stricter, "u_1", {"categories": {"billing": {"sms": False}}}, actor="key_test")
 
 
 @pytest.mark.parametrize(
@@ -87,7 +111,7 @@ async def test_bad_preferences_are_422_naming_the_field(
     tenant: Tenant, service: RecipientService, body: dict[str, object], loc: tuple[object, ...]
 ) -> None:
     with pytest.raises(ApiProblem) as bad:
-        await service.put_preferences(tenant, "u_1", body)
+        await service.put_preferences(tenant, "u_1", body, actor="key_test")
     assert bad.value.status == 422 and loc in [e.loc for e in bad.value.errors], bad.value.errors
 
 

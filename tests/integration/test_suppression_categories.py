@@ -171,7 +171,9 @@ async def test_a_stop_reply_stops_marketing_sms_and_leaves_codes_flowing(sender,
 
 async def test_preferences_are_honoured_before_sending(sender, repo, tenant) -> None:
     service = RecipientService(RecipientStore(repo.pool))
-    await service.put_preferences(tenant, "user-7", {"categories": {"marketing": {"email": False, "sms": True}}})
+    await service.put_preferences(
+        tenant, "user-7", {"categories": {"marketing": {"email": False, "sms": True}}}, actor="key_test"
+    )
     assert await sender.send(email("u7@example.com", "marketing", user_id="user-7")) == "suppressed"
     assert await sender.send(email("u7@example.com", "marketing", user_id="user-8")) == "sent"
     assert await sender.send(email("u7@example.com", user_id="user-7")) == "sent"  # auth: required
