@@ -37,7 +37,8 @@ from engine.ids import format_message_id, new_id
 from engine.metrics import MetricsBuffer
 from engine.models import ALLOW_PRIVATE_CALLBACKS, FieldError, NewMessage, NotificationRequest, Tenant, address_errors
 from engine.problems import ApiProblem, from_pydantic
-from engine.routing import destination, email_region
+from engine.routing import allow_list, destination, email_region
+from engine.routing.table import tenant_routing_key
 from engine.states import Status
 from engine.storage.repository import Repository
 from engine.templating import ResolvedTemplate, TemplateCatalog, TemplateError
@@ -107,6 +108,8 @@ class Intake:
         #: Quotas and budgets, decided in memory (None: nothing is limited at admission).
         self.governance = governance
         self._tenants: dict[str, tuple[float, Tenant]] = {}
+        #: (tenant, config version, channel) -> what of its config prices a message: allow-list, overrides
+        self._pricing: dict[tuple[str, int, Channel], tuple[tuple[str, ...] | None, str]] = {}
 
     async def tenant(self, slug: str) -> Tenant | None:
         """The tenant, re-read after ``tenant_ttl_s``: a config change or a template publish made by any
@@ -228,11 +231,14 @@ class Intake:
         if self.governance is None:
             return None
         to = {"phone": request.to.phone}  # all a destination is told by (a dump of every field costs more)
+        allow, overrides = self._pricing_of(tenant, request.channel)
         query = PriceQuery(
             tenant.slug,
             request.channel,
             request.metadata.category or resolved.manifest.category,
             destination(request.channel, to, email_region_=email_region(tenant.config, tenant.region)),
+            allow=allow,
+            overrides=overrides,
         )
         try:
             return self.governance.admit(tenant, request.channel, query)
@@ -242,6 +248,15 @@ class Intake:
                 "notifications_refused_total", channel=request.channel.value, tenant=tenant.slug, kind=kind
             )
             raise
+
+    def _pricing_of(self, tenant: Tenant, channel: Channel) -> tuple[tuple[str, ...] | None, str]:
+        key = (tenant.slug, tenant.config_version, channel)
+        found = self._pricing.get(key)
+        if found is None:
+            if len(self._pricing) >= 10_000:
+                self._pricing = {}
+            found = self._pricing[key] = (allow_list(tenant.config, channel), tenant_routing_key(tenant.config))
+        return found
 
     def undo(self, request: NotificationRequest, tenant: Tenant, admitted: Admitted | None) -> None:
         """Take back what :meth:`admit` counted for a message that was not stored after all."""

@@ -46,6 +46,8 @@ class PriceQuery:
     category: str | None = None
     region: str | None = None
     units: int = 1
+    allow: tuple[str, ...] | None = None  #: the tenant's allow-list for the channel (None: every provider)
+    overrides: str = ""  #: the tenant's routing overrides (``routing.tenant_routing_key``: its prices)
 
 
 #: The price of one message in the tenant's budget currency (the routing table provides it).

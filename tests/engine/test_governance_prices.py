@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from engine.channels import Channel
 from engine.governance.budgets import PriceQuery
 from engine.governance.prices import TablePrices
 from engine.routing import SHIPPED_TABLE, load_table
+from engine.routing.table import TenantRoutingDoc
 
 TABLE = load_table(SHIPPED_TABLE)
 
@@ -33,3 +35,14 @@ def test_a_new_table_prices_again_what_was_priced_before() -> None:
     prices.use(TABLE)
     assert prices(gb) == Decimal("0.04")
     assert prices(gb) == Decimal("0.04")  # the second from the prices worked out
+
+
+def test_only_the_providers_the_tenant_allows_are_priced_at_its_own_prices() -> None:
+    prices = TablePrices({Channel.SMS: ("console", "twilio", "sns")}, TABLE)
+    assert prices(PriceQuery("t", Channel.SMS, None, "GB", allow=("sns",))) == Decimal("0.04")  # not twilio's
+    assert prices(PriceQuery("t", Channel.SMS, None, "GB", allow=("vonage",))) == 0  # nothing it allows is here
+    own = TenantRoutingDoc.model_validate({"channels": {"sms": {"sns": {"prices": {"GB": 0.01}}}}})
+    overrides = json.dumps(own.model_dump(mode="json", exclude_defaults=True), sort_keys=True)
+    cheaper = PriceQuery("t", Channel.SMS, None, "GB", allow=("sns",), overrides=overrides)
+    assert prices(cheaper) == Decimal("0.01")
+    assert prices(PriceQuery("t", Channel.SMS, None, "GB", allow=("sns",), overrides="{not json")) == Decimal("0.04")

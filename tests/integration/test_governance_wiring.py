@@ -18,6 +18,7 @@ from engine.governance.admission import GovernanceAdmission
 from engine.governance.buckets import TokenBuckets
 from engine.governance.budgets import Budgets
 from engine.governance.leases import LeaseClient, LocalLeaseSource
+from engine.governance.prices import TablePrices
 from engine.governance.quotas import Quotas
 from engine.ids import parse_message_id
 from engine.intake import Intake
@@ -25,6 +26,7 @@ from engine.metrics import MetricsBuffer
 from engine.models import Tenant
 from engine.problems import ApiProblem
 from engine.retries import RetryPolicy
+from engine.routing import SHIPPED_TABLE, load_table
 from engine.storage.batch_store import BatchStore
 from engine.storage.budget_store import BudgetStore
 from engine.storage.quota_store import QuotaStore
@@ -150,4 +152,29 @@ async def test_batch_items_count_against_the_quota_one_by_one(
     assert await repo.pool.fetchval(day, tenant.id) == 3  # replays and the refusal counted nothing
     costs = await repo.pool.fetch("SELECT estimated_cost FROM messages WHERE tenant_id = $1", tenant.id)
     assert sorted(r["estimated_cost"] for r in costs) == [Decimal("0.1")] * 3
+    await repo.pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)
+
+
+async def test_the_estimate_prices_only_the_providers_the_tenant_allows_at_its_own_prices(
+    repo: Repository, catalog: TemplateCatalog, tenant: Tenant, principal: Principal
+) -> None:
+    prices = TablePrices({Channel.EMAIL: ("ses", "sendgrid")}, load_table(SHIPPED_TABLE))
+    gate = GovernanceAdmission(Quotas(QuotaStore(repo.pool)), Budgets(BudgetStore(repo.pool), prices))
+    intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600, governance=gate, tenant_ttl_s=0)
+
+    async def estimate(key: str) -> Decimal:
+        accepted = await intake.submit(principal, email(int(key[-1])), key)
+        found: Decimal = await repo.pool.fetchval(
+            "SELECT estimated_cost FROM messages WHERE id = $1", parse_message_id(accepted.body["message_id"])
+        )
+        return found
+
+    budget = {"budgets": {"email": {"monthly": 100}}}
+    await configure(repo, tenant, budget)
+    assert await estimate("p-1") == Decimal("0.000399")  # SendGrid, the dearer of the two
+    await configure(repo, tenant, {**budget, "providers": {"email": {"allow": ["ses"]}}})
+    assert await estimate("p-2") == Decimal("0.0001")  # SES only
+    own = {"routing": {"channels": {"email": {"ses": {"prices": {"*": 0.00005}}}}}}
+    await configure(repo, tenant, {**budget, "providers": {"email": {"allow": ["ses"]}}, **own})
+    assert await estimate("p-3") == Decimal("0.00005")  # the tenant's own price for SES
     await repo.pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)
