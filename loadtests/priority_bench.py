@@ -1,6 +1,6 @@
 """Priority isolation, measured: one-time codes while a ``low`` burst drains, beside the same stream quiet.
 
-    python -m loadtests.priority_bench [--burst 100000] [--samples 1000] [--rate 50] [--senders 2]
+    python -m loadtests.priority_bench [--burst 100000] [--samples 1000] [--rate 50] [--senders 1]
                                        [--high-senders 1] [--broker rabbitmq|postgres] [--no-high-lane]
 
 On a fresh database of ``DATABASE_URL``'s server (and RabbitMQ at ``AMQP_URL`` in a queue namespace of its
@@ -307,7 +307,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100_000, help="low messages in the burst")
     parser.add_argument("--samples", type=int, default=1000, help="one-time codes timed per phase")
     parser.add_argument("--rate", type=float, default=50.0, help="one-time codes per second")
-    parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument(
+        "--senders", type=int, default=Settings.model_fields["senders"].default, help="bulk senders (HERALD_SENDERS)"
+    )
     parser.add_argument(
         "--high-senders",
         type=int,
