@@ -45,6 +45,10 @@ _TRACKED = re.compile(
 )
 
 
+#: ``json.dumps(doc, sort_keys=True, default=str)``'s encoder, built once (the same bytes, less time).
+_CONTENT_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def content_hash(msg: ClaimedMessage, out: OutboundMessage, link_secret: str = "") -> bytes:
     """What makes two messages the same send: template, channel, recipient and the rendered parts, with
     what is the message's own taken out: its id, its open pixel, and tracked links (kept as their target)."""
@@ -71,7 +75,7 @@ def content_hash(msg: ClaimedMessage, out: OutboundMessage, link_secret: str = "
         sorted((k, part(v)) for k, v in c.data.items()),
         out.extra.get("whatsapp_template"),
     ]
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).digest()
+    return hashlib.sha256(_CONTENT_JSON.encode(doc).encode()).digest()
 
 
 class RecipientDedupe:
