@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(None, alias="HERALD_PUBLIC_URL")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, alias="HERALD_MAX_BODY_BYTES")
     webhook_max_body_bytes: int = Field(5 * 1024 * 1024, ge=1024, alias="HERALD_WEBHOOK_MAX_BODY_BYTES")
-    jwt_secret: str | None = Field(None, alias="HERALD_JWT_SECRET")
+    #: HMAC-SHA256 key of tokens and links: at least 32 characters (RFC 7518 3.2 asks for 256 bits).
+    jwt_secret: str | None = Field(None, min_length=32, alias="HERALD_JWT_SECRET")
     credentials_key: str | None = Field(None, alias="HERALD_CREDENTIALS_KEY")
     log_level: str = Field("INFO", alias="HERALD_LOG_LEVEL")
 

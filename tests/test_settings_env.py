@@ -84,6 +84,7 @@ def test_an_empty_variable_means_the_default() -> None:
         ("HERALD_HTTP_PORT", "eighty", "HERALD_HTTP_PORT='eighty'"),
         ("HERALD_SENDERS", "0", "HERALD_SENDERS='0'"),
         ("HERALD_LINK_TRACKING", "maybe", "HERALD_LINK_TRACKING='maybe'"),
+        ("HERALD_JWT_SECRET", "too-short-a-key", "HERALD_JWT_SECRET='***': String should have at least 32"),
     ],
 )
 def test_a_bad_value_stops_naming_the_variable(variable: str, value: str, says: str) -> None:
@@ -92,13 +93,15 @@ def test_a_bad_value_stops_naming_the_variable(variable: str, value: str, says: 
         assert result.returncode == 2
         assert says in result.stderr and "?=" not in result.stderr
         assert "Traceback" not in result.stderr
+        if variable == "HERALD_JWT_SECRET":
+            assert value not in result.stdout + result.stderr
 
 
 def test_secrets_and_passwords_are_masked() -> None:
     result = herald_config(
         DATABASE_URL="postgresql://herald:pg-pass-1234@db.internal:5432/herald",
         AMQP_URL="amqp://guest:mq-pass-5678@mq.internal:5672/",
-        HERALD_JWT_SECRET="jwt-secret-abcdefgh",
+        HERALD_JWT_SECRET="jwt-secret-abcdefgh-0123456789-0123456789",
         HERALD_CREDENTIALS_KEY="credentials-key-ijkl",
     )
     assert result.returncode == 0, result.stderr
@@ -106,7 +109,7 @@ def test_secrets_and_passwords_are_masked() -> None:
     assert shown["DATABASE_URL"] == "postgresql://herald:***@db.internal:5432/herald"
     assert shown["AMQP_URL"] == "amqp://guest:***@mq.internal:5672/"
     assert shown["HERALD_JWT_SECRET"] == shown["HERALD_CREDENTIALS_KEY"] == "***"
-    for secret in ("pg-pass-1234", "mq-pass-5678", "jwt-secret-abcdefgh", "credentials-key-ijkl"):
+    for secret in ("pg-pass-1234", "mq-pass-5678", "jwt-secret-abcdefgh-0123456789-0123456789", "credentials-key-ijkl"):
         assert secret not in result.stdout + result.stderr
 
 
