@@ -291,4 +291,3 @@ class FcmDriver(BaseDriver):
 
     async def aclose(self) -> None:
         await self._client.aclose()
-

@@ -149,9 +149,7 @@ class LeaseClient:
             key[0], key[1], need + extra, want.rate, want.priority, want.config_version, returned=returned
         )
 
-    def _settle(
-        self, key: BucketKey, taken: int, count: int, request: LeaseRequest, lease: Lease, now: float
-    ) -> Grant:
+    def _settle(self, key: BucketKey, taken: int, count: int, request: LeaseRequest, lease: Lease, now: float) -> Grant:
         held = self._held[key]
         need = count - taken
         use = min(need, lease.granted)
@@ -171,9 +169,7 @@ class LeaseClient:
             by_shard.setdefault(shard_for(r.tenant, len(self.sources)), []).append(r)
         shards = list(by_shard)
         self.calls += len(shards)
-        results = await asyncio.gather(
-            *(self.sources[s].lease(by_shard[s]) for s in shards), return_exceptions=True
-        )
+        results = await asyncio.gather(*(self.sources[s].lease(by_shard[s]) for s in shards), return_exceptions=True)
         out: dict[BucketKey, Lease] = {}
         for shard, result in zip(shards, results, strict=True):
             if isinstance(result, BaseException):

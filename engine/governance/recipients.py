@@ -73,9 +73,7 @@ def preference_allows(
     return categories.get(category, {}).get(channel.value, True) is not False
 
 
-def suppression_applies(
-    entry_category: str | None, message_category: str | None, required: Collection[str]
-) -> bool:
+def suppression_applies(entry_category: str | None, message_category: str | None, required: Collection[str]) -> bool:
     """Whether a suppression entry stops a message of ``message_category``: an every-category entry (a dead
     address) always does; no other stops a required category (unsubscribes and STOP replies leave one-time
     codes flowing, even an unsubscribe from a message of a category made required later)."""
@@ -231,9 +229,7 @@ class RecipientService:
             raise ApiProblem(422, "required categories cannot be opted out of", errors=errors)
         doc = {cat: {ch.value: on for ch, on in channels.items()} for cat, channels in prefs.categories.items()}
         updated = await self.store.put_preferences(tenant.id, user_id, doc, actor=actor)
-        return PreferencesView(
-            user_id=user_id, categories=doc, required_categories=list(required), updated_at=updated
-        )
+        return PreferencesView(user_id=user_id, categories=doc, required_categories=list(required), updated_at=updated)
 
     async def get_preferences(self, tenant: Tenant, user_id: str) -> PreferencesView:
         """A recipient with no preferences stored has none (everything allowed), never a 404."""
@@ -241,9 +237,7 @@ class RecipientService:
         found = await self.store.preferences(tenant.id, user_id)
         categories, updated = found if found else ({}, None)
         required = list(tenant.config.preferences.required_categories)
-        return PreferencesView(
-            user_id=user_id, categories=categories, required_categories=required, updated_at=updated
-        )
+        return PreferencesView(user_id=user_id, categories=categories, required_categories=required, updated_at=updated)
 
     async def add_suppression(
         self, tenant: Tenant, body: SuppressionEntry | Mapping[str, Any], *, actor: str
@@ -403,4 +397,3 @@ def _parse(model: type[Any], value: Any) -> Any:
     except ValidationError as err:
         errors = from_pydantic(err.errors(include_url=False))
         raise ApiProblem(422, "the request is not valid", errors=errors) from None
-

@@ -117,9 +117,7 @@ class ApiKeyStore:
         row = await self.pool.fetchrow(_BY_PREFIX, prefix)
         return _record(row) if row else None
 
-    async def page(
-        self, tenant_id: uuid.UUID, after: tuple[datetime, uuid.UUID] | None, limit: int
-    ) -> list[KeyRecord]:
+    async def page(self, tenant_id: uuid.UUID, after: tuple[datetime, uuid.UUID] | None, limit: int) -> list[KeyRecord]:
         """Newest first, after the position ``after`` (exclusive)."""
         at, last = after if after else (None, None)
         return [_record(r) for r in await self.pool.fetch(_PAGE, tenant_id, at, last, limit)]

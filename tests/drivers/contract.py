@@ -40,13 +40,16 @@ AWS_SECRET = "herald-contract-secret-key-0001"  # moto takes any secret: a disti
 
 def message(channel: Channel, n: int, *, to: Address | None = None) -> OutboundMessage:
     """A valid message on ``channel`` whose body names nothing personal."""
-    address = to or {
-        Channel.EMAIL: Address(email=EMAIL, name="Jane Doe"),
-        Channel.SMS: Address(phone=PHONE),
-        Channel.WHATSAPP: Address(phone=PHONE),
-        Channel.PUSH: Address(device_token=DEVICE),
-        Channel.INAPP: Address(user_id=USER),
-    }[channel]
+    address = (
+        to
+        or {
+            Channel.EMAIL: Address(email=EMAIL, name="Jane Doe"),
+            Channel.SMS: Address(phone=PHONE),
+            Channel.WHATSAPP: Address(phone=PHONE),
+            Channel.PUSH: Address(device_token=DEVICE),
+            Channel.INAPP: Address(user_id=USER),
+        }[channel]
+    )
     content = Content(subject="Your order shipped", text="Order 1234 is on its way.", html="<p>Order 1234</p>")
     if channel is Channel.PUSH:
         content = Content(title="Order shipped", text="Order 1234 is on its way.")
@@ -400,9 +403,7 @@ def contract_cases(fakes: AllFakes, tmp: Path) -> dict[Key, Case]:
             emulator=fakes.meta.emulator,
         ),
         HttpCase(
-            **_network(
-                (Channel.PUSH, "fcm"), env, "HERALD_FCM_TIMEOUT_S", {"HERALD_FCM_BASE_URL": f"http://{closed}"}
-            ),
+            **_network((Channel.PUSH, "fcm"), env, "HERALD_FCM_TIMEOUT_S", {"HERALD_FCM_BASE_URL": f"http://{closed}"}),
             secrets=(_private_key_line(env["HERALD_FCM_CREDENTIALS_FILE"]), "ya29.emu-"),
             emulator=fakes.fcm.emulator,
             path="messages:send",

@@ -68,7 +68,7 @@ async def test_every_key_of_a_batch_goes_in_one_call_per_shard() -> None:
     shards = [LocalLeaseSource(TokenBuckets(clock=clock)) for _ in range(2)]
     client = LeaseClient(shards, clock=clock)
     tenants = [f"t_{i}" for i in range(10)]
-    grants = (await client.acquire({(t, SMS): Want(3, Rate(10, 10)) for t in tenants}))
+    grants = await client.acquire({(t, SMS): Want(3, Rate(10, 10)) for t in tenants})
     assert all(g.granted == 3 for g in grants.values())
     assert [s.calls for s in shards] == [1, 1]
     assert {t for t in tenants if shard_for(t, 2) == 0} == {b.tenant for b in shards[0].buckets.states()}

@@ -96,6 +96,7 @@ async def test_two_senders_racing_on_copies_send_one(
             metrics=MetricsBuffer(),
             options=DispatchOptions(lease_s=30),
         )
+
         # one message per batch on each side, so the two senders' claims meet in PostgreSQL many times over
         async def run(d: Dispatcher, half: list) -> None:  # type: ignore[type-arg]
             for m in half:
