@@ -8,15 +8,13 @@ import logging
 
 import ray
 
-from actors import CONTROL_ACTOR, NAMESPACE
+from actors import CONTROL_ACTOR, METRICS_FLUSH_S, NAMESPACE
 from engine import redaction
 from engine.batch.ingress import open_ingress
 from engine.metrics import MetricsBuffer
 from engine.runtime import RuntimeConfig, open_components
 
 log = logging.getLogger(__name__)
-
-METRICS_FLUSH_S = 1.0
 
 
 @ray.remote(num_cpus=0.1, max_restarts=-1)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import time
 
 import ray
 
-from actors import CONTROL_ACTOR, NAMESPACE
+from actors import CONTROL_ACTOR, METRICS_FLUSH_S, NAMESPACE
 from actors.governor import lease_client
 from actors.routing import ActorFeed
 from actors.wiring import DriverWiring
@@ -82,16 +84,30 @@ class SenderActor:
             dispatcher,
             max_envelopes=s.sender_prefetch,
             max_batch=s.sender_batch,
-            on_batch=self._flush,
+            on_batch=self._flush_due,
             high_lane=s.sender_high_lane or high_only,
             main_lane=not high_only,
         )
+        self._flushed_at = time.monotonic()
         self.task = asyncio.get_running_loop().create_task(self.loop.run())
+        self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
 
     def _flush(self) -> None:
+        self._flushed_at = time.monotonic()
         delta = self.metrics.drain()
         if delta:
             self.control.apply.remote(delta)
+
+    def _flush_due(self) -> None:
+        """After a batch: ship the counters if the last shipment is METRICS_FLUSH_S old."""
+        if time.monotonic() - self._flushed_at >= METRICS_FLUSH_S:
+            self._flush()
+
+    async def _flush_forever(self) -> None:
+        """What the last batches counted, shipped within METRICS_FLUSH_S when no batch follows them."""
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_S)
+            self._flush_due()
 
     async def health(self) -> dict[str, object]:
         return {
@@ -111,6 +127,9 @@ class SenderActor:
     async def stop(self, grace_s: float = 10.0) -> None:
         """Finish the batch in hand, return unacked envelopes to the broker, close."""
         await self.loop.stop(grace_s)
+        self.flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.flusher
         self._flush()
         await self.feed.aclose()
         if isinstance(self.dispatcher.attachments, S3AttachmentFetcher):

@@ -24,6 +24,7 @@ from actors import (
     FEEDBACK_ACTOR,
     HIGH_SENDER_ACTOR_PREFIX,
     INGRESS_ACTOR,
+    METRICS_FLUSH_S,
     NAMESPACE,
     RELAY_ACTOR,
     SENDER_ACTOR_PREFIX,
@@ -76,8 +77,6 @@ from serve_app.routes.deps import ApiState
 
 log = logging.getLogger(__name__)
 
-#: How often the ingress ships its counters to the aggregator when nobody reads /metrics.
-METRICS_FLUSH_S = 1.0
 HEALTH_TIMEOUT_S = 3.0
 #: How long the providers page trusts its check of each provider's settings (the live state is never cached).
 PROVIDER_CONFIG_TTL_S = 60.0
@@ -143,6 +142,7 @@ class RayOperations:
         return self._providers[1]
 
     async def flush_forever(self) -> None:
+        """Ship the replica's counters every METRICS_FLUSH_S (a read of /metrics ships them at once)."""
         while True:
             await asyncio.sleep(METRICS_FLUSH_S)
             delta = self.metrics.drain()
