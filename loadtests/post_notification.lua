@@ -3,8 +3,13 @@
 local counter = 0
 local prefix = tostring(os.time()) .. "-" .. tostring(math.random(1, 1e9))
 local token = os.getenv("HERALD_TOKEN") or ""
-local body = '{"channel":"email","template_id":"otp_login:v3","locale":"en-GB",' ..
-             '"to":{"email":"ada@example.com"},"variables":{"code":"384921","ttl":5},"priority":"high"}'
+-- A recipient and a code of its own per request: the same code to the same address again within 30 s
+-- would end deduplicated (dedupe.auth.window_seconds) instead of being sent.
+local function body(n)
+  return '{"channel":"email","template_id":"otp_login:v3","locale":"en-GB",' ..
+         '"to":{"email":"user' .. (id or "0") .. "-" .. n .. '@example.com"},' ..
+         '"variables":{"code":"' .. string.format("%06d", n % 1000000) .. '","ttl":5},"priority":"high"}'
+end
 
 function setup(thread)
   thread:set("id", tostring(math.random(1, 1e9)))
@@ -17,7 +22,7 @@ request = function()
     ["Idempotency-Key"] = prefix .. "-" .. (id or "0") .. "-" .. counter,
   }
   if token ~= "" then headers["Authorization"] = "Bearer " .. token end
-  return wrk.format("POST", "/api/notifications", headers, body)
+  return wrk.format("POST", "/api/notifications", headers, body(counter))
 end
 
 local statuses = {}
