@@ -74,7 +74,10 @@ def test_endpoints_and_callback_urls_get_signed_events_and_retries(herald: Heral
         assert again and again[0].body == failed.body
     retried_log = [e for e in log if e["attempts"] >= 2]
     assert retried_log and all(e["status"] == "delivered" for e in retried_log)
-    assert [a["status_code"] for a in retried_log[0]["attempt_log"]][:2] == [500, 200]
+    # The two 500s went to one event twice or to two events once each, as the retries and the events met.
+    codes = [[a["status_code"] for a in e["attempt_log"]] for e in retried_log]
+    assert all(c[-1] == 200 and set(c[:-1]) == {500} for c in codes), codes
+    assert sum(c.count(500) for c in codes) == 2, codes
 
 
 def test_both_secrets_sign_during_a_rotation_and_a_range_replays(herald: Herald, receiver: Receiver) -> None:
