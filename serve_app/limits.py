@@ -1,7 +1,9 @@
 """What a request may carry, checked before any route reads it: an ASGI middleware.
 
-- A body over its limit is ``413`` (a declared ``Content-Length`` is refused before reading; a chunked
-  body is counted as it arrives and refused at the first chunk over).
+- A body over its limit is ``413`` (a declared ``Content-Length`` is refused before the route reads it; a
+  chunked body is counted as it arrives and refused at the first chunk over). The rest of such a body is
+  read and thrown away first, up to :data:`DRAIN_MAX_BYTES` past the limit: a client still sending when
+  the connection closes gets a TCP reset, which can swallow the answer it was sent.
 - A body that parses as JSON (the routes parse every body as JSON, whatever its content type) must nest
   at most :data:`MAX_JSON_DEPTH` containers (``400``): the standard parser recurses once per level, so
   ``[[[[...]]]]`` would otherwise end in a ``RecursionError`` inside the route. An integer too long for
@@ -34,6 +36,8 @@ from engine.json_safety import MAX_JSON_DEPTH, document_problem, too_deep
 from engine.problems import PROBLEM_CONTENT_TYPE, ApiProblem
 
 MIB = 1024 * 1024
+#: How much of a body past its limit is read and thrown away before the 413 (beyond it: answered at once).
+DRAIN_MAX_BYTES = 8 * MIB
 #: Where providers post their webhooks: their own body limit.
 WEBHOOKS_PREFIX = "/webhooks"
 #: Where batches of up to 10,000 notifications are posted: their own limit, each item checked by the route.
@@ -129,6 +133,8 @@ class RequestLimitMiddleware:
         limit = self.limits.for_path(scope["path"])
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
+            if int(declared) <= limit + DRAIN_MAX_BYTES and not await _drain(receive, limit + DRAIN_MAX_BYTES):
+                return  # the client left: nobody to answer
             await _answer(scope, receive, send, _too_large(limit))
             return
         try:
@@ -136,6 +142,8 @@ class RequestLimitMiddleware:
         except _ClientGone:
             return  # nobody to answer
         if body is None:
+            if not await _drain(receive, DRAIN_MAX_BYTES):
+                return
             await _answer(scope, receive, send, _too_large(limit))
             return
         check = body and self.limits.checks_json(scope["path"])
@@ -169,6 +177,19 @@ async def _read(receive: Receive, limit: int) -> bytes | None:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+async def _drain(receive: Receive, max_bytes: int) -> bool:
+    """Read and drop the rest of a body, up to ``max_bytes``; False when the client disconnected."""
+    size = 0
+    while size <= max_bytes:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return False
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return True
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -220,3 +220,45 @@ async def test_a_batch_body_is_only_size_limited_here() -> None:
         assert (await client.post("/api/batch", content=bad_item)).status_code == 200  # the route's to judge
         assert_problem(await client.post("/api/notifications", content=bad_item), 422)
         assert_problem(await client.post("/api/batch", content=b"x" * 16385), 413)
+
+
+async def _over_limit(headers: list[tuple[bytes, bytes]], chunks: int, chunk: bytes) -> tuple[int, list[Any]]:
+    """How many of ``chunks`` the middleware had read when it answered, and what it sent."""
+    read = 0
+    answered_after: list[int] = []
+
+    async def receive() -> Any:
+        nonlocal read
+        read += 1
+        return {"type": "http.request", "body": chunk, "more_body": read < chunks}
+
+    async def app(*_: Any) -> None:
+        raise AssertionError("the route was called")
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        if not answered_after:
+            answered_after.append(read)
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/notifications", "headers": headers, "query_string": b""}
+    await RequestLimitMiddleware(app, limits=RequestLimits(max_bytes=4096))(scope, receive, send)
+    return answered_after[0], sent
+
+
+async def test_an_over_limit_body_is_read_to_its_end_before_the_413() -> None:
+    # Answered while the client still sends, the connection's close would reset it and could lose the answer.
+    declared = [(b"content-length", b"10000")]
+    answered_after, sent = await _over_limit(declared, 10, b"x" * 1000)
+    assert answered_after == 10 and sent[0]["status"] == 413
+    answered_after, sent = await _over_limit([(b"transfer-encoding", b"chunked")], 10, b"x" * 1000)
+    assert answered_after == 10 and sent[0]["status"] == 413
+
+
+async def test_a_body_far_past_the_limit_is_answered_without_reading_it_all() -> None:
+    far = [(b"content-length", str(4096 + 9 * MIB).encode())]
+    answered_after, sent = await _over_limit(far, 10_000, b"x" * 1000)
+    assert answered_after == 0 and sent[0]["status"] == 413
+    answered_after, sent = await _over_limit([(b"transfer-encoding", b"chunked")], 100_000, b"x" * 1000)
+    assert 8 * MIB // 1000 <= answered_after < 100_000 and sent[0]["status"] == 413
