@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 
 import ray
 
@@ -84,30 +83,22 @@ class SenderActor:
             dispatcher,
             max_envelopes=s.sender_prefetch,
             max_batch=s.sender_batch,
-            on_batch=self._flush_due,
             high_lane=s.sender_high_lane or high_only,
             main_lane=not high_only,
         )
-        self._flushed_at = time.monotonic()
         self.task = asyncio.get_running_loop().create_task(self.loop.run())
         self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
 
     def _flush(self) -> None:
-        self._flushed_at = time.monotonic()
         delta = self.metrics.drain()
         if delta:
             self.control.apply.remote(delta)
 
-    def _flush_due(self) -> None:
-        """After a batch: ship the counters if the last shipment is METRICS_FLUSH_S old."""
-        if time.monotonic() - self._flushed_at >= METRICS_FLUSH_S:
-            self._flush()
-
     async def _flush_forever(self) -> None:
-        """What the last batches counted, shipped within METRICS_FLUSH_S when no batch follows them."""
+        """Ship the counters every METRICS_FLUSH_S, never per batch (a batch may be one message)."""
         while True:
             await asyncio.sleep(METRICS_FLUSH_S)
-            self._flush_due()
+            self._flush()
 
     async def health(self) -> dict[str, object]:
         return {
