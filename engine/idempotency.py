@@ -65,8 +65,13 @@ def judge(stored: StoredResponse | None, incoming_hash: str) -> Verdict:
     return Verdict.REPLAY if stored.request_hash == incoming_hash else Verdict.CONFLICT
 
 
+class CacheUnavailable(Exception):
+    """The idempotency cache could not answer; the intake goes on with PostgreSQL alone."""
+
+
 class IdempotencyCache(Protocol):
-    """The fast path (Redis). ``claim`` is SET NX of an in-flight marker."""
+    """The fast path (Redis). ``claim`` is SET NX of an in-flight marker. Each method raises
+    :class:`CacheUnavailable` when the cache cannot be reached: adapters translate their own errors."""
 
     async def claim(self, tenant: str, key: str, req_hash: str, ttl_s: int) -> tuple[bool, str | None]:
         """``(True, None)`` when this caller owns the key; else ``(False, stored value)``."""
@@ -75,6 +80,8 @@ class IdempotencyCache(Protocol):
     async def complete(self, tenant: str, key: str, response: StoredResponse, ttl_s: int) -> None: ...
 
     async def release(self, tenant: str, key: str) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 IN_FLIGHT_PREFIX = "inflight:"

@@ -16,7 +16,6 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from engine.auth import Principal
 from engine.channels import Channel
@@ -24,6 +23,7 @@ from engine.dispatch import utcnow
 from engine.governance.admission import Admitted, GovernanceAdmission
 from engine.governance.budgets import BUDGET_EXHAUSTED, PriceQuery
 from engine.idempotency import (
+    CacheUnavailable,
     IdempotencyCache,
     KeyProblem,
     StoredResponse,
@@ -308,7 +308,7 @@ class Intake:
             return None
         try:
             owned, value = await self.cache.claim(tenant.slug, key, req_hash, self.idempotency_ttl_s)
-        except (RedisError, OSError) as err:
+        except CacheUnavailable as err:
             log.warning("idempotency cache unavailable, using Postgres only: %s", err)
             return None
         if owned or value is None:
@@ -415,7 +415,7 @@ class Intake:
             return
         try:
             await self.cache.complete(tenant.slug, key, stored, self.idempotency_ttl_s)
-        except (RedisError, OSError) as err:
+        except CacheUnavailable as err:
             log.warning("idempotency cache write failed: %s", err)
 
     async def _cache_release(self, tenant: Tenant, key: str) -> None:
@@ -423,7 +423,7 @@ class Intake:
             return
         try:
             await self.cache.release(tenant.slug, key)
-        except (RedisError, OSError) as err:
+        except CacheUnavailable as err:
             log.warning("idempotency cache release failed: %s", err)
 
 

@@ -15,10 +15,10 @@ import asyncpg
 
 from engine.broker import Broker
 from engine.broker.factory import make_broker
-from engine.cache import RedisIdempotencyCache
 from engine.channels import Channel
 from engine.delivery import Driver, DriverFactory
 from engine.errors import ConfigurationError
+from engine.idempotency import IdempotencyCache
 from engine.settings import Settings
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
@@ -101,7 +101,7 @@ class Components:
     repo: Repository
     catalog: TemplateCatalog
     tenant_templates: TenantTemplateCache
-    cache: RedisIdempotencyCache | None = None
+    cache: IdempotencyCache | None = None
     broker: Broker | None = None
 
     async def aclose(self) -> None:
@@ -129,6 +129,8 @@ async def open_components(
     tenant_templates.catalog = catalog
     parts = Components(pool=pool, repo=Repository(pool), catalog=catalog, tenant_templates=tenant_templates)
     if cache and s.redis_url:
+        from engine.cache import RedisIdempotencyCache  # redis's client, only where Redis is configured
+
         parts.cache = RedisIdempotencyCache.from_url(s.redis_url)
     if broker:
         parts.broker = make_broker(
