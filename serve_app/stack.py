@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,17 @@ DRAIN_BUDGET_S = 7.0
 SENDER_GRACE_S = 4.0
 #: Serve replicas: how long in-flight requests may finish once a replica is told to stop.
 REPLICA_SHUTDOWN_S = 3.0
+#: What the actors and the ingress are made of: imported while Ray starts (in the database's thread)
+#: rather than after, when their processes wait for this one to ask for them.
+PRELOADED = (
+    "actors.control",
+    "actors.feedback",
+    "actors.governor",
+    "actors.ingress",
+    "actors.relay",
+    "actors.sender",
+    "serve_app.api",
+)
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -69,6 +82,22 @@ def _ray_environment(settings: Settings) -> None:
     os.environ.setdefault("RAY_SERVE_PROXY_GRACEFUL_SHUTDOWN_TIMEOUT_S", "2")
     os.environ.update(serve_environment(settings.ingress, os.environ))
     os.environ.update(ray_port_environment(settings.http_port, os.environ))
+
+
+def _start_serve_controller(http_options: dict[str, Any]) -> list[Any]:
+    """Serve's controller, started (unless it runs) without waiting for its proxies: the refs that tell
+    when they are up. ``serve.start`` does the same and then waits."""
+    from ray.serve._private import api as serve_api
+    from ray.serve._private.client import ServeControllerClient
+    from ray.serve.context import _get_global_client, _set_global_client
+
+    if _get_global_client(raise_if_no_controller_running=False) is not None:
+        return []  # already running
+    controller, proxies = serve_api._create_controller_and_proxy_refs(
+        http_options, None, None, None, serve_api._coerce_controller_options(None)
+    )
+    _set_global_client(ServeControllerClient(controller))
+    return list(proxies)
 
 
 async def _check_providers(settings: Settings, database_url: str) -> None:
@@ -123,20 +152,24 @@ class Stack:
         self.prepare()
         s = self.settings
         self.embedded = not s.database_url
-        self.database_url = resolve_database_url(s)
-        # Fail now, naming the variable (or the routing table's key), rather than at the first send.
-        asyncio.run(_check_providers(s, self.database_url))
+        # The database (initdb on a first start) and Ray start at once: neither needs the other. Ray's
+        # package is imported whole first, so the two threads never import its modules at once.
+        import ray  # noqa: F401
+
+        with ThreadPoolExecutor(1, thread_name_prefix="herald-db") as pool:
+            database = pool.submit(self._prepare_database)
+            try:
+                self._start_ray()
+            finally:
+                applied = database.result()  # a failed Ray start still waits for the database, to stop it
         table = load_table(s.routing_table_path)
-        applied = asyncio.run(migrate_url(self.database_url))
         config = RuntimeConfig.capture(s, self.database_url)
         for part, backend in config.backends().items():
             log.info("%-18s %s", part + ":", backend)
         log.info("database url:      %s; migrations applied now: %d", redact_dsn(self.database_url), len(applied))
-        self._start_ray()
         if self.run_file is not None:  # Ray's own processes, should this one be killed while starting
             self.run_file.record_children()
         workers = self._start_actors(config, table)
-        self._start_serve(config)  # beside the actors starting: Ray starts only so many workers at once
         self._wait_actors(workers, timeout_s)
         self._wait_healthy(timeout_s)
         if self.port is not None:  # Serve's proxy listens on it now
@@ -144,6 +177,17 @@ class Stack:
         if self.run_file is not None:
             self.run_file.record_children(ports=[s.http_port])
         log.info("herald is up at %s", s.base_url)
+
+    def _prepare_database(self) -> list[str]:
+        """Start (or join) the database, check the providers' settings against it and migrate it; the
+        migrations applied now."""
+        self.database_url = resolve_database_url(self.settings)
+        # Fail now, naming the variable (or the routing table's key), rather than at the first send.
+        asyncio.run(_check_providers(self.settings, self.database_url))
+        applied = asyncio.run(migrate_url(self.database_url))
+        for module in PRELOADED:
+            importlib.import_module(module)
+        return applied
 
     def _start_ray(self) -> None:
         import ray
@@ -192,6 +236,9 @@ class Stack:
         self.control = ControlActor.options(name=CONTROL_ACTOR, namespace=NAMESPACE).remote(config)
         self.governors = start_governors(s.governor_shards)
         log.info("routing table:     %s (%s)", table.label, s.routing_table_path)
+        # Serve's chain (controller, then proxies and replicas) is the longest part of a start: its
+        # processes are asked for before the rest, as Ray starts only so many workers at once.
+        proxies = self._start_serve(config)
         self.relay = RelayActor.options(name=RELAY_ACTOR, namespace=NAMESPACE).remote(config)
         self.senders = [
             SenderActor.options(name=f"{SENDER_ACTOR_PREFIX}{i}", namespace=NAMESPACE).remote(config, i)
@@ -207,12 +254,12 @@ class Stack:
         if s.amqp_url:
             self.ingress = IngressActor.options(name=INGRESS_ACTOR, namespace=NAMESPACE).remote(config)
             workers.append(self.ingress)
-        return workers
+        return [a.health.remote() for a in workers] + proxies
 
     def _wait_actors(self, workers: list[Any], timeout_s: float) -> None:
         import ray
 
-        ray.get([a.health.remote() for a in workers], timeout=timeout_s)
+        ray.get(workers, timeout=timeout_s)
 
     def scale_ingress(self, replicas: int, *, timeout_s: float = 120.0) -> None:
         """Run the ingress on ``replicas`` Serve replicas (the running ones stay), and wait until all serve."""
@@ -229,14 +276,17 @@ class Stack:
             time.sleep(0.5)
         raise RuntimeError(f"the ingress did not reach {replicas} replicas in {timeout_s:.0f}s")
 
-    def _start_serve(self, config: Any, replicas: int | None = None) -> None:
+    def _start_serve(self, config: Any, replicas: int | None = None) -> list[Any]:
+        """Deploy the ingress; what to wait on for Serve's proxies. Starting Serve, its controller starts
+        the proxies, and the replicas are asked for as soon as the controller is up, not once the proxies
+        are (``serve.start`` waits for them first): the proxies and replicas start at once."""
         from ray import serve
 
         from serve_app.api import HeraldApi
 
         s = self.settings
         self._config = config
-        serve.start(http_options={"host": s.http_host, "port": s.http_port})
+        proxies = _start_serve_controller({"host": s.http_host, "port": s.http_port})
         quiet = s.log_level.upper() not in ("DEBUG", "INFO")
         api = HeraldApi.options(
             num_replicas=replicas or s.ingress_replicas or default_replicas(),
@@ -244,7 +294,9 @@ class Stack:
             graceful_shutdown_wait_loop_s=0.5,
             graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S,
         )
-        serve.run(api.bind(config), name=APP_NAME, route_prefix="/", blocking=False)
+        target = serve.RunTarget(target=api.bind(config), name=APP_NAME, route_prefix="/")
+        serve.run_many([target], wait_for_applications_running=replicas is not None)
+        return proxies
 
     def _wait_healthy(self, timeout_s: float) -> None:
         import httpx
