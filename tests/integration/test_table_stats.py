@@ -40,6 +40,11 @@ async def test_a_table_a_burst_filled_is_analyzed_once_and_then_left_alone(repo:
         assert await _wait_stale(repo, (name,), [name]) == [name]
         assert await analyze_stale(repo.pool, (name,)) == [name]
         assert await repo.pool.fetchval("SELECT reltuples FROM pg_class WHERE relname = $1", name) == 20000
+        bounds = await repo.pool.fetchval(
+            "SELECT cardinality(histogram_bounds::text::text[]) FROM pg_stats WHERE tablename = $1 AND attname = 'id'",
+            name,
+        )
+        assert bounds == table_stats.SAMPLE_TARGET + 1  # the small sample: a tenth of a default ANALYZE's work
         assert await analyze_stale(repo.pool, (name,)) == []  # fresh statistics: nothing to do
     finally:
         await repo.pool.execute(f"DROP TABLE {name}")
