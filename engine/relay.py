@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from engine.broker import Broker, BrokerUnavailable, Envelope
-from engine.channels import PRIORITY_ORDER, Priority
+from engine.channels import PRIORITY_ORDER, Priority, priority_queue
 from engine.storage.repository import OutboxRow, Repository, take_outbox
 from engine.storage.table_stats import analyze_stale
 
@@ -37,6 +37,10 @@ class RelayOptions:
     #: How often the hot tables' statistics are checked (engine.storage.table_stats), inside bursts too.
     stats_every_s: float = 0.5
     broker_retry_s: float = 1.0
+    #: Normal and low rows wait in the outbox while their queue holds this many ready envelopes (0: never).
+    backlog_cap: int = 50
+    #: How soon the relay looks again while the cap holds rows back.
+    backlog_recheck_s: float = 0.1
 
 
 def build_envelopes(rows: Sequence[OutboxRow], max_ids: int) -> dict[str, list[Envelope]]:
@@ -50,6 +54,47 @@ def build_envelopes(rows: Sequence[OutboxRow], max_ids: int) -> dict[str, list[E
         for start in range(0, len(ids), max_ids):
             out[queue].append(Envelope(priority, tuple(ids[start : start + max_ids]), tenant=tenant_id.hex))
     return out
+
+
+class BacklogGate:
+    """Keeps a burst in the outbox rather than in the broker: normal and low rows are taken only while their
+    queue holds fewer than ``cap`` ready envelopes, so a campaign moves into the broker as fast as the
+    senders take it, not all at once (100,000 rows published within two seconds took both cores and held
+    one-time codes back for as long). High-priority rows are never held.
+
+    The count kept here is the last one read plus the envelopes published since; the broker is asked again
+    only once that reaches the cap, and at most every ``recheck_s``.
+    """
+
+    QUEUES = (priority_queue(Priority.NORMAL), priority_queue(Priority.LOW))
+
+    def __init__(self, cap: int, recheck_s: float) -> None:
+        self.cap = cap
+        self.recheck_s = recheck_s
+        self.ready = dict.fromkeys(self.QUEUES, 0)
+        self._read_at = -recheck_s
+
+    @property
+    def holding(self) -> bool:
+        return self.cap > 0 and any(n >= self.cap for n in self.ready.values())
+
+    async def open(self, broker: Broker) -> tuple[bool, bool]:
+        """Whether normal and low rows may be taken now.
+
+        Raises:
+            BrokerUnavailable: the broker could not say how much it holds.
+        """
+        if self.cap <= 0:
+            return True, True
+        if self.holding and time.monotonic() - self._read_at >= self.recheck_s:
+            self.ready.update(await broker.ready(self.QUEUES))
+            self._read_at = time.monotonic()
+        normal, low = (self.ready[q] < self.cap for q in self.QUEUES)
+        return normal, low
+
+    def published(self, queue: str, envelopes: int) -> None:
+        if queue in self.ready:
+            self.ready[queue] += envelopes
 
 
 class Relay:
@@ -66,6 +111,7 @@ class Relay:
         self._wake_high = asyncio.Event()
         self._analyzing: asyncio.Task[list[str]] | None = None
         self._stats_at = 0.0
+        self.gate = BacklogGate(options.backlog_cap, options.backlog_recheck_s)
 
     async def run_once(self, *, high_only: bool = False) -> int:
         """Publish one batch of due rows (or of due high-priority rows); returns how many were published.
@@ -73,13 +119,15 @@ class Relay:
         Raises:
             BrokerUnavailable: nothing of this batch was published; its rows stay in the outbox.
         """
+        normal, low = (False, False) if high_only else await self.gate.open(self.broker)
         async with self.repo.pool.acquire() as conn, conn.transaction():
-            rows = await take_outbox(conn, self.options.batch, high_only=high_only)
+            rows = await take_outbox(conn, self.options.batch, high_only=high_only, normal=normal, low=low)
             if not rows:
                 return 0
             for queue, envelopes in build_envelopes(rows, self.options.envelope_max_ids).items():
                 await self.broker.publish(queue, envelopes)
                 self.published_by_queue[queue] += len(envelopes)
+                self.gate.published(queue, len(envelopes))
         self.published += len(rows)
         return len(rows)
 
@@ -144,7 +192,8 @@ class Relay:
                 if reclaimed:
                     log.warning("returned %d expired send leases to the queue", reclaimed)
                     continue
-            await _wait_any(stop, self._wake, self.options.poll_s)
+            held = self.gate.holding  # rows may be waiting for the broker's queue to go down
+            await _wait_any(stop, self._wake, self.options.backlog_recheck_s if held else self.options.poll_s)
 
     def _keep_stats(self) -> None:
         """Every ``stats_every_s``, inside a burst's passes too: analyze the hot tables the burst made

@@ -2,6 +2,7 @@
 
     python -m loadtests.priority_bench [--burst 100000] [--samples 1000] [--rate 50] [--senders 1]
                                        [--high-senders 1] [--broker rabbitmq|postgres] [--no-high-lane]
+                                       [--backlog-cap 50]
 
 On a fresh database of ``DATABASE_URL``'s server (and RabbitMQ at ``AMQP_URL`` in a queue namespace of its
 own, or the Postgres queue): the relay, ``--senders`` sender loops (claim, render, dedupe, record) and
@@ -16,8 +17,9 @@ the intake. Two phases, same run:
 
 Prints p50/p99 of both and the low messages still waiting when the burst phase's last sample was taken
 (the burst must still be draining for the figure to mean anything). ``--no-high-lane`` turns the senders'
-reserved lane for ``notifications.high`` off, and ``--high-senders 0`` the dedicated senders, for
-comparison. Goal: burst p99 <= 250 ms and <= 2x quiet.
+reserved lane for ``notifications.high`` off, ``--high-senders 0`` the dedicated senders, and
+``--backlog-cap 0`` the relay's cap on what it moves into the broker ahead of the senders, for comparison.
+Goal: burst p99 <= 250 ms and <= 2x quiet.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Side:
     prefix: str
     high_lane: bool
     batch: int
+    backlog_cap: int
 
 
 def make_broker(side: Side, *, high_only: bool = False) -> Broker:
@@ -108,7 +111,8 @@ def relay_process(side: Side, stop: EventType) -> None:
         broker = make_broker(side)
         await broker.connect()
         done = asyncio.Event()
-        task = asyncio.create_task(Relay(Repository(pool), broker, RelayOptions(), listen_dsn=side.url).run(done))
+        relay = Relay(Repository(pool), broker, RelayOptions(backlog_cap=side.backlog_cap), listen_dsn=side.url)
+        task = asyncio.create_task(relay.run(done))
         while not stop.is_set():
             await asyncio.sleep(0.1)
         done.set()
@@ -241,7 +245,8 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
     tenant = await repo.ensure_tenant("t_bench")
     principal = Principal(tenant=tenant.slug, scopes=frozenset({"send"}))
     intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600)
-    side = Side(url, args.broker, args.amqp_url, f"bench{uuid.uuid4().hex[:8]}.", not args.no_high_lane, args.batch)
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    side = Side(url, args.broker, args.amqp_url, prefix, not args.no_high_lane, args.batch, args.backlog_cap)
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     reached_q = ctx.Queue()
@@ -280,6 +285,7 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
         "senders": args.senders,
         "high_senders": args.high_senders,
         "high_lane": not args.no_high_lane,
+        "backlog_cap": args.backlog_cap,
         "batch": args.batch,
         "rate_per_s": args.rate,
         "burst": args.burst,
@@ -321,6 +327,12 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=100, help="messages per claim/record (HERALD_SENDER_BATCH)")
     parser.add_argument("--no-high-lane", action="store_true", help="senders without the reserved high lane")
+    parser.add_argument(
+        "--backlog-cap",
+        type=int,
+        default=RelayOptions().backlog_cap,
+        help="ready envelopes per queue beyond which the relay leaves normal and low rows in the outbox (0: no cap)",
+    )
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL"))
     args = parser.parse_args()

@@ -131,6 +131,15 @@ class Broker(ABC):
     async def depths(self) -> dict[str, int]:
         """Messages ready in each queue (for ``/admin/queues`` and autoscaling)."""
 
+    async def ready(self, queues: Sequence[str]) -> dict[str, int]:
+        """Messages ready in each of ``queues`` (the relay's backlog cap asks it during bursts).
+
+        Raises:
+            BrokerUnavailable: the broker cannot be reached.
+        """
+        depths = await self.depths()
+        return {q: depths.get(q, 0) for q in queues}
+
     @abstractmethod
     async def stats(self) -> dict[str, QueueStats]:
         """Every queue of :data:`~engine.channels.ALL_QUEUES`: depth, consumers, age of the oldest.

@@ -445,6 +445,14 @@ class PgQueueBroker(Broker):
             counts[r["queue"][len(self.prefix) :]] = r["n"]
         return counts
 
+    async def ready(self, queues: Sequence[str]) -> dict[str, int]:
+        with _unavailable("depths"):
+            rows = await self.pool.fetch(_DEPTHS, [self.prefix + q for q in queues])
+        counts = dict.fromkeys(queues, 0)
+        for r in rows:
+            counts[r["queue"][len(self.prefix) :]] = r["n"]
+        return counts
+
     async def stats(self) -> dict[str, QueueStats]:
         with _unavailable("stats"):
             rows = await self.pool.fetch(_STATS, self._all_queues, CONSUMER_ALIVE_S)

@@ -142,6 +142,7 @@ class RabbitMQBroker(Broker):
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
         self._consume_channel: AbstractRobustChannel | None = None
+        self._ready_channel: AbstractRobustChannel | None = None  #: for :meth:`ready`'s passive declares
         self._buffers: dict[Priority, deque[AmqpDelivery]] = {p: deque() for p in PRIORITY_ORDER}
         #: Each waiting ``get`` has its event here under every priority it takes (woken when one arrives).
         self._waiters: dict[Priority, set[asyncio.Event]] = {p: set() for p in PRIORITY_ORDER}
@@ -227,7 +228,7 @@ class RabbitMQBroker(Broker):
 
     async def _drop(self) -> None:
         connection, self._connection = self._connection, None
-        self._publish_channel = self._consume_channel = None
+        self._publish_channel = self._consume_channel = self._ready_channel = None
         for buffer in self._buffers.values():
             buffer.clear()  # never acked: RabbitMQ requeues them when the connection closes
         if connection is not None:
@@ -382,6 +383,20 @@ class RabbitMQBroker(Broker):
                     counts[queue] = int(declared.declaration_result.message_count or 0)
             finally:
                 await channel.close()
+        return counts
+
+    async def ready(self, queues: Sequence[str]) -> dict[str, int]:
+        connection = await self._connected()
+        counts: dict[str, int] = {}
+        with _unavailable("read queue depths"):
+            if self._ready_channel is None or self._ready_channel.is_closed:
+                self._ready_channel = await asyncio.wait_for(connection.channel(), self.connect_timeout_s)
+            for queue in queues:
+                # Not robust: a robust channel answers a passive declare of a queue it knows from its cache.
+                declared = await self._ready_channel.declare_queue(
+                    self._name(queue), durable=True, passive=True, robust=False, timeout=self.connect_timeout_s
+                )
+                counts[queue] = int(declared.declaration_result.message_count or 0)
         return counts
 
     async def stats(self) -> dict[str, QueueStats]:

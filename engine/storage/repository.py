@@ -279,10 +279,15 @@ class Repository:
         return await list_inbox(self.pool, tenant_id, user_id, limit=limit)
 
 
-async def take_outbox(conn: asyncpg.Connection, limit: int, *, high_only: bool = False) -> list[OutboxRow]:
-    """Due outbox rows (every priority, high first; or high only), deleted inside the caller's
-    transaction (commit only after the broker confirmed)."""
-    rows = await conn.fetch(sql.TAKE_OUTBOX_HIGH if high_only else sql.TAKE_OUTBOX, limit)
+async def take_outbox(
+    conn: asyncpg.Connection, limit: int, *, high_only: bool = False, normal: bool = True, low: bool = True
+) -> list[OutboxRow]:
+    """Due outbox rows (high first, then normal and low unless held back; or high only), deleted inside
+    the caller's transaction (commit only after the broker confirmed)."""
+    if high_only:
+        rows = await conn.fetch(sql.TAKE_OUTBOX_HIGH, limit)
+    else:
+        rows = await conn.fetch(sql.TAKE_OUTBOX, limit, normal, low)
     taken = [OutboxRow(r["id"], r["tenant_id"], r["message_id"], r["queue"], r["priority"]) for r in rows]
     taken.sort(key=lambda r: (r.priority, r.id))  # deleted in the primary key's order: high first again
     return taken

@@ -233,18 +233,20 @@ SELECT count(*) FROM upd
 # index (priority, available_at, id) per priority, read lazily (a branch is not read once the limit is
 # met), so rows scheduled for later are never read however many there are.
 _DUE_AT_PRIORITY = """SELECT * FROM (
-        SELECT id FROM outbox WHERE priority = {rank} AND available_at <= now()
+        SELECT id FROM outbox WHERE priority = {rank} AND available_at <= now(){gate}
         ORDER BY available_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) p{rank}"""
-# The due ids are gathered first, into an array, and the rows deleted by their primary key: joined back to
-# the outbox instead, the planner chose a hash join over a scan of the whole table once its statistics
-# counted a burst (100 ms for each 1,000-row pass of a 100,000-row burst, instead of 10).
+# $2 and $3 let normal and low rows through (the relay's backlog cap, engine.relay.BacklogGate): a false
+# one is a one-time filter, its branch never read. The due ids are gathered first, into an array, and
+# the rows deleted by their primary key: joined back to the outbox instead, the planner chose a hash join
+# over a scan of the whole table once its statistics counted a burst (100 ms for each 1,000-row pass of a
+# 100,000-row burst, instead of 10).
 TAKE_OUTBOX = f"""
 DELETE FROM outbox o
 WHERE o.id = ANY(ARRAY(
     SELECT id FROM (
-        {_DUE_AT_PRIORITY.format(rank=0)}
-        UNION ALL {_DUE_AT_PRIORITY.format(rank=1)}
-        UNION ALL {_DUE_AT_PRIORITY.format(rank=2)}
+        {_DUE_AT_PRIORITY.format(rank=0, gate="")}
+        UNION ALL {_DUE_AT_PRIORITY.format(rank=1, gate=" AND $2::bool")}
+        UNION ALL {_DUE_AT_PRIORITY.format(rank=2, gate=" AND $3::bool")}
     ) ranked
     LIMIT $1
 ))
@@ -254,6 +256,6 @@ RETURNING o.id, o.tenant_id, o.message_id, o.queue, o.priority
 # The relay's high lane: only the due high-priority rows (the first range of the same index).
 TAKE_OUTBOX_HIGH = f"""
 DELETE FROM outbox o
-WHERE o.id = ANY(ARRAY({_DUE_AT_PRIORITY.format(rank=0)}))
+WHERE o.id = ANY(ARRAY({_DUE_AT_PRIORITY.format(rank=0, gate="")}))
 RETURNING o.id, o.tenant_id, o.message_id, o.queue, o.priority
 """

@@ -102,7 +102,7 @@ async def test_the_relay_reads_only_due_outbox_rows_however_many_are_scheduled(
         tx = conn.transaction()
         await tx.start()
         try:
-            [plan] = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql.TAKE_OUTBOX, 1000)
+            [plan] = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql.TAKE_OUTBOX, 1000, True, True)
         finally:
             await tx.rollback()
     nodes = plan_nodes(plan["Plan"])
