@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -40,17 +39,6 @@ DRAIN_BUDGET_S = 7.0
 SENDER_GRACE_S = 4.0
 #: Serve replicas: how long in-flight requests may finish once a replica is told to stop.
 REPLICA_SHUTDOWN_S = 3.0
-#: What the actors and the ingress are made of: imported while Ray starts (in the database's thread)
-#: rather than after, when their processes wait for this one to ask for them.
-PRELOADED = (
-    "actors.control",
-    "actors.feedback",
-    "actors.governor",
-    "actors.ingress",
-    "actors.relay",
-    "actors.sender",
-    "serve_app.api",
-)
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -185,8 +173,11 @@ class Stack:
         # Fail now, naming the variable (or the routing table's key), rather than at the first send.
         asyncio.run(_check_providers(self.settings, self.database_url))
         applied = asyncio.run(migrate_url(self.database_url))
-        for module in PRELOADED:
-            importlib.import_module(module)
+        # What the actors and the ingress are made of, imported here while Ray starts rather than after,
+        # when their processes wait for this one to ask for them.
+        from actors import control, feedback, governor, ingress, relay, sender  # noqa: F401
+        from serve_app import api  # noqa: F401
+
         return applied
 
     def _start_ray(self) -> None:
