@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.channels import Priority
+from engine.channels import ALL_QUEUES, Priority
 
 ENVELOPE_VERSION = 1
 #: Default cap of each ``notifications.dlq.<channel>`` queue (HERALD_DLQ_MAX_LENGTH).
@@ -127,18 +127,17 @@ class Broker(ABC):
         when nothing came.
         """
 
-    @abstractmethod
     async def depths(self) -> dict[str, int]:
-        """Messages ready in each queue (for ``/admin/queues`` and autoscaling)."""
+        """Messages ready in each queue of :data:`~engine.channels.ALL_QUEUES` (for ``/admin/queues``)."""
+        return await self.ready(ALL_QUEUES)
 
+    @abstractmethod
     async def ready(self, queues: Sequence[str]) -> dict[str, int]:
         """Messages ready in each of ``queues`` (the relay's backlog cap asks it during bursts).
 
         Raises:
             BrokerUnavailable: the broker cannot be reached.
         """
-        depths = await self.depths()
-        return {q: depths.get(q, 0) for q in queues}
 
     @abstractmethod
     async def stats(self) -> dict[str, QueueStats]:

@@ -437,14 +437,6 @@ class PgQueueBroker(Broker):
             await self.pool.execute(_REQUEUE, delivery.row_id, delivery.delivery_count)
         self._on_notify()  # wake this broker's waiting gets at once
 
-    async def depths(self) -> dict[str, int]:
-        with _unavailable("depths"):
-            rows = await self.pool.fetch(_DEPTHS, self._all_queues)
-        counts = dict.fromkeys(ALL_QUEUES, 0)
-        for r in rows:
-            counts[r["queue"][len(self.prefix) :]] = r["n"]
-        return counts
-
     async def ready(self, queues: Sequence[str]) -> dict[str, int]:
         with _unavailable("depths"):
             rows = await self.pool.fetch(_DEPTHS, [self.prefix + q for q in queues])

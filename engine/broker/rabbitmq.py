@@ -369,26 +369,11 @@ class RabbitMQBroker(Broker):
         for d in deliveries:
             await d.ack()
 
-    async def depths(self) -> dict[str, int]:
-        connection = await self._connected()
-        counts: dict[str, int] = {}
-        with _unavailable("read queue depths"):
-            # Its own channel: a passive declare of a missing queue closes the channel it runs on.
-            channel = await asyncio.wait_for(connection.channel(), self.connect_timeout_s)
-            try:
-                for queue in ALL_QUEUES:
-                    declared = await channel.declare_queue(
-                        self._name(queue), durable=True, passive=True, timeout=self.connect_timeout_s
-                    )
-                    counts[queue] = int(declared.declaration_result.message_count or 0)
-            finally:
-                await channel.close()
-        return counts
-
     async def ready(self, queues: Sequence[str]) -> dict[str, int]:
         connection = await self._connected()
         counts: dict[str, int] = {}
         with _unavailable("read queue depths"):
+            # A channel of its own: a passive declare of a missing queue closes the channel it runs on.
             if self._ready_channel is None or self._ready_channel.is_closed:
                 self._ready_channel = await asyncio.wait_for(connection.channel(), self.connect_timeout_s)
             for queue in queues:

@@ -160,6 +160,14 @@ async def test_batch_publish_and_depths(make: BrokerFactory) -> None:
     assert await broker.health()
 
 
+async def test_ready_counts_the_queues_asked_for_as_they_change(make: BrokerFactory) -> None:
+    broker = await make()
+    await broker.publish(LOW, [envelope(Priority.LOW) for _ in range(7)])
+    assert await broker.ready([LOW, NORMAL]) == {LOW: 7, NORMAL: 0}
+    await broker.publish(LOW, [envelope(Priority.LOW) for _ in range(2)])
+    assert await broker.ready([LOW]) == {LOW: 9}  # read again, not a cached answer
+
+
 async def test_publish_to_an_unknown_queue_is_a_programming_error(make: BrokerFactory) -> None:
     broker = await make()
     with pytest.raises(ValueError, match="unknown queue"):

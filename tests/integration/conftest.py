@@ -13,6 +13,7 @@ from engine.metrics import MetricsBuffer
 from engine.models import Tenant
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
+from tests.broker.conftest import make, target  # noqa: F401 (a connected broker of each adapter, as there)
 from tests.integration.lifecycle_support import Harness, leave_nothing_to_send
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"

@@ -5,39 +5,19 @@ row is published, each exactly once."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.broker import Broker
-from engine.broker.pgqueue import PgQueueBroker
-from engine.broker.rabbitmq import RabbitMQBroker
 from engine.channels import Priority, priority_queue
 from engine.ids import new_id
 from engine.relay import Relay, RelayOptions
 from engine.storage.repository import Repository
-from tests.broker.conftest import delete_rabbit_queues
+from tests.broker.conftest import BrokerFactory
 
 pytestmark = pytest.mark.integration
 
 HIGH, LOW = priority_queue(Priority.HIGH), priority_queue(Priority.LOW)
 BURST, CAP, BATCH, PER_ENVELOPE = 3000, 4, 500, 100
-
-
-@pytest.fixture(params=["postgres", "rabbitmq"])
-async def broker(request: pytest.FixtureRequest, repo: Repository) -> AsyncIterator[Broker]:
-    prefix = f"b{uuid.uuid4().hex[:8]}."
-    b: Broker
-    if request.param == "rabbitmq":
-        amqp_url = request.getfixturevalue("amqp_url")
-        b = RabbitMQBroker(amqp_url, queue_prefix=prefix, prefetch=50)
-    else:
-        b = PgQueueBroker(repo.pool, queue_prefix=prefix, lease_s=30, poll_s=0.05)
-    await b.connect()
-    yield b
-    await b.close()
-    if request.param == "rabbitmq":
-        await delete_rabbit_queues(amqp_url, prefix)
 
 
 async def _add_rows(repo: Repository, tenant: uuid.UUID, n: int, rank: int) -> list[uuid.UUID]:
@@ -55,8 +35,9 @@ async def _add_rows(repo: Repository, tenant: uuid.UUID, n: int, rank: int) -> l
 
 
 async def test_a_burst_waits_in_the_outbox_while_its_queue_holds_the_cap(
-    repo: Repository, broker: Broker, database_url: str
+    repo: Repository, make: BrokerFactory, database_url: str
 ) -> None:
+    broker = await make()
     tenant = new_id()
     burst = await _add_rows(repo, tenant, BURST, rank=2)
     options = RelayOptions(batch=BATCH, envelope_max_ids=PER_ENVELOPE, backlog_cap=CAP, backlog_recheck_s=0.0)
