@@ -157,8 +157,8 @@ class Stack:
         log.info("database url:      %s; migrations applied now: %d", redact_dsn(self.database_url), len(applied))
         if self.run_file is not None:  # Ray's own processes, should this one be killed while starting
             self.run_file.record_children()
-        workers = self._start_actors(config, table)
-        self._wait_actors(workers, timeout_s)
+        started = self._start_actors(config, table)
+        self._wait_actors(started, timeout_s)
         self._wait_healthy(timeout_s)
         if self.port is not None:  # Serve's proxy listens on it now
             self.port.release()
@@ -204,8 +204,9 @@ class Stack:
             signal.signal(signal.SIGTERM, previous)
 
     def _start_actors(self, config: Any, table: Any) -> list[Any]:
-        """Create every actor; the ones to wait for (:meth:`_wait_actors`). The named control-plane actors
-        come first: a sender finds them by name as it starts, and its calls wait until they are up."""
+        """Create every actor and deploy the ingress; the refs to wait for (:meth:`_wait_actors`): each
+        actor's health and Serve's proxies. The named control-plane actors come first: a sender finds them
+        by name as it starts, and its calls wait until they are up."""
 
         from actors import (
             CONTROL_ACTOR,
@@ -247,10 +248,10 @@ class Stack:
             workers.append(self.ingress)
         return [a.health.remote() for a in workers] + proxies
 
-    def _wait_actors(self, workers: list[Any], timeout_s: float) -> None:
+    def _wait_actors(self, started: list[Any], timeout_s: float) -> None:
         import ray
 
-        ray.get(workers, timeout=timeout_s)
+        ray.get(started, timeout=timeout_s)
 
     def scale_ingress(self, replicas: int, *, timeout_s: float = 120.0) -> None:
         """Run the ingress on ``replicas`` Serve replicas (the running ones stay), and wait until all serve."""
