@@ -3,9 +3,10 @@ every status and event recorded; beside a Celery pipeline doing the same per mes
 
     python -m loadtests.e2e_bench [--n 20000] [--batch-size 5000] [--senders 2] [--database-url ...] [--amqp-url ...]
 
-Herald: the batch intake, the outbox relay and ``--senders`` sender loops run in this process (the
-engine objects the Ray actors wrap, without Ray) on the real RabbitMQ and PostgreSQL; the clock runs
-from the first batch until every message is ``sent``. Celery: the same messages stored in one statement,
+Herald: the engine objects the Ray actors wrap, without Ray, on the real RabbitMQ and PostgreSQL, in
+the processes the actors get: the batch intake in this one (the ingress), the outbox relay and each of
+``--senders`` sender loops in one of its own; the clock runs from the first batch until every message is
+``sent``. Celery: the same messages stored in one statement,
 one task each enqueued, and a Celery worker (prefork, one process per core) doing for each what a
 sender does for a message (claim, render, send to ``sink``, record) with Herald's dispatcher; the clock
 runs from the insert until every message is ``sent``. Rows written per message are counted from
@@ -19,12 +20,15 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing as mp
 import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 import asyncpg
@@ -62,7 +66,9 @@ async def row_counts(dsn: str) -> dict[str, int]:
 
 
 async def rows_per_message(dsn: str, before: dict[str, int], n: int) -> dict[str, float]:
-    await asyncio.sleep(1.0)  # statistics are flushed by each backend at most once a second
+    # A backend reports its counts at most once a second while busy, up to 10 s later once idle, and when it
+    # exits: callers close the run's connections first, and the exits take a moment.
+    await asyncio.sleep(1.0)
     after = await row_counts(dsn)
     moved = {t: (after.get(t, 0) - before.get(t, 0)) / n for t in after}
     return {t: round(v, 3) for t, v in sorted(moved.items()) if v >= 0.001}
@@ -78,42 +84,97 @@ async def wait_sent(pool: asyncpg.Pool, tenant_id: uuid.UUID, n: int, timeout_s:
     raise TimeoutError(f"only {sent} of {n} messages sent in {timeout_s:.0f}s")
 
 
+@dataclass(frozen=True)
+class _Side:
+    """What a relay or sender process of the run needs to know."""
+
+    dsn: str
+    amqp_url: str
+    prefix: str
+
+
+def _relay_process(side: _Side, ready: EventType, stop: EventType) -> None:
+    """The relay actor's work, in a process of its own as the actor runs."""
+
+    async def main() -> None:
+        pool = await create_pool(side.dsn, min_size=1, max_size=3)
+        broker = make_broker(side.amqp_url, side.dsn, queue_prefix=side.prefix)
+        await broker.connect()
+        relay = Relay(
+            Repository(pool), broker, RelayOptions(batch=2000, envelope_max_ids=100, poll_s=0.05), listen_dsn=side.dsn
+        )
+        done = asyncio.Event()
+        task = asyncio.create_task(relay.run(done))
+        ready.set()
+        await _until(stop)
+        done.set()
+        await task
+        await broker.close()
+        await pool.close()
+
+    asyncio.run(main())
+
+
+def _sender_process(side: _Side, ready: EventType, stop: EventType) -> None:
+    """A sender actor's work, in a process of its own as the actor runs."""
+
+    async def main() -> None:
+        pool = await create_pool(side.dsn, min_size=1, max_size=3)
+        broker = make_broker(side.amqp_url, side.dsn, queue_prefix=side.prefix, prefetch=50)
+        await broker.connect()
+        dispatcher = Dispatcher(
+            Repository(pool),
+            TemplateCatalog(TEMPLATES),
+            {Channel.EMAIL: [EmailSink()]},
+            policy=RetryPolicy(),
+            metrics=MetricsBuffer(),
+            options=DispatchOptions(),
+        )
+        loop = SenderLoop(broker, dispatcher, max_envelopes=20, wait_s=0.05)
+        task = asyncio.create_task(loop.run())
+        ready.set()
+        await _until(stop)
+        await loop.stop(5)
+        await task
+        await broker.close()
+        await pool.close()
+
+    asyncio.run(main())
+
+
+async def _until(stop: EventType) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+
+
 async def herald_e2e(dsn: str, amqp_url: str, n: int, batch_size: int, senders: int) -> dict[str, Any]:
-    pool = await create_pool(dsn, min_size=2, max_size=4 + 2 * senders)
+    pool = await create_pool(dsn, min_size=2, max_size=4)
     repo = Repository(pool)
     catalog = TemplateCatalog(TEMPLATES)
     tenant = await repo.ensure_tenant(f"bench_{uuid.uuid4().hex[:8]}")
-    metrics = MetricsBuffer()
-    intake = Intake(repo, catalog, metrics=metrics, idempotency_ttl_s=86400)
+    intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=86400)
     batches = BatchIntake(intake, BatchStore(pool))
-    prefix = f"bench-{uuid.uuid4().hex[:8]}."
-    relay_broker = make_broker(amqp_url, dsn, queue_prefix=prefix)
-    await relay_broker.connect()
-    relay = Relay(repo, relay_broker, RelayOptions(batch=2000, envelope_max_ids=100, poll_s=0.05), listen_dsn=dsn)
-    loops: list[SenderLoop] = []
-    sender_brokers = []
-    for _ in range(senders):
-        broker = make_broker(amqp_url, dsn, queue_prefix=prefix, prefetch=50)
-        await broker.connect()
-        sender_brokers.append(broker)
-        dispatcher = Dispatcher(
-            repo,
-            catalog,
-            {Channel.EMAIL: [EmailSink()]},
-            policy=RetryPolicy(),
-            metrics=metrics,
-            options=DispatchOptions(),
-        )
-        loops.append(SenderLoop(broker, dispatcher, max_envelopes=20, wait_s=0.05))
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(relay.run(stop)), *(asyncio.create_task(loop.run()) for loop in loops)]
+    side = _Side(dsn, amqp_url, f"bench-{uuid.uuid4().hex[:8]}.")
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    started = [(ctx.Process(target=_relay_process, args=(side, ready, stop)), ready) for ready in [ctx.Event()]]
+    started += [
+        (ctx.Process(target=_sender_process, args=(side, ready, stop)), ready)
+        for ready in [ctx.Event() for _ in range(senders)]
+    ]
     principal = Principal(tenant.slug, frozenset({"send"}))
     run = uuid.uuid4().hex[:8]
     bodies = [
         json.dumps([item(i, run) for i in range(k, min(k + batch_size, n))]).encode() for k in range(0, n, batch_size)
     ]
-    before = await row_counts(dsn)
     try:
+        for proc, _ in started:
+            proc.start()
+        for proc, ready in started:
+            while not ready.wait(0.1):
+                if not proc.is_alive():
+                    raise RuntimeError(f"a {proc.name} of the run exited with {proc.exitcode} before it was ready")
+        before = await row_counts(dsn)
         start = time.perf_counter()
         accepted = 0
         for body in bodies:
@@ -123,15 +184,14 @@ async def herald_e2e(dsn: str, amqp_url: str, n: int, batch_size: int, senders: 
         elapsed = time.perf_counter() - start
     finally:
         stop.set()
-        for loop in loops:
-            await loop.stop(5)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for broker in (relay_broker, *sender_brokers):
-            with contextlib.suppress(Exception):
-                await broker.close()
+        for proc, _ in started:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    await pool.close()  # every backend of the run gone: its row counts are all in (rows_per_message)
     rows = await rows_per_message(dsn, before, n)
-    await _drop_queues(amqp_url, prefix)
-    await pool.close()
+    await _drop_queues(amqp_url, side.prefix)
     return {"msgs_per_s": n / elapsed, "accepted": accepted, "accept_s": accepted_s, "rows_per_message": rows}
 
 
@@ -203,7 +263,6 @@ async def celery_e2e(dsn: str, amqp_url: str, n: int) -> dict[str, Any]:
                 send.apply_async((mid.hex,), queue=queue, producer=producer)
         await wait_sent(pool, tenant.id, n + 4, timeout_s=60 + n / 20)
         elapsed = time.perf_counter() - start
-        rows = await rows_per_message(dsn, before, n)
     finally:
         worker.terminate()
         try:
@@ -214,6 +273,7 @@ async def celery_e2e(dsn: str, amqp_url: str, n: int) -> dict[str, Any]:
         await pool.close()
         with contextlib.suppress(Exception):
             app.connection_for_write().default_channel.queue_delete(queue)
+    rows = await rows_per_message(dsn, before, n)  # after the worker's backends closed, as for Herald
     return {"msgs_per_s": n / elapsed, "rows_per_message": rows}
 
 
