@@ -17,7 +17,7 @@ from engine.feedback.ingest import FeedbackIngest
 from engine.feedback.maintenance import FeedbackMaintenance, MaintenanceOptions
 from engine.feedback.signing_keys import WebhookSecrets
 from engine.metrics import MetricsBuffer
-from engine.runtime import RuntimeConfig, open_components
+from engine.runtime import RuntimeConfig, open_components, settle_heap
 
 
 @ray.remote(num_cpus=0.1, max_restarts=-1)
@@ -59,6 +59,7 @@ class FeedbackActor:
             loop.create_task(self.worker.run(self.stop_event)),
             loop.create_task(self.upkeep.run(self.stop_event)),
         ]
+        settle_heap()
 
     def _flush(self) -> None:
         delta = self.metrics.drain()

@@ -12,7 +12,7 @@ from actors import CONTROL_ACTOR, METRICS_FLUSH_S, NAMESPACE
 from engine import redaction
 from engine.batch.ingress import open_ingress
 from engine.metrics import MetricsBuffer
-from engine.runtime import RuntimeConfig, open_components
+from engine.runtime import RuntimeConfig, open_components, settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class IngressActor:
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self.consumer.run(self.stop_event))
         self.flusher = loop.create_task(self._flush_forever())
+        settle_heap()
 
     async def health(self) -> dict[str, object]:
         return {

@@ -17,7 +17,7 @@ from engine.broker import BrokerUnavailable
 from engine.lifecycle.queues import QueueMonitor
 from engine.metrics import MetricsBuffer
 from engine.relay import Relay, RelayOptions
-from engine.runtime import RuntimeConfig, open_components
+from engine.runtime import RuntimeConfig, open_components, settle_heap
 from engine.storage.queue_store import QueueStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class RelayActor:
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self.relay.run(self.stop_event))
         self.stats_task = loop.create_task(self._stats_forever(s.queue_stats_s))
+        settle_heap()
 
     async def health(self) -> dict[str, object]:
         return {"running": not self.task.done(), "broker": self.relay.healthy, "published": self.relay.published}

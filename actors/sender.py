@@ -23,7 +23,7 @@ from engine.governance.quotas import DedupeRefunds
 from engine.governance.recipients import RecipientGate
 from engine.metrics import MetricsBuffer
 from engine.retries import RetryPolicy
-from engine.runtime import RuntimeConfig, driver_env, open_components, provider_chains
+from engine.runtime import RuntimeConfig, driver_env, open_components, provider_chains, settle_heap
 from engine.sender_loop import SenderLoop
 from engine.storage.dedupe_store import DedupeStore
 from engine.storage.quota_store import QuotaStore
@@ -88,6 +88,7 @@ class SenderActor:
         )
         self.task = asyncio.get_running_loop().create_task(self.loop.run())
         self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        settle_heap()
 
     def _flush(self) -> None:
         delta = self.metrics.drain()

@@ -43,6 +43,7 @@ from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.relay import Relay, RelayOptions
 from engine.retries import RetryPolicy
+from engine.runtime import settle_heap
 from engine.sender_loop import SenderLoop
 from engine.storage.batch_store import BatchStore
 from engine.storage.repository import Repository, create_pool
@@ -105,6 +106,7 @@ def _relay_process(side: _Side, ready: EventType, stop: EventType) -> None:
         )
         done = asyncio.Event()
         task = asyncio.create_task(relay.run(done))
+        settle_heap()  # as the actor does
         ready.set()
         await _until(stop)
         done.set()
@@ -132,6 +134,7 @@ def _sender_process(side: _Side, ready: EventType, stop: EventType) -> None:
         )
         loop = SenderLoop(broker, dispatcher, max_envelopes=20, wait_s=0.05)
         task = asyncio.create_task(loop.run())
+        settle_heap()
         ready.set()
         await _until(stop)
         await loop.stop(5)

@@ -53,6 +53,7 @@ from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.relay import Relay, RelayOptions
 from engine.retries import RetryPolicy
+from engine.runtime import settle_heap
 from engine.sender_loop import SenderLoop
 from engine.settings import Settings
 from engine.storage.repository import Repository, create_pool
@@ -113,6 +114,7 @@ def relay_process(side: Side, stop: EventType) -> None:
         done = asyncio.Event()
         relay = Relay(Repository(pool), broker, RelayOptions(backlog_cap=side.backlog_cap), listen_dsn=side.url)
         task = asyncio.create_task(relay.run(done))
+        settle_heap()  # as the actors do
         while not stop.is_set():
             await asyncio.sleep(0.1)
         done.set()
@@ -146,6 +148,7 @@ def sender_process(side: Side, stop: EventType, reached: mp.Queue, sent: Any, hi
             main_lane=not high_only,
         )
         task = asyncio.create_task(loop.run())
+        settle_heap()
         while not stop.is_set():
             await asyncio.sleep(0.1)
             with sent.get_lock():

@@ -58,7 +58,7 @@ from engine.metrics import MetricsBuffer
 from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
 from engine.routing.service import RoutingService
-from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report
+from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report, settle_heap
 from engine.storage.audit_store import AuditStore
 from engine.storage.batch_store import BatchStore
 from engine.storage.budget_store import BudgetStore
@@ -243,7 +243,9 @@ class HeraldApi:
         ]
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_app(self.state)
+        app = build_app(self.state)
+        settle_heap()  # the replica is built: what it holds stays, out of the collector's full passes
+        return app
 
     async def __del__(self) -> None:
         self._flusher.cancel()
