@@ -12,16 +12,14 @@ import pytest
 
 from drivers.base import OutboundMessage, SendResult
 from engine.auth import Principal
-from engine.broker import Broker, Envelope
+from engine.broker import Envelope
 from engine.broker.base import HIGH_SENDER_CONSUMER_PRIORITY
-from engine.broker.pgqueue import PgQueueBroker
-from engine.broker.rabbitmq import RabbitMQBroker
 from engine.channels import Priority, priority_queue
 from engine.ids import parse_message_id
 from engine.models import Tenant
 from engine.relay import NOTIFY_CHANNEL, Relay, RelayOptions
 from engine.sender_loop import SenderLoop
-from tests.broker.conftest import delete_rabbit_queues
+from tests.broker.conftest import BrokerFactory, delete_rabbit_queues, rabbit_broker, unique_prefix
 from tests.integration.lifecycle_support import ClockedDriver, Harness, otp
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_to_send")]
@@ -42,29 +40,22 @@ class GatedDriver(ClockedDriver):
         return await super().send_one(message)
 
 
-@pytest.fixture(params=["postgres", "rabbitmq"])
-async def lane_harness(request: pytest.FixtureRequest, h: Harness, database_url: str) -> AsyncIterator[Harness]:
+@pytest.fixture
+async def lane_harness(
+    h: Harness, target: tuple[str, str], make: BrokerFactory, database_url: str
+) -> AsyncIterator[Harness]:
+    """The harness on each broker (``make``: a queue namespace of the test's own, closed and deleted after)."""
     h.driver = driver = GatedDriver()
     h.dispatcher.router.drivers = {**h.dispatcher.drivers}  # the same chain, now with the gated driver
     for chain in (h.dispatcher.drivers, h.dispatcher.router.drivers):
         for channel in list(chain):
             chain[channel] = [driver]  # type: ignore[index]
-    prefix = f"p{uuid.uuid4().hex[:8]}."
-    broker: Broker
-    if request.param == "rabbitmq":
-        amqp_url = request.getfixturevalue("amqp_url")
-        broker = RabbitMQBroker(amqp_url, queue_prefix=prefix, prefetch=20)
-    else:
-        broker = PgQueueBroker(h.repo.pool, queue_prefix=prefix, lease_s=30, poll_s=0.05)
-    await broker.connect()
+    broker = await make(**({"prefetch": 20} if target[0] == "rabbitmq" else {"lease_s": 30}))
     await h.broker.close()  # the harness' own queue (its LISTEN connection goes back to the pool)
     h.broker = broker
     h.relay = Relay(h.repo, broker, RelayOptions(batch=500, envelope_max_ids=10), listen_dsn=database_url)
     yield h
     driver.gate.set()
-    await broker.close()
-    if request.param == "rabbitmq":
-        await delete_rabbit_queues(amqp_url, prefix)
 
 
 async def test_a_one_time_code_goes_out_while_the_main_lane_is_held_by_a_low_batch(
@@ -234,14 +225,10 @@ async def test_a_high_only_sender_leaves_the_low_backlog_to_the_others(
 
 
 async def test_rabbitmq_hands_one_time_codes_to_the_dedicated_sender_first(amqp_url: str) -> None:
-    prefix = f"p{uuid.uuid4().hex[:8]}."
-    shared = RabbitMQBroker(amqp_url, queue_prefix=prefix, prefetch=20)
-    dedicated = RabbitMQBroker(
-        amqp_url,
-        queue_prefix=prefix,
-        prefetch=20,
-        consume=(Priority.HIGH,),
-        consumer_priority=HIGH_SENDER_CONSUMER_PRIORITY,
+    prefix = unique_prefix("p")
+    shared = rabbit_broker(amqp_url, prefix, prefetch=20)
+    dedicated = rabbit_broker(
+        amqp_url, prefix, prefetch=20, consume=(Priority.HIGH,), consumer_priority=HIGH_SENDER_CONSUMER_PRIORITY
     )
     try:
         for b in (shared, dedicated):
