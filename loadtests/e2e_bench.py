@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
@@ -160,11 +161,10 @@ async def herald_e2e(dsn: str, amqp_url: str, n: int, batch_size: int, senders: 
     side = _Side(dsn, amqp_url, f"bench-{uuid.uuid4().hex[:8]}.")
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    started = [(ctx.Process(target=_relay_process, args=(side, ready, stop)), ready) for ready in [ctx.Event()]]
-    started += [
-        (ctx.Process(target=_sender_process, args=(side, ready, stop)), ready)
-        for ready in [ctx.Event() for _ in range(senders)]
-    ]
+    started: list[tuple[BaseProcess, EventType]] = []  # each process, and the event it sets once ready
+    for target in [_relay_process] + [_sender_process] * senders:
+        ready = ctx.Event()
+        started.append((ctx.Process(target=target, args=(side, ready, stop)), ready))
     principal = Principal(tenant.slug, frozenset({"send"}))
     run = uuid.uuid4().hex[:8]
     bodies = [
