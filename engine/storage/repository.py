@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from engine.channels import Channel, Priority
+from engine.coalesce import Coalescer
 from engine.idempotency import StoredResponse
 from engine.ids import new_id
 from engine.models import ClaimedMessage, NewMessage, Tenant
@@ -72,10 +73,64 @@ class OutboxRow:
     priority: int
 
 
+@dataclass(frozen=True, slots=True)
+class _PendingAccept:
+    msg: NewMessage
+    response: dict[str, Any]
+    status: Status
+    ttl_s: float
+
+
+def _first_event(status: Status) -> EventType:
+    return EventType.SCHEDULED if status is Status.SCHEDULED else EventType.ACCEPTED
+
+
+def _event_meta(msg: NewMessage) -> dict[str, Any]:
+    return {"locale": msg.locale, "template": f"{msg.template_id}:v{msg.template_version}"}
+
+
+def _accept_columns(rows: Sequence[_PendingAccept]) -> list[list[Any]]:
+    """ACCEPT_MANY's parameters: one array per column, then the tags' and the attachments' pairs."""
+    columns: list[list[Any]] = [[] for _ in range(28)]
+    tags: tuple[list[Any], list[Any]] = ([], [])
+    atts: tuple[list[Any], ...] = ([], [], [], [], [])
+    for p in rows:
+        m = p.msg
+        values = (
+            m.tenant.id, m.idempotency_key, m.request_hash, m.id, p.response, p.ttl_s, m.channel.value,
+            m.template_id, m.template_version, m.locale, m.requested_locale, m.to, m.variables, m.metadata,
+            m.priority.value, m.schedule_at, m.ttl_seconds, m.expires_at, m.callback_url, m.trace_id,
+            p.status.value, f"notifications.{m.priority.value}", m.priority.rank, new_id(),
+            _first_event(p.status).value, _event_meta(m), m.category, m.estimated_cost,
+        )  # fmt: skip
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+        for tag in dict.fromkeys(m.tags):
+            tags[0].append(m.id)
+            tags[1].append(tag)
+        for a in m.attachments:
+            for column, value in zip(atts, (new_id(), m.id, a.s3, a.filename, a.content_type), strict=True):
+                column.append(value)
+    return [*columns, *tags, *atts]
+
+
+#: What one message's data can make a statement raise (asyncpg's client-side encoding errors are
+#: ValueErrors); a lost connection is none of these, and fails the whole group.
+_ITEM_ERRORS = (asyncpg.PostgresError, ValueError, TypeError)
+
+
+async def _outcome(call: Awaitable[bool]) -> bool | BaseException:
+    try:
+        return await call
+    except _ITEM_ERRORS as err:
+        return err
+
+
 class Repository:
     def __init__(self, pool: asyncpg.Pool, *, configs: TenantConfigCache | None = None) -> None:
         self.pool = pool
         self.configs = configs or TenantConfigCache(pool)  #: this process's parsed tenant configs
+        self._accepts: Coalescer[_PendingAccept, bool] = Coalescer(self._accept_group)
 
     # -- tenants -----------------------------------------------------------------------------------
 
@@ -105,11 +160,32 @@ class Repository:
         self, msg: NewMessage, response: dict[str, Any], *, status: Status, idempotency_ttl_s: int
     ) -> tuple[bool, StoredResponse | None]:
         """Store the message, its outbox row and its first event, with its idempotency key, at once.
+        Accepts that arrive while one is being stored go together in the next statement (group commit).
 
         Returns ``(True, None)`` when stored, or ``(False, original)`` when the key was already used
         (the caller compares request hashes to replay or refuse).
         """
-        event = EventType.SCHEDULED if status is Status.SCHEDULED else EventType.ACCEPTED
+        pending = _PendingAccept(msg, response, status, float(idempotency_ttl_s))
+        if await self._accepts.submit((msg.tenant.id, msg.idempotency_key), pending):
+            return True, None
+        return False, await self.idempotent_response(msg.tenant.id, msg.idempotency_key)
+
+    async def _accept_group(self, group: list[_PendingAccept]) -> list[bool | BaseException]:
+        if len(group) == 1:
+            return [await self._accept_one(group[0])]
+        # one lock order for every group: two groups holding the same keys never wait on each other
+        order = sorted(range(len(group)), key=lambda i: (group[i].msg.tenant.id, group[i].msg.idempotency_key))
+        rows = [group[i] for i in order]
+        try:
+            stored = {r["id"] for r in await self.pool.fetch(sql.ACCEPT_MANY, *_accept_columns(rows))}
+        except _ITEM_ERRORS:
+            # One message's data broke the statement (nothing of it was stored): each goes on its own, so
+            # only that one fails.
+            return [await _outcome(self._accept_one(p)) for p in group]
+        return [p.msg.id in stored for p in group]
+
+    async def _accept_one(self, pending: _PendingAccept) -> bool:
+        msg, status = pending.msg, pending.status
         att = msg.attachments
         created = await self.pool.fetchval(
             sql.ACCEPT,
@@ -117,8 +193,8 @@ class Repository:
             msg.idempotency_key,
             msg.request_hash,
             msg.id,
-            response,
-            float(idempotency_ttl_s),
+            pending.response,
+            pending.ttl_s,
             msg.channel.value,
             msg.template_id,
             msg.template_version,
@@ -137,8 +213,8 @@ class Repository:
             f"notifications.{msg.priority.value}",
             msg.priority.rank,
             new_id(),
-            event.value,
-            {"locale": msg.locale, "template": f"{msg.template_id}:v{msg.template_version}"},
+            _first_event(status).value,
+            _event_meta(msg),
             [new_id() for _ in att],
             [a.s3 for a in att],
             [a.filename for a in att],
@@ -147,9 +223,7 @@ class Repository:
             list(dict.fromkeys(msg.tags)),
             msg.estimated_cost,
         )
-        if created:
-            return True, None
-        return False, await self.idempotent_response(msg.tenant.id, msg.idempotency_key)
+        return bool(created)
 
     async def idempotent_response(self, tenant_id: uuid.UUID, key: str) -> StoredResponse | None:
         row = await self.pool.fetchrow(sql.GET_IDEMPOTENCY, tenant_id, key)

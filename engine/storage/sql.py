@@ -56,6 +56,60 @@ WITH idem AS (
 SELECT count(*) > 0 FROM msg
 """
 
+# ACCEPT for a group of messages with distinct keys (what arrived while the statement before was in flight):
+# one row of arrays per column, the same rows written as ACCEPT writes them for each message whose key
+# is free (or expired); the ids of those it stored come back.
+ACCEPT_MANY = """
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::jsonb[], $6::float8[], $7::text[],
+                         $8::text[], $9::int[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[],
+                         $15::text[], $16::timestamptz[], $17::int[], $18::timestamptz[], $19::text[], $20::text[],
+                         $21::text[], $22::text[], $23::smallint[], $24::uuid[], $25::text[], $26::jsonb[],
+                         $27::text[], $28::numeric[])
+    AS i(tenant_id, key, request_hash, message_id, response, ttl_s, channel, template_id, template_version, locale,
+         requested_locale, "to", variables, metadata, priority, schedule_at, ttl_seconds, expires_at, callback_url,
+         trace_id, status, queue, rank, event_id, event_type, event_meta, category, estimated_cost)
+), idem AS (
+    INSERT INTO idempotency_keys AS k
+        (tenant_id, key, request_hash, message_id, status_code, response, expires_at)
+    SELECT tenant_id, key, request_hash, message_id, 202, response, now() + make_interval(secs => ttl_s)
+    FROM input
+    ON CONFLICT (tenant_id, key) DO UPDATE
+        SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
+            status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+            created_at = now(), expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at < now()
+    RETURNING message_id
+), msg AS (
+    INSERT INTO messages (id, tenant_id, channel, template_id, template_version, locale, requested_locale,
+                          "to", variables, metadata, priority, schedule_at, ttl_seconds, expires_at,
+                          idempotency_key, callback_url, trace_id, status, category, estimated_cost)
+    SELECT i.message_id, i.tenant_id, i.channel, i.template_id, i.template_version, i.locale, i.requested_locale,
+           i."to", i.variables, i.metadata, i.priority, i.schedule_at, i.ttl_seconds, i.expires_at, i.key,
+           i.callback_url, i.trace_id, i.status, i.category, i.estimated_cost
+    FROM input i JOIN idem USING (message_id)
+    RETURNING id, tenant_id, created_at
+), tags AS (
+    INSERT INTO message_tags (tenant_id, tag, created_at, message_id)
+    SELECT msg.tenant_id, t.tag, msg.created_at, msg.id
+    FROM msg JOIN unnest($29::uuid[], $30::text[]) AS t(message_id, tag) ON t.message_id = msg.id
+), ob AS (
+    INSERT INTO outbox (tenant_id, message_id, queue, priority, available_at)
+    SELECT i.tenant_id, i.message_id, i.queue, i.rank, greatest(coalesce(i.schedule_at, now()), now())
+    FROM input i JOIN msg ON msg.id = i.message_id
+), ev AS (
+    INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
+    SELECT i.event_id, i.tenant_id, i.message_id, i.event_type, i.event_meta
+    FROM input i JOIN msg ON msg.id = i.message_id
+), att AS (
+    INSERT INTO attachments (id, tenant_id, message_id, storage, filename, content_type)
+    SELECT a.id, msg.tenant_id, msg.id, a.storage, a.filename, a.content_type
+    FROM msg JOIN unnest($31::uuid[], $32::uuid[], $33::text[], $34::text[], $35::text[])
+         AS a(id, message_id, storage, filename, content_type) ON a.message_id = msg.id
+)
+SELECT id FROM msg
+"""
+
 GET_IDEMPOTENCY = """
 SELECT request_hash, status_code, response FROM idempotency_keys
 WHERE tenant_id = $1 AND key = $2 AND expires_at >= now()
