@@ -1,8 +1,9 @@
 """Admission of one notification: validate, resolve and pin the template, idempotency, store.
 
-Postgres decides idempotency (one statement stores key, message, outbox row and first event). Redis,
-when configured, answers replays and in-flight duplicates before Postgres is asked; when Redis fails the
-request still goes through on Postgres alone.
+Postgres decides idempotency (one statement stores key, message, outbox row and first event, shared with
+the accepts that arrive meanwhile: see Repository.accept). Redis, when configured, answers replays and
+in-flight duplicates before Postgres is asked; when Redis fails the request still goes through on
+Postgres alone.
 """
 
 from __future__ import annotations
