@@ -5,6 +5,11 @@ an expired one passes to the newcomer. ``ON CONFLICT DO UPDATE`` always rewrites
 the claim holds), so ``RETURNING`` gives the holder even when another sender committed it a moment ago —
 the upsert waits for that sender's row and reads its latest version. Rows are inserted in key order, so
 two senders claiming overlapping batches never deadlock.
+
+The claim commits without waiting for its WAL flush, as the send claim does (engine.storage.sql.CLAIM):
+under a burst that flush waits behind the burst's writes, and the record that follows the send is durable
+and flushes the claim with it. Lost in a crash before that record, the claim goes with the send's lease:
+the message is sent again, and claims its content again.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import asyncpg
 _CLAIM = """
 INSERT INTO dedupe_claims AS d (tenant_id, content_hash, message_id, expires_at)
 SELECT c.tenant_id, c.content_hash, c.message_id, now() + make_interval(secs => c.window_s)
-FROM unnest($1::uuid[], $2::bytea[], $3::uuid[], $4::float8[]) AS c(tenant_id, content_hash, message_id, window_s)
+FROM unnest($1::uuid[], $2::bytea[], $3::uuid[], $4::float8[]) AS c(tenant_id, content_hash, message_id, window_s),
+     (SELECT set_config('synchronous_commit', 'off', true)) AS lazy_commit
 ORDER BY c.tenant_id, c.content_hash
 ON CONFLICT (tenant_id, content_hash) DO UPDATE
 SET message_id = CASE WHEN d.expires_at <= now() THEN EXCLUDED.message_id ELSE d.message_id END,

@@ -16,7 +16,7 @@ from engine.governance.quotas import DedupeRefunds
 from engine.metrics import MetricsBuffer
 from engine.models import Tenant
 from engine.retries import RetryPolicy
-from engine.storage.dedupe_store import DedupeStore
+from engine.storage.dedupe_store import DedupeClaim, DedupeStore
 from engine.storage.quota_store import CounterRow, QuotaStore
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
@@ -162,3 +162,18 @@ async def test_tracked_links_and_the_open_pixel_do_not_make_copies_differ(
     assert [await h.status(tenant.id, i) for i in ids] == ["sent", "deduplicated"]
     (sent,) = h.driver.sent
     assert "https://h.example/t/o/" in (sent.content.html or "")
+
+
+async def test_a_dedupe_claim_commits_without_waiting_for_its_wal_flush(repo: Repository, tenant: Tenant) -> None:
+    """Like the send's lease, a burst's WAL must not hold up a one-time code's dedupe claim."""
+    claim = DedupeClaim(tenant.id, b"\x01" * 32, uuid.uuid4(), 30.0)
+    async with repo.pool.acquire() as conn:
+        async with conn.transaction():
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"
+            held = await DedupeStore(conn).claim([claim])  # type: ignore[arg-type]  # a connection, as the pool
+            assert held == {(tenant.id, claim.content_hash): claim.message_id}
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"  # for this transaction alone
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        assert await conn.fetchval("SELECT message_id FROM dedupe_claims WHERE tenant_id = $1", tenant.id) == (
+            claim.message_id
+        )
