@@ -41,7 +41,7 @@ class SenderActor:
         redaction.install()
         self.index = index
         self.high_only = high_only
-        self.parts = await open_components(config, broker=True, pool_size=3, high_only=high_only)
+        self.parts = await open_components(config, broker=True, pool_size=3, high_only=high_only, generic_plans=True)
         self.wiring = DriverWiring(config.database_url)
         self.drivers = provider_chains(s, config.env, self.wiring.factory)
         self.metrics = MetricsBuffer()

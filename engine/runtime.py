@@ -130,11 +130,12 @@ async def open_components(
     cache: bool = False,
     pool_size: int = 5,
     high_only: bool = False,
+    generic_plans: bool = False,
 ) -> Components:
     """``high_only``: the broker of a dedicated high-priority sender (it consumes ``notifications.high``
-    alone, ahead of the other senders)."""
+    alone, ahead of the other senders); ``generic_plans``: see :func:`create_pool`."""
     s = config.settings
-    pool = await create_pool(config.database_url, min_size=1, max_size=pool_size)
+    pool = await create_pool(config.database_url, min_size=1, max_size=pool_size, generic_plans=generic_plans)
     tenant_templates = TenantTemplateCache(pool)
     catalog = TemplateCatalog(s.templates_root, tenants=tenant_templates)
     tenant_templates.catalog = catalog

@@ -42,7 +42,9 @@ def _dispatcher() -> tuple[asyncio.AbstractEventLoop, Dispatcher]:
     """One event loop, pool and dispatcher per worker process, made at its first task."""
     if "dispatcher" not in _state:
         loop = asyncio.new_event_loop()
-        pool = loop.run_until_complete(create_pool(os.environ["HERALD_BENCH_DATABASE_URL"], min_size=1, max_size=2))
+        # the pool Herald's senders get (generic plans), so the baseline's claims are planned as theirs are
+        dsn = os.environ["HERALD_BENCH_DATABASE_URL"]
+        pool = loop.run_until_complete(create_pool(dsn, min_size=1, max_size=2, generic_plans=True))
         _state["loop"] = loop
         _state["dispatcher"] = Dispatcher(
             Repository(pool),

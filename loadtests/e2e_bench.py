@@ -132,7 +132,7 @@ def _sender_process(side: _Side, ready: EventType, stop: EventType) -> None:
     """A sender actor's work, in a process of its own as the actor runs."""
 
     async def main() -> None:
-        pool = await create_pool(side.dsn, min_size=1, max_size=3)
+        pool = await create_pool(side.dsn, min_size=1, max_size=3, generic_plans=True)  # as the sender actor's
         broker = make_broker(side.amqp_url, side.dsn, queue_prefix=side.prefix, prefetch=50)
         await broker.connect()
         dispatcher = Dispatcher(

@@ -127,7 +127,7 @@ def relay_process(side: Side, stop: EventType) -> None:
 
 def sender_process(side: Side, stop: EventType, reached: mp.Queue, sent: Any, high_only: bool) -> None:  # type: ignore[type-arg]
     async def main() -> None:
-        pool = await create_pool(side.url, min_size=1, max_size=3)
+        pool = await create_pool(side.url, min_size=1, max_size=3, generic_plans=True)  # as the sender actor's
         broker = make_broker(side, high_only=high_only)
         await broker.connect()
         sink = TimedSink(reached)

@@ -293,3 +293,34 @@ async def test_a_claim_commits_without_waiting_for_its_wal_flush(pipe: Pipeline,
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
     await pipe.pump()  # the relay's row; the lease is live, so nothing is sent twice
     await repo.pool.execute("UPDATE messages SET status = 'sent', claimed_until = NULL WHERE id = $1", message_id)
+
+
+async def test_a_senders_pool_plans_the_claim_once(database_url: str, pipe: Pipeline, principal) -> None:
+    """Left to choose, PostgreSQL planned the claim anew on every call once ``messages`` had statistics of
+    some size (a custom plan for the batch's ids always looked cheaper); a sender's connections keep one
+    generic plan whatever the statistics."""
+    ids = [parse_message_id(await pipe.submit(principal, otp(f"plan{i}@example.com"))) for i in range(8)]
+
+    async def plans(generic: bool) -> tuple[int, int]:
+        pool = await create_pool(database_url, min_size=1, max_size=1, generic_plans=generic)
+        try:
+            async with pool.acquire() as conn:
+                for mid in ids:
+                    await conn.fetch(sql.CLAIM, [mid], 30.0)
+                    await conn.execute("UPDATE messages SET status = 'queued', claimed_until = NULL WHERE id = $1", mid)
+                row = await conn.fetchrow(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", sql.CLAIM
+                )
+                assert row is not None
+                return row["generic_plans"], row["custom_plans"]
+        finally:
+            await pool.close()
+
+    assert await plans(generic=True) == (8, 0)
+    assert (await plans(generic=False))[1] >= 5  # left to choose: at least the first five are custom
+    await repo_cancel(pipe, ids)
+
+
+async def repo_cancel(pipe: Pipeline, ids: list[Any]) -> None:
+    await pipe.repo.pool.execute("DELETE FROM outbox WHERE message_id = ANY($1::uuid[])", ids)
+    await pipe.repo.pool.execute("UPDATE messages SET status = 'cancelled' WHERE id = ANY($1::uuid[])", ids)
