@@ -24,6 +24,7 @@ from engine.idempotency import StoredResponse
 from engine.ids import new_id
 from engine.models import NewMessage
 from engine.states import PENDING, EventType, Status
+from engine.storage.sql import KEY_CLAIMED_UNLESS_LIVE
 
 STAGE = "herald_batch_stage"
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -76,11 +77,7 @@ WITH idem AS (
                               'locale', s.locale, 'template', s.template_id || ':v' || s.template_version),
            now() + make_interval(secs => $3)
     FROM {STAGE} s
-    ON CONFLICT (tenant_id, key) DO UPDATE
-        SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
-            status_code = EXCLUDED.status_code, response = EXCLUDED.response,
-            created_at = now(), expires_at = EXCLUDED.expires_at
-        WHERE k.expires_at < now()
+    {KEY_CLAIMED_UNLESS_LIVE}
     RETURNING k.message_id
 ), new AS (
     SELECT s.*, s.doc::jsonb AS j FROM {STAGE} s JOIN idem ON idem.message_id = s.message_id

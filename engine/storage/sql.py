@@ -20,16 +20,19 @@ LIMIT 1
 
 # One round trip per accepted request: the idempotency key, the message, its tags, its outbox row, its
 # first event and its attachments. An expired key may be reused; a live one makes every other insert a no-op.
-ACCEPT = """
+#: An accept's idempotency key: claimed when free or expired; a live one is left as it is (no row returned).
+KEY_CLAIMED_UNLESS_LIVE = """ON CONFLICT (tenant_id, key) DO UPDATE
+        SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
+            status_code = EXCLUDED.status_code, response = EXCLUDED.response,
+            created_at = now(), expires_at = EXCLUDED.expires_at
+        WHERE k.expires_at < now()"""
+
+ACCEPT = f"""
 WITH idem AS (
     INSERT INTO idempotency_keys AS k
         (tenant_id, key, request_hash, message_id, status_code, response, expires_at)
     VALUES ($1, $2, $3, $4, 202, $5, now() + make_interval(secs => $6))
-    ON CONFLICT (tenant_id, key) DO UPDATE
-        SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
-            status_code = EXCLUDED.status_code, response = EXCLUDED.response,
-            created_at = now(), expires_at = EXCLUDED.expires_at
-        WHERE k.expires_at < now()
+    {KEY_CLAIMED_UNLESS_LIVE}
     RETURNING message_id
 ), msg AS (
     INSERT INTO messages (id, tenant_id, channel, template_id, template_version, locale, requested_locale,
@@ -59,7 +62,7 @@ SELECT count(*) > 0 FROM msg
 # ACCEPT for a group of messages with distinct keys (what arrived while the statement before was in flight):
 # one row of arrays per column, the same rows written as ACCEPT writes them for each message whose key
 # is free (or expired); the ids of those it stored come back.
-ACCEPT_MANY = """
+ACCEPT_MANY = f"""
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::jsonb[], $6::float8[], $7::text[],
                          $8::text[], $9::int[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[],
@@ -74,11 +77,7 @@ WITH input AS (
         (tenant_id, key, request_hash, message_id, status_code, response, expires_at)
     SELECT tenant_id, key, request_hash, message_id, 202, response, now() + make_interval(secs => ttl_s)
     FROM input
-    ON CONFLICT (tenant_id, key) DO UPDATE
-        SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
-            status_code = EXCLUDED.status_code, response = EXCLUDED.response,
-            created_at = now(), expires_at = EXCLUDED.expires_at
-        WHERE k.expires_at < now()
+    {KEY_CLAIMED_UNLESS_LIVE}
     RETURNING message_id
 ), msg AS (
     INSERT INTO messages (id, tenant_id, channel, template_id, template_version, locale, requested_locale,

@@ -22,19 +22,14 @@ from engine.states import EventType
 from engine.storage import sql
 from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
+from tests.integration.lifecycle_support import otp as support_otp
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("nothing_left_to_send")]
 
 
 def otp(n: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "channel": "email",
-        "template_id": "otp_login:v3",
-        "locale": "en-GB",
-        "to": {"email": f"user{n}@example.com"},
-        "variables": {"code": f"{n:06d}"},
-        **extra,
-    }
+    """A one-time code of its own: its own recipient and code."""
+    return support_otp(f"user{n}@example.com", variables={"code": f"{n:06d}"}, **extra)
 
 
 @pytest.fixture
