@@ -181,6 +181,9 @@ class Repository:
         return False, await self.idempotent_response(msg.tenant.id, msg.idempotency_key)
 
     async def _accept_group(self, group: list[_PendingAccept]) -> list[bool | BaseException]:
+        # A lone accept keeps its own statement: ACCEPT_MANY for one message cost more on both sides (one
+        # connection, 1,000 accepts each way: 510-540 us of backend CPU against 340-440, 257-320 us of
+        # client CPU against 171-282), and most groups are lone ones below a few hundred requests a second.
         if len(group) == 1:
             return [await self._accept_one(group[0])]
         # one lock order for every group: two groups holding the same keys never wait on each other
