@@ -338,10 +338,14 @@ class Intake:
             estimated_cost=admitted.estimate if admitted else None,
             test=test,
         )
-        created, stored = await self.repo.accept(
-            message, response, status=status, idempotency_ttl_s=self.idempotency_ttl_s
+        accepted = await self.repo.accept(
+            message,
+            response,
+            status=status,
+            idempotency_ttl_s=self.idempotency_ttl_s,
         )
-        if created:
+        stored = accepted.original
+        if accepted.outbox is not None:
             stored = StoredResponse(req_hash, 202, response)
             self.metrics.inc("notifications_enqueued_total", channel=request.channel.value, tenant=tenant.slug)
             result = Accepted(202, response)

@@ -84,11 +84,24 @@ class OutboxRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Accepted:
+    """What :meth:`Repository.accept` did with a message."""
+
+    outbox: OutboxRow | None  #: the stored message's outbox row; None when its key was used already
+    original: StoredResponse | None = None  #: the key's first answer, when it was used already
+
+    @property
+    def created(self) -> bool:
+        return self.outbox is not None
+
+
+@dataclass(frozen=True, slots=True)
 class _PendingAccept:
     msg: NewMessage
     response: dict[str, Any]
     status: Status
     ttl_s: float
+    hold_s: float = 0.0
 
 
 def _first_event(status: Status) -> EventType:
@@ -102,6 +115,7 @@ def _event_meta(msg: NewMessage) -> dict[str, Any]:
 def _accept_columns(rows: Sequence[_PendingAccept]) -> list[list[Any]]:
     """ACCEPT_MANY's parameters: one array per column, then the tags' and the attachments' pairs."""
     columns: list[list[Any]] = [[] for _ in range(28)]
+    holds: list[float] = []
     tags: tuple[list[Any], list[Any]] = ([], [])
     atts: tuple[list[Any], ...] = ([], [], [], [], [])
     for p in rows:
@@ -115,13 +129,14 @@ def _accept_columns(rows: Sequence[_PendingAccept]) -> list[list[Any]]:
         )  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)
+        holds.append(p.hold_s)
         for tag in dict.fromkeys(m.tags):
             tags[0].append(m.id)
             tags[1].append(tag)
         for a in m.attachments:
             for column, value in zip(atts, (new_id(), m.id, a.s3, a.filename, a.content_type), strict=True):
                 column.append(value)
-    return [*columns, *tags, *atts]
+    return [*columns, *tags, *atts, holds]
 
 
 #: What one message's data can make a statement raise (asyncpg's client-side encoding errors are
@@ -129,7 +144,7 @@ def _accept_columns(rows: Sequence[_PendingAccept]) -> list[list[Any]]:
 _ITEM_ERRORS = (asyncpg.PostgresError, ValueError, TypeError)
 
 
-async def _outcome(call: Awaitable[bool]) -> bool | BaseException:
+async def _outcome(call: Awaitable[int | None]) -> int | BaseException | None:
     try:
         return await call
     except _ITEM_ERRORS as err:
@@ -140,7 +155,7 @@ class Repository:
     def __init__(self, pool: asyncpg.Pool, *, configs: TenantConfigCache | None = None) -> None:
         self.pool = pool
         self.configs = configs or TenantConfigCache(pool)  #: this process's parsed tenant configs
-        self._accepts: Coalescer[_PendingAccept, bool] = Coalescer(self._accept_group)
+        self._accepts: Coalescer[_PendingAccept, int | None] = Coalescer(self._accept_group)
 
     # -- tenants -----------------------------------------------------------------------------------
 
@@ -167,20 +182,29 @@ class Repository:
     # -- accept ------------------------------------------------------------------------------------
 
     async def accept(
-        self, msg: NewMessage, response: dict[str, Any], *, status: Status, idempotency_ttl_s: int
-    ) -> tuple[bool, StoredResponse | None]:
+        self,
+        msg: NewMessage,
+        response: dict[str, Any],
+        *,
+        status: Status,
+        idempotency_ttl_s: int,
+        hold_s: float = 0.0,
+    ) -> Accepted:
         """Store the message, its outbox row and its first event, with its idempotency key, at once.
         Accepts that arrive while one is being stored go together in the next statement (group commit).
+        ``hold_s``: the outbox row is due that much later (the caller publishes it itself, engine.handoff).
 
-        Returns ``(True, None)`` when stored, or ``(False, original)`` when the key was already used
-        (the caller compares request hashes to replay or refuse).
+        Returns the stored message's outbox row, or, when the key was already used, the key's first
+        answer (the caller compares request hashes to replay or refuse).
         """
-        pending = _PendingAccept(msg, response, status, float(idempotency_ttl_s))
-        if await self._accepts.submit((msg.tenant.id, msg.idempotency_key), pending):
-            return True, None
-        return False, await self.idempotent_response(msg.tenant.id, msg.idempotency_key)
+        pending = _PendingAccept(msg, response, status, float(idempotency_ttl_s), hold_s)
+        outbox_id = await self._accepts.submit((msg.tenant.id, msg.idempotency_key), pending)
+        if outbox_id is not None:
+            queue = f"notifications.{msg.priority.value}"
+            return Accepted(OutboxRow(outbox_id, msg.tenant.id, msg.id, queue, msg.priority.rank))
+        return Accepted(None, await self.idempotent_response(msg.tenant.id, msg.idempotency_key))
 
-    async def _accept_group(self, group: list[_PendingAccept]) -> list[bool | BaseException]:
+    async def _accept_group(self, group: list[_PendingAccept]) -> list[int | BaseException | None]:
         # A lone accept keeps its own statement: ACCEPT_MANY for one message cost more on both sides (one
         # connection, 1,000 accepts each way: 510-540 us of backend CPU against 340-440, 257-320 us of
         # client CPU against 171-282), and most groups are lone ones below a few hundred requests a second.
@@ -188,19 +212,20 @@ class Repository:
             return [await self._accept_one(group[0])]
         # one lock order for every group: two groups holding the same keys never wait on each other
         order = sorted(range(len(group)), key=lambda i: (group[i].msg.tenant.id, group[i].msg.idempotency_key))
-        rows = [group[i] for i in order]
+        in_order = [group[i] for i in order]
         try:
-            stored = {r["id"] for r in await self.pool.fetch(sql.ACCEPT_MANY, *_accept_columns(rows))}
+            rows = await self.pool.fetch(sql.ACCEPT_MANY, *_accept_columns(in_order))
         except _ITEM_ERRORS:
             # One message's data broke the statement (nothing of it was stored): each goes on its own, so
             # only that one fails.
             return [await _outcome(self._accept_one(p)) for p in group]
-        return [p.msg.id in stored for p in group]
+        stored: dict[uuid.UUID, int] = {r["message_id"]: r["id"] for r in rows}
+        return [stored.get(p.msg.id) for p in group]
 
-    async def _accept_one(self, pending: _PendingAccept) -> bool:
+    async def _accept_one(self, pending: _PendingAccept) -> int | None:
         msg, status = pending.msg, pending.status
         att = msg.attachments
-        created = await self.pool.fetchval(
+        outbox_id: int | None = await self.pool.fetchval(
             sql.ACCEPT,
             msg.tenant.id,
             msg.idempotency_key,
@@ -235,8 +260,9 @@ class Repository:
             msg.category,
             list(dict.fromkeys(msg.tags)),
             msg.estimated_cost,
+            pending.hold_s,
         )
-        return bool(created)
+        return outbox_id
 
     async def idempotent_response(self, tenant_id: uuid.UUID, key: str) -> StoredResponse | None:
         row = await self.pool.fetchrow(sql.GET_IDEMPOTENCY, tenant_id, key)
@@ -348,6 +374,11 @@ class Repository:
                 "SELECT status, count(*) AS n FROM messages WHERE tenant_id = $1 GROUP BY status", tenant_id
             )
         return {r["status"]: r["n"] for r in rows}
+
+    async def forget_published(self, outbox_ids: Sequence[int]) -> int:
+        """Delete outbox rows whose envelopes were published outside the relay (engine.handoff)."""
+        done = await self.pool.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", list(outbox_ids))
+        return int(done.split()[-1])
 
     async def outbox_counts(self) -> OutboxCounts:
         """What the outbox holds (every tenant's): rows in all, and rows not due yet."""

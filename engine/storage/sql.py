@@ -20,6 +20,8 @@ LIMIT 1
 
 # One round trip per accepted request: the idempotency key, the message, its tags, its outbox row, its
 # first event and its attachments. An expired key may be reused; a live one makes every other insert a no-op.
+# The outbox row's id comes back (none: the key was live). $34 holds the row back from the relay for that
+# many seconds: the accepting process publishes the message itself (engine.handoff).
 #: An accept's idempotency key: claimed when free or expired; a live one is left as it is (no row returned).
 KEY_CLAIMED_UNLESS_LIVE = """ON CONFLICT (tenant_id, key) DO UPDATE
         SET request_hash = EXCLUDED.request_hash, message_id = EXCLUDED.message_id,
@@ -46,7 +48,8 @@ WITH idem AS (
     SELECT $1, t.tag, msg.created_at, msg.id FROM msg, unnest($32::text[]) AS t(tag)
 ), ob AS (
     INSERT INTO outbox (tenant_id, message_id, queue, priority, available_at)
-    SELECT $1, id, $22, $23, greatest(coalesce($16, now()), now()) FROM msg
+    SELECT $1, id, $22, $23, greatest(coalesce($16, now()), now()) + make_interval(secs => $34) FROM msg
+    RETURNING id
 ), ev AS (
     INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
     SELECT $24, $1, id, $25, $26 FROM msg
@@ -56,22 +59,22 @@ WITH idem AS (
     FROM msg, unnest($27::uuid[], $28::text[], $29::text[], $30::text[])
          AS a(id, storage, filename, content_type)
 )
-SELECT count(*) > 0 FROM msg
+SELECT id FROM ob
 """
 
 # ACCEPT for a group of messages with distinct keys (what arrived while the statement before was in flight):
 # one row of arrays per column, the same rows written as ACCEPT writes them for each message whose key
-# is free (or expired); the ids of those it stored come back.
+# is free (or expired); the ids of those it stored come back, each with its outbox row's.
 ACCEPT_MANY = f"""
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::jsonb[], $6::float8[], $7::text[],
                          $8::text[], $9::int[], $10::text[], $11::text[], $12::jsonb[], $13::jsonb[], $14::jsonb[],
                          $15::text[], $16::timestamptz[], $17::int[], $18::timestamptz[], $19::text[], $20::text[],
                          $21::text[], $22::text[], $23::smallint[], $24::uuid[], $25::text[], $26::jsonb[],
-                         $27::text[], $28::numeric[])
+                         $27::text[], $28::numeric[], $36::float8[])
     AS i(tenant_id, key, request_hash, message_id, response, ttl_s, channel, template_id, template_version, locale,
          requested_locale, "to", variables, metadata, priority, schedule_at, ttl_seconds, expires_at, callback_url,
-         trace_id, status, queue, rank, event_id, event_type, event_meta, category, estimated_cost)
+         trace_id, status, queue, rank, event_id, event_type, event_meta, category, estimated_cost, hold_s)
 ), idem AS (
     INSERT INTO idempotency_keys AS k
         (tenant_id, key, request_hash, message_id, status_code, response, expires_at)
@@ -94,8 +97,10 @@ WITH input AS (
     FROM msg JOIN unnest($29::uuid[], $30::text[]) AS t(message_id, tag) ON t.message_id = msg.id
 ), ob AS (
     INSERT INTO outbox (tenant_id, message_id, queue, priority, available_at)
-    SELECT i.tenant_id, i.message_id, i.queue, i.rank, greatest(coalesce(i.schedule_at, now()), now())
+    SELECT i.tenant_id, i.message_id, i.queue, i.rank,
+           greatest(coalesce(i.schedule_at, now()), now()) + make_interval(secs => i.hold_s)
     FROM input i JOIN msg ON msg.id = i.message_id
+    RETURNING id, message_id
 ), ev AS (
     INSERT INTO notification_events (id, tenant_id, message_id, type, meta)
     SELECT i.event_id, i.tenant_id, i.message_id, i.event_type, i.event_meta
@@ -106,7 +111,7 @@ WITH input AS (
     FROM msg JOIN unnest($31::uuid[], $32::uuid[], $33::text[], $34::text[], $35::text[])
          AS a(id, message_id, storage, filename, content_type) ON a.message_id = msg.id
 )
-SELECT id FROM msg
+SELECT message_id, id FROM ob
 """
 
 GET_IDEMPOTENCY = """
