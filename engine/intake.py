@@ -19,10 +19,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.auth import Principal
-from engine.channels import Channel
+from engine.channels import Channel, Priority
 from engine.dispatch import utcnow
 from engine.governance.admission import Admitted, GovernanceAdmission
 from engine.governance.budgets import BUDGET_EXHAUSTED, PriceQuery
+from engine.handoff import Handoff
 from engine.idempotency import (
     CacheUnavailable,
     IdempotencyCache,
@@ -95,6 +96,7 @@ class Intake:
         allow_private_callbacks: bool = False,
         tenant_ttl_s: float = TENANT_TTL_S,
         governance: GovernanceAdmission | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self.repo = repo
         self.catalog = catalog
@@ -108,6 +110,8 @@ class Intake:
         self.tenant_ttl_s = tenant_ttl_s
         #: Quotas and budgets, decided in memory (None: nothing is limited at admission).
         self.governance = governance
+        #: Publishes due one-time codes straight after their accept (None: the relay publishes everything).
+        self.handoff = handoff
         self._tenants: dict[str, tuple[float, Tenant]] = {}
         #: (tenant, config version, channel) -> what of its config prices a message: allow-list, overrides
         self._pricing: dict[tuple[str, int, Channel], tuple[tuple[str, ...] | None, str]] = {}
@@ -338,14 +342,18 @@ class Intake:
             estimated_cost=admitted.estimate if admitted else None,
             test=test,
         )
+        handoff = self.handoff if status is Status.QUEUED and message.priority is Priority.HIGH else None
         accepted = await self.repo.accept(
             message,
             response,
             status=status,
             idempotency_ttl_s=self.idempotency_ttl_s,
+            hold_s=handoff.hold_s if handoff else 0.0,
         )
         stored = accepted.original
         if accepted.outbox is not None:
+            if handoff is not None:
+                handoff.offer(accepted.outbox)
             stored = StoredResponse(req_hash, 202, response)
             self.metrics.inc("notifications_enqueued_total", channel=request.channel.value, tenant=tenant.slug)
             result = Accepted(202, response)
