@@ -19,6 +19,7 @@ from engine.broker.factory import make_broker
 from engine.channels import Channel
 from engine.delivery import Driver, DriverFactory
 from engine.errors import ConfigurationError
+from engine.handoff import Handoff, HandoffOptions
 from engine.idempotency import IdempotencyCache
 from engine.settings import Settings
 from engine.storage.repository import Repository, create_pool
@@ -156,3 +157,14 @@ async def open_components(
         )
         await parts.broker.connect()
     return parts
+
+
+def open_handoff(config: RuntimeConfig, repo: Repository) -> Handoff | None:
+    """The API's hand-off of one-time codes (HERALD_HANDOFF), with RabbitMQ only: the Postgres queue's
+    publish is one more statement on the same database, from one more pool, and stays the relay's alone.
+    Its broker connects at the first publish, so the API starts and accepts while RabbitMQ is down."""
+    s = config.settings
+    if not (s.handoff and s.amqp_url):
+        return None
+    broker = make_broker(s.amqp_url, config.database_url, queue_prefix=s.queue_prefix, dlq_max_length=s.dlq_max_length)
+    return Handoff(repo, broker, HandoffOptions(envelope_max_ids=s.envelope_max_ids))

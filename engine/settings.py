@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     send_lease_s: float = Field(30.0, gt=0, alias="HERALD_SEND_LEASE_SECONDS")
     relay_batch: int = Field(1000, ge=1, le=10000, alias="HERALD_RELAY_BATCH")
     relay_poll_s: float = Field(0.5, gt=0, alias="HERALD_RELAY_POLL_SECONDS")
+    #: With RabbitMQ, the API replica publishes the one-time codes it accepts itself, straight after the
+    #: commit (engine.handoff); the relay publishes one only if that did not happen within 5 s.
+    handoff: bool = Field(True, alias="HERALD_HANDOFF")
     queue_prefix: str = Field("", alias="HERALD_QUEUE_PREFIX")
     envelope_max_ids: int = Field(100, ge=1, le=1000, alias="HERALD_ENVELOPE_MAX_IDS")
     idempotency_ttl_s: int = Field(7 * 24 * 3600, ge=60, alias="HERALD_IDEMPOTENCY_TTL_SECONDS")

@@ -2,7 +2,7 @@
 
     python -m loadtests.priority_bench [--burst 100000] [--samples 1000] [--rate 50] [--senders 1]
                                        [--high-senders 1] [--broker rabbitmq|postgres] [--no-high-lane]
-                                       [--backlog-cap 50]
+                                       [--backlog-cap 50] [--no-handoff]
 
 On a fresh database of ``DATABASE_URL``'s server (and RabbitMQ at ``AMQP_URL`` in a queue namespace of its
 own, or the Postgres queue): the relay, ``--senders`` sender loops (claim, render, dedupe, record) and
@@ -18,7 +18,8 @@ the intake. Two phases, same run:
 Prints p50/p99 of both and the low messages still waiting when the burst phase's last sample was taken
 (the burst must still be draining for the figure to mean anything). ``--no-high-lane`` turns the senders'
 reserved lane for ``notifications.high`` off, ``--high-senders 0`` the dedicated senders, and
-``--backlog-cap 0`` the relay's cap on what it moves into the broker ahead of the senders, for comparison.
+``--backlog-cap 0`` the relay's cap on what it moves into the broker ahead of the senders, and
+``--no-handoff`` the intake's hand-off of one-time codes to RabbitMQ (the relay publishes them), for comparison.
 Goal: burst p99 <= 250 ms and <= 2x quiet.
 """
 
@@ -49,6 +50,7 @@ from engine.broker.rabbitmq import RabbitMQBroker
 from engine.channels import ALL_QUEUES, Channel, Priority
 from engine.delivery import OutboundMessage, SendResult
 from engine.dispatch import Dispatcher, DispatchOptions
+from engine.handoff import Handoff
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.relay import Relay, RelayOptions
@@ -247,9 +249,11 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
     catalog = TemplateCatalog(TEMPLATES)
     tenant = await repo.ensure_tenant("t_bench")
     principal = Principal(tenant=tenant.slug, scopes=frozenset({"send"}))
-    intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600)
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     side = Side(url, args.broker, args.amqp_url, prefix, not args.no_high_lane, args.batch, args.backlog_cap)
+    # as the API replica hands one-time codes to RabbitMQ itself (HERALD_HANDOFF, engine.runtime.open_handoff)
+    handoff = Handoff(repo, make_broker(side)) if args.broker == "rabbitmq" and not args.no_handoff else None
+    intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600, handoff=handoff)
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     reached_q = ctx.Queue()
@@ -274,6 +278,9 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
         burst_s = time.perf_counter() - t0
         low_sent = sent.value - sent_before - args.samples
     finally:
+        if handoff is not None:
+            await handoff.aclose()
+            await handoff.broker.close()
         stop.set()
         for p in procs:
             p.join(30)
@@ -288,6 +295,8 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
         "senders": args.senders,
         "high_senders": args.high_senders,
         "high_lane": not args.no_high_lane,
+        "handoff": handoff is not None,
+        "handed_off": handoff.published if handoff else 0,
         "backlog_cap": args.backlog_cap,
         "batch": args.batch,
         "rate_per_s": args.rate,
@@ -330,6 +339,9 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=100, help="messages per claim/record (HERALD_SENDER_BATCH)")
     parser.add_argument("--no-high-lane", action="store_true", help="senders without the reserved high lane")
+    parser.add_argument(
+        "--no-handoff", action="store_true", help="the relay publishes the one-time codes too (HERALD_HANDOFF=false)"
+    )
     parser.add_argument(
         "--backlog-cap",
         type=int,

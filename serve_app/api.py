@@ -58,7 +58,15 @@ from engine.metrics import MetricsBuffer
 from engine.models import CallbackPolicy
 from engine.problems import ApiProblem
 from engine.routing.service import RoutingService
-from engine.runtime import Components, RuntimeConfig, driver_env, open_components, provider_report, settle_heap
+from engine.runtime import (
+    Components,
+    RuntimeConfig,
+    driver_env,
+    open_components,
+    open_handoff,
+    provider_report,
+    settle_heap,
+)
 from engine.storage.audit_store import AuditStore
 from engine.storage.batch_store import BatchStore
 from engine.storage.budget_store import BudgetStore
@@ -165,6 +173,7 @@ class HeraldApi:
         metrics = MetricsBuffer()
         prices = TablePrices({c: settings.providers(c) for c in Channel})
         governance = GovernanceAdmission(Quotas(QuotaStore(parts.pool)), Budgets(BudgetStore(parts.pool), prices))
+        self.handoff = open_handoff(config, parts.repo)
         intake = Intake(
             parts.repo,
             parts.catalog,
@@ -175,6 +184,7 @@ class HeraldApi:
             tenant_templates=parts.tenant_templates,
             allow_private_callbacks=settings.webhooks_allow_private,
             governance=governance,
+            handoff=self.handoff,
         )
         templates = TemplateService(
             TenantTemplateStore(parts.pool), parts.catalog, parts.tenant_templates, secret=secret, base_url=base_url
@@ -254,5 +264,10 @@ class HeraldApi:
         self._background[1].cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait(self._background[::2], timeout=2.0)
+        if self.handoff is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.handoff.aclose(), timeout=5.0)
+            with contextlib.suppress(Exception):
+                await self.handoff.broker.close()
         with contextlib.suppress(Exception):
             await self.parts.aclose()

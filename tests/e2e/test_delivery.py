@@ -15,6 +15,7 @@ import pytest
 import ray
 
 from actors import NAMESPACE, SENDER_ACTOR_PREFIX
+from engine.ids import parse_message_id
 from tests.e2e.conftest import Herald
 from tests.e2e.test_api import new_tenant, otp
 
@@ -83,6 +84,26 @@ def test_outbox_keeps_messages_while_the_broker_is_down(herald: Herald) -> None:
         finally:
             herald.proxy.restore()
         herald.wait_status(api, message_id, lambda s: s == "sent", timeout_s=60)
+
+
+def test_a_one_time_code_goes_from_the_api_to_the_broker_without_the_relay(herald: Herald) -> None:
+    if herald.proxy is None:
+        pytest.skip("the API hands one-time codes to RabbitMQ itself (AMQP_URL not set)")
+    tenant = new_tenant()
+    with herald.client(tenant) as api:
+        started = time.monotonic()
+        r = api.post("/api/notifications", json=otp(priority="high"), headers={"Idempotency-Key": "handoff"})
+        assert r.status_code == 202, r.text
+        message_id = r.json()["message_id"]
+        herald.wait_status(api, message_id, lambda s: s == "sent", timeout_s=10)
+        # its outbox row was held for 5 s, out of the relay's sight: only the API can have published it
+        assert time.monotonic() - started < 4.0
+        left = herald.sql("SELECT count(*) AS n FROM outbox WHERE message_id = $1", parse_message_id(message_id))
+        deadline = time.monotonic() + 3
+        while left[0]["n"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = herald.sql("SELECT count(*) AS n FROM outbox WHERE message_id = $1", parse_message_id(message_id))
+        assert left[0]["n"] == 0
 
 
 def test_killed_senders_lose_nothing_and_send_nothing_twice(herald: Herald) -> None:

@@ -21,6 +21,8 @@ from engine.ids import parse_message_id
 from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.relay import NOTIFY_CHANNEL
+from engine.runtime import RuntimeConfig, open_handoff
+from engine.settings import load_settings
 from engine.storage.repository import Repository, take_outbox
 from engine.templating import TemplateCatalog
 from tests.broker.conftest import BrokerFactory
@@ -176,3 +178,25 @@ class _NeverPublishes(Handoff):
     def offer(self, row: object) -> bool:  # type: ignore[override]
         return True
 
+
+@pytest.mark.parametrize(
+    ("variables", "on"),
+    [
+        ({"AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/"}, True),
+        ({"AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/", "HERALD_HANDOFF": "false"}, False),
+        ({}, False),  # the Postgres queue: the relay publishes everything
+    ],
+)
+async def test_the_api_hands_off_with_rabbitmq_unless_turned_off(
+    monkeypatch: pytest.MonkeyPatch, repo: Repository, database_url: str, variables: dict[str, str], on: bool
+) -> None:
+    for name in ("AMQP_URL", "HERALD_HANDOFF"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    config = RuntimeConfig(load_settings(), database_url, "x" * 32)
+    handoff = open_handoff(config, repo)
+    assert (handoff is not None) is on
+    if handoff is not None:
+        assert isinstance(handoff.broker, RabbitMQBroker)
+        await handoff.broker.close()
