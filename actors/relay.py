@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,7 @@ from engine.broker import BrokerUnavailable
 from engine.lifecycle.queues import QueueMonitor
 from engine.metrics import MetricsBuffer
 from engine.relay import Relay, RelayOptions
-from engine.runtime import RuntimeConfig, open_components, settle_heap
+from engine.runtime import RuntimeConfig, hands_off, open_components, settle_heap, yield_cpu
 from engine.storage.queue_store import QueueStore
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,17 @@ class RelayActor:
         loop = asyncio.get_running_loop()
         self.task = loop.create_task(self.relay.run(self.stop_event))
         self.stats_task = loop.create_task(self._stats_forever(s.queue_stats_s))
+        if hands_off(s):  # the codes do not come this way but when a hand-off failed
+            yield_cpu(s.bulk_nice)
         settle_heap()
 
     async def health(self) -> dict[str, object]:
-        return {"running": not self.task.done(), "broker": self.relay.healthy, "published": self.relay.published}
+        return {
+            "running": not self.task.done(),
+            "broker": self.relay.healthy,
+            "published": self.relay.published,
+            "pid": os.getpid(),
+        }
 
     async def depths(self) -> dict[str, int]:
         assert self.parts.broker is not None

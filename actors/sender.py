@@ -23,7 +23,7 @@ from engine.governance.quotas import DedupeRefunds
 from engine.governance.recipients import RecipientGate
 from engine.metrics import MetricsBuffer
 from engine.retries import RetryPolicy
-from engine.runtime import RuntimeConfig, driver_env, open_components, provider_chains, settle_heap
+from engine.runtime import RuntimeConfig, driver_env, open_components, provider_chains, settle_heap, yield_cpu
 from engine.sender_loop import SenderLoop
 from engine.storage.dedupe_store import DedupeStore
 from engine.storage.quota_store import QuotaStore
@@ -88,6 +88,8 @@ class SenderActor:
         )
         self.task = asyncio.get_running_loop().create_task(self.loop.run())
         self.flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        if not high_only and s.high_senders > 0:  # the codes have senders of their own: bulk work yields to them
+            yield_cpu(s.bulk_nice)
         settle_heap()
 
     def _flush(self) -> None:

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     #: With RabbitMQ, the API replica publishes the one-time codes it accepts itself, straight after the
     #: commit (engine.handoff); the relay publishes one only if that did not happen within 5 s.
     handoff: bool = Field(True, alias="HERALD_HANDOFF")
+    #: How much the bulk processes lower their CPU priority (engine.runtime.yield_cpu): the senders beside
+    #: dedicated ones, and the relay while the API hands the one-time codes off. 0: all alike.
+    bulk_nice: int = Field(10, ge=0, le=19, alias="HERALD_BULK_NICE")
     queue_prefix: str = Field("", alias="HERALD_QUEUE_PREFIX")
     envelope_max_ids: int = Field(100, ge=1, le=1000, alias="HERALD_ENVELOPE_MAX_IDS")
     idempotency_ttl_s: int = Field(7 * 24 * 3600, ge=60, alias="HERALD_IDEMPOTENCY_TTL_SECONDS")

@@ -2,7 +2,7 @@
 
     python -m loadtests.priority_bench [--burst 100000] [--samples 1000] [--rate 50] [--senders 1]
                                        [--high-senders 1] [--broker rabbitmq|postgres] [--no-high-lane]
-                                       [--backlog-cap 50] [--no-handoff]
+                                       [--backlog-cap 50] [--no-handoff] [--bulk-nice 10]
 
 On a fresh database of ``DATABASE_URL``'s server (and RabbitMQ at ``AMQP_URL`` in a queue namespace of its
 own, or the Postgres queue): the relay, ``--senders`` sender loops (claim, render, dedupe, record) and
@@ -19,7 +19,9 @@ Prints p50/p99 of both and the low messages still waiting when the burst phase's
 (the burst must still be draining for the figure to mean anything). ``--no-high-lane`` turns the senders'
 reserved lane for ``notifications.high`` off, ``--high-senders 0`` the dedicated senders, and
 ``--backlog-cap 0`` the relay's cap on what it moves into the broker ahead of the senders, and
-``--no-handoff`` the intake's hand-off of one-time codes to RabbitMQ (the relay publishes them), for comparison.
+``--no-handoff`` the intake's hand-off of one-time codes to RabbitMQ (the relay publishes them), and
+``--bulk-nice 0`` the lower CPU priority of the relay and the senders beside the dedicated ones
+(``HERALD_BULK_NICE``), for comparison.
 Goal: burst p99 <= 250 ms and <= 2x quiet.
 """
 
@@ -55,7 +57,7 @@ from engine.intake import Intake
 from engine.metrics import MetricsBuffer
 from engine.relay import Relay, RelayOptions
 from engine.retries import RetryPolicy
-from engine.runtime import settle_heap
+from engine.runtime import settle_heap, yield_cpu
 from engine.sender_loop import SenderLoop
 from engine.settings import Settings
 from engine.storage.repository import Repository, create_pool
@@ -91,6 +93,9 @@ class Side:
     high_lane: bool
     batch: int
     backlog_cap: int
+    #: what the senders beside the dedicated ones and the relay lower their CPU priority by, as the actors
+    sender_nice: int
+    relay_nice: int
 
 
 def make_broker(side: Side, *, high_only: bool = False) -> Broker:
@@ -109,6 +114,8 @@ def make_broker(side: Side, *, high_only: bool = False) -> Broker:
 
 
 def relay_process(side: Side, stop: EventType) -> None:
+    yield_cpu(side.relay_nice)
+
     async def main() -> None:
         pool = await create_pool(side.url, min_size=1, max_size=3)
         broker = make_broker(side)
@@ -128,6 +135,9 @@ def relay_process(side: Side, stop: EventType) -> None:
 
 
 def sender_process(side: Side, stop: EventType, reached: mp.Queue, sent: Any, high_only: bool) -> None:  # type: ignore[type-arg]
+    if not high_only:
+        yield_cpu(side.sender_nice)
+
     async def main() -> None:
         pool = await create_pool(side.url, min_size=1, max_size=3, generic_plans=True)  # as the sender actor's
         broker = make_broker(side, high_only=high_only)
@@ -250,9 +260,20 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
     tenant = await repo.ensure_tenant("t_bench")
     principal = Principal(tenant=tenant.slug, scopes=frozenset({"send"}))
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    side = Side(url, args.broker, args.amqp_url, prefix, not args.no_high_lane, args.batch, args.backlog_cap)
+    handing_off = args.broker == "rabbitmq" and not args.no_handoff
+    side = Side(
+        url,
+        args.broker,
+        args.amqp_url,
+        prefix,
+        not args.no_high_lane,
+        args.batch,
+        args.backlog_cap,
+        sender_nice=args.bulk_nice if args.high_senders > 0 else 0,  # as actors.sender
+        relay_nice=args.bulk_nice if handing_off else 0,  # as actors.relay: codes come its way otherwise
+    )
     # as the API replica hands one-time codes to RabbitMQ itself (HERALD_HANDOFF, engine.runtime.open_handoff)
-    handoff = Handoff(repo, make_broker(side)) if args.broker == "rabbitmq" and not args.no_handoff else None
+    handoff = Handoff(repo, make_broker(side)) if handing_off else None
     intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600, handoff=handoff)
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
@@ -298,6 +319,8 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, object]:
         "handoff": handoff is not None,
         "handed_off": handoff.published if handoff else 0,
         "backlog_cap": args.backlog_cap,
+        "sender_nice": side.sender_nice,
+        "relay_nice": side.relay_nice,
         "batch": args.batch,
         "rate_per_s": args.rate,
         "burst": args.burst,
@@ -339,6 +362,12 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=100, help="messages per claim/record (HERALD_SENDER_BATCH)")
     parser.add_argument("--no-high-lane", action="store_true", help="senders without the reserved high lane")
+    parser.add_argument(
+        "--bulk-nice",
+        type=int,
+        default=Settings.model_fields["bulk_nice"].default,
+        help="what the relay and the senders beside the dedicated ones lower their CPU priority by (HERALD_BULK_NICE)",
+    )
     parser.add_argument(
         "--no-handoff", action="store_true", help="the relay publishes the one-time codes too (HERALD_HANDOFF=false)"
     )

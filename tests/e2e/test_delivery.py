@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sys
 import time
 import uuid
 from collections import Counter
@@ -14,7 +16,7 @@ import httpx
 import pytest
 import ray
 
-from actors import NAMESPACE, SENDER_ACTOR_PREFIX
+from actors import HIGH_SENDER_ACTOR_PREFIX, NAMESPACE, RELAY_ACTOR, SENDER_ACTOR_PREFIX
 from engine.ids import parse_message_id
 from tests.e2e.conftest import Herald
 from tests.e2e.test_api import new_tenant, otp
@@ -104,6 +106,32 @@ def test_a_one_time_code_goes_from_the_api_to_the_broker_without_the_relay(heral
             time.sleep(0.1)
             left = herald.sql("SELECT count(*) AS n FROM outbox WHERE message_id = $1", parse_message_id(message_id))
         assert left[0]["n"] == 0
+
+
+def nice_of_threads(pid: int) -> set[int]:
+    values = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/stat") as f:
+            values.add(int(f.read().rsplit(")", 1)[1].split()[16]))  # field 19: nice
+    return values
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
+def test_bulk_processes_yield_the_cpu_to_the_one_time_codes_path(herald: Herald) -> None:
+    s = herald.settings
+    assert s.bulk_nice > 0 and s.high_senders > 0
+    ours = nice_of_threads(os.getpid())
+    assert len(ours) == 1
+    base = ours.pop()
+    bulk = {min(19, base + s.bulk_nice)}
+    for actor in senders(herald):
+        assert nice_of_threads(int(wait_healthy(actor)["pid"])) == bulk
+    for i in range(s.high_senders):
+        dedicated = ray.get_actor(f"{HIGH_SENDER_ACTOR_PREFIX}{i}", namespace=NAMESPACE)
+        assert nice_of_threads(int(wait_healthy(dedicated)["pid"])) == {base}
+    relay = wait_healthy(ray.get_actor(RELAY_ACTOR, namespace=NAMESPACE))
+    # the relay publishes the codes itself when the API does not hand them off (the Postgres queue)
+    assert nice_of_threads(int(relay["pid"])) == (bulk if herald.proxy is not None else {base})
 
 
 def test_killed_senders_lose_nothing_and_send_nothing_twice(herald: Herald) -> None:
