@@ -10,7 +10,9 @@ the processes the actors get: the batch intake in this one (the ingress), the ou
 one task each enqueued, and a Celery worker (prefork, one process per core) doing for each what a
 sender does for a message (claim, render, send to ``sink``, record) with Herald's dispatcher; the clock
 runs from the insert until every message is ``sent``. Rows written per message are counted from
-PostgreSQL's own statistics (inserts, updates and deletes of every table, over the messages sent).
+PostgreSQL's own statistics (inserts, updates and deletes of every table, over the messages sent), and
+the CPU each of Herald's parts spent per message over its run (:mod:`loadtests.cpu`): the bound of the
+figure on a machine the whole pipeline shares.
 Needs the ``bench`` extra (Celery) and RabbitMQ (``AMQP_URL``).
 """
 
@@ -52,6 +54,7 @@ from engine.storage.repository import Repository, create_pool
 from engine.templating import TemplateCatalog
 from loadtests.batch_bench import _with_database, admin_url, item
 from loadtests.bench import TEMPLATES, queued
+from loadtests.cpu import CpuMeter, describe, per_unit_ms
 
 _ROW_STATS = """
 SELECT relname, n_tup_ins + n_tup_upd + n_tup_del AS rows FROM pg_stat_user_tables
@@ -188,6 +191,10 @@ async def herald_e2e(dsn: str, amqp_url: str, n: int, batch_size: int, senders: 
                 if not proc.is_alive():
                     raise RuntimeError(f"a {proc.name} of the run exited with {proc.exitcode} before it was ready")
         before = await row_counts(dsn)
+        parts = {os.getpid(): "batch intake", started[0][0].pid: "relay"}
+        parts.update({proc.pid: "senders" for proc, _ in started[1:]})
+        meter = CpuMeter(parts)  # type: ignore[arg-type]
+        meter.start()
         start = time.perf_counter()
         accepted = 0
         for body in bodies:
@@ -195,6 +202,7 @@ async def herald_e2e(dsn: str, amqp_url: str, n: int, batch_size: int, senders: 
         accepted_s = time.perf_counter() - start
         await wait_sent(pool, tenant.id, n, timeout_s=60 + n / 100)
         elapsed = time.perf_counter() - start
+        cpu = per_unit_ms(meter.stop(), n)
     finally:
         stop.set()
         for proc, _ in started:
@@ -205,7 +213,13 @@ async def herald_e2e(dsn: str, amqp_url: str, n: int, batch_size: int, senders: 
     await pool.close()  # every backend of the run gone: its row counts are all in (rows_per_message)
     rows = await rows_per_message(dsn, before, n)
     await _drop_queues(amqp_url, side.prefix)
-    return {"msgs_per_s": n / elapsed, "accepted": accepted, "accept_s": accepted_s, "rows_per_message": rows}
+    return {
+        "msgs_per_s": n / elapsed,
+        "accepted": accepted,
+        "accept_s": accepted_s,
+        "rows_per_message": rows,
+        "cpu_ms_per_message": cpu,
+    }
 
 
 async def _drop_queues(amqp_url: str, prefix: str) -> None:
@@ -298,7 +312,8 @@ async def p3(
     senders: int = 2,
     celery_n: int | None = None,
 ) -> dict[str, Any]:
-    """P3 figures: Herald's end-to-end msgs/s, Celery's, their ratio and the rows each writes per message."""
+    """P3 figures: Herald's end-to-end msgs/s, Celery's, their ratio, the rows each writes per message and
+    the CPU each of Herald's parts spends per message."""
     herald = await herald_e2e(dsn, amqp_url, n, batch_size, senders)
     celery = await celery_e2e(dsn, amqp_url, celery_n or max(1000, n // 10))
     return {
@@ -308,6 +323,7 @@ async def p3(
         "ratio": herald["msgs_per_s"] / celery["msgs_per_s"],
         "herald_rows_per_message": herald["rows_per_message"],
         "celery_rows_per_message": celery["rows_per_message"],
+        "herald_cpu_ms_per_message": herald["cpu_ms_per_message"],
     }
 
 
@@ -335,7 +351,7 @@ def main() -> None:
     print(
         f"P3 end to end: Herald {figures['herald_msgs_per_s']:,.0f} msgs/s, Celery {figures['celery_msgs_per_s']:,.0f}"
         f" msgs/s: {figures['ratio']:.1f}x (goals: >= 10,000 msgs/s, >= 10x); Herald writes {herald_rows:.1f} rows"
-        " per message"
+        f" per message; {describe(figures['herald_cpu_ms_per_message'])}"
     )
 
 

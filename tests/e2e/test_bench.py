@@ -33,11 +33,13 @@ def test_bench_prints_p1_p2_and_p3_beside_their_baselines() -> None:
     assert done.returncode == 0, out[-4000:]
     row = next(line for line in done.stdout.splitlines() if line.startswith("P1 accept, 4 connections"))
     assert "req/s | bare FastAPI+asyncpg" in row and "| no-op Serve app" in row, row
+    assert "CPU per request: " in row and "api replica" in row and "postgres" in row, row  # what bounds it
     p2 = _row(done.stdout, "P2 batch accept")
     assert "items/s | raw asyncpg COPY of the same rows" in p2, p2
     p3 = _row(done.stdout, "P3 end to end")
     if os.environ.get("AMQP_URL"):
         assert "msgs/s | Celery pipeline" in p3 and "rows written per message" in p3, p3
+        assert "CPU per message: " in p3 and "senders" in p3 and "batch intake" in p3, p3
     else:
         assert "not available: P3 runs on RabbitMQ" in p3, p3
     left = [p for p in psutil.process_iter(["name", "cmdline"]) if p.pid not in before and _ours(p)]
