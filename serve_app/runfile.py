@@ -96,7 +96,9 @@ class RunFile:
             log.warning(
                 "the previous herald (pid %d) did not stop cleanly; recovering %s", previous.owner.pid, self.path.parent
             )
-            stopped = stop_leftovers(previous.children) + stop_leftovers(previous.listeners)
+            # What they started after the record, too: HAProxy's manager starts a new HAProxy on each reload.
+            late = descendants(previous.children + previous.listeners)
+            stopped = stop_leftovers(previous.children) + stop_leftovers(previous.listeners + late)
             if stopped:
                 log.warning("stopped what it left running: %s", ", ".join(stopped))
         Record(self.me).save(self.path)
@@ -121,6 +123,24 @@ class RunFile:
         record = Record.load(self.path)
         if record is not None and record.owner == self.me:
             self.path.unlink(missing_ok=True)
+
+
+def descendants(procs: list[Proc]) -> list[Proc]:
+    """What the running ones among ``procs`` started (their children, recursively), beyond ``procs``."""
+    known = set(procs)
+    found = []
+    for proc in procs:
+        process = proc.running()
+        if process is None:
+            continue
+        with contextlib.suppress(psutil.Error):
+            for child in process.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    late = Proc.of(child)
+                    if late not in known:
+                        known.add(late)
+                        found.append(late)
+    return found
 
 
 def stop_leftovers(children: list[Proc], *, grace_s: float = LEFTOVER_GRACE_S) -> list[str]:

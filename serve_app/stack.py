@@ -28,7 +28,7 @@ from engine.storage.dsn import redact_dsn
 from engine.storage.migrate import migrate_url
 from serve_app.ingress import default_replicas, serve_environment
 from serve_app.ports import PortHold, ray_port_environment
-from serve_app.runfile import RunFile, stop_leftovers
+from serve_app.runfile import RunFile, descendants, stop_leftovers
 
 log = logging.getLogger("herald")
 
@@ -361,10 +361,13 @@ class Stack:
         import ray
 
         mark = time.monotonic()
+        # what Ray's processes started after they were recorded (a reloaded HAProxy), while they still run
+        recorded = self.run_file.children() if self.run_file is not None else []
+        late = descendants(recorded)
         ray.shutdown()
         self.owns_ray = False
         if self.run_file is not None:  # anything of Ray's that outlived its shutdown
-            left = stop_leftovers(self.run_file.children(), grace_s=2.0)
+            left = stop_leftovers(recorded + late, grace_s=2.0)
             if left:
                 log.warning("stopped what Ray left running after its shutdown: %s", ", ".join(left))
         phases["ray"] = time.monotonic() - mark

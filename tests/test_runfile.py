@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -57,3 +58,35 @@ def test_a_killed_owners_children_and_listener_are_stopped_by_the_next(tmp_path:
         for p in (child, bystander, listener):
             p.kill()
             p.wait()
+
+
+#: A manager that starts its listener (as HAProxy's manager does on each reload), then waits.
+MANAGER = (
+    "import subprocess,sys,time; subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]]); time.sleep(60)"
+)
+
+
+def test_what_a_killed_owners_processes_started_after_the_record_is_stopped_too(tmp_path: Path) -> None:
+    port = free_port()
+    owner = RunFile.in_dir(tmp_path)
+    owner.claim()
+    manager = subprocess.Popen([sys.executable, "-c", MANAGER, SERVE, str(port)])
+    started: list[psutil.Process] = []
+    try:
+        recorded = [Proc.of(psutil.Process(manager.pid))]  # recorded before it started its listener
+        wait_listening(port)
+        started = psutil.Process(manager.pid).children()
+        assert len(started) == 1
+        dead = Proc(owner.me.pid, owner.me.started + 1)  # as if the owner had been killed
+        Record(dead, recorded).save(owner.path)
+        RunFile.in_dir(tmp_path).claim()
+        assert manager.wait(10) is not None
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert not alive
+        assert not any(c.laddr.port == port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN)
+    finally:
+        for p in started:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        manager.kill()
+        manager.wait()
