@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import psutil
 
@@ -41,14 +41,11 @@ def _times() -> dict[int, tuple[str, float]]:
 
 
 class CpuMeter:
-    """``parts``: part name by pid, for the benchmark's own processes (the servers are found by name);
-    ``name_part``: a part for any other process from its name (``None``: not counted)."""
+    """``parts``: part name by pid, for the benchmark's own processes (the servers are found by name;
+    other processes are not counted)."""
 
-    def __init__(
-        self, parts: Mapping[int, str] | None = None, name_part: Callable[[str], str | None] | None = None
-    ) -> None:
-        self.parts = dict(parts or {})
-        self.name_part = name_part
+    def __init__(self, parts: Mapping[int, str]) -> None:
+        self.parts = dict(parts)
         self._before: dict[int, tuple[str, float]] = {}
 
     def start(self) -> None:
@@ -59,19 +56,12 @@ class CpuMeter:
         the benchmark's processes exit)."""
         used: dict[str, float] = defaultdict(float)
         for pid, (name, seconds) in _times().items():
-            part = self._part(pid, name)
+            part = self.parts.get(pid) or SERVERS.get(name)
             if part is None:
                 continue
             _, earlier = self._before.get(pid, (name, 0.0))
             used[part] += max(0.0, seconds - earlier)
         return dict(sorted(used.items(), key=lambda kv: -kv[1]))
-
-    def _part(self, pid: int, name: str) -> str | None:
-        if pid in self.parts:
-            return self.parts[pid]
-        if name in SERVERS:
-            return SERVERS[name]
-        return self.name_part(name) if self.name_part else None
 
 
 def per_unit_ms(used: Mapping[str, float], units: int) -> dict[str, float]:

@@ -242,9 +242,19 @@ def wrk(url: str, connections: int, duration_s: float, token: str = "") -> Load:
     )
 
 
-def _load_all(url: str, ctx: Context, token: str = "") -> dict[int, Load]:
+def _load_all(
+    url: str, ctx: Context, token: str = "", meter: CpuMeter | None = None
+) -> tuple[dict[int, Load], dict[int, dict[str, float]]]:
+    """wrk at each connection count after a warm-up; with ``meter``, the CPU per request of each run."""
     wrk(url, ctx.connections[0], min(2.0, ctx.duration_s), token)  # warm-up: connections, caches, JIT-less paths
-    return {c: wrk(url, c, ctx.duration_s, token) for c in ctx.connections}
+    loads, cpu = {}, {}
+    for c in ctx.connections:
+        if meter is not None:
+            meter.start()
+        loads[c] = wrk(url, c, ctx.duration_s, token)
+        if meter is not None:
+            cpu[c] = per_unit_ms(meter.stop(), loads[c].requests)
+    return loads, cpu
 
 
 # -- figures -----------------------------------------------------------------------------------------
@@ -257,7 +267,7 @@ def p1(ctx: Context) -> list[Row]:
                                       "--database-url", ctx.dsn], ctx.environ, ctx.work_dir)  # fmt: skip
     try:
         bare.wait_http(f"http://127.0.0.1:{port}/docs", 60)
-        bare_load = _load_all(f"http://127.0.0.1:{port}", ctx)
+        bare_load, _ = _load_all(f"http://127.0.0.1:{port}", ctx)
     finally:
         bare.stop()
     port = free_port()
@@ -265,18 +275,12 @@ def p1(ctx: Context) -> list[Row]:
                          {k: v for k, v in ctx.environ.items() if k != "RAY_ADDRESS"}, ctx.work_dir)  # fmt: skip
     try:
         noop.wait_http(f"http://127.0.0.1:{port}/admin/healthz", 240, marker="noop serve app is up")
-        noop_load = _load_all(f"http://127.0.0.1:{port}", ctx)
+        noop_load, _ = _load_all(f"http://127.0.0.1:{port}", ctx)
     finally:
         noop.stop()
     assert ctx.herald is not None
-    url = ctx.herald.base_url
-    wrk(url, ctx.connections[0], min(2.0, ctx.duration_s), ctx.token)  # warm-up, as _load_all
     meter = CpuMeter(_herald_parts(ctx.herald.spawned.track()))
-    herald_load, herald_cpu = {}, {}
-    for c in ctx.connections:
-        meter.start()
-        herald_load[c] = wrk(url, c, ctx.duration_s, ctx.token)
-        herald_cpu[c] = per_unit_ms(meter.stop(), herald_load[c].requests)
+    herald_load, herald_cpu = _load_all(ctx.herald.base_url, ctx, ctx.token, meter)
     rows = []
     for c in ctx.connections:
         h, b, n = herald_load[c], bare_load[c], noop_load[c]
