@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import shlex
 import signal
 import sys
@@ -244,6 +245,9 @@ def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
 
     signals = StopSignals()  # any signal while the demo runs unwinds into the stop
     stack = Stack(settings)
+    # A fresh code each run: a repeat of the same one within the auth category's dedupe window (30 s)
+    # is the same content, and Herald rightly ends it deduplicated instead of sending it again.
+    code = f"{secrets.randbelow(10**6):06d}"
     try:
         stack.start()
         token = make_token(settings, "t_001")
@@ -252,7 +256,7 @@ def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
             "template_id": "otp_login:v3",
             "locale": "en-GB",
             "to": {"email": "ada@example.com"},
-            "variables": {"code": "384921", "ttl": 5},
+            "variables": {"code": code, "ttl": 5},
             "priority": "high",
             "metadata": {"category": "auth", "tags": ["otp", "login"]},
         }

@@ -88,6 +88,31 @@ def _start_serve_controller(http_options: dict[str, Any]) -> list[Any]:
     return list(proxies)
 
 
+async def _shutdown_serve() -> None:
+    """``serve.shutdown_async`` without its noise: that one waits on a ``graceful_shutdown`` call that
+    never answers (the controller exits under it, by design), and Ray prints the call's failure on the
+    driver's console as an error. Here the controller is told to shut down without waiting, and the
+    controller's name is watched until it is gone."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+    from ray.serve.context import _get_global_client, _set_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return
+    await client.shutdown_cached_handles_async()
+    with contextlib.suppress(ray.exceptions.RayActorError):  # already gone
+        await client._controller.graceful_shutdown.remote(wait=False)
+    while True:
+        try:
+            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            break  # gone: its applications and proxies went before it
+        await asyncio.sleep(0.05)
+    client._shutdown = True
+    _set_global_client(None)
+
+
 async def _check_providers(settings: Settings, database_url: str) -> None:
     """Build (and close) every configured driver, so a missing setting stops start-up naming it."""
     from actors.wiring import DriverWiring
@@ -389,8 +414,6 @@ class Stack:
         The control actor holds no work: it stays up through the drain (a stopping sender hands the health
         board its last tallies and the aggregator its last counts); then it persists the monthly volumes,
         and is killed with the others."""
-        from ray import serve
-
         steps: dict[str, Awaitable[Any]] = {
             f"sender {i}": a.stop.remote(grace_s=SENDER_GRACE_S) for i, a in enumerate(self.senders)
         }
@@ -400,7 +423,7 @@ class Stack:
             steps["feedback"] = self.feedback.stop.remote()
         if self.ingress is not None:
             steps["ingress"] = self.ingress.stop.remote()
-        steps["serve"] = serve.shutdown_async()
+        steps["serve"] = _shutdown_serve()
         tasks = {name: asyncio.ensure_future(step) for name, step in steps.items()}
         await asyncio.wait(tasks.values(), timeout=max(0.0, deadline - time.monotonic()))
         for name, task in tasks.items():

@@ -3,6 +3,7 @@ defaults (no DATABASE_URL, AMQP_URL or REDIS_URL), and a stop that is quick and 
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -35,14 +36,20 @@ def test_demo_on_embedded_defaults() -> None:
     assert issued.returncode == 0, issued.stderr
     assert issued.stdout.count(".") == 2  # a JWT, issued with no server running
 
-    demo = run_herald("demo", env=env, timeout_s=300)
-    out = demo.stdout + demo.stderr
-    assert demo.returncode == 0, out[-4000:]
-    assert '"status": "sent"' in demo.stdout
-    assert "Subject:" in demo.stdout and "384921" in demo.stdout
-    assert "embedded postgres" in out and "postgres queue table" in out
-    assert (data_dir / "console.jsonl").exists()
-    assert not (data_dir / "pg" / "postmaster.pid").exists(), "the demo left its embedded PostgreSQL running"
+    codes = []
+    for _ in range(2):  # a user trying it again at once: inside the auth category's 30 s dedupe window
+        demo = run_herald("demo", env=env, timeout_s=300)
+        out = demo.stdout + demo.stderr
+        assert demo.returncode == 0, out[-4000:]
+        assert '"status": "sent"' in demo.stdout
+        assert "Subject:" in demo.stdout
+        codes += re.findall(r"^\s+(\d{6})$", demo.stdout, flags=re.MULTILINE)
+        assert "embedded postgres" in out and "postgres queue table" in out
+        # Ray's console print of Serve's own shutdown call, which fails by design when the controller exits
+        assert "(raylet)" not in out and "graceful_shutdown failed" not in out, out[-4000:]
+        assert (data_dir / "console.jsonl").exists()
+        assert not (data_dir / "pg" / "postmaster.pid").exists(), "the demo left its embedded PostgreSQL running"
+    assert len(codes) == 2 and codes[0] != codes[1], codes  # each run's code is its own
 
 
 @dataclass
