@@ -88,6 +88,15 @@ def _start_serve_controller(http_options: dict[str, Any]) -> list[Any]:
     return list(proxies)
 
 
+class _OwnControllerNotice(logging.Filter):
+    """Drops Serve's "Connecting to existing Serve app ... New http_options/controller_options will not
+    be applied", which ``serve.run_many`` logs on finding a controller: here the controller is the one
+    :func:`_start_serve_controller` just started with Herald's options, so they were applied."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Connecting to existing Serve app")
+
+
 async def _shutdown_serve() -> None:
     """``serve.shutdown_async`` without its noise: that one waits on a ``graceful_shutdown`` call that
     never answers (the controller exits under it, by design), and Ray prints the call's failure on the
@@ -312,7 +321,12 @@ class Stack:
             graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S,
         )
         target = serve.RunTarget(target=api.bind(config), name=APP_NAME, route_prefix="/")
-        serve.run_many([target], wait_for_applications_running=replicas is not None)
+        serve_log, notice = logging.getLogger("ray.serve"), _OwnControllerNotice()
+        serve_log.addFilter(notice)
+        try:
+            serve.run_many([target], wait_for_applications_running=replicas is not None)
+        finally:
+            serve_log.removeFilter(notice)
         return proxies
 
     def _wait_healthy(self, timeout_s: float) -> None:

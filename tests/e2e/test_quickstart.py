@@ -47,6 +47,7 @@ def test_demo_on_embedded_defaults() -> None:
         assert "embedded postgres" in out and "postgres queue table" in out
         # Ray's console print of Serve's own shutdown call, which fails by design when the controller exits
         assert "(raylet)" not in out and "graceful_shutdown failed" not in out, out[-4000:]
+        assert "will not be applied" not in out, out[-4000:]  # Serve's notice about a controller Herald started
         assert (data_dir / "console.jsonl").exists()
         assert not (data_dir / "pg" / "postmaster.pid").exists(), "the demo left its embedded PostgreSQL running"
     assert len(codes) == 2 and codes[0] != codes[1], codes  # each run's code is its own
