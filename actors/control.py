@@ -40,8 +40,7 @@ log = logging.getLogger(__name__)
 class ControlActor:
     def __init__(self, config: RuntimeConfig) -> None:
         s = config.settings
-        redaction.install()
-        logging.basicConfig(level=s.log_level.upper())  # breaker state changes are logged here, once
+        redaction.configure(s.log_level)  # breaker state changes are logged here, once
         self.aggregator = MetricsAggregator()
         self.tables = TableStore(s.routing_table_path)
         self.providers = ProviderHealth(self.tables.table, config, publish=self.aggregator.apply)

@@ -41,9 +41,31 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+#: Libraries that log a line per request or connection at INFO: the emulators' and health checks' traffic.
+CHATTY_LOGGERS = ("httpx", "werkzeug")
+
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
 def install(root: logging.Logger | None = None) -> None:
-    """Put the filter on every handler of ``root`` (default: the root logger)."""
+    """Put the filter on every handler of ``root`` (default: the root logger) and on ``logging.lastResort``.
+
+    The last resort is what prints a warning in a process that configured no handler, a Ray worker's
+    (the senders', the relay's): without the filter there, their warnings went out unmasked.
+    """
     logger = root or logging.getLogger()
-    for handler in logger.handlers:
+    handlers = list(logger.handlers)
+    if root is None and logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+def configure(level: str) -> None:
+    """Log to stderr at ``level`` in Herald's format, masked; the chatty libraries at WARNING unless DEBUG."""
+    logging.basicConfig(level=level.upper(), format=FORMAT)
+    if logging.getLogger().level > logging.DEBUG:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    install()

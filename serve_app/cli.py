@@ -23,8 +23,7 @@ log = logging.getLogger("herald")
 def _setup_logging(level: str) -> None:
     from engine import redaction
 
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    redaction.install()
+    redaction.configure(level)
 
 
 def cmd_config(settings: Settings, args: argparse.Namespace) -> int:

@@ -137,7 +137,8 @@ class SmtpHandle:
     """A running SMTP emulator: ``.host``, ``.port``, ``.messages``, ``.refuse()``, ``.fail()``, ``.stop()``."""
 
     def __init__(self, state: SmtpState) -> None:
-        logging.getLogger("mail.log").setLevel(logging.INFO)  # aiosmtpd logs every SMTP line at DEBUG
+        # aiosmtpd logs each command at INFO and each line of DATA (the message, its codes) at DEBUG
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         self.state = state
         self.host = "127.0.0.1"
         with socket.socket() as sock:
