@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import secrets
 import shlex
 import signal
@@ -51,14 +52,14 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _ensure_tenant(settings: Settings, slug: str) -> None:
-    from engine.storage.migrate import migrate
+    from engine.storage.migrate import migrate_url
     from engine.storage.repository import Repository, create_pool
     from serve_app.stack import resolve_database_url
 
-    pool = await create_pool(resolve_database_url(settings), min_size=1, max_size=1)
+    url = resolve_database_url(settings)
+    await migrate_url(url)  # an unreachable database is named here, not in a traceback
+    pool = await create_pool(url, min_size=1, max_size=1)
     try:
-        async with pool.acquire() as conn:
-            await migrate(conn)
         await Repository(pool).ensure_tenant(slug)
     finally:
         await pool.close()
@@ -68,11 +69,14 @@ def make_token(settings: Settings, tenant: str | None, *, admin: bool = False, p
     """A tenant's token (the tenant is created with defaults if new), or with ``platform`` the platform
     operator's (scope ``platform``, no tenant)."""
     from engine.auth import ADMIN, issue_platform_token, issue_token
+    from engine.tenant_service import SLUG_PATTERN
 
     if platform:
         return issue_platform_token(settings.secret())
     if not tenant:
         raise ConfigurationError("name a tenant (--tenant SLUG) or ask for the platform's token (--platform)")
+    if not re.fullmatch(SLUG_PATTERN, tenant):
+        raise ConfigurationError(f"--tenant {tenant!r}: a tenant's slug matches {SLUG_PATTERN}")
     asyncio.run(_ensure_tenant(settings, tenant))
     scopes = ("send", "read", "templates") + ((ADMIN,) if admin else ())
     return issue_token(settings.secret(), tenant, scopes=scopes)
@@ -85,16 +89,28 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _channel_of(to: str) -> str:
+    """The channel ``herald send`` infers when none is named: an email address or an E.164 number's."""
+    if "@" in to:
+        return "email"
+    if re.fullmatch(r"\+[1-9]\d{6,14}", to):
+        return "sms"
+    raise ConfigurationError(f"--to {to!r} is not an email address or an E.164 number: name its --channel")
+
+
 def _payload(args: argparse.Namespace) -> dict[str, Any]:
     variables: dict[str, Any] = {}
     for item in args.var or []:
-        name, _, value = item.partition("=")
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigurationError(f"--var {item!r}: give it as NAME=VALUE")
         variables[name] = value
+    channel = args.channel or _channel_of(args.to)
     address_field = {"email": "email", "sms": "phone", "whatsapp": "phone", "inapp": "user_id"}.get(
-        args.channel, "device_token"
+        channel, "device_token"
     )
     body: dict[str, Any] = {
-        "channel": args.channel,
+        "channel": channel,
         "template_id": args.template,
         "to": {address_field: args.to},
         "variables": variables,
@@ -105,7 +121,21 @@ def _payload(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
+def _check_answering(settings: Settings) -> None:
+    """Fail with the address when no Herald listens there (before a token is made for nothing)."""
+    import socket
+
+    try:
+        socket.create_connection((settings.http_host, settings.http_port), timeout=3).close()
+    except OSError as err:
+        raise ConfigurationError(
+            f"no Herald answers at {settings.base_url} ({err.strerror or err}): start one with `herald up`, "
+            "or set HERALD_HTTP_HOST / HERALD_HTTP_PORT to where it listens"
+        ) from None
+
+
 def send_and_wait(settings: Settings, token: str, body: dict[str, Any], key: str, *, wait_s: float) -> dict[str, Any]:
+    """POST the notification and follow it to a final status (or ``wait_s``); a refusal raises SendRefused."""
     import httpx
 
     base = f"http://{settings.http_host}:{settings.http_port}"
@@ -113,7 +143,9 @@ def send_and_wait(settings: Settings, token: str, body: dict[str, Any], key: str
     with httpx.Client(base_url=base, timeout=10) as client:
         created = client.post("/api/notifications", json=body, headers=headers)
         print(f"POST /api/notifications -> {created.status_code} {created.text}")
-        if created.status_code != 202 or wait_s <= 0:
+        if created.status_code != 202:
+            raise SendRefused(created.status_code)
+        if wait_s <= 0:
             return created.json()
         message_id = created.json()["message_id"]
         deadline = time.monotonic() + wait_s
@@ -126,11 +158,25 @@ def send_and_wait(settings: Settings, token: str, body: dict[str, Any], key: str
         return view
 
 
+class SendRefused(Exception):
+    """The API did not accept the notification (its answer is printed already)."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"POST /api/notifications answered {status_code}")
+        self.status_code = status_code
+
+
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    """Exit 0 once accepted (and, with --wait, not failed, dead or expired); 1 when refused or failed."""
     import uuid
 
+    body = _payload(args)
+    _check_answering(settings)
     token = make_token(settings, args.tenant)
-    view = send_and_wait(settings, token, _payload(args), args.idempotency_key or uuid.uuid4().hex, wait_s=args.wait)
+    try:
+        view = send_and_wait(settings, token, body, args.idempotency_key or uuid.uuid4().hex, wait_s=args.wait)
+    except SendRefused:
+        return 1
     print(json.dumps(view, indent=2))
     return 0 if view.get("status") not in ("failed", "dead", "expired") else 1
 
@@ -264,6 +310,8 @@ def cmd_demo(settings: Settings, _: argparse.Namespace) -> int:
         view = send_and_wait(settings, token, body, f"demo-{uuid.uuid4().hex[:12]}", wait_s=30)
         _show_demo(view, console_path({"HERALD_DATA_DIR": str(settings.data_dir)}))
         return 0 if view.get("status") == "sent" else 1
+    except SendRefused:
+        return 1
     except KeyboardInterrupt:
         log.info("stopping: interrupted")
         return 1
@@ -302,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--admin", action="store_true", help="include the admin scope (tenant tokens)")
     send = sub.add_parser("send", help="send one notification through the running API")
     send.add_argument("--tenant", default="t_001")
-    send.add_argument("--channel", default="email", choices=["email", "sms", "push", "whatsapp", "inapp"])
+    send.add_argument(
+        "--channel",
+        choices=["email", "sms", "push", "whatsapp", "inapp"],
+        help="default: email for an address with @, sms for an E.164 number",
+    )
     send.add_argument("--template", default="otp_login")
     send.add_argument("--to", required=True, help="address: email, E.164 phone, device token or user id")
     send.add_argument("--var", action="append", help="template variable NAME=VALUE (repeatable)")

@@ -13,6 +13,9 @@ from importlib import resources
 
 import asyncpg
 
+from engine.errors import ConfigurationError
+from engine.storage.dsn import redact_dsn
+
 _LOCK_KEY = 0x4E524C44  # arbitrary, constant: "HRLD"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -61,8 +64,16 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
 
+async def connect_or_explain(dsn: str) -> asyncpg.Connection:
+    """A connection to ``dsn``; one that cannot be made is a ConfigurationError naming the (masked) DSN."""
+    try:
+        return await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        raise ConfigurationError(f"cannot connect to the database at {redact_dsn(dsn)} (DATABASE_URL): {err}") from None
+
+
 async def migrate_url(dsn: str) -> list[Migration]:
-    conn = await asyncpg.connect(dsn)
+    conn = await connect_or_explain(dsn)
     try:
         return await migrate(conn)
     finally:

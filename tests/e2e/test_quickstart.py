@@ -111,6 +111,9 @@ def test_up_serves_sends_and_stops_within_15s_under_load() -> None:
         )
         assert send.returncode == 0, send.stdout + send.stderr
         assert '"status": "sent"' in send.stdout
+        refused = run_herald("send", "--tenant", "t_cli", "--to", "+447700900123", "--var", "code=1", env=env)
+        assert refused.returncode == 1, refused.stdout + refused.stderr  # a drama range: 422 on to.phone
+        assert "-> 422" in refused.stdout and '"phone"' in refused.stdout
 
         bearer = token(env, "t_load")
         load = Load(up.base_url, bearer).start()
