@@ -31,6 +31,8 @@ from .variables import Money
 
 #: Longest string or list a template expression may produce.
 MAX_VALUE_CHARS = 262_144
+#: The largest integer a template computes (about 1,200 digits).
+MAX_INT_BITS = 4096
 #: Largest number a filter or call argument may be (widths, counts, precisions).
 MAX_INT_ARG = 10_000
 
@@ -96,6 +98,10 @@ _HTTP_URL = re.compile(r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$", re.IGNORECASE)
 def check_size(value: Any) -> None:
     if isinstance(value, str | list | tuple) and len(value) > MAX_VALUE_CHARS:
         raise SecurityError(f"a template value grew past {MAX_VALUE_CHARS} characters")
+    # A number squared again and again doubles its digits each time: a dozen steps of a render's budget
+    # and a single multiplication ran for minutes on the event loop, where the time limit cannot stop it.
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise SecurityError(f"a template number grew past {MAX_INT_BITS} bits")
 
 
 def check_args(args: Iterable[Any]) -> None:

@@ -7,8 +7,9 @@ On top of Jinja's immutable sandbox:
   every ``{% for %}`` iterable and every ``~`` concatenation is wrapped in a guard;
 - run time: an unsafe attribute raises at once (Jinja's default returns an undefined that only fails
   when printed), strings expose a read-only allowlist of methods, ``str.format`` is gone, ``%`` on
-  strings is refused, ``*``, ``**`` and ``+`` check the size of what they would build, every call spends
-  a budget step and has its arguments and result size-checked, and loops spend a step per iteration.
+  strings is refused, ``*``, ``**`` and ``+`` check the size of what they would build (strings, lists
+  and integers), every call spends a budget step and has its arguments and result size-checked, and
+  loops spend a step per iteration.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 from .budget import current_state, guard_loop, guarded_range
-from .filters import MAX_VALUE_CHARS, babel_filters, check_args, check_size, link, safe_filters
+from .filters import MAX_INT_BITS, MAX_VALUE_CHARS, babel_filters, check_args, check_size, link, safe_filters
 
 #: Attributes refused on any object (besides every name starting with "_").
 BLOCKED_ATTRIBUTES = frozenset({"format", "format_map", "mro", "gi_frame", "gi_code", "f_globals", "f_locals"})
@@ -68,7 +69,6 @@ STR_METHODS = frozenset(
         "istitle",
     }
 )
-_MAX_POWER_BITS = 4096
 _GUARD_LOOP = "herald_guard_loop"
 _GUARD_SIZE = "herald_guard_size"
 
@@ -181,7 +181,7 @@ class HeraldSandbox(ImmutableSandboxedEnvironment):
 def _power_too_large(base: Any, exponent: Any) -> bool:
     if not (isinstance(base, int) and isinstance(exponent, int)) or exponent <= 0:
         return False
-    return max(1, abs(base).bit_length()) * exponent > _MAX_POWER_BITS
+    return max(1, abs(base).bit_length()) * exponent > MAX_INT_BITS
 
 
 def _check_repeat(left: Any, right: Any) -> None:

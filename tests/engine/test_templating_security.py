@@ -101,6 +101,11 @@ class TestResourceLimits:
             "{{ range(10)|join('y' * 100000) }}",
             "{% macro f(s) %}{{ f(s ~ s) }}{% endmacro %}{{ f('x') }}",
             "{{ ([[1]] * 1000)|sum(start=[]) }}",
+            # squared again and again: each step doubles the digits, and one multiplication is not
+            # interruptible, so only a cap on the numbers themselves stops it
+            "{% set a = 2 ** 2000 %}" + "{% set a = a * a %}" * 18 + "{{ a % 10 }}",
+            "{% set a = 3 %}" + "{% set a = a * a %}" * 30 + "{{ a % 10 }}",
+            "{{ ([2 ** 4000] * 100)|sum }}",
         ],
     )
     def test_bombs_are_refused_up_front(self, payload: str) -> None:
@@ -109,6 +114,20 @@ class TestResourceLimits:
             render(payload)
         assert caught.value.code in {"unsafe_template", "render_budget"}
         assert time.monotonic() - started < 1
+
+    def test_a_huge_number_given_as_a_variable_cannot_be_squared_up(self) -> None:
+        source = InMemorySource()
+        chain = "{% set a = x %}" + "{% set a = a * a %}" * 16 + "{{ a % 10 }}"
+        manifest = Manifest.from_dict("t", 1, {"channels": ["sms"], "variables": [{"name": "x", "type": "int"}]})
+        source.add(manifest, {"en": {"sms.txt": chain}})
+        catalog = TemplateCatalog(source)
+        resolved = catalog.resolve("t", locale="en", channel=Channel.SMS)
+        started = time.monotonic()
+        with pytest.raises(RenderError) as caught:
+            catalog.render(resolved, {"x": int("9" * 4000)}, Channel.SMS)
+        assert caught.value.code == "unsafe_template"
+        assert time.monotonic() - started < 1
+        assert catalog.render(resolved, {"x": 1}, Channel.SMS).text == "1"  # small numbers still compute
 
     def test_output_cap_stops_the_stream(self) -> None:
         limits = RenderLimits(max_output_chars=1000, time_limit_s=None, max_steps=None)
