@@ -28,7 +28,8 @@ clock before the request counts as a replay. SNS SMS reports no deliveries, so i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
@@ -39,7 +40,7 @@ from drivers.toolkit import SettingsReader
 from drivers.whatsapp import meta_webhooks
 from engine.channels import Channel
 from engine.errors import ConfigurationError
-from engine.feedback.events import WebhookError, WebhookReceipt, WebhookRequest
+from engine.feedback.events import WebhookError, WebhookPayloadError, WebhookReceipt, WebhookRequest
 
 TOLERANCE_SETTING = "HERALD_WEBHOOK_TOLERANCE_SECONDS"
 DEFAULT_TOLERANCE_S = 300.0
@@ -50,6 +51,16 @@ def _tolerance_s(env: Mapping[str, str]) -> float:
 
 
 V = TypeVar("V")
+
+
+@contextmanager
+def _payload_errors(provider: str) -> Iterator[None]:
+    """A verified body of a shape the parser did not expect (a number where a list goes, a list where an
+    object goes) is the sender's error, 400, not ours: the parsers' lookups fail on it as they may."""
+    try:
+        yield
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as err:
+        raise WebhookPayloadError(f"the body is not a {provider} webhook payload ({type(err).__name__})") from None
 
 
 class WebhookReceiver(ABC, Generic[V]):
@@ -75,7 +86,9 @@ class WebhookReceiver(ABC, Generic[V]):
             WebhookError: a forgery or replay (401/403, nothing to record), a body that is not the
                 provider's (400), or a signing certificate we could not fetch (502).
         """
-        return self.parse(request, await self.verify(request))
+        verified = await self.verify(request)
+        with _payload_errors(self.provider):
+            return self.parse(request, verified)
 
     @abstractmethod
     async def verify(self, request: WebhookRequest) -> V:
@@ -169,7 +182,8 @@ class TwilioSmsReceiver(WebhookReceiver[None]):
 
     async def inbound(self, request: WebhookRequest) -> WebhookReceipt:
         await self.verify(request)
-        return WebhookReceipt(inbound=twilio_webhooks.parse_inbound(request.body, channel=self.channel))
+        with _payload_errors(self.provider):
+            return WebhookReceipt(inbound=twilio_webhooks.parse_inbound(request.body, channel=self.channel))
 
 
 class TwilioWhatsappReceiver(TwilioSmsReceiver):
