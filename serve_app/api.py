@@ -34,7 +34,7 @@ from actors.wiring import DriverWiring
 from drivers.webhooks import create_receiver
 from engine import redaction
 from engine.batch import BatchIntake
-from engine.batch.ingress import IngressKeys
+from engine.batch.ingress import INGRESS_QUEUE, IngressKeys
 from engine.channels import Channel
 from engine.credentials import CredentialBox, TenantCredentials, TenantDrivers
 from engine.feedback.analytics import Analytics
@@ -235,6 +235,7 @@ class HeraldApi:
             usage=UsageService(parts.pool),
             batches=BatchIntake(intake, BatchStore(parts.pool)),
             ingress_keys=IngressKeys(RotatingSecretStore(parts.pool, INGRESS_KEYS), box),
+            ingress_queue=settings.queue_prefix + INGRESS_QUEUE,
             authenticator=Authenticator(secret, self.key_verifier),
             keys=ApiKeyService(key_store, pepper=pepper, verifier=self.key_verifier),
             audit=AuditLog(AuditStore(parts.pool)),

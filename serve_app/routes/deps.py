@@ -82,6 +82,7 @@ class ApiState:
     usage: UsageService  #: GET /api/usage
     batches: BatchIntake  #: POST /api/batch, GET/DELETE /api/batches/{id}
     ingress_keys: IngressKeys  #: the keys that sign producers' messages on the ingress queue
+    ingress_queue: str  #: the ingress queue's name on the broker (HERALD_QUEUE_PREFIX in front)
     authenticator: Authenticator  #: JWTs, and API keys from this replica's snapshot
     keys: ApiKeyService
     audit: AuditLog

@@ -13,12 +13,14 @@ router = APIRouter(tags=["ingress"])
 
 @router.get("/api/ingress/key", response_model=IngressKeyOut, responses=problems(401, 403))
 async def get_ingress_key(caller: TenantAdmin, state: State) -> IngressKeyOut:
-    """The key that signs the tenant's messages on the `notifications.ingress` queue (made on first use)."""
-    return IngressKeyOut.model_validate(await state.ingress_keys.show(caller.tenant.id))
+    """The key that signs the tenant's messages on the ingress queue, and its name (made on first use)."""
+    return IngressKeyOut.model_validate(
+        {**await state.ingress_keys.show(caller.tenant.id), "queue": state.ingress_queue}
+    )
 
 
 @router.post("/api/ingress/key/rotate", response_model=IngressKeyOut, responses=problems(401, 403))
 async def rotate_ingress_key(caller: TenantAdmin, state: State) -> IngressKeyOut:
     """A new ingress key; the previous one still verifies for 24 h, so producers can switch over."""
     shown = await state.ingress_keys.rotate_and_show(caller.tenant.id, actor=caller.actor)
-    return IngressKeyOut.model_validate(shown)
+    return IngressKeyOut.model_validate({**shown, "queue": state.ingress_queue})

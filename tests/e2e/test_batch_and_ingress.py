@@ -56,7 +56,8 @@ def test_the_example_producer_reaches_a_sender(herald: Herald, amqp_url: str) ->
     with admin(herald, tenant) as api:
         shown = api.get("/api/ingress/key")
         assert shown.status_code == 200, shown.text
-        key, queue = shown.json()["key"], herald.settings.queue_prefix + shown.json()["queue"]
+        key, queue = shown.json()["key"], shown.json()["queue"]
+        assert herald.settings.queue_prefix and queue == herald.settings.queue_prefix + "notifications.ingress"
         idempotency_key = f"ingress-{uuid.uuid4().hex}"
         asyncio.run(publish(amqp_url, tenant, key, [otp("ada@example.com", idempotency_key)], queue=queue))
         deadline = time.monotonic() + 30
@@ -69,3 +70,4 @@ def test_the_example_producer_reaches_a_sender(herald: Herald, amqp_url: str) ->
         assert view["provider"] == "console"
         rotated = api.post("/api/ingress/key/rotate").json()
         assert rotated["key"] != key and rotated["previous_expires_at"] is not None
+        assert rotated["queue"] == queue
