@@ -192,6 +192,11 @@ class Dispatcher:
         others leave the batch ``throttled``, rescheduled for when their tokens are due."""
         if self.leases is None:
             return list(claimed)
+        # Past its TTL, a message needs no token: it ends expired (_prepare). Throttled again instead, it
+        # came back at once (its retry is capped at the TTL) and spun until a token was free.
+        past_ttl = [m for m in claimed if m.expires_at is not None and m.expires_at <= now]
+        if past_ttl:
+            claimed = [m for m in claimed if m.expires_at is None or m.expires_at > now]
         firsts: dict[BucketKey, ClaimedMessage] = {}
         counts: dict[BucketKey, int] = {}
         highest: dict[BucketKey, Priority] = {}
@@ -220,7 +225,7 @@ class Dispatcher:
             delay = wait + (place - 1) / rate.per_second if rate is not None else wait
             outcomes.append(_throttled(msg, now, delay, rate))
             self.metrics.inc("notifications_throttled_total", channel=msg.channel.value, tenant=msg.tenant_slug)
-        return go
+        return past_ttl + go
 
     async def _refused_by_preferences(self, claimed: Sequence[ClaimedMessage]) -> dict[uuid.UUID, str]:
         """The messages their recipients' preferences stop, with the reason (one statement per batch)."""

@@ -3,6 +3,7 @@ governor in this process)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -89,6 +90,37 @@ async def test_messages_over_the_rate_are_throttled_spread_over_the_tokens_to_co
     assert rows[0]["meta"]["reason"] == "rate_limited" and rows[0]["meta"]["limit"] == "limits.email.rate_per_second"
     waits = [r["wait"].total_seconds() for r in rows]
     assert waits == sorted(waits) and waits[-1] - waits[0] == pytest.approx(1.5, abs=0.05)  # 0.5 s apart at 2/s
+    await repo.pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)
+
+
+async def test_a_throttled_message_past_its_ttl_expires_instead_of_waiting_for_a_token(
+    repo: Repository, catalog: TemplateCatalog, tenant: Tenant, principal: Principal
+) -> None:
+    await configure(repo, tenant, {"limits": {"email": {"rate_per_second": 0.2, "burst": 1}}})
+    intake = Intake(repo, catalog, metrics=MetricsBuffer(), idempotency_ttl_s=3600)
+    ids = []
+    for i in range(3):
+        accepted = await intake.submit(principal, {**email(i), "ttl_seconds": 1}, uuid.uuid4().hex)
+        ids.append(parse_message_id(accepted.body["message_id"]))
+    send = dispatcher(repo, catalog, LeaseClient([LocalLeaseSource(TokenBuckets())]))
+    first = await send.process(ids)
+    assert (first.sent, first.retried) == (1, 2)
+    due = await repo.pool.fetch(
+        "SELECT max(o.available_at) AS available_at, m.expires_at FROM outbox o JOIN messages m ON m.id = o.message_id "
+        "WHERE m.tenant_id = $1 AND m.status = 'throttled' GROUP BY m.id",
+        tenant.id,
+    )
+    assert len(due) == 2 and all(r["available_at"] <= r["expires_at"] for r in due)  # back by its TTL
+    await asyncio.sleep(1.1)
+    # Its TTL has passed and the next token is seconds away: it ends expired now, not throttled again.
+    later = await send.process(ids[1:])
+    assert (later.sent, later.retried, later.failed) == (0, 0, 2)
+    statuses = await repo.pool.fetch(
+        "SELECT status, (SELECT count(*) FROM notification_events e WHERE e.message_id = m.id "
+        "AND e.type = 'NotificationRetryScheduled') AS retries FROM messages m WHERE m.id = ANY($1::uuid[])",
+        ids[1:],
+    )
+    assert [(r["status"], r["retries"]) for r in statuses] == [("expired", 1), ("expired", 1)]
     await repo.pool.execute("DELETE FROM outbox WHERE tenant_id = $1", tenant.id)
 
 
