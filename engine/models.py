@@ -11,12 +11,13 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from engine.channels import Channel, Priority
 from engine.feedback.callback_urls import UnsafeCallbackUrl, check_callback_url
 from engine.tenant_config.schema import TenantConfig
+from engine.timestamps import Instant
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 TEMPLATE_REF = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}(:v[1-9]\d{0,5})?$")
@@ -179,7 +180,7 @@ class NotificationRequest(BaseModel):
     attachments: list[AttachmentRef] = Field(default_factory=list, max_length=10)
     metadata: Metadata = Field(default_factory=Metadata)
     priority: Priority = Priority.NORMAL
-    schedule_at: AwareDatetime | None = None
+    schedule_at: Instant | None = None
     ttl_seconds: int | None = Field(None, gt=0, le=MAX_TTL_S)
     callback_url: HttpUrl | None = None
     trace_id: str | None = Field(None, max_length=128)

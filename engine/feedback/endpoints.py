@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.feedback.callback_urls import UnsafeCallbackUrl, check_callback_url
 from engine.ids import new_id
@@ -22,6 +22,7 @@ from engine.models import FieldError, Tenant
 from engine.problems import ApiProblem, from_pydantic
 from engine.states import EventType
 from engine.storage import webhook_sql as sql
+from engine.timestamps import Instant
 
 ENDPOINT_PREFIX = "ep_"
 #: Sent to the tenant's other endpoints when one is disabled for failing too long.
@@ -72,8 +73,8 @@ class DeliveryReplayRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    since: AwareDatetime
-    until: AwareDatetime | None = None
+    since: Instant
+    until: Instant | None = None
 
 
 @dataclass(frozen=True, slots=True)

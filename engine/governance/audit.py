@@ -17,12 +17,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.lifecycle.scope import AdminScope
 from engine.models import FieldError
 from engine.problems import ApiProblem, from_pydantic
 from engine.storage.audit_store import AuditQuery, AuditRow, AuditStore
+from engine.timestamps import Instant
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 MAX_PAGE = 200
@@ -41,8 +42,8 @@ class AuditFilter(BaseModel):
         None, pattern=r"^[a-z][a-z0-9_.]{0,63}\*?$", description="tenant.config, or a prefix such as dlq.*"
     )
     actor: str | None = Field(None, min_length=1, max_length=255)
-    after: AwareDatetime | None = Field(None, description="recorded at or after (inclusive)")
-    before: AwareDatetime | None = Field(None, description="recorded before (exclusive)")
+    after: Instant | None = Field(None, description="recorded at or after (inclusive)")
+    before: Instant | None = Field(None, description="recorded before (exclusive)")
 
     @model_validator(mode="after")
     def _ordered(self) -> AuditFilter:

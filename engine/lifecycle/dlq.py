@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.channels import Channel
 from engine.errors import FailureClass
@@ -27,6 +27,7 @@ from engine.lifecycle.scope import AdminScope
 from engine.models import FieldError
 from engine.problems import ApiProblem, from_pydantic
 from engine.storage.dlq_store import Candidate, DeadLetterStore, DeadQuery, DeadRow, Replay
+from engine.timestamps import Instant
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 PROVIDER = r"^[a-z][a-z0-9_]{0,31}$"
@@ -46,8 +47,8 @@ class DeadFilter(BaseModel):
     channel: Channel | None = None
     provider: str | None = Field(None, pattern=PROVIDER, description="the provider of the last attempt")
     error_class: FailureClass | None = Field(None, description="the last attempt's failure class")
-    dead_after: AwareDatetime | None = Field(None, description="dead at or after (inclusive)")
-    dead_before: AwareDatetime | None = Field(None, description="dead before (exclusive)")
+    dead_after: Instant | None = Field(None, description="dead at or after (inclusive)")
+    dead_before: Instant | None = Field(None, description="dead before (exclusive)")
 
 
 class ReplayRequest(BaseModel):

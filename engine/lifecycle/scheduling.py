@@ -10,13 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.ids import format_message_id, new_id, parse_message_id
 from engine.models import FieldError, Tenant
 from engine.problems import ApiProblem
 from engine.states import PENDING, Status
 from engine.storage.schedule_store import NotRescheduled, RescheduleRefusal, ScheduleStore
+from engine.timestamps import Instant
 
 
 class RescheduleRequest(BaseModel):
@@ -24,7 +25,7 @@ class RescheduleRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schedule_at: AwareDatetime = Field(description="with a timezone, e.g. 2025-10-29T20:45:00Z")
+    schedule_at: Instant = Field(description="with a timezone, e.g. 2025-10-29T20:45:00Z")
 
 
 class Cancelled(BaseModel):

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.channels import Channel
 from engine.ids import format_message_id
@@ -19,6 +19,7 @@ from engine.models import E164, TEMPLATE_REF, FieldError, Tenant
 from engine.problems import ApiProblem, from_pydantic
 from engine.states import Status
 from engine.storage.search_store import MessageQuery, MessageRow, SearchStore
+from engine.timestamps import Instant
 
 MAX_PAGE = 200
 _CURSOR_KIND = "msg"
@@ -36,8 +37,8 @@ class SearchFilters(BaseModel):
     user_id: str | None = Field(None, min_length=1, max_length=255, description="to.user_id")
     tag: str | None = Field(None, min_length=1, max_length=128, description="one of metadata.tags")
     category: str | None = Field(None, min_length=1, max_length=64)
-    created_after: AwareDatetime | None = Field(None, description="accepted at or after (inclusive)")
-    created_before: AwareDatetime | None = Field(None, description="accepted before (exclusive)")
+    created_after: Instant | None = Field(None, description="accepted at or after (inclusive)")
+    created_before: Instant | None = Field(None, description="accepted before (exclusive)")
 
     @field_validator("template_id")
     @classmethod

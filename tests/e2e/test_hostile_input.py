@@ -258,3 +258,41 @@ def test_the_stack_still_serves_after_the_hostile_requests(herald: Herald) -> No
         r = post(api, otp("after.hostile@example.com"))
         assert r.status_code == 202, r.text
         herald.wait_status(api, r.json()["message_id"], lambda s: s == "sent")
+
+
+def test_times_at_the_ends_of_the_calendar_are_422_naming_the_field(herald: Herald) -> None:
+    tenant = new_tenant()
+    with herald.client(tenant) as api:
+        for at, ttl in (
+            ("9999-12-31T23:00:00Z", 3600),
+            ("9999-12-31T23:59:59-14:00", None),
+            ("0001-01-01T00:00:00+14:00", None),
+        ):
+            body = otp(schedule_at=at, **({"ttl_seconds": ttl} if ttl else {}))
+            doc = problem(post(api, body), 422)
+            assert ["body", "schedule_at"] in [e["loc"] for e in doc["errors"]], doc
+        good, bad = (
+            otp("good@example.com", idempotency_key=uuid.uuid4().hex),
+            otp(schedule_at="9999-12-31T23:59:59Z", ttl_seconds=3600, idempotency_key=uuid.uuid4().hex),
+        )
+        batch = api.post("/api/batch", json=[good, bad])
+        assert batch.status_code == 202, batch.text  # one bad item never refuses the others
+        items = batch.json()["items"]
+        assert [i["code"] for i in items] == [202, 422]
+        assert ["body", 1, "schedule_at"] in [e["loc"] for e in items[1]["errors"]]
+        for query in ("created_after=0001-01-01T00:00:00%2B14:00", "created_before=9999-12-31T23:59:59-14:00"):
+            doc = problem(api.get(f"/api/notifications?{query}"), 422)
+            assert query.split("=")[0] in str(doc["errors"]), doc
+        scheduled = post(api, otp("later@example.com", schedule_at="2999-01-01T00:00:00Z", ttl_seconds=3600))
+        assert scheduled.status_code == 202, scheduled.text
+        moved = api.patch(
+            f"/api/notifications/{scheduled.json()['message_id']}", json={"schedule_at": "9999-12-31T23:30:00Z"}
+        )
+        assert ["body", "schedule_at"] in [e["loc"] for e in problem(moved, 422)["errors"]]
+        assert api.delete(f"/api/notifications/{scheduled.json()['message_id']}").status_code == 200
+    with httpx.Client(
+        base_url=herald.base_url, headers={"Authorization": f"Bearer {herald.token(tenant, admin=True)}"}
+    ) as admin:
+        problem(admin.get("/admin/dlq?dead_after=0001-01-01T00:00:00%2B01:00"), 422)
+        replay = admin.post("/admin/dlq/replay", json={"filter": {"dead_after": "0001-01-01T00:00:00+01:00"}})
+        problem(replay, 422)
