@@ -26,6 +26,7 @@ from engine.lifecycle.cursor import Position, decode_cursor, encode_cursor
 from engine.lifecycle.scope import AdminScope
 from engine.models import FieldError
 from engine.problems import ApiProblem, from_pydantic
+from engine.routing.query import allow_list
 from engine.storage.dlq_store import Candidate, DeadLetterStore, DeadQuery, DeadRow, Replay
 from engine.timestamps import Instant
 
@@ -110,7 +111,9 @@ class ReplayResult(BaseModel):
     matched: int = Field(description="dead messages the selection found in the caller's scope")
     replayed: int = Field(description="moved to queued with a fresh attempt budget")
     expired: int = Field(description="past their TTL: ended expired, never sent")
-    skipped: int = Field(description="on a channel to_provider does not serve: left dead")
+    skipped: int = Field(
+        description="on a channel to_provider does not serve, or whose tenant's allow-list leaves it out: left dead"
+    )
     to_provider: str | None = None
 
 
@@ -164,7 +167,9 @@ class DeadLetterService:
             selector = {"all": True}
 
         def decide(found: list[Candidate]) -> Replay:
-            chosen = [m for m in found if serves is None or m.channel in serves]
+            # A provider its channel lacks, or its tenant's allow-list leaves out, could never take the
+            # message: requeued, it would end failed (no route) and leave the DLQ for good. It stays dead.
+            chosen = [m for m in found if serves is None or (m.channel in serves and _allows(m, request.to_provider))]
             return Replay(
                 requeue=[m for m in chosen if not m.expired],
                 expire=[m for m in chosen if m.expired],
@@ -221,6 +226,11 @@ class DeadLetterService:
             msg = f"no {where}provider {name!r} (known: {', '.join(known) or 'none'})"
             raise ApiProblem(422, msg, errors=[FieldError(("body", "to_provider"), msg)])
         return serves
+
+
+def _allows(m: Candidate, provider: str | None) -> bool:
+    allowed = allow_list({"providers": m.providers}, m.channel)
+    return allowed is None or provider in allowed
 
 
 def _parse(model: type[Any], value: Any, where: str) -> Any:

@@ -70,6 +70,7 @@ class Candidate:
     channel: Channel
     priority: Priority
     expired: bool  #: its TTL has passed: a replay ends it ``expired``, it is never sent
+    providers: Any = None  #: its tenant's ``providers`` config (the allow-lists), as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +186,21 @@ class DeadLetterStore:
         the audit record, in one transaction. Returns what was written."""
         c = _conditions(q)
         lock = (
-            "SELECT m.id, m.tenant_id, m.channel, m.priority, coalesce(m.expires_at <= now(), false) AS expired"
+            "SELECT m.id, m.tenant_id, m.channel, m.priority, coalesce(m.expires_at <= now(), false) AS expired,"
+            " t.config -> 'providers' AS providers"
             f" {_FROM} WHERE {c.sql()} ORDER BY m.id FOR UPDATE OF m SKIP LOCKED"
         )
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(lock, *c.args)
             found = [
-                Candidate(r["id"], r["tenant_id"], Channel(r["channel"]), Priority(r["priority"]), r["expired"])
+                Candidate(
+                    r["id"],
+                    r["tenant_id"],
+                    Channel(r["channel"]),
+                    Priority(r["priority"]),
+                    r["expired"],
+                    providers=r["providers"],
+                )
                 for r in rows
             ]
             plan = decide(found)

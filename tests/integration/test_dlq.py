@@ -142,6 +142,29 @@ async def test_replay_to_a_named_provider_pins_it_and_refuses_unknown_ones(
     assert pinned == "backup"
 
 
+async def test_replay_to_a_provider_the_tenant_does_not_allow_leaves_it_dead(
+    h: Harness, dlq: DeadLetterService, principal: Principal, tenant: Tenant, repo: Repository
+) -> None:
+    [public_id] = await dead_letters(h, principal, tenant)
+    await repo.pool.execute(
+        "UPDATE tenants SET config = config || $2::jsonb WHERE id = $1",
+        tenant.id,
+        {"providers": {"email": {"allow": ["fake"]}}},
+    )
+    scope = AdminScope.of_tenant(tenant, actor="ops")
+    try:
+        refused = await dlq.replay(scope, {"ids": [public_id], "to_provider": "backup"})
+        # Requeued, it would end failed (no route: backup is not in the allow-list), out of the DLQ for good.
+        assert (refused.matched, refused.replayed, refused.skipped) == (1, 0, 1)
+        assert await h.status(tenant.id, public_id) == "dead"
+        allowed = await dlq.replay(scope, {"ids": [public_id], "to_provider": "fake"})
+        assert (allowed.matched, allowed.replayed, allowed.skipped) == (1, 1, 0)
+    finally:
+        await repo.pool.execute("UPDATE tenants SET config = config - 'providers' WHERE id = $1", tenant.id)
+    await h.pump()
+    assert await h.status(tenant.id, public_id) == "sent"
+
+
 async def test_replay_past_the_ttl_ends_expired_and_is_never_sent(
     h: Harness, dlq: DeadLetterService, principal: Principal, tenant: Tenant, repo: Repository
 ) -> None:
