@@ -6,7 +6,7 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import EmailPolicy
 from email.utils import formataddr, make_msgid
 
 from engine.delivery import Attachment, Content, OutboundMessage
@@ -14,6 +14,34 @@ from engine.errors import BadRecipientError, PermanentError
 
 #: Headers the driver writes itself; a template's custom headers may not override them.
 RESERVED_HEADERS = frozenset({"from", "to", "cc", "bcc", "subject", "content-type", "mime-version"})
+#: Headers whose value is a URL in angle brackets (RFC 2369): never folded into RFC 2047 encoded words.
+URL_HEADERS = frozenset({"list-unsubscribe", "list-help", "list-subscribe", "list-archive"})
+#: RFC 5322: no line longer than this, CRLF excluded.
+MAX_LINE = 998
+
+
+class MailPolicy(EmailPolicy):
+    """The SMTP policy, except that a URL header is written as it is.
+
+    Python's folder turns a word longer than a line (a one-click unsubscribe URL with its signed token)
+    into ``=?utf-8?q?...?=`` encoded words, which RFC 2369 does not allow there: mailbox providers then
+    see no unsubscribe link. Such a header is ASCII without whitespace, so it goes on one line.
+    """
+
+    def _verbatim(self, name: str, value: str) -> str | None:
+        line = f"{name}: {value}"
+        one_line = value.isascii() and "\n" not in value and "\r" not in value and len(line) <= MAX_LINE
+        return line + self.linesep if name.lower() in URL_HEADERS and one_line else None
+
+    def fold(self, name: str, value: str) -> str:
+        return self._verbatim(name, value) or super().fold(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        verbatim = self._verbatim(name, value)
+        return verbatim.encode("ascii") if verbatim else super().fold_binary(name, value)
+
+
+MAIL_POLICY = MailPolicy(linesep="\r\n")
 
 
 def recipient(message: OutboundMessage, provider: str) -> str:
@@ -55,7 +83,7 @@ def build_mime(message: OutboundMessage, sender: str, *, provider: str) -> Email
     if not (content.text or content.html):
         raise PermanentError("email has neither text nor html", provider=provider, code="empty_body")
     email = recipient(message, provider)
-    mime = EmailMessage(policy=SMTP)
+    mime = EmailMessage(policy=MAIL_POLICY)
     mime["From"] = sender
     mime["To"] = to_header(message, email)
     mime["Subject"] = content.subject or ""

@@ -52,6 +52,17 @@ async def test_raw_send_carries_custom_headers_and_attachment(driver: SesDriver,
     assert [p.get_filename() for p in parsed.iter_attachments()] == ["invoice.pdf"]
 
 
+async def test_a_long_unsubscribe_url_goes_as_it_is_not_as_encoded_words(driver: SesDriver, aws: AwsHandle) -> None:
+    # A real one: HERALD_PUBLIC_URL + /u/ + a signed token, longer than a header line
+    url = "<https://notify.example.com/u/" + "dTIfAbC-_9" * 16 + ">"
+    before = len(aws.sent_ses())
+    result = await driver.send_one(msg(headers={**UNSUB, "List-Unsubscribe": url}))
+    assert result.ok
+    [raw] = aws.sent_ses()[before:]
+    assert f"\r\nList-Unsubscribe: {url}\r\n" in raw.raw_data  # RFC 2369: the URL itself, never =?utf-8?q?...?=
+    assert "=?utf-8?" not in raw.raw_data.split("\r\n\r\n")[0]
+
+
 async def test_unverified_sender_is_rejected_permanently(driver: SesDriver) -> None:
     with pytest.raises(PermanentError) as info:
         await driver.send_one(msg(sender="someone@unverified.example"))
