@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jinja2 import TemplateSyntaxError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import BaseLoader, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import RenderError
@@ -18,6 +18,7 @@ from engine.templating.errors import InvalidManifest
 from engine.templating.locales import normalize_locale
 from engine.templating.preview import preview
 from engine.templating.refs import MAX_VERSION
+from engine.templating.sandbox import make_environment
 from engine.templating.sources import is_partial_name
 from engine.tenant_templates import TemplateConflict, TenantTemplateCache, TenantTemplateStore, validate_document
 
@@ -101,8 +102,11 @@ class TemplateService:
     async def save_draft(self, tenant: Tenant, raw_id: str, body: Any, actor: str) -> dict[str, Any]:
         template_id = template_id_of(raw_id)
         draft: DraftRequest = parse(DraftRequest, body)
+        partials: dict[str, dict[str, str]] = {}
+        for row in await self.store.partials(tenant.id):  # what its includes will find when it is sent
+            partials.setdefault(row["locale"], {})[row["name"]] = row["text"]
         try:
-            validate_document(self.catalog, tenant.slug, template_id, draft.manifest, draft.texts)
+            validate_document(self.catalog, tenant.slug, template_id, draft.manifest, draft.texts, partials=partials)
         except TemplateError as err:
             raise ApiProblem(422, str(err), errors=[FieldError(("body", _field(err)), str(err))]) from None
         except RenderError as err:
@@ -168,9 +172,12 @@ class TemplateService:
         except TemplateError as err:
             errors.append(FieldError(("path", "locale"), str(err)))
         try:
-            ImmutableSandboxedEnvironment().parse(request.text)
+            # compiled as templates are: the sandbox's compile-time refusals apply to what they include
+            make_environment(BaseLoader(), locale="en", html=name.endswith(".html")).compile(request.text)
         except TemplateSyntaxError as err:
             errors.append(FieldError(("body", "text"), f"line {err.lineno}: {err.message}"))
+        except SecurityError as err:
+            errors.append(FieldError(("body", "text"), f"refused by the template sandbox: {err}"))
         if errors:
             raise ApiProblem(422, "the partial is not valid", errors=errors)
         await self.store.save_partial(tenant.id, locale, name, request.text, actor)

@@ -84,9 +84,16 @@ def check_texts(texts: Mapping[str, Mapping[str, str]]) -> None:
 
 
 def validate_document(
-    catalog: TemplateCatalog, tenant: str, template_id: str, manifest: dict[str, Any], texts: dict[str, Any]
+    catalog: TemplateCatalog,
+    tenant: str,
+    template_id: str,
+    manifest: dict[str, Any],
+    texts: dict[str, Any],
+    *,
+    partials: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
-    """Compile every part of a draft in the sandbox, for every channel it declares.
+    """Compile every part of a draft in the sandbox, for every channel it declares, with the tenant's own
+    ``partials`` (locale -> name -> text) in front of the shipped ones, as when it is sent.
 
     Raises:
         TemplateError: malformed manifest or texts.
@@ -94,7 +101,7 @@ def validate_document(
     """
     check_texts(texts)
     parsed = Manifest.from_dict(template_id, 1, manifest)
-    probe = InMemorySource()
+    probe = InMemorySource(partials={locale: dict(names) for locale, names in (partials or {}).items()})
     probe.add(parsed, texts)
     trial = TemplateCatalog(catalog.shipped, tenants={tenant: probe}, limits=PREVIEW_LIMITS)
     for locale in texts:

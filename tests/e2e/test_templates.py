@@ -207,6 +207,29 @@ def test_tenant_partials_apply_to_the_tenants_templates(herald: Herald) -> None:
         assert "ACME" not in (send(herald, other, "otp_login:v2", code="123123")["html"] or "")
 
 
+def test_a_draft_is_checked_with_the_tenants_own_partials_and_unsafe_partials_are_refused(herald: Herald) -> None:
+    tenant = new_tenant()
+    with herald.client(tenant) as api:
+        unsafe = api.put("/api/partials/en/header.html", json={"text": "{{ ''.__class__.__mro__ }}"})
+        assert unsafe.status_code == 422, unsafe.text
+        assert "sandbox" in unsafe.json()["errors"][0]["msg"] and unsafe.json()["errors"][0]["loc"] == ["body", "text"]
+        # a partial of a name Herald does not ship, used by the tenant's own template
+        assert api.put("/api/partials/en/promo.html", json={"text": "<b>{{ name }} gets 10%</b>"}).status_code == 200
+        promo = doc("Hi")
+        promo["texts"]["en"]["body.html"] = '<p>Hi</p>{% include "promo.html" %}'
+        drafted = api.put("/api/templates/promo/draft", json=promo)
+        assert drafted.status_code == 200, drafted.text
+        api.post("/api/templates/promo/publish")
+        time.sleep(EVERY_REPLICA_S)
+        assert "<b>Flo gets 10%</b>" in send(herald, api, "promo", name="Flo")["html"]
+        # a draft whose include needs what the tenant's partial does not get is refused up front
+        assert api.put("/api/partials/en/needs.html", json={"text": "{{ coupon }}"}).status_code == 200
+        broken = doc("Hi")
+        broken["texts"]["en"]["body.html"] = '{% include "needs.html" %}'
+        refused = api.put("/api/templates/broken/draft", json=broken)
+        assert refused.status_code == 422 and "coupon" in refused.text, refused.text
+
+
 def test_preview_takes_the_body_a_notification_would_send(herald: Herald) -> None:
     tenant = new_tenant()
     notification = {
