@@ -65,27 +65,32 @@ async def _ensure_tenant(settings: Settings, slug: str) -> None:
         await pool.close()
 
 
-def make_token(settings: Settings, tenant: str | None, *, admin: bool = False, platform: bool = False) -> str:
+def make_token(
+    settings: Settings, tenant: str | None, *, admin: bool = False, platform: bool = False, ttl_s: int | None = None
+) -> str:
     """A tenant's token (the tenant is created with defaults if new), or with ``platform`` the platform
     operator's (scope ``platform``, no tenant)."""
     from engine.auth import ADMIN, issue_platform_token, issue_token
     from engine.tenant_service import SLUG_PATTERN
 
+    lifetime = {} if ttl_s is None else {"ttl_s": ttl_s}
     if platform:
-        return issue_platform_token(settings.secret())
+        return issue_platform_token(settings.secret(), **lifetime)
     if not tenant:
         raise ConfigurationError("name a tenant (--tenant SLUG) or ask for the platform's token (--platform)")
     if not re.fullmatch(SLUG_PATTERN, tenant):
         raise ConfigurationError(f"--tenant {tenant!r}: a tenant's slug matches {SLUG_PATTERN}")
     asyncio.run(_ensure_tenant(settings, tenant))
     scopes = ("send", "read", "templates") + ((ADMIN,) if admin else ())
-    return issue_token(settings.secret(), tenant, scopes=scopes)
+    return issue_token(settings.secret(), tenant, scopes=scopes, **lifetime)
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     if args.platform and args.admin:
         raise ConfigurationError("--admin is a tenant scope; a platform token has the platform scope only")
-    print(make_token(settings, args.tenant, admin=args.admin, platform=args.platform))
+    if not 1 <= args.days <= 3660:
+        raise ConfigurationError(f"--days {args.days}: from 1 to 3660")
+    print(make_token(settings, args.tenant, admin=args.admin, platform=args.platform, ttl_s=args.days * 86400))
     return 0
 
 
@@ -348,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--tenant", help="the tenant's slug: scopes send, read, templates (and admin with --admin)")
     who.add_argument("--platform", action="store_true", help="the platform operator's token (scope platform)")
     token.add_argument("--admin", action="store_true", help="include the admin scope (tenant tokens)")
+    token.add_argument("--days", type=int, default=30, help="how long the token is valid (default 30)")
     send = sub.add_parser("send", help="send one notification through the running API")
     send.add_argument("--tenant", default="t_001")
     send.add_argument(

@@ -96,3 +96,16 @@ def test_up_on_an_unreachable_database_exits_2_naming_it_and_leaves_nothing() ->
     assert "herald: cannot connect to the database at postgresql://postgres:***@127.0.0.1:" in out
     assert "Traceback" not in out and "s3cret-pw" not in out
     assert not left, f"left running: {left}"
+
+
+def test_a_token_lasts_the_days_asked_for() -> None:
+    import jwt
+
+    env = herald_env(new_data_dir(), DATABASE_URL=_unreachable_database())  # a platform token needs none
+    issued = run_herald("token", "--platform", "--days", "365", env=env, timeout_s=60)
+    assert issued.returncode == 0, issued.stderr
+    claims = jwt.decode(issued.stdout.strip(), options={"verify_signature": False})
+    assert claims["scope"] == "platform"
+    assert claims["exp"] - claims["iat"] == 365 * 86400
+    refused = run_herald("token", "--platform", "--days", "0", env=env, timeout_s=60)
+    assert refused.returncode == 2 and "--days 0" in refused.stderr

@@ -15,7 +15,7 @@ from engine.problems import PROBLEM_CONTENT_TYPE
 from serve_app.routes import build_app
 
 #: Operations anyone may call (bind them to an internal interface in production, or they are links in emails).
-OPEN = {"healthz", "metrics", "follow_link", "unsubscribe", "unsubscribe_page", "open_pixel", "meta_verification"}
+OPEN = {"healthz", "follow_link", "unsubscribe", "unsubscribe_page", "open_pixel", "meta_verification"}
 #: Their answers are not JSON.
 NOT_JSON = {
     "metrics",

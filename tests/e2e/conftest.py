@@ -81,6 +81,14 @@ class Herald:
 
         return make_token(self.settings, None, platform=True)
 
+    def metrics_text(self) -> str:
+        """What Prometheus scrapes, with the platform operator's token as its bearer."""
+        r = httpx.get(
+            f"{self.base_url}/metrics", headers={"Authorization": f"Bearer {self.platform_token()}"}, timeout=10
+        )
+        assert r.status_code == 200, r.text
+        return r.text
+
     def client(self, tenant: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token(tenant)}"} if tenant else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)

@@ -146,7 +146,7 @@ def test_metrics_count_sends_with_the_spec_labels(herald: Herald) -> None:
     enqueued = f'notifications_enqueued_total{{channel="email",tenant="{tenant}"}} 5.0'
     text = ""
     for _ in range(50):  # every process (both ingress replicas, every sender) ships its counts each second
-        text = httpx.get(f"{herald.base_url}/metrics").text
+        text = herald.metrics_text()
         if sent in text and enqueued in text:
             break
         import time
@@ -154,6 +154,10 @@ def test_metrics_count_sends_with_the_spec_labels(herald: Herald) -> None:
         time.sleep(0.2)
     assert sent in text and enqueued in text
     assert re.search(r'delivery_latency_ms_bucket\{channel="email",le="[^"]+",priority="normal"\}', text)
+    # its labels name every tenant: nobody else reads them
+    assert httpx.get(f"{herald.base_url}/metrics", timeout=10).status_code == 401
+    with herald.client(tenant) as api:
+        assert api.get("/metrics").status_code == 403
 
 
 def test_openapi_documents_the_message_model(herald: Herald) -> None:

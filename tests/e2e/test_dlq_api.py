@@ -85,7 +85,7 @@ def platform_queue(platform: httpx.Client, name: str) -> dict[str, Any]:
 
 
 def gauge(herald: Herald, name: str, queue: str) -> float | None:
-    text = httpx.get(f"{herald.base_url}/metrics", timeout=10).text
+    text = herald.metrics_text()
     prefix = f'{name}{{queue="{queue}"}} '
     return next((float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)), None)
 

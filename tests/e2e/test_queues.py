@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 import ray
 
@@ -24,7 +23,7 @@ def test_the_relay_reports_every_queue_with_its_consumers_and_ships_the_gauges(h
     deadline = time.monotonic() + 15
     text = ""
     while time.monotonic() < deadline:
-        text = httpx.get(f"{herald.base_url}/metrics", timeout=10).text
+        text = herald.metrics_text()
         if 'queue_oldest_age_seconds{queue="notifications.high"}' in text:
             break
         time.sleep(0.5)

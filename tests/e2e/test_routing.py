@@ -135,7 +135,7 @@ def wait_state(herald: Herald, channel: str, provider: str, *states: str, timeou
 
 
 def gauge(herald: Herald, channel: str, provider: str) -> float | None:
-    text = httpx.get(f"{herald.base_url}/metrics", timeout=10).text
+    text = herald.metrics_text()
     wanted = f'provider_circuit_open{{channel="{channel}",provider="{provider}"}}'
     line = next((ln for ln in text.splitlines() if ln.startswith(wanted)), None)
     return None if line is None else float(line.split()[-1])
