@@ -15,7 +15,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"), "***jwt***"),
     (re.compile(r"(?i)((?:api[_-]?key|token|secret|password|authorization)\"?\s*[:=]\s*\"?)[^\s\",&]+"), r"\1***"),
     (re.compile(r"(://[^:/@\s]+:)[^@/\s]+@"), r"\1***@"),
-    (re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b"), r"\1***@\2"),
+    # any script (ünïcode@exämple.com) and any domain with a dot (a@b.c): str patterns match Unicode \w
+    (re.compile(r"([\w%+-])[\w.%+-]*@([\w-]+(?:\.[\w-]+)+)"), r"\1***@\2"),
     (re.compile(r"(?<![\w])\+?(\d{1,3})\d{5,11}(\d{2})\b"), r"+\1*****\2"),
 )
 

@@ -15,6 +15,9 @@ from engine.redaction import RedactingFilter, redact
     ("raw", "secret"),
     [
         ("sending to ada.lovelace@example.com now", "ada.lovelace@example.com"),
+        ("suppressed ünïcode@exämple.com", "ünïcode@exämple.com"),
+        ("suppressed a@b.c", "a@b.c"),
+        ("to <Grace.Hopper+otp@Mail.Example.CO.UK>", "Grace.Hopper+otp"),
         ("sms to +14155550123 failed", "14155550123"),
         ("Authorization: Bearer abc.def-123", "abc.def-123"),
         ("token eyJhbGciOiJIUzI1NiJ9.eyJ0ZW5hbnQiOiJ0In0.c2lnbmF0dXJl seen", "eyJhbGciOiJIUzI1NiJ9"),
