@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import phonenumbers
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, HttpUrl, StrictInt, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from engine.channels import Channel, Priority
@@ -181,7 +181,7 @@ class NotificationRequest(BaseModel):
     metadata: Metadata = Field(default_factory=Metadata)
     priority: Priority = Priority.NORMAL
     schedule_at: Instant | None = None
-    ttl_seconds: int | None = Field(None, gt=0, le=MAX_TTL_S)
+    ttl_seconds: StrictInt | None = Field(None, gt=0, le=MAX_TTL_S)
     callback_url: HttpUrl | None = None
     trace_id: str | None = Field(None, max_length=128)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from jinja2 import BaseLoader, TemplateSyntaxError
 from jinja2.exceptions import SecurityError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from engine.errors import RenderError
 from engine.intake import DEFAULT_LOCALE, check_tenant_id
@@ -47,7 +47,7 @@ class DraftRequest(BaseModel):
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 1}]})
 
-    version: int = Field(ge=1, le=MAX_VERSION)
+    version: StrictInt = Field(ge=1, le=MAX_VERSION)
 
 
 class PartialRequest(BaseModel):

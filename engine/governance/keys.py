@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from engine.auth import AuthError, PlatformPrincipal, Principal, VerifiedTokens
 from engine.ids import new_id
@@ -80,7 +80,7 @@ class CreateKeyRequest(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, description="what the key is for (shown in the list)")
     scopes: list[Scope] = Field(min_length=1, max_length=4, description="admin includes the others")
-    test_mode: bool = Field(False, description="its messages go to the sink provider and are marked as tests")
+    test_mode: StrictBool = Field(False, description="its messages go to the sink provider and are marked as tests")
     expires_at: Instant | None = Field(None, description="refused from then on; null: until revoked")
 
     @field_validator("scopes")

@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 from engine.channels import Channel
 from engine.errors import FailureClass
@@ -59,7 +59,7 @@ class ReplayRequest(BaseModel):
 
     ids: list[str] | None = Field(None, min_length=1, max_length=MAX_REPLAY_IDS, description="msg_... ids")
     filter: DeadFilter | None = None
-    all: bool = Field(False, description="every dead message in the caller's scope")
+    all: StrictBool = Field(False, description="every dead message in the caller's scope")
     to_provider: str | None = Field(
         None, pattern=PROVIDER, description="send the replayed messages through this provider"
     )

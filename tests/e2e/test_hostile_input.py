@@ -296,3 +296,20 @@ def test_times_at_the_ends_of_the_calendar_are_422_naming_the_field(herald: Hera
         problem(admin.get("/admin/dlq?dead_after=0001-01-01T00:00:00%2B01:00"), 422)
         replay = admin.post("/admin/dlq/replay", json={"filter": {"dead_after": "0001-01-01T00:00:00+01:00"}})
         problem(replay, 422)
+
+
+def test_a_bool_or_a_string_where_a_number_or_a_bool_goes_is_422_not_coerced(herald: Herald) -> None:
+    tenant = new_tenant()
+    with httpx.Client(
+        base_url=herald.base_url, headers={"Authorization": f"Bearer {herald.token(tenant, admin=True)}"}, timeout=30
+    ) as api:
+        for ttl in (True, "300", 300.5):
+            doc = problem(post(api, otp(ttl_seconds=ttl)), 422)
+            assert ["body", "ttl_seconds"] in [e["loc"] for e in doc["errors"]], doc
+        assert post(api, otp(ttl_seconds=300)).status_code == 202
+        key = api.post("/api/keys", json={"name": "c", "scopes": ["read"], "test_mode": "on"})
+        assert ["body", "test_mode"] in [e["loc"] for e in problem(key, 422)["errors"]]
+        rollback = api.post("/api/templates/otp_login/rollback", json={"version": True})
+        assert ["body", "version"] in [e["loc"] for e in problem(rollback, 422)["errors"]]
+        replay = api.post("/admin/dlq/replay", json={"all": "yes"})
+        assert ["body", "all"] in [e["loc"] for e in problem(replay, 422)["errors"]]
