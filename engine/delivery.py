@@ -74,7 +74,8 @@ class OutboundMessage:
     tags: tuple[str, ...] = ()
     category: str | None = None
     priority: str = "normal"
-    ttl_seconds: int | None = None
+    ttl_seconds: int | None = None  #: what is left of the TTL, whole seconds (for providers' own TTLs)
+    expires_at: datetime | None = None  #: the message's TTL itself, for what keeps it (the in-app inbox)
     extra: Mapping[str, Any] = field(default_factory=dict)  #: provider-specific options (WhatsApp template...)
 
 

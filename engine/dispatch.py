@@ -322,6 +322,7 @@ class Dispatcher:
             headers=self._headers(msg),
             extra=_provider_options(msg, resolved.manifest.whatsapp),
             ttl_seconds=_remaining_s(msg, now),
+            expires_at=msg.expires_at,
             tags=tuple(metadata.get("tags") or ()),
             category=msg.category or resolved.manifest.category,
             priority=msg.priority.value,

@@ -92,7 +92,9 @@ class InappDriver(BaseDriver):
             template_id=message.template_id,
             locale=message.locale,
             created_at=now,
-            expires_at=now + timedelta(seconds=message.ttl_seconds) if message.ttl_seconds else None,
+            # the message's own expiry: the whole seconds of ttl_seconds ended it up to a second early
+            expires_at=message.expires_at
+            or (now + timedelta(seconds=message.ttl_seconds) if message.ttl_seconds else None),
         )
 
     async def send_one(self, message: OutboundMessage) -> SendResult:

@@ -115,3 +115,13 @@ async def test_nothing_personal_in_logs(caplog: pytest.LogCaptureFixture) -> Non
     caplog.set_level(logging.DEBUG)
     await InappDriver(MemoryInboxStore()).send_batch([msg(1, text="secret body 998877")])
     assert "998877" not in caplog.text and "u_42" not in caplog.text
+
+
+async def test_an_item_expires_with_its_message_not_a_part_second_earlier() -> None:
+    store = MemoryInboxStore()
+    expires = NOW + timedelta(seconds=2, milliseconds=986)  # what whole seconds of TTL left would round down
+    from dataclasses import replace
+
+    [result] = await InappDriver(store, clock=lambda: NOW).send_batch([replace(msg(1, ttl=2), expires_at=expires)])
+    assert result.ok
+    assert store.inbox("t_001", "u_42")[0].expires_at == expires
