@@ -7,10 +7,11 @@ TTL added, overflows, and PostgreSQL stores 9999-12-31T23:59:59.999999Z as ``inf
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
@@ -31,4 +32,11 @@ def within_calendar(value: datetime) -> datetime:
     return value
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(within_calendar)]
+def _plus_as_space(value: object) -> object:
+    """A query string's unencoded + arrives as a space: ``...T10:00:00 00:00`` would be 'invalid'."""
+    if isinstance(value, str) and re.search(r"T[\d:.]+ \d{2}:?\d{2}$", value):
+        raise ValueError("the + of the offset reached us as a space: send it as %2B in a query string")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_plus_as_space), AfterValidator(within_calendar)]

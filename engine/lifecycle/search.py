@@ -58,6 +58,8 @@ class SearchFilters(BaseModel):
                 raise ValueError("not an email address")
             return value.strip().lower()
         compact = re.sub(r"[\s().-]", "", value)
+        if value.startswith(" ") and E164.match("+" + compact):
+            raise ValueError("the + reached us as a space: send it as %2B in a query string")
         if not E164.match(compact):
             raise ValueError("an email address or an E.164 number such as +447700900123 (user ids: user_id)")
         return compact
