@@ -202,8 +202,11 @@ def _parse(model: type[BaseModel], body: Any) -> Any:
 
 
 def _event_types(requested: Sequence[str] | None) -> list[str] | None:
-    if not requested:
+    if requested is None:
         return None
+    if not requested:  # an endpoint for no event would receive every one, as an omitted list does
+        msg = "name at least one event type, or leave event_types out for all of them"
+        raise ApiProblem(422, msg, errors=[FieldError(("body", "event_types"), msg)])
     errors = [
         FieldError(("body", "event_types", i), f"unknown event type {name!r}")
         for i, name in enumerate(requested)

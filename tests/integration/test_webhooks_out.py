@@ -247,6 +247,9 @@ async def test_endpoint_input_is_checked_and_deleting_drops_what_is_queued(repo,
     with pytest.raises(ApiProblem) as missing:
         await loose.create(tenant, {"event_types": []})
     assert missing.value.status == 422 and missing.value.errors[0].loc == ("body", "url")
+    with pytest.raises(ApiProblem) as none_named:  # not "all": that is leaving the list out
+        await loose.create(tenant, {"url": receiver.url, "event_types": []})
+    assert none_named.value.errors[0].loc == ("body", "event_types")
     endpoint = await loose.create(tenant, {"url": receiver.url})
     public_id = endpoint.as_dict()["id"]
     await loose.send_test(tenant, public_id)
