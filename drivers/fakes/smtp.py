@@ -137,8 +137,9 @@ class SmtpHandle:
     """A running SMTP emulator: ``.host``, ``.port``, ``.messages``, ``.refuse()``, ``.fail()``, ``.stop()``."""
 
     def __init__(self, state: SmtpState) -> None:
-        # aiosmtpd logs each command at INFO and each line of DATA (the message, its codes) at DEBUG
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        # aiosmtpd logs each command at INFO and each line of DATA (the message, its codes) at DEBUG, and
+        # warns on every connection about AUTH without TLS, which a loopback emulator means to allow
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
         self.state = state
         self.host = "127.0.0.1"
         with socket.socket() as sock:
