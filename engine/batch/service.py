@@ -380,6 +380,9 @@ def progress_of(row: BatchRow) -> BatchProgress:
             eta = pending / rate if pending else 0.0
     elif not pending:
         eta = 0.0
+    if row.last_scheduled_at is not None:  # none of it goes before its time, whatever the rate
+        until = max(0.0, (row.last_scheduled_at - row.now).total_seconds())
+        eta = until if eta is None else max(eta, until)
     return BatchProgress(
         batch_id=format_batch_id(row.id),
         items=row.items,

@@ -126,6 +126,8 @@ _PROGRESS = """
 SELECT b.id, b.items, b.accepted, b.replayed, b.rejected, b.created_at, b.cancelled_at, now() AS now,
        (SELECT max(m.updated_at) FROM messages m
         WHERE m.batch_id = b.id AND m.status <> ALL($3::text[])) AS last_done_at,
+       (SELECT max(m.schedule_at) FROM messages m
+        WHERE m.batch_id = b.id AND m.status = 'scheduled') AS last_scheduled_at,
        (SELECT coalesce(json_object_agg(c.status, c.n), '{}'::json) FROM (
             SELECT m.status, count(*) AS n FROM messages m WHERE m.batch_id = b.id GROUP BY m.status) c)
         AS counts
@@ -182,6 +184,7 @@ class BatchRow:
     now: datetime
     last_done_at: datetime | None
     counts: dict[str, int]
+    last_scheduled_at: datetime | None = None  #: the latest schedule_at of its messages still scheduled
 
 
 def _stage_record(item: StagedMessage) -> tuple[Any, ...]:
@@ -286,6 +289,7 @@ class BatchStore:
             now=row["now"],
             last_done_at=row["last_done_at"],
             counts={k: int(v) for k, v in row["counts"].items()},
+            last_scheduled_at=row["last_scheduled_at"],
         )
 
     async def cancel(self, tenant_id: uuid.UUID, batch_id: uuid.UUID, *, actor: str) -> int | None:
