@@ -52,7 +52,8 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(validation_problem(exc.errors()), request)
+        unread = _body_of_another_type(request, exc.errors())
+        return problem_response(unread or validation_problem(exc.errors()), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -62,6 +63,17 @@ def create_app() -> FastAPI:
     mount_docs(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _body_of_another_type(request: Request, errors: Any) -> ApiProblem | None:
+    """415 when the body was not read as JSON for its Content-Type (FastAPI then finds "no object")."""
+    declared = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not declared or declared.endswith(("/json", "+json")):
+        return None
+    if not any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return None
+    msg = f"the body is read as JSON only: send it as Content-Type: application/json (not {declared})"
+    return ApiProblem(415, msg, errors=[FieldError(("header", "content-type"), msg)])
 
 
 def validation_problem(errors: Any) -> ApiProblem:
