@@ -31,6 +31,26 @@ SETTING_NAME = re.compile(r"^(HERALD|AWS)_[A-Z0-9_]{1,64}$")
 WEBHOOK_TENANT_SETTING = "HERALD_WEBHOOK_TENANT"
 
 
+#: The platform's settings that prove who it is to a provider (keys, tokens, secrets, account ids,
+#: passwords, key files): never part of the settings of a driver or receiver built for a tenant.
+_SECRET_PART = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|SID|USERNAME|CREDENTIALS)")
+
+
+def without_platform_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` less the platform's provider credentials: what a tenant's own settings are merged onto.
+
+    Merged onto the whole environment, a tenant that set only ``HERALD_TWILIO_BASE_URL`` (or
+    ``HERALD_SENDGRID_BASE_URL``) had Herald send the platform's account SID and auth token (API key)
+    to the URL it named. Endpoints, regions and timeouts stay: a tenant gives its own credentials.
+    """
+    return {
+        name: value
+        for name, value in env.items()
+        if name.endswith(("_URL", "_URI"))
+        or not (SETTING_NAME.match(name) and _SECRET_PART.search(name.split("_", 1)[1]))
+    }
+
+
 class CredentialBox:
     def __init__(self, secret: str) -> None:
         key = hashlib.sha256(b"herald-credentials\x00" + secret.encode()).digest()
@@ -64,7 +84,7 @@ class TenantDrivers:
 
     def __init__(self, box: CredentialBox, base_env: Mapping[str, str], factory: DriverFactory) -> None:
         self.box = box
-        self.base_env = dict(base_env)
+        self.base_env = without_platform_secrets(base_env)
         self.factory = factory
         self._drivers: dict[tuple[str, Channel, str, str], Driver] = {}
 

@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 
 from engine.channels import Channel
-from engine.credentials import CredentialBox, sealed_for
+from engine.credentials import CredentialBox, sealed_for, without_platform_secrets
 from engine.errors import ConfigurationError
 from engine.feedback.events import WebhookError, WebhookReceipt, WebhookRequest
 from engine.feedback.ingest import FeedbackIngest, IngestReport
@@ -167,7 +167,8 @@ class ProviderWebhooks:
             overrides = self.box.open(sealed)
         except ConfigurationError as err:
             raise ApiProblem(503, str(err)) from None
-        return self._built(channel, provider, sealed, {**self.env, **overrides}), tenant.id
+        # verified with the tenant's own secret only, never the platform's (engine.credentials)
+        return self._built(channel, provider, sealed, {**without_platform_secrets(self.env), **overrides}), tenant.id
 
     def _built(
         self, channel: Channel, provider: str, sealed: str | None, env: Mapping[str, str]

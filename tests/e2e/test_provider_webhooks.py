@@ -218,7 +218,8 @@ def test_a_tenants_own_meta_app_verifies_its_webhook_and_reaches_only_its_messag
         mid = post(api, {"channel": "whatsapp", "template_id": "security_alert", "to": {"phone": "+447400123123"},
                          "variables": {"device": "Pixel 6"}}).json()["message_id"]  # fmt: skip
         wamid = herald.wait_status(api, mid, lambda s: s == "delivered")["provider_message_id"]
-    own = {"HERALD_META_APP_SECRET": "other-tenants-own-app-secret"}
+    # its own app: its own secret and token (none of the platform's credentials is merged into a tenant's)
+    own = {"HERALD_META_APP_SECRET": "other-tenants-own-app-secret", "HERALD_META_TOKEN": "other-tenants-own-token"}
     with httpx.Client(base_url=herald.base_url, timeout=30) as client:
         stored = client.put(
             "/admin/credentials/whatsapp/meta",
