@@ -120,7 +120,20 @@ WITH u AS (
         version = m.version + 1, updated_at = now()
     FROM u
     WHERE m.id = u.id AND m.status = 'dead'
-    RETURNING m.id
+    RETURNING m.id, m.tenant_id, m.channel, m.template_id, m.template_version, m.provider, m.created_at, m.status
+), roll AS (
+    -- the rollups counted the message failed when it died: it is not (yet) any more, and one that
+    -- expires here is counted expired, so a replayed message that is then sent counts once, as sent
+    INSERT INTO analytics_daily AS r
+        (tenant_id, day, channel, template_id, template_version, provider, stripe, sent, failed, suppressed,
+         expired)
+    SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date, channel, template_id, template_version,
+           coalesce(provider, ''), 0, 0, -count(*), 0, count(*) FILTER (WHERE status = 'expired')
+    FROM upd
+    GROUP BY 1, 2, 3, 4, 5, 6
+    ORDER BY 1, 2, 3, 4, 5, 6  -- one lock order for every writer of the rollups
+    ON CONFLICT (tenant_id, day, channel, template_id, template_version, provider, stripe) DO UPDATE
+    SET failed = r.failed + EXCLUDED.failed, expired = r.expired + EXCLUDED.expired
 ), ob AS (
     INSERT INTO outbox (tenant_id, message_id, queue, priority)
     SELECT u.tenant_id, u.id, u.queue, u.priority FROM u JOIN upd ON upd.id = u.id WHERE u.queue IS NOT NULL

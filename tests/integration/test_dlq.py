@@ -73,6 +73,11 @@ async def test_exhausted_dead_replayed_queued_then_sent_once_even_when_replayed_
     assert item.error is not None and item.error.error_class == "retryable" and item.error.code == "503"
     assert item.attempts == 4 and item.provider == "fake" and item.channel == "email"
 
+    rollup = (
+        "SELECT coalesce(sum(failed), 0) AS failed, coalesce(sum(sent), 0) AS sent"
+        " FROM analytics_daily WHERE tenant_id = $1"
+    )
+    dead_counted = await repo.pool.fetchrow(rollup, tenant.id)
     first = await dlq.replay(scope, {"ids": [public_id]})
     assert (first.matched, first.replayed, first.expired) == (1, 1, 0)
     assert await h.status(tenant.id, public_id) == "queued"
@@ -82,6 +87,9 @@ async def test_exhausted_dead_replayed_queued_then_sent_once_even_when_replayed_
     assert (second.matched, second.replayed) == (0, 0)
     await h.pump(rounds=2)
     assert await h.status(tenant.id, public_id) == "sent" and times_sent(h, public_id) == 1
+    sent_counted = await repo.pool.fetchrow(rollup, tenant.id)
+    # analytics count it once, as sent: no longer failed as well
+    assert (sent_counted["failed"], sent_counted["sent"]) == (dead_counted["failed"] - 1, dead_counted["sent"] + 1)
     types = [e["type"] for e in await h.events(tenant.id, public_id)]
     assert types.count("NotificationReplayed") == 1 and types[-1] == "NotificationSent"
     view = await repo.message_view(tenant.id, uuid_of(public_id))
