@@ -20,7 +20,13 @@ from engine.templating.preview import preview
 from engine.templating.refs import MAX_VERSION
 from engine.templating.sandbox import make_environment
 from engine.templating.sources import is_partial_name
-from engine.tenant_templates import TemplateConflict, TenantTemplateCache, TenantTemplateStore, validate_document
+from engine.tenant_templates import (
+    TemplateConflict,
+    TenantTemplateCache,
+    TenantTemplateStore,
+    load_partials,
+    validate_document,
+)
 
 
 class DraftRequest(BaseModel):
@@ -102,9 +108,7 @@ class TemplateService:
     async def save_draft(self, tenant: Tenant, raw_id: str, body: Any, actor: str) -> dict[str, Any]:
         template_id = template_id_of(raw_id)
         draft: DraftRequest = parse(DraftRequest, body)
-        partials: dict[str, dict[str, str]] = {}
-        for row in await self.store.partials(tenant.id):  # what its includes will find when it is sent
-            partials.setdefault(row["locale"], {})[row["name"]] = row["text"]
+        partials = await load_partials(self.store.pool, tenant.id)  # what its includes will find when sent
         try:
             validate_document(self.catalog, tenant.slug, template_id, draft.manifest, draft.texts, partials=partials)
         except TemplateError as err:

@@ -111,6 +111,14 @@ def validate_document(
             trial.render(resolved, parsed.examples(), channel)
 
 
+async def load_partials(pool: asyncpg.Pool, tenant_id: uuid.UUID) -> dict[str, dict[str, str]]:
+    """The tenant's partials, locale -> name -> text: what its templates' includes find."""
+    found: dict[str, dict[str, str]] = {}
+    for r in await pool.fetch("SELECT locale, name, text FROM tenant_partials WHERE tenant_id = $1", tenant_id):
+        found.setdefault(r["locale"], {})[r["name"]] = r["text"]
+    return found
+
+
 class TenantTemplateStore:
     """Postgres persistence of tenant templates."""
 
@@ -302,10 +310,7 @@ class TenantTemplateCache:
                 source.add(Manifest.from_dict(r["template_id"], r["version"], r["manifest"]), r["texts"])
             except (TemplateError, ValueError):
                 continue  # validated at publish; a row that no longer parses is not served
-        for r in await self.pool.fetch(
-            "SELECT locale, name, text FROM tenant_partials WHERE tenant_id = $1", tenant_id
-        ):
-            source.partials.setdefault(r["locale"], {})[r["name"]] = r["text"]
+        source.partials = await load_partials(self.pool, tenant_id)
         self._sources[tenant] = source
         self._versions[tenant] = templates_version
         if self.catalog is not None:

@@ -98,7 +98,9 @@ def _channel_of(to: str) -> str:
     """The channel ``herald send`` infers when none is named: an email address or an E.164 number's."""
     if "@" in to:
         return "email"
-    if re.fullmatch(r"\+[1-9]\d{6,14}", to):
+    from engine.models import E164
+
+    if E164.match(to):
         return "sms"
     raise ConfigurationError(f"--to {to!r} is not an email address or an E.164 number: name its --channel")
 
